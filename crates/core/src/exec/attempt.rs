@@ -1,0 +1,158 @@
+//! One attempt of one step: a shell command in its own process group, or an
+//! in-process action, bounded by a timeout and a cancellation token.
+
+use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use tokio_util::sync::CancellationToken;
+
+use crate::kind::{StepAction, StepContext};
+
+/// How one attempt ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum AttemptEnd {
+    Passed,
+    Failed {
+        exit_code: Option<i32>,
+        reason: String,
+    },
+    TimedOut,
+    Cancelled,
+}
+
+/// What a shell attempt needs.
+pub(crate) struct ShellAttempt<'a> {
+    pub(crate) command: &'a str,
+    pub(crate) cwd: &'a Path,
+    pub(crate) env: Vec<(String, String)>,
+    pub(crate) log: Option<&'a std::fs::File>,
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) cancel: &'a CancellationToken,
+    pub(crate) kill_grace: Duration,
+}
+
+fn stdio_for(log: Option<&std::fs::File>) -> Stdio {
+    match log.and_then(|f| f.try_clone().ok()) {
+        Some(f) => Stdio::from(f),
+        None => Stdio::null(),
+    }
+}
+
+/// Waits for `timeout`, or forever.
+async fn deadline(timeout: Option<Duration>) {
+    match timeout {
+        Some(t) => tokio::time::sleep(t).await,
+        None => std::future::pending().await,
+    }
+}
+
+pub(crate) async fn run_shell(a: ShellAttempt<'_>) -> AttemptEnd {
+    if !a.cwd.is_dir() {
+        return AttemptEnd::Failed {
+            exit_code: None,
+            reason: format!("working directory {} does not exist", a.cwd.display()),
+        };
+    }
+    let mut cmd = tokio::process::Command::new("/bin/sh");
+    cmd.arg("-c")
+        .arg(a.command)
+        .current_dir(a.cwd)
+        .envs(a.env)
+        .stdin(Stdio::null())
+        .stdout(stdio_for(a.log))
+        .stderr(stdio_for(a.log))
+        // Own process group: a timeout or Ctrl-C kills the whole tree, and
+        // the terminal's Ctrl-C reaches only us, not the steps.
+        .process_group(0)
+        .kill_on_drop(true);
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            return AttemptEnd::Failed {
+                exit_code: None,
+                reason: format!("cannot start /bin/sh: {e}"),
+            };
+        }
+    };
+    let pgid = child.id().map(|id| Pid::from_raw(id as i32));
+    tokio::select! {
+        status = child.wait() => match status {
+            Ok(s) if s.success() => AttemptEnd::Passed,
+            Ok(s) => AttemptEnd::Failed {
+                exit_code: s.code(),
+                reason: match (s.code(), s.signal()) {
+                    (Some(code), _) => format!("exit status {code}"),
+                    (None, Some(sig)) => format!("killed by signal {sig}"),
+                    (None, None) => "ended abnormally".to_owned(),
+                },
+            },
+            Err(e) => AttemptEnd::Failed { exit_code: None, reason: format!("cannot wait for the step: {e}") },
+        },
+        () = deadline(a.timeout) => {
+            kill_group(&mut child, pgid, a.kill_grace).await;
+            AttemptEnd::TimedOut
+        }
+        () = a.cancel.cancelled() => {
+            kill_group(&mut child, pgid, a.kill_grace).await;
+            AttemptEnd::Cancelled
+        }
+    }
+}
+
+/// SIGTERM to the group, up to `grace` for the shell to exit, then SIGKILL
+/// to whatever of the group is left.
+async fn kill_group(child: &mut tokio::process::Child, pgid: Option<Pid>, grace: Duration) {
+    if let Some(pgid) = pgid {
+        // ESRCH (group already gone) is fine.
+        let _ = killpg(pgid, Signal::SIGTERM);
+        let _ = tokio::time::timeout(grace, child.wait()).await;
+        let _ = killpg(pgid, Signal::SIGKILL);
+    }
+    let _ = child.kill().await;
+}
+
+pub(crate) async fn run_task(
+    action: Arc<dyn StepAction>,
+    ctx: StepContext,
+    timeout: Option<Duration>,
+    cancel: &CancellationToken,
+) -> AttemptEnd {
+    let attempt_token = ctx.cancel.clone();
+    // Spawned so that a panic in the action is caught as a failure.
+    let mut handle = tokio::spawn(action.run(ctx));
+    let end = tokio::select! {
+        joined = &mut handle => match joined {
+            Ok(Ok(())) => AttemptEnd::Passed,
+            Ok(Err(failure)) => AttemptEnd::Failed { exit_code: None, reason: failure.message },
+            Err(e) => AttemptEnd::Failed {
+                exit_code: None,
+                reason: match e.try_into_panic() {
+                    Ok(payload) => format!("step panicked: {}", panic_message(payload.as_ref())),
+                    Err(_) => "step task was aborted".to_owned(),
+                },
+            },
+        },
+        () = deadline(timeout) => AttemptEnd::TimedOut,
+        () = cancel.cancelled() => AttemptEnd::Cancelled,
+    };
+    if !matches!(end, AttemptEnd::Passed | AttemptEnd::Failed { .. }) {
+        attempt_token.cancel();
+        handle.abort();
+    }
+    end
+}
+
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "(no message)".to_owned()
+    }
+}

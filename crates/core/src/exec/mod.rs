@@ -1,0 +1,1123 @@
+//! The executor: runs a [`Pipeline`] on tokio, stage gate by stage gate.
+//!
+//! A single coordinator owns the schedule and every ledger write; each step
+//! runs in its own task (hash inputs, consult the cache, attempt with
+//! timeout and retries, hash outputs) and reports back. A step of a later
+//! stage starts only after the gate of the stage before it passed; when a
+//! gate fails, every later step ends `gated`, with the reason naming the stage
+//! and the step that failed. Runs that select a later stage (`--stage`,
+//! `--from`) are refused unless the ledger proves every earlier stage for
+//! the current commit, definitions and inputs.
+
+mod attempt;
+mod hash;
+
+use std::collections::{BTreeMap, VecDeque};
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use petgraph::graph::NodeIndex;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::event::{Event, EventBus};
+use crate::git::git_state;
+use crate::kind::{StepContext, StepLog};
+use crate::ledger::{GitState, Ledger, LedgerError, PlannedStep, StepOutcomeRecord, now_ms};
+use crate::pipeline::{Action, Node, Pipeline, Step};
+use crate::stage::Stage;
+use crate::status::{RunStatus, StageStatus, StepStatus};
+use attempt::{AttemptEnd, ShellAttempt};
+use hash::{hash_inputs, hash_outputs};
+
+/// Which stages a run covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Selection {
+    /// Every stage.
+    #[default]
+    All,
+    /// Only this stage; earlier stages must be proven by the ledger.
+    Stage(Stage),
+    /// This stage and every later one; earlier stages must be proven.
+    From(Stage),
+}
+
+impl Selection {
+    /// Whether the selection runs a stage.
+    pub fn includes(self, stage: Stage) -> bool {
+        match self {
+            Selection::All => true,
+            Selection::Stage(s) => stage == s,
+            Selection::From(s) => stage >= s,
+        }
+    }
+
+    /// The first stage the selection runs, if it skips earlier ones.
+    pub fn first(self) -> Option<Stage> {
+        match self {
+            Selection::All => None,
+            Selection::Stage(s) | Selection::From(s) => Some(s),
+        }
+    }
+
+    /// The label stored in the ledger: `all`, `stage:NAME`, `from:NAME`.
+    pub fn label(self) -> String {
+        match self {
+            Selection::All => "all".to_owned(),
+            Selection::Stage(s) => format!("stage:{s}"),
+            Selection::From(s) => format!("from:{s}"),
+        }
+    }
+
+    /// Parses a ledger label.
+    pub fn parse_label(label: &str) -> Option<Selection> {
+        match label.split_once(':') {
+            None if label == "all" => Some(Selection::All),
+            Some(("stage", s)) => s.parse().ok().map(Selection::Stage),
+            Some(("from", s)) => s.parse().ok().map(Selection::From),
+            _ => None,
+        }
+    }
+}
+
+/// How to run.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Steps running at once (at least 1).
+    pub jobs: usize,
+    /// Run steps even when their cached result is valid.
+    pub force: bool,
+    /// Which stages to run.
+    pub selection: Selection,
+    /// Finish the last unfinished run instead of starting a new one.
+    pub resume: bool,
+    /// Cancel to stop the run: running process groups are killed.
+    pub cancel: CancellationToken,
+    /// How long a killed step's shell gets after SIGTERM before SIGKILL.
+    pub kill_grace: Duration,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            jobs: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            force: false,
+            selection: Selection::All,
+            resume: false,
+            cancel: CancellationToken::new(),
+            kill_grace: Duration::from_secs(3),
+        }
+    }
+}
+
+/// Why a run could not be carried out (as opposed to a run that failed).
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    /// The ledger failed.
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    /// A later stage was selected without evidence for an earlier one.
+    #[error(
+        "refusing to run stage `{stage}`: the earlier stage `{missing}` has no passing record for {commit}: step `{step}` {why}; run `mlops pipeline run --from {missing}` (or the whole pipeline) first"
+    )]
+    Refused {
+        /// The selected stage.
+        stage: Stage,
+        /// The earlier stage lacking evidence.
+        missing: Stage,
+        /// The step lacking evidence.
+        step: String,
+        /// Why its evidence does not count.
+        why: String,
+        /// The commit evidence was looked up for.
+        commit: String,
+    },
+    /// The selected stage is not in the pipeline.
+    #[error("stage `{0}` is not enabled in this project")]
+    StageNotEnabled(Stage),
+    /// `--resume` with nothing to resume.
+    #[error("nothing to resume: {0}")]
+    NothingToResume(String),
+    /// `--resume` after the commit changed.
+    #[error(
+        "cannot resume run {run_id}: it ran on commit {was}, but HEAD is now {now}; start a new run"
+    )]
+    ResumeCommitChanged {
+        /// The run.
+        run_id: i64,
+        /// Its commit.
+        was: String,
+        /// The current commit.
+        now: String,
+    },
+    /// A step task died outside the step's own code (a bug in mlops).
+    #[error("internal error while running step tasks: {0}")]
+    TaskPanicked(String),
+    /// The run's log directory could not be created.
+    #[error("cannot create the log directory {path}")]
+    LogDir {
+        /// The directory.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The result of one step in a finished run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepReport {
+    /// Name.
+    pub name: String,
+    /// Stage.
+    pub stage: Stage,
+    /// Final status.
+    pub status: StepStatus,
+    /// Attempts made.
+    pub attempts: u32,
+    /// Why it did not pass.
+    pub reason: Option<String>,
+}
+
+/// The result of a run.
+#[derive(Debug, Clone)]
+pub struct RunReport {
+    /// Ledger id.
+    pub run_id: i64,
+    /// Final status.
+    pub status: RunStatus,
+    /// Wall time.
+    pub duration: Duration,
+    /// Every step of the run, in plan order.
+    pub steps: Vec<StepReport>,
+}
+
+impl RunReport {
+    /// The report of one step.
+    pub fn step(&self, name: &str) -> Option<&StepReport> {
+        self.steps.iter().find(|s| s.name == name)
+    }
+}
+
+/// Runs pipelines of one project directory and records them in its ledger.
+#[derive(Debug)]
+pub struct Executor {
+    root: PathBuf,
+    ledger: Ledger,
+    bus: EventBus,
+}
+
+/// Why a prerequisite did not pass.
+#[derive(Debug, Clone)]
+enum Blocker {
+    /// A step failed; the text is "`name` failed (exit status 1)".
+    StepFailed(String),
+    /// Already a complete gating reason, passed along unchanged.
+    Gated(String),
+    /// The run was cancelled.
+    Cancelled,
+}
+
+/// Sent by step tasks to the coordinator, which owns the ledger writes.
+enum TaskMessage {
+    Started {
+        index: usize,
+        attempt: u32,
+        at_ms: i64,
+        log: Option<String>,
+    },
+    Retrying {
+        index: usize,
+        attempt: u32,
+        delay: Duration,
+        reason: String,
+    },
+}
+
+/// What a step task hands back.
+#[derive(Debug, Default)]
+struct StepResult {
+    status: Option<StepStatus>,
+    attempts: u32,
+    exit_code: Option<i32>,
+    started_ms: Option<i64>,
+    duration: Duration,
+    input_hash: Option<String>,
+    output_hash: Option<String>,
+    log_path: Option<String>,
+    reason: Option<String>,
+    log_tail: Option<String>,
+    cached_from: Option<i64>,
+}
+
+impl Executor {
+    /// An executor for the project at `project_root`, opening (and creating)
+    /// its ledger under `.mlops/`.
+    pub fn new(project_root: impl AsRef<Path>) -> Result<Executor, ExecError> {
+        let given = project_root.as_ref();
+        let root = std::fs::canonicalize(given).unwrap_or_else(|_| given.to_path_buf());
+        let ledger = Ledger::open(&root)?;
+        Ok(Executor {
+            root,
+            ledger,
+            bus: EventBus::default(),
+        })
+    }
+
+    /// The project's ledger.
+    pub fn ledger(&self) -> &Ledger {
+        &self.ledger
+    }
+
+    /// A stream of every event of the following runs.
+    pub fn subscribe(&mut self) -> mpsc::UnboundedReceiver<Event> {
+        self.bus.subscribe()
+    }
+
+    /// Runs the pipeline. `Ok` carries the report of a run that happened,
+    /// whatever its status; `Err` means it could not be carried out at all.
+    pub async fn run(&self, pipeline: &Pipeline, opts: RunOptions) -> Result<RunReport, ExecError> {
+        let started = Instant::now();
+        let _lock = self.ledger.lock()?;
+        let root = self.root.clone();
+        let git = tokio::task::spawn_blocking(move || git_state(&root))
+            .await
+            .unwrap_or_default();
+
+        let mut selection = opts.selection;
+        let mut kept: BTreeMap<usize, (StepStatus, Option<i64>)> = BTreeMap::new();
+        let resumed_run = if opts.resume {
+            let (run_id, sel, keep) = self.prepare_resume(pipeline, &git).await?;
+            selection = sel;
+            kept = keep;
+            Some(run_id)
+        } else {
+            None
+        };
+        if let Some(first) = selection.first() {
+            if !pipeline.stages().contains(&first) {
+                return Err(ExecError::StageNotEnabled(first));
+            }
+            if resumed_run.is_none() {
+                self.check_evidence(pipeline, first, &git).await?;
+            }
+        }
+
+        let included: Vec<bool> = pipeline
+            .steps()
+            .iter()
+            .map(|s| selection.includes(s.stage))
+            .collect();
+        let planned: Vec<PlannedStep> = pipeline
+            .ordered_steps()
+            .into_iter()
+            .filter(|&i| included[i])
+            .map(|i| {
+                let s = &pipeline.steps()[i];
+                PlannedStep {
+                    name: s.name.clone(),
+                    stage: s.stage,
+                    fingerprint: s.fingerprint(),
+                }
+            })
+            .collect();
+        let run_id = match resumed_run {
+            Some(run_id) => {
+                let keep: Vec<String> = kept
+                    .keys()
+                    .map(|&i| pipeline.steps()[i].name.clone())
+                    .collect();
+                self.ledger.reopen_run(run_id, &planned, &keep)?;
+                run_id
+            }
+            None => {
+                self.ledger
+                    .begin_run(pipeline.project(), &git, &selection.label(), &planned)?
+            }
+        };
+        let log_dir = self
+            .ledger
+            .state_dir()
+            .join("runs")
+            .join(run_id.to_string());
+        std::fs::create_dir_all(&log_dir).map_err(|source| ExecError::LogDir {
+            path: log_dir.clone(),
+            source,
+        })?;
+        self.bus.emit(Event::RunStarted {
+            run_id,
+            project: pipeline.project().to_owned(),
+            commit: git.commit.clone(),
+            dirty: git.dirty,
+            selection: selection.label(),
+            steps: planned.len(),
+            resumed: resumed_run.is_some(),
+        });
+
+        let mut coordinator = Coordinator {
+            exec: self,
+            pipeline,
+            run_id,
+            opts: &opts,
+            included,
+            log_dir,
+            pending_preds: Vec::new(),
+            blocker: vec![None; pipeline.graph().node_count()],
+            done: vec![false; pipeline.graph().node_count()],
+            ready: VecDeque::new(),
+            results: vec![None; pipeline.steps().len()],
+            stage_started: BTreeMap::new(),
+            fatal: None,
+        };
+        let status = coordinator.drive(kept).await;
+        if let Some(err) = coordinator.fatal.take() {
+            // The evidence could not be recorded: mark the run as ended if the
+            // ledger still answers, and report why it failed.
+            let _ = self.ledger.finish_run(run_id, RunStatus::Failed);
+            return Err(err);
+        }
+        self.ledger.finish_run(run_id, status)?;
+        let duration = started.elapsed();
+        self.bus.emit(Event::RunFinished {
+            run_id,
+            status,
+            duration_ms: duration.as_millis() as u64,
+        });
+        let steps = pipeline
+            .ordered_steps()
+            .into_iter()
+            .filter_map(|i| {
+                let (status, attempts, reason) = coordinator.results[i].clone()?;
+                let s = &pipeline.steps()[i];
+                Some(StepReport {
+                    name: s.name.clone(),
+                    stage: s.stage,
+                    status,
+                    attempts,
+                    reason,
+                })
+            })
+            .collect();
+        Ok(RunReport {
+            run_id,
+            status,
+            duration,
+            steps,
+        })
+    }
+
+    /// Checks that every stage before `first` has a passing record of each of
+    /// its steps for this commit, definition and inputs.
+    async fn check_evidence(
+        &self,
+        pipeline: &Pipeline,
+        first: Stage,
+        git: &GitState,
+    ) -> Result<(), ExecError> {
+        let commit_text = git.commit.as_deref().map_or_else(
+            || "this working tree (no git commit)".to_owned(),
+            |c| format!("commit {}", short(c)),
+        );
+        for &stage in pipeline.stages().iter().filter(|s| **s < first) {
+            for (_, step) in pipeline.stage_steps(stage) {
+                let refuse = |why: String| ExecError::Refused {
+                    stage: first,
+                    missing: stage,
+                    step: step.name.clone(),
+                    why,
+                    commit: commit_text.clone(),
+                };
+                let root = self.root.clone();
+                let inputs = step.inputs.clone();
+                let input_hash = tokio::task::spawn_blocking(move || hash_inputs(&root, &inputs))
+                    .await
+                    .map_err(|e| refuse(format!("could not be checked ({e})")))?
+                    .map_err(|e| refuse(format!("cannot be checked: {e}")))?;
+                let record = self.ledger.find_passing(
+                    &step.name,
+                    &step.fingerprint(),
+                    &input_hash,
+                    Some(git.commit.as_deref()),
+                )?;
+                if record.is_none() {
+                    let why = if self
+                        .ledger
+                        .find_passing(&step.name, &step.fingerprint(), &input_hash, None)?
+                        .is_some()
+                    {
+                        "passed only on another commit".to_owned()
+                    } else {
+                        "has not passed with its current definition and inputs".to_owned()
+                    };
+                    return Err(refuse(why));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Finds the run to resume and the steps whose passing result still
+    /// holds.
+    async fn prepare_resume(
+        &self,
+        pipeline: &Pipeline,
+        git: &GitState,
+    ) -> Result<(i64, Selection, BTreeMap<usize, (StepStatus, Option<i64>)>), ExecError> {
+        let run_id = self
+            .ledger
+            .last_run_id()?
+            .ok_or_else(|| ExecError::NothingToResume("no run is recorded".to_owned()))?;
+        let run = self
+            .ledger
+            .run(run_id)?
+            .ok_or_else(|| ExecError::NothingToResume(format!("run {run_id} is gone")))?;
+        if run.status == RunStatus::Passed {
+            return Err(ExecError::NothingToResume(format!(
+                "the last run ({run_id}) passed"
+            )));
+        }
+        if run.commit != git.commit {
+            return Err(ExecError::ResumeCommitChanged {
+                run_id,
+                was: run
+                    .commit
+                    .as_deref()
+                    .map_or_else(|| "(none)".to_owned(), short),
+                now: git
+                    .commit
+                    .as_deref()
+                    .map_or_else(|| "(none)".to_owned(), short),
+            });
+        }
+        let selection = Selection::parse_label(&run.selection).unwrap_or_default();
+        let mut keep = BTreeMap::new();
+        for recorded in run.steps.iter().filter(|s| s.status.is_success()) {
+            let Some(index) = pipeline.step_index(&recorded.name) else {
+                continue;
+            };
+            let step = &pipeline.steps()[index];
+            if step.fingerprint() != recorded.fingerprint {
+                continue;
+            }
+            let root = self.root.clone();
+            let (inputs, outputs) = (step.inputs.clone(), step.outputs.clone());
+            let still = tokio::task::spawn_blocking(move || {
+                Some((
+                    hash_inputs(&root, &inputs).ok()?,
+                    hash_outputs(&root, &outputs).ok()?,
+                ))
+            })
+            .await
+            .ok()
+            .flatten();
+            if let Some((input_hash, output_hash)) = still
+                && recorded.input_hash.as_deref() == Some(input_hash.as_str())
+                && recorded.output_hash == output_hash
+            {
+                keep.insert(index, (recorded.status, recorded.cached_from));
+            }
+        }
+        Ok((run_id, selection, keep))
+    }
+}
+
+fn short(commit: &str) -> String {
+    commit.chars().take(12).collect()
+}
+
+struct Coordinator<'a> {
+    exec: &'a Executor,
+    pipeline: &'a Pipeline,
+    run_id: i64,
+    opts: &'a RunOptions,
+    included: Vec<bool>,
+    log_dir: PathBuf,
+    pending_preds: Vec<usize>,
+    blocker: Vec<Option<Blocker>>,
+    done: Vec<bool>,
+    ready: VecDeque<NodeIndex>,
+    /// Final (status, attempts, reason) per step index.
+    results: Vec<Option<(StepStatus, u32, Option<String>)>>,
+    stage_started: BTreeMap<Stage, Instant>,
+    fatal: Option<ExecError>,
+}
+
+impl Coordinator<'_> {
+    async fn drive(&mut self, kept: BTreeMap<usize, (StepStatus, Option<i64>)>) -> RunStatus {
+        let graph = self.pipeline.graph();
+        self.pending_preds = graph
+            .node_indices()
+            .map(|n| {
+                graph
+                    .neighbors_directed(n, petgraph::Direction::Incoming)
+                    .count()
+            })
+            .collect();
+
+        // Steps of earlier stages (proven by evidence) and steps kept by a
+        // resume count as passed without running.
+        let mut precompleted = Vec::new();
+        for (i, step) in self.pipeline.steps().iter().enumerate() {
+            let earlier = self.opts.selection.first().is_some_and(|f| step.stage < f);
+            if earlier || kept.contains_key(&i) {
+                let node = self.pipeline.step_node(i);
+                self.done[node.index()] = true;
+                precompleted.push(node);
+            }
+        }
+        for n in graph.node_indices() {
+            if self.pending_preds[n.index()] == 0 && !self.done[n.index()] {
+                self.ready.push_back(n);
+            }
+        }
+        for (&i, &(status, cached_from)) in &kept {
+            let step = &self.pipeline.steps()[i];
+            self.stage_started
+                .entry(step.stage)
+                .or_insert_with(Instant::now);
+            self.results[i] = Some((status, 0, None));
+            self.exec.bus.emit(Event::StepFinished {
+                run_id: self.run_id,
+                step: step.name.clone(),
+                stage: step.stage,
+                status,
+                attempts: 0,
+                duration_ms: 0,
+                exit_code: None,
+                reason: Some("kept from the interrupted run".to_owned()),
+                log: None,
+                log_tail: None,
+                cached_from,
+                resumed: true,
+            });
+        }
+        for node in precompleted {
+            self.complete(node, Ok(()));
+        }
+
+        let (tx, mut rx) = mpsc::unbounded_channel::<TaskMessage>();
+        let mut running: JoinSet<(usize, StepResult)> = JoinSet::new();
+        let jobs = self.opts.jobs.max(1);
+        let cancel = self.opts.cancel.clone();
+        loop {
+            while let Some(node) = self.ready.pop_front() {
+                match graph[node] {
+                    Node::Gate(stage) => self.decide_gate(node, stage),
+                    Node::Step(i) => {
+                        if !self.included[i] {
+                            continue;
+                        }
+                        if cancel.is_cancelled() || self.fatal.is_some() {
+                            self.finish_unrun(
+                                i,
+                                StepStatus::Cancelled,
+                                "the run was cancelled".to_owned(),
+                            );
+                            continue;
+                        }
+                        if let Some(blocker) = self.blocker[node.index()].clone() {
+                            let (status, reason) = match blocker {
+                                Blocker::StepFailed(what) => {
+                                    (StepStatus::Gated, format!("dependency {what}"))
+                                }
+                                Blocker::Gated(reason) => (StepStatus::Gated, reason),
+                                Blocker::Cancelled => {
+                                    (StepStatus::Cancelled, "the run was cancelled".to_owned())
+                                }
+                            };
+                            self.finish_unrun(i, status, reason);
+                            continue;
+                        }
+                        if running.len() >= jobs {
+                            self.ready.push_front(node);
+                            break;
+                        }
+                        self.start_stage(self.pipeline.steps()[i].stage);
+                        running.spawn(self.step_job(i, tx.clone()).run());
+                    }
+                }
+            }
+            if running.is_empty() {
+                break;
+            }
+            tokio::select! {
+                biased;
+                Some(message) = rx.recv() => self.on_message(message),
+                Some(joined) = running.join_next() => {
+                    // Drain start notices first so the ledger sees a step
+                    // start before its end.
+                    while let Ok(message) = rx.try_recv() {
+                        self.on_message(message);
+                    }
+                    match joined {
+                        Ok((i, result)) => self.on_result(i, result),
+                        Err(e) => {
+                            // A step task itself panicked (not the step's
+                            // action, which is caught inside). Nothing to
+                            // attribute it to but the run.
+                            self.fatal.get_or_insert(ExecError::TaskPanicked(e.to_string()));
+                            cancel.cancel();
+                        }
+                    }
+                }
+            }
+        }
+        while let Ok(message) = rx.try_recv() {
+            self.on_message(message);
+        }
+
+        let statuses: Vec<StepStatus> = self.results.iter().flatten().map(|r| r.0).collect();
+        if cancel.is_cancelled() {
+            RunStatus::Cancelled
+        } else if statuses.iter().all(|s| s.is_success()) {
+            RunStatus::Passed
+        } else {
+            RunStatus::Failed
+        }
+    }
+
+    fn start_stage(&mut self, stage: Stage) {
+        if !self.stage_started.contains_key(&stage) {
+            self.stage_started.insert(stage, Instant::now());
+            self.exec.bus.emit(Event::StageStarted {
+                run_id: self.run_id,
+                stage,
+            });
+        }
+    }
+
+    fn record<T>(&mut self, r: Result<T, LedgerError>) {
+        if let Err(e) = r {
+            if self.fatal.is_none() {
+                self.opts.cancel.cancel();
+            }
+            self.fatal.get_or_insert(ExecError::Ledger(e));
+        }
+    }
+
+    fn on_message(&mut self, message: TaskMessage) {
+        match message {
+            TaskMessage::Started {
+                index,
+                attempt,
+                at_ms,
+                log,
+            } => {
+                let step = &self.pipeline.steps()[index];
+                let r = self.exec.ledger.step_started(
+                    self.run_id,
+                    &step.name,
+                    attempt,
+                    at_ms,
+                    log.as_deref(),
+                );
+                self.record(r);
+                self.exec.bus.emit(Event::StepStarted {
+                    run_id: self.run_id,
+                    step: step.name.clone(),
+                    stage: step.stage,
+                    attempt,
+                    log,
+                });
+            }
+            TaskMessage::Retrying {
+                index,
+                attempt,
+                delay,
+                reason,
+            } => {
+                let step = &self.pipeline.steps()[index];
+                self.exec.bus.emit(Event::StepRetrying {
+                    run_id: self.run_id,
+                    step: step.name.clone(),
+                    stage: step.stage,
+                    attempt,
+                    delay_ms: delay.as_millis() as u64,
+                    reason,
+                });
+            }
+        }
+    }
+
+    /// Records a step that never ran (gated or cancelled) and releases what
+    /// waits on it.
+    fn finish_unrun(&mut self, i: usize, status: StepStatus, reason: String) {
+        let result = StepResult {
+            status: Some(status),
+            reason: Some(reason),
+            ..StepResult::default()
+        };
+        self.on_result(i, result);
+    }
+
+    fn on_result(&mut self, i: usize, result: StepResult) {
+        let step = &self.pipeline.steps()[i];
+        let status = result.status.unwrap_or(StepStatus::Failed);
+        let record = StepOutcomeRecord {
+            status: Some(status),
+            started_at_ms: result.started_ms,
+            finished_at_ms: now_ms(),
+            duration_ms: result
+                .started_ms
+                .map(|_| result.duration.as_millis() as i64),
+            attempts: result.attempts,
+            exit_code: result.exit_code,
+            input_hash: result.input_hash.clone(),
+            output_hash: result.output_hash.clone(),
+            log_path: result.log_path.clone(),
+            reason: result.reason.clone(),
+            cached_from: result.cached_from,
+        };
+        let r = self
+            .exec
+            .ledger
+            .step_finished(self.run_id, &step.name, &record);
+        self.record(r);
+        self.exec.bus.emit(Event::StepFinished {
+            run_id: self.run_id,
+            step: step.name.clone(),
+            stage: step.stage,
+            status,
+            attempts: result.attempts,
+            duration_ms: result.duration.as_millis() as u64,
+            exit_code: result.exit_code,
+            reason: result.reason.clone(),
+            log: result.log_path.clone(),
+            log_tail: result.log_tail.clone(),
+            cached_from: result.cached_from,
+            resumed: false,
+        });
+        self.results[i] = Some((status, result.attempts, result.reason.clone()));
+        let node = self.pipeline.step_node(i);
+        self.done[node.index()] = true;
+        let outcome = match status {
+            StepStatus::Passed | StepStatus::Cached => Ok(()),
+            StepStatus::Gated => Err(Blocker::Gated(result.reason.unwrap_or_default())),
+            StepStatus::Cancelled => Err(Blocker::Cancelled),
+            StepStatus::Failed | StepStatus::TimedOut | StepStatus::Pending => {
+                Err(Blocker::StepFailed(format!(
+                    "`{}` {}",
+                    step.name,
+                    match status {
+                        StepStatus::TimedOut => "timed out".to_owned(),
+                        _ => format!(
+                            "failed ({})",
+                            result.reason.as_deref().unwrap_or("no reason recorded")
+                        ),
+                    }
+                )))
+            }
+        };
+        self.complete(node, outcome);
+    }
+
+    fn decide_gate(&mut self, node: NodeIndex, stage: Stage) {
+        self.done[node.index()] = true;
+        let selected = self.opts.selection.includes(stage);
+        if !selected {
+            // An earlier stage proven by the ledger before the run started.
+            self.complete(node, Ok(()));
+            return;
+        }
+        let status = StageStatus::of_steps(
+            self.pipeline
+                .stage_steps(stage)
+                .filter_map(|(i, _)| self.results[i].as_ref().map(|r| r.0)),
+        );
+        let blocker = self.blocker[node.index()].clone();
+        let (outcome, reason) = match (status, blocker) {
+            (StageStatus::Passed, _) => (Ok(()), None),
+            (_, Some(Blocker::StepFailed(what))) => {
+                let reason = format!("stage `{stage}` did not pass: step {what}");
+                (Err(Blocker::Gated(reason.clone())), Some(reason))
+            }
+            (_, Some(Blocker::Gated(reason))) => {
+                (Err(Blocker::Gated(reason.clone())), Some(reason))
+            }
+            (_, Some(Blocker::Cancelled)) | (_, None) => (
+                Err(Blocker::Cancelled),
+                Some("the run was cancelled".to_owned()),
+            ),
+        };
+        let r =
+            self.exec
+                .ledger
+                .gate_decided(self.run_id, stage, outcome.is_ok(), reason.as_deref());
+        self.record(r);
+        let since = self
+            .stage_started
+            .get(&stage)
+            .copied()
+            .unwrap_or_else(Instant::now);
+        self.exec.bus.emit(Event::StageFinished {
+            run_id: self.run_id,
+            stage,
+            status,
+            duration_ms: since.elapsed().as_millis() as u64,
+        });
+        self.complete(node, outcome);
+    }
+
+    fn complete(&mut self, node: NodeIndex, outcome: Result<(), Blocker>) {
+        let graph = self.pipeline.graph();
+        for succ in graph.neighbors(node) {
+            let k = succ.index();
+            if let Err(b) = &outcome
+                && self.blocker[k].is_none()
+            {
+                self.blocker[k] = Some(b.clone());
+            }
+            self.pending_preds[k] -= 1;
+            if self.pending_preds[k] == 0 && !self.done[k] {
+                self.ready.push_back(succ);
+            }
+        }
+    }
+
+    fn step_job(&self, index: usize, tx: mpsc::UnboundedSender<TaskMessage>) -> StepJob {
+        let step = self.pipeline.steps()[index].clone();
+        StepJob {
+            index,
+            run_id: self.run_id,
+            root: self.exec.root.clone(),
+            ledger: self.exec.ledger.clone(),
+            log_path: self.log_dir.join(format!("{}.log", step.name)),
+            step,
+            force: self.opts.force,
+            cancel: self.opts.cancel.child_token(),
+            kill_grace: self.opts.kill_grace,
+            tx,
+        }
+    }
+}
+
+/// Everything a step task needs, owned.
+struct StepJob {
+    index: usize,
+    run_id: i64,
+    root: PathBuf,
+    ledger: Ledger,
+    log_path: PathBuf,
+    step: Step,
+    force: bool,
+    cancel: CancellationToken,
+    kill_grace: Duration,
+    tx: mpsc::UnboundedSender<TaskMessage>,
+}
+
+impl StepJob {
+    async fn run(self) -> (usize, StepResult) {
+        let index = self.index;
+        (index, self.execute().await)
+    }
+
+    async fn execute(self) -> StepResult {
+        let mut result = StepResult::default();
+        let fail = |mut result: StepResult, reason: String| {
+            result.status = Some(StepStatus::Failed);
+            result.reason = Some(reason);
+            result
+        };
+
+        // Inputs: hashed off the runtime threads.
+        let input_hash = if self.step.inputs.is_empty() {
+            hash::NO_INPUTS.to_owned()
+        } else {
+            let (root, inputs) = (self.root.clone(), self.step.inputs.clone());
+            match tokio::task::spawn_blocking(move || hash_inputs(&root, &inputs)).await {
+                Ok(Ok(h)) => h,
+                Ok(Err(e)) => return fail(result, format!("inputs: {e}")),
+                Err(e) => return fail(result, format!("inputs: hashing stopped: {e}")),
+            }
+        };
+        result.input_hash = Some(input_hash.clone());
+        let fingerprint = self.step.fingerprint();
+
+        if !self.force && !self.step.inputs.is_empty() {
+            match self.cached(&fingerprint, &input_hash).await {
+                Ok(Some((run_id, output_hash))) => {
+                    result.status = Some(StepStatus::Cached);
+                    result.cached_from = Some(run_id);
+                    result.output_hash = output_hash;
+                    result.reason = Some(format!("unchanged since run {run_id}"));
+                    return result;
+                }
+                Ok(None) => {}
+                Err(e) => return fail(result, format!("ledger: {e}")),
+            }
+        }
+
+        let log_file = std::fs::File::create(&self.log_path).ok();
+        let log_display = self.log_path.to_string_lossy().into_owned();
+        result.log_path = log_file.as_ref().map(|_| log_display.clone());
+        let step_log = StepLog::new(log_file.as_ref().and_then(|f| f.try_clone().ok()));
+        let cwd = match &self.step.cwd {
+            Some(c) => self.root.join(c),
+            None => self.root.clone(),
+        };
+        let mut env: Vec<(String, String)> = vec![
+            ("MLOPS_RUN_ID".to_owned(), self.run_id.to_string()),
+            ("MLOPS_STEP".to_owned(), self.step.name.clone()),
+            ("MLOPS_STAGE".to_owned(), self.step.stage.name().to_owned()),
+            (
+                "MLOPS_PROJECT_DIR".to_owned(),
+                self.root.to_string_lossy().into_owned(),
+            ),
+        ];
+        env.extend(self.step.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+
+        let started = Instant::now();
+        result.started_ms = Some(now_ms());
+        let max_attempts = self.step.retries.saturating_add(1);
+        let mut end = AttemptEnd::Cancelled;
+        for attempt in 1..=max_attempts {
+            result.attempts = attempt;
+            if attempt > 1 {
+                step_log.line(&format!(
+                    "--- mlops: attempt {attempt} of {max_attempts} ---"
+                ));
+            }
+            let _ = self.tx.send(TaskMessage::Started {
+                index: self.index,
+                attempt,
+                at_ms: now_ms(),
+                log: result.log_path.clone(),
+            });
+            end = match &self.step.action {
+                Action::Shell { command } => {
+                    attempt::run_shell(ShellAttempt {
+                        command,
+                        cwd: &cwd,
+                        env: env.clone(),
+                        log: log_file.as_ref(),
+                        timeout: self.step.timeout,
+                        cancel: &self.cancel,
+                        kill_grace: self.kill_grace,
+                    })
+                    .await
+                }
+                Action::Task { action, .. } => {
+                    let ctx = StepContext {
+                        run_id: self.run_id,
+                        step: self.step.name.clone(),
+                        stage: self.step.stage,
+                        attempt,
+                        project_root: self.root.clone(),
+                        cwd: cwd.clone(),
+                        env: self.step.env.clone(),
+                        cancel: self.cancel.child_token(),
+                        log: step_log.clone(),
+                    };
+                    attempt::run_task(action.clone(), ctx, self.step.timeout, &self.cancel).await
+                }
+            };
+            let retry_reason = match &end {
+                AttemptEnd::Passed | AttemptEnd::Cancelled => break,
+                AttemptEnd::Failed { reason, .. } => reason.clone(),
+                AttemptEnd::TimedOut => "timed out".to_owned(),
+            };
+            if attempt == max_attempts {
+                break;
+            }
+            let delay = self.step.backoff_before(attempt);
+            step_log.line(&format!(
+                "--- mlops: attempt {attempt} {retry_reason}; retrying in {delay:?} ---"
+            ));
+            let _ = self.tx.send(TaskMessage::Retrying {
+                index: self.index,
+                attempt,
+                delay,
+                reason: retry_reason,
+            });
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                () = self.cancel.cancelled() => { end = AttemptEnd::Cancelled; break; }
+            }
+        }
+        result.duration = started.elapsed();
+
+        match end {
+            AttemptEnd::Passed => {
+                let (root, outputs) = (self.root.clone(), self.step.outputs.clone());
+                match tokio::task::spawn_blocking(move || hash_outputs(&root, &outputs)).await {
+                    Ok(Ok(h)) => {
+                        result.output_hash = h;
+                        result.status = Some(StepStatus::Passed);
+                    }
+                    Ok(Err(e)) => {
+                        result.status = Some(StepStatus::Failed);
+                        result.reason = Some(e.to_string());
+                    }
+                    Err(e) => {
+                        result.status = Some(StepStatus::Failed);
+                        result.reason = Some(format!("outputs: hashing stopped: {e}"));
+                    }
+                }
+            }
+            AttemptEnd::Failed { exit_code, reason } => {
+                result.status = Some(StepStatus::Failed);
+                result.exit_code = exit_code;
+                result.reason = Some(reason);
+            }
+            AttemptEnd::TimedOut => {
+                result.status = Some(StepStatus::TimedOut);
+                result.reason = Some(format!(
+                    "timed out after {}",
+                    humantime::format_duration(self.step.timeout.unwrap_or_default())
+                ));
+            }
+            AttemptEnd::Cancelled => {
+                result.status = Some(StepStatus::Cancelled);
+                result.reason = Some("the run was cancelled".to_owned());
+            }
+        }
+        if result.status != Some(StepStatus::Passed) {
+            result.log_tail = log_file
+                .is_some()
+                .then(|| tail(&self.log_path, 20))
+                .flatten();
+        }
+        result
+    }
+
+    /// A passing record with the same definition and inputs whose outputs
+    /// are still what that run produced.
+    async fn cached(
+        &self,
+        fingerprint: &str,
+        input_hash: &str,
+    ) -> Result<Option<(i64, Option<String>)>, LedgerError> {
+        let Some(record) =
+            self.ledger
+                .find_passing(&self.step.name, fingerprint, input_hash, None)?
+        else {
+            return Ok(None);
+        };
+        let (root, outputs) = (self.root.clone(), self.step.outputs.clone());
+        let current = tokio::task::spawn_blocking(move || hash_outputs(&root, &outputs).ok())
+            .await
+            .ok()
+            .flatten();
+        Ok(match current {
+            Some(h) if h == record.output_hash => Some((record.run_id, h)),
+            _ => None,
+        })
+    }
+}
+
+/// The last `lines` lines of a file (reading at most its last 8 KiB).
+fn tail(path: &Path, lines: usize) -> Option<String> {
+    let mut file = std::fs::File::open(path).ok()?;
+    let len = file.metadata().ok()?.len();
+    let start = len.saturating_sub(8192);
+    file.seek(SeekFrom::Start(start)).ok()?;
+    let mut buf = Vec::new();
+    file.read_to_end(&mut buf).ok()?;
+    let text = String::from_utf8_lossy(&buf);
+    let all: Vec<&str> = text.lines().collect();
+    let from = all.len().saturating_sub(lines);
+    let out = all[from..].join("\n");
+    (!out.trim().is_empty()).then_some(out)
+}

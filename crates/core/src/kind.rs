@@ -1,0 +1,227 @@
+//! Built-in step kinds and in-process step actions.
+//!
+//! A step either runs a shell command or runs an in-process [`StepAction`].
+//! Stage crates contribute named [`StepKind`]s (`kind = "canary"` in
+//! `mlops.toml`) to a [`KindRegistry`]; the manifest compiler looks kinds up
+//! there and lets each kind validate its own `with` parameters. This module
+//! owns the contracts; it ships no kinds itself.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::future::Future;
+use std::io::Write;
+use std::ops::Range;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+
+use serde::Deserialize as _;
+use serde::de::DeserializeOwned;
+use tokio_util::sync::CancellationToken;
+
+use crate::manifest::Diagnostic;
+use crate::stage::Stage;
+
+/// A boxed, sendable future: the return type of [`StepAction::run`].
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// Why an in-process step failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepFailure {
+    /// What went wrong, lowercase, saying what and where.
+    pub message: String,
+}
+
+impl StepFailure {
+    /// A failure with a message.
+    pub fn new(message: impl Into<String>) -> Self {
+        StepFailure {
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for StepFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for StepFailure {}
+
+/// Everything an in-process step may know about the attempt it runs in.
+#[derive(Clone)]
+pub struct StepContext {
+    /// The ledger id of the run.
+    pub run_id: i64,
+    /// The step's name.
+    pub step: String,
+    /// The step's stage.
+    pub stage: Stage,
+    /// 1-based attempt number (retries count up).
+    pub attempt: u32,
+    /// The project directory (where `mlops.toml` lives).
+    pub project_root: PathBuf,
+    /// The step's working directory, absolute.
+    pub cwd: PathBuf,
+    /// The step's declared environment (not the whole process environment).
+    pub env: BTreeMap<String, String>,
+    /// Cancelled when the run is cancelled or the step times out; long steps
+    /// should watch it. The executor also drops the future at that point.
+    pub cancel: CancellationToken,
+    pub(crate) log: StepLog,
+}
+
+impl StepContext {
+    /// Appends a line to the step's log file.
+    pub fn log(&self, line: impl AsRef<str>) {
+        self.log.line(line.as_ref());
+    }
+}
+
+/// The step's log file, shared by the attempt and its context.
+#[derive(Clone)]
+pub(crate) struct StepLog {
+    file: Option<Arc<Mutex<std::fs::File>>>,
+}
+
+impl StepLog {
+    pub(crate) fn new(file: Option<std::fs::File>) -> Self {
+        StepLog {
+            file: file.map(|f| Arc::new(Mutex::new(f))),
+        }
+    }
+
+    pub(crate) fn line(&self, line: &str) {
+        if let Some(file) = &self.file {
+            // A poisoned lock only means another writer panicked mid-line;
+            // the file itself is still usable.
+            let mut file = file.lock().unwrap_or_else(|e| e.into_inner());
+            // Logging is best effort: a full disk must not fail the step.
+            let _ = writeln!(file, "{line}");
+        }
+    }
+}
+
+/// Work a step does inside the engine's process.
+///
+/// Any `Fn(StepContext) -> impl Future<Output = Result<(), StepFailure>>`
+/// closure is a `StepAction`.
+pub trait StepAction: Send + Sync + 'static {
+    /// Runs one attempt.
+    fn run(&self, ctx: StepContext) -> BoxFuture<Result<(), StepFailure>>;
+}
+
+impl<F, Fut> StepAction for F
+where
+    F: Fn(StepContext) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), StepFailure>> + Send + 'static,
+{
+    fn run(&self, ctx: StepContext) -> BoxFuture<Result<(), StepFailure>> {
+        Box::pin(self(ctx))
+    }
+}
+
+/// The `with` table of a step that names a `kind`, with its source spans.
+pub struct KindParams<'a> {
+    value: Option<toml::Spanned<toml::de::DeValue<'a>>>,
+    step_span: Range<usize>,
+}
+
+impl<'a> KindParams<'a> {
+    pub(crate) fn new(
+        value: Option<toml::Spanned<toml::de::DeValue<'a>>>,
+        step_span: Range<usize>,
+    ) -> Self {
+        KindParams { value, step_span }
+    }
+
+    /// Deserializes the parameters into the kind's own wire struct (use
+    /// `deny_unknown_fields`). A missing `with` table deserializes from an
+    /// empty table, so a struct of optional fields accepts it.
+    pub fn deserialize<T: DeserializeOwned>(&self) -> Result<T, Diagnostic> {
+        let result = match &self.value {
+            Some(value) => T::deserialize(toml::de::ValueDeserializer::from(value.clone())),
+            None => T::deserialize(toml::de::ValueDeserializer::from(toml::Spanned::new(
+                self.step_span.clone(),
+                toml::de::DeValue::Table(Default::default()),
+            ))),
+        };
+        result.map_err(|e| {
+            Diagnostic::new(
+                e.message().to_owned(),
+                e.span().or_else(|| Some(self.step_span.clone())),
+            )
+        })
+    }
+
+    /// The span of the `with` table, or of the step when there is none.
+    pub fn span(&self) -> Range<usize> {
+        self.value
+            .as_ref()
+            .map_or_else(|| self.step_span.clone(), |v| v.span())
+    }
+
+    /// A canonical text of the parameters, for the step fingerprint.
+    pub fn canonical(&self) -> String {
+        match &self.value {
+            None => String::new(),
+            Some(v) => toml::Value::deserialize(toml::de::ValueDeserializer::from(v.clone()))
+                .map(|v| serde_json::to_string(&v).unwrap_or_default())
+                .unwrap_or_default(),
+        }
+    }
+}
+
+/// A built-in step kind contributed by a stage crate.
+pub trait StepKind: Send + Sync + 'static {
+    /// The name used in `kind = "..."`.
+    fn name(&self) -> &'static str;
+    /// The stage whose table the kind may appear in; `None` for any stage.
+    fn stage(&self) -> Option<Stage>;
+    /// One line describing what the kind checks or does.
+    fn summary(&self) -> &'static str;
+    /// Validates the `with` parameters and builds the action. Reports every
+    /// problem it finds.
+    fn compile(&self, params: &KindParams<'_>) -> Result<Arc<dyn StepAction>, Vec<Diagnostic>>;
+}
+
+/// The kinds the manifest compiler knows.
+#[derive(Default, Clone)]
+pub struct KindRegistry {
+    kinds: BTreeMap<&'static str, Arc<dyn StepKind>>,
+}
+
+impl KindRegistry {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a kind, replacing one of the same name.
+    pub fn register(&mut self, kind: Arc<dyn StepKind>) -> &mut Self {
+        self.kinds.insert(kind.name(), kind);
+        self
+    }
+
+    /// Looks a kind up by name.
+    pub fn get(&self, name: &str) -> Option<&Arc<dyn StepKind>> {
+        self.kinds.get(name)
+    }
+
+    /// Every registered kind, by name.
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<dyn StepKind>> {
+        self.kinds.values()
+    }
+
+    /// The registered names, sorted.
+    pub fn names(&self) -> Vec<&'static str> {
+        self.kinds.keys().copied().collect()
+    }
+}
+
+impl fmt::Debug for KindRegistry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.kinds.keys()).finish()
+    }
+}

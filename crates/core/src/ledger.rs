@@ -1,0 +1,777 @@
+//! The run ledger: an embedded SQLite database under `.mlops/` recording every
+//! run, step and gate decision — the evidence that gating and the maturity
+//! report rely on.
+//!
+//! Every state change is one transaction, so a process killed at any point
+//! (even with `kill -9`) leaves rows that describe what really happened up to
+//! the last completed change. The schema is versioned with
+//! `PRAGMA user_version` and migrated forward on open. This module knows
+//! nothing about processes or terminals.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::Serialize;
+
+use crate::stage::Stage;
+use crate::status::{RunStatus, StageStatus, StepStatus};
+
+/// The directory, inside a project, that holds the ledger and run logs.
+pub const STATE_DIR: &str = ".mlops";
+
+const DB_FILE: &str = "ledger.db";
+const LOCK_FILE: &str = "lock";
+
+/// Forward-only schema migrations; entry `i` takes `user_version` from `i` to
+/// `i + 1`. Never edit a released entry: append a new one.
+const MIGRATIONS: &[&str] = &[
+    // 1: runs, steps, gates.
+    "
+    CREATE TABLE runs (
+        id              INTEGER PRIMARY KEY,
+        project         TEXT NOT NULL,
+        started_at_ms   INTEGER NOT NULL,
+        finished_at_ms  INTEGER,
+        status          TEXT NOT NULL CHECK (status IN ('running', 'passed', 'failed', 'cancelled')),
+        git_commit      TEXT,
+        git_branch      TEXT,
+        git_dirty       INTEGER,
+        selection       TEXT NOT NULL,
+        pid             INTEGER NOT NULL,
+        resumed         INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE TABLE steps (
+        run_id          INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+        name            TEXT NOT NULL,
+        stage           TEXT NOT NULL,
+        position        INTEGER NOT NULL,
+        status          TEXT NOT NULL CHECK (status IN
+                            ('pending', 'passed', 'failed', 'cached', 'gated', 'timed-out', 'cancelled')),
+        started_at_ms   INTEGER,
+        finished_at_ms  INTEGER,
+        duration_ms     INTEGER,
+        attempts        INTEGER NOT NULL DEFAULT 0,
+        exit_code       INTEGER,
+        fingerprint     TEXT NOT NULL,
+        input_hash      TEXT,
+        output_hash     TEXT,
+        log_path        TEXT,
+        reason          TEXT,
+        cached_from     INTEGER,
+        PRIMARY KEY (run_id, name)
+    );
+    CREATE INDEX steps_by_definition ON steps (name, fingerprint, input_hash, status);
+    CREATE TABLE gates (
+        run_id          INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+        stage           TEXT NOT NULL,
+        status          TEXT NOT NULL CHECK (status IN ('passed', 'failed')),
+        decided_at_ms   INTEGER NOT NULL,
+        reason          TEXT,
+        PRIMARY KEY (run_id, stage)
+    );
+    ",
+];
+
+/// A ledger failure.
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    /// The state directory could not be created.
+    #[error("cannot create the state directory {path}")]
+    CreateDir {
+        /// The directory.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A database operation failed.
+    #[error("ledger {path}: cannot {what}")]
+    Sql {
+        /// The database file.
+        path: PathBuf,
+        /// What was being done.
+        what: &'static str,
+        /// The SQLite error.
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// The database was written by a newer mlops.
+    #[error(
+        "ledger {path} has schema version {found}, newer than this mlops understands ({known}); upgrade mlops"
+    )]
+    TooNew {
+        /// The database file.
+        path: PathBuf,
+        /// Its schema version.
+        found: i64,
+        /// The newest version this build knows.
+        known: i64,
+    },
+    /// The lock file could not be opened.
+    #[error("cannot open the lock file {path}")]
+    Lock {
+        /// The lock file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Another process holds the project lock.
+    #[error("another mlops run is in progress in {dir} (it holds {dir}/{LOCK_FILE})")]
+    Busy {
+        /// The state directory.
+        dir: PathBuf,
+    },
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// An RFC 3339 timestamp for milliseconds since the epoch.
+pub fn format_ms(ms: i64) -> String {
+    let t = UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64);
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+/// The git state a run was made on.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct GitState {
+    /// Full commit id of `HEAD`, if the project is in a repository with one.
+    pub commit: Option<String>,
+    /// Branch name, if `HEAD` is on a branch.
+    pub branch: Option<String>,
+    /// Whether tracked or untracked files differ from `HEAD`.
+    pub dirty: bool,
+}
+
+/// A step as registered at the start of a run.
+#[derive(Debug, Clone)]
+pub struct PlannedStep {
+    /// Name.
+    pub name: String,
+    /// Stage.
+    pub stage: Stage,
+    /// Definition fingerprint.
+    pub fingerprint: String,
+}
+
+/// The final record of a step in a run.
+#[derive(Debug, Clone, Default)]
+pub struct StepOutcomeRecord {
+    /// Final status.
+    pub status: Option<StepStatus>,
+    /// Start time, if it ran.
+    pub started_at_ms: Option<i64>,
+    /// End time.
+    pub finished_at_ms: i64,
+    /// Wall time of all attempts.
+    pub duration_ms: Option<i64>,
+    /// Attempts made.
+    pub attempts: u32,
+    /// Exit code of the last attempt, for shell steps.
+    pub exit_code: Option<i32>,
+    /// Input hash the step ran (or was cached) with.
+    pub input_hash: Option<String>,
+    /// Hash of the outputs after the step.
+    pub output_hash: Option<String>,
+    /// Log file.
+    pub log_path: Option<String>,
+    /// Why it ended as it did, for anything but a pass.
+    pub reason: Option<String>,
+    /// The run whose result a cached step reused.
+    pub cached_from: Option<i64>,
+}
+
+/// A recorded passing step that can stand in for running it again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PassingRecord {
+    /// The run that holds it.
+    pub run_id: i64,
+    /// The outputs' hash after it.
+    pub output_hash: Option<String>,
+}
+
+/// One step of a run, as reported by `status`.
+#[derive(Debug, Clone, Serialize)]
+pub struct StepSummary {
+    /// Name.
+    pub name: String,
+    /// Stage.
+    pub stage: Stage,
+    /// Status.
+    pub status: StepStatus,
+    /// Attempts made.
+    pub attempts: u32,
+    /// Wall time of all attempts.
+    pub duration_ms: Option<i64>,
+    /// Exit code of the last attempt.
+    pub exit_code: Option<i32>,
+    /// When it started.
+    pub started_at: Option<String>,
+    /// Why it ended as it did.
+    pub reason: Option<String>,
+    /// Log file.
+    pub log: Option<String>,
+    /// Run whose result was reused.
+    pub cached_from: Option<i64>,
+    /// Definition fingerprint.
+    pub fingerprint: String,
+    /// Input hash.
+    pub input_hash: Option<String>,
+    /// Output hash.
+    pub output_hash: Option<String>,
+}
+
+/// A stage of a run, as reported by `status`.
+#[derive(Debug, Clone, Serialize)]
+pub struct StageSummary {
+    /// Stage name.
+    pub name: Stage,
+    /// Status folded from its steps.
+    pub status: StageStatus,
+}
+
+/// A run, as reported by `status` and `history`.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunSummary {
+    /// Ledger id.
+    pub run_id: i64,
+    /// Project name.
+    pub project: String,
+    /// Status. An interrupted run stays `running`; see `interrupted`.
+    pub status: RunStatus,
+    /// True when the run is `running` but no process is running it (it was
+    /// killed); `mlops pipeline run --resume` finishes it.
+    pub interrupted: bool,
+    /// Commit it ran on.
+    pub commit: Option<String>,
+    /// Branch it ran on.
+    pub branch: Option<String>,
+    /// Whether the working tree differed from the commit.
+    pub dirty: bool,
+    /// Which stages were selected: `all`, `stage:NAME` or `from:NAME`.
+    pub selection: String,
+    /// Start time.
+    pub started_at: String,
+    /// End time.
+    pub finished_at: Option<String>,
+    /// Wall time.
+    pub duration_ms: Option<i64>,
+    /// How often it was resumed.
+    pub resumed: u32,
+    /// Stages with steps in the run, in order.
+    pub stages: Vec<StageSummary>,
+    /// Steps in the run, in plan order.
+    pub steps: Vec<StepSummary>,
+}
+
+/// A handle on the ledger database; cheap to clone, safe to share.
+#[derive(Clone)]
+pub struct Ledger {
+    conn: Arc<Mutex<Connection>>,
+    dir: PathBuf,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for Ledger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ledger").field("path", &self.path).finish()
+    }
+}
+
+impl Ledger {
+    /// Opens (creating and migrating if needed) the ledger of a project.
+    pub fn open(project_root: &Path) -> Result<Ledger, LedgerError> {
+        let dir = project_root.join(STATE_DIR);
+        std::fs::create_dir_all(&dir).map_err(|source| LedgerError::CreateDir {
+            path: dir.clone(),
+            source,
+        })?;
+        let path = dir.join(DB_FILE);
+        let sql = |what| {
+            let path = path.clone();
+            move |source| LedgerError::Sql { path, what, source }
+        };
+        let mut conn = Connection::open(&path).map_err(sql("open the database"))?;
+        conn.busy_timeout(Duration::from_secs(10))
+            .map_err(sql("set the busy timeout"))?;
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
+        )
+        .map_err(sql("configure the database"))?;
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(sql("read the schema version"))?;
+        let known = MIGRATIONS.len() as i64;
+        if version > known {
+            return Err(LedgerError::TooNew {
+                path,
+                found: version,
+                known,
+            });
+        }
+        for (i, migration) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+            let tx = conn.transaction().map_err(sql("begin a migration"))?;
+            tx.execute_batch(migration)
+                .map_err(sql("migrate the schema"))?;
+            tx.pragma_update(None, "user_version", i as i64 + 1)
+                .map_err(sql("record the schema version"))?;
+            tx.commit().map_err(sql("commit a migration"))?;
+        }
+        Ok(Ledger {
+            conn: Arc::new(Mutex::new(conn)),
+            dir,
+            path,
+        })
+    }
+
+    /// Opens the ledger only if the project has one; never creates it.
+    pub fn open_existing(project_root: &Path) -> Result<Option<Ledger>, LedgerError> {
+        if project_root.join(STATE_DIR).join(DB_FILE).is_file() {
+            Ledger::open(project_root).map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// The state directory (`.mlops/`).
+    pub fn state_dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        // A poisoned mutex means a panic while holding it; SQLite rolled the
+        // open transaction back, so the connection is still consistent.
+        self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn err(&self, what: &'static str) -> impl FnOnce(rusqlite::Error) -> LedgerError + '_ {
+        move |source| LedgerError::Sql {
+            path: self.path.clone(),
+            what,
+            source,
+        }
+    }
+
+    /// Takes the project's run lock, held until the returned guard drops (or
+    /// the process dies). Fails with [`LedgerError::Busy`] if another process
+    /// holds it.
+    pub fn lock(&self) -> Result<RunLock, LedgerError> {
+        let path = self.dir.join(LOCK_FILE);
+        let file = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|source| LedgerError::Lock {
+                path: path.clone(),
+                source,
+            })?;
+        match file.try_lock() {
+            Ok(()) => Ok(RunLock { _file: file }),
+            Err(std::fs::TryLockError::WouldBlock) => Err(LedgerError::Busy {
+                dir: self.dir.clone(),
+            }),
+            Err(std::fs::TryLockError::Error(source)) => Err(LedgerError::Lock { path, source }),
+        }
+    }
+
+    /// Whether some process holds the run lock right now.
+    pub fn is_locked(&self) -> bool {
+        matches!(self.lock(), Err(LedgerError::Busy { .. }))
+    }
+
+    /// Records a new run and its planned steps as `pending`, in one
+    /// transaction. Returns the run id.
+    pub fn begin_run(
+        &self,
+        project: &str,
+        git: &GitState,
+        selection: &str,
+        steps: &[PlannedStep],
+    ) -> Result<i64, LedgerError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(self.err("begin a run"))?;
+        tx.execute(
+            "INSERT INTO runs (project, started_at_ms, status, git_commit, git_branch, git_dirty, selection, pid)
+             VALUES (?1, ?2, 'running', ?3, ?4, ?5, ?6, ?7)",
+            params![project, now_ms(), git.commit, git.branch, git.dirty, selection, std::process::id()],
+        )
+        .map_err(self.err("record a run"))?;
+        let run_id = tx.last_insert_rowid();
+        {
+            let mut insert = tx
+                .prepare(
+                    "INSERT INTO steps (run_id, name, stage, position, status, fingerprint)
+                     VALUES (?1, ?2, ?3, ?4, 'pending', ?5)",
+                )
+                .map_err(self.err("record the planned steps"))?;
+            for (i, s) in steps.iter().enumerate() {
+                insert
+                    .execute(params![
+                        run_id,
+                        s.name,
+                        s.stage.name(),
+                        i as i64,
+                        s.fingerprint
+                    ])
+                    .map_err(self.err("record the planned steps"))?;
+            }
+        }
+        tx.commit().map_err(self.err("commit a new run"))?;
+        Ok(run_id)
+    }
+
+    /// Reopens a run for `--resume`: marks it running again and resets every
+    /// step that is not kept (`keep`: steps whose passing record still holds)
+    /// to `pending`, in one transaction. Steps of the plan that the run did
+    /// not have are added.
+    pub fn reopen_run(
+        &self,
+        run_id: i64,
+        steps: &[PlannedStep],
+        keep: &[String],
+    ) -> Result<(), LedgerError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(self.err("begin a resume"))?;
+        tx.execute(
+            "UPDATE runs SET status = 'running', finished_at_ms = NULL, pid = ?2, resumed = resumed + 1 WHERE id = ?1",
+            params![run_id, std::process::id()],
+        )
+        .map_err(self.err("reopen a run"))?;
+        tx.execute("DELETE FROM gates WHERE run_id = ?1", params![run_id])
+            .map_err(self.err("reopen a run"))?;
+        {
+            let mut upsert = tx
+                .prepare(
+                    "INSERT INTO steps (run_id, name, stage, position, status, fingerprint)
+                     VALUES (?1, ?2, ?3, ?4, 'pending', ?5)
+                     ON CONFLICT (run_id, name) DO UPDATE SET
+                        stage = excluded.stage, position = excluded.position,
+                        status = 'pending', fingerprint = excluded.fingerprint,
+                        started_at_ms = NULL, finished_at_ms = NULL, duration_ms = NULL,
+                        attempts = 0, exit_code = NULL, input_hash = NULL, output_hash = NULL,
+                        reason = NULL, cached_from = NULL",
+                )
+                .map_err(self.err("reset steps for a resume"))?;
+            let mut reposition = tx
+                .prepare("UPDATE steps SET position = ?3 WHERE run_id = ?1 AND name = ?2")
+                .map_err(self.err("reset steps for a resume"))?;
+            for (i, s) in steps.iter().enumerate() {
+                if keep.contains(&s.name) {
+                    reposition
+                        .execute(params![run_id, s.name, i as i64])
+                        .map_err(self.err("reset steps for a resume"))?;
+                } else {
+                    upsert
+                        .execute(params![
+                            run_id,
+                            s.name,
+                            s.stage.name(),
+                            i as i64,
+                            s.fingerprint
+                        ])
+                        .map_err(self.err("reset steps for a resume"))?;
+                }
+            }
+        }
+        tx.commit().map_err(self.err("commit a resume"))?;
+        Ok(())
+    }
+
+    /// Records that a step attempt started.
+    pub fn step_started(
+        &self,
+        run_id: i64,
+        step: &str,
+        attempt: u32,
+        started_at_ms: i64,
+        log_path: Option<&str>,
+    ) -> Result<(), LedgerError> {
+        self.conn()
+            .execute(
+                "UPDATE steps SET started_at_ms = COALESCE(started_at_ms, ?3), attempts = ?4, log_path = ?5
+                 WHERE run_id = ?1 AND name = ?2",
+                params![run_id, step, started_at_ms, attempt, log_path],
+            )
+            .map_err(self.err("record a step start"))?;
+        Ok(())
+    }
+
+    /// Records how a step ended.
+    pub fn step_finished(
+        &self,
+        run_id: i64,
+        step: &str,
+        r: &StepOutcomeRecord,
+    ) -> Result<(), LedgerError> {
+        let status = r.status.unwrap_or(StepStatus::Pending);
+        self.conn()
+            .execute(
+                "UPDATE steps SET status = ?3, started_at_ms = COALESCE(?4, started_at_ms), finished_at_ms = ?5,
+                    duration_ms = ?6, attempts = ?7, exit_code = ?8, input_hash = ?9, output_hash = ?10,
+                    log_path = COALESCE(?11, log_path), reason = ?12, cached_from = ?13
+                 WHERE run_id = ?1 AND name = ?2",
+                params![
+                    run_id,
+                    step,
+                    status.as_str(),
+                    r.started_at_ms,
+                    r.finished_at_ms,
+                    r.duration_ms,
+                    r.attempts,
+                    r.exit_code,
+                    r.input_hash,
+                    r.output_hash,
+                    r.log_path,
+                    r.reason,
+                    r.cached_from
+                ],
+            )
+            .map_err(self.err("record a step result"))?;
+        Ok(())
+    }
+
+    /// Records a gate decision.
+    pub fn gate_decided(
+        &self,
+        run_id: i64,
+        stage: Stage,
+        passed: bool,
+        reason: Option<&str>,
+    ) -> Result<(), LedgerError> {
+        self.conn()
+            .execute(
+                "INSERT OR REPLACE INTO gates (run_id, stage, status, decided_at_ms, reason) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![run_id, stage.name(), if passed { "passed" } else { "failed" }, now_ms(), reason],
+            )
+            .map_err(self.err("record a gate"))?;
+        Ok(())
+    }
+
+    /// Records how a run ended.
+    pub fn finish_run(&self, run_id: i64, status: RunStatus) -> Result<(), LedgerError> {
+        self.conn()
+            .execute(
+                "UPDATE runs SET status = ?2, finished_at_ms = ?3 WHERE id = ?1",
+                params![run_id, status.as_str(), now_ms()],
+            )
+            .map_err(self.err("record a run result"))?;
+        Ok(())
+    }
+
+    /// The newest passing record of a step with this definition and input
+    /// hash; with `commit = Some(c)` only records made on commit `c`
+    /// (`Some(None)`: made outside any commit).
+    pub fn find_passing(
+        &self,
+        step: &str,
+        fingerprint: &str,
+        input_hash: &str,
+        commit: Option<Option<&str>>,
+    ) -> Result<Option<PassingRecord>, LedgerError> {
+        let conn = self.conn();
+        let row = match commit {
+            None => conn
+                .query_row(
+                    "SELECT s.run_id, s.output_hash FROM steps s
+                     WHERE s.name = ?1 AND s.fingerprint = ?2 AND s.input_hash = ?3
+                       AND s.status IN ('passed', 'cached')
+                     ORDER BY s.run_id DESC LIMIT 1",
+                    params![step, fingerprint, input_hash],
+                    |r| {
+                        Ok(PassingRecord {
+                            run_id: r.get(0)?,
+                            output_hash: r.get(1)?,
+                        })
+                    },
+                )
+                .optional(),
+            Some(commit) => conn
+                .query_row(
+                    "SELECT s.run_id, s.output_hash FROM steps s JOIN runs r ON r.id = s.run_id
+                     WHERE s.name = ?1 AND s.fingerprint = ?2 AND s.input_hash = ?3
+                       AND s.status IN ('passed', 'cached') AND r.git_commit IS ?4
+                     ORDER BY s.run_id DESC LIMIT 1",
+                    params![step, fingerprint, input_hash, commit],
+                    |r| {
+                        Ok(PassingRecord {
+                            run_id: r.get(0)?,
+                            output_hash: r.get(1)?,
+                        })
+                    },
+                )
+                .optional(),
+        };
+        row.map_err(self.err("look up a passing step"))
+    }
+
+    /// The id of the newest run, if any.
+    pub fn last_run_id(&self) -> Result<Option<i64>, LedgerError> {
+        self.conn()
+            .query_row("SELECT MAX(id) FROM runs", [], |r| r.get(0))
+            .map_err(self.err("find the last run"))
+    }
+
+    /// The git commit a run was made on.
+    pub fn run_commit(&self, run_id: i64) -> Result<Option<String>, LedgerError> {
+        self.conn()
+            .query_row(
+                "SELECT git_commit FROM runs WHERE id = ?1",
+                params![run_id],
+                |r| r.get(0),
+            )
+            .map_err(self.err("read a run"))
+    }
+
+    /// A run with its stages and steps.
+    pub fn run(&self, run_id: i64) -> Result<Option<RunSummary>, LedgerError> {
+        let locked = self.is_locked();
+        let conn = self.conn();
+        let run = conn
+            .query_row(
+                "SELECT id, project, status, git_commit, git_branch, git_dirty, selection, started_at_ms,
+                        finished_at_ms, resumed FROM runs WHERE id = ?1",
+                params![run_id],
+                run_row,
+            )
+            .optional()
+            .map_err(self.err("read a run"))?;
+        let Some(mut run) = run else { return Ok(None) };
+        run.interrupted = run.status == RunStatus::Running && !locked;
+        let mut stmt = conn
+            .prepare(
+                "SELECT name, stage, status, attempts, duration_ms, exit_code, started_at_ms, reason, log_path,
+                        cached_from, fingerprint, input_hash, output_hash
+                 FROM steps WHERE run_id = ?1 ORDER BY position",
+            )
+            .map_err(self.err("read the steps of a run"))?;
+        let steps = stmt
+            .query_map(params![run_id], |r| {
+                let stage: String = r.get(1)?;
+                let status: String = r.get(2)?;
+                Ok(StepSummary {
+                    name: r.get(0)?,
+                    stage: stage.parse().map_err(|e| bad_column(1, e))?,
+                    status: status.parse().map_err(|e: String| bad_column(2, e))?,
+                    attempts: r.get(3)?,
+                    duration_ms: r.get(4)?,
+                    exit_code: r.get(5)?,
+                    started_at: r.get::<_, Option<i64>>(6)?.map(format_ms),
+                    reason: r.get(7)?,
+                    log: r.get(8)?,
+                    cached_from: r.get(9)?,
+                    fingerprint: r.get(10)?,
+                    input_hash: r.get(11)?,
+                    output_hash: r.get(12)?,
+                })
+            })
+            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+            .map_err(self.err("read the steps of a run"))?;
+        run.stages = Stage::ALL
+            .into_iter()
+            .filter(|s| steps.iter().any(|step| step.stage == *s))
+            .map(|s| StageSummary {
+                name: s,
+                status: StageStatus::of_steps(
+                    steps
+                        .iter()
+                        .filter(|step| step.stage == s)
+                        .map(|step| step.status),
+                ),
+            })
+            .collect();
+        run.steps = steps;
+        Ok(Some(run))
+    }
+
+    /// The newest runs first, without their steps.
+    pub fn history(&self, limit: usize) -> Result<Vec<RunSummary>, LedgerError> {
+        let locked = self.is_locked();
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare(
+                "SELECT id, project, status, git_commit, git_branch, git_dirty, selection, started_at_ms,
+                        finished_at_ms, resumed FROM runs ORDER BY id DESC LIMIT ?1",
+            )
+            .map_err(self.err("read the run history"))?;
+        let mut runs = stmt
+            .query_map(params![limit as i64], run_row)
+            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+            .map_err(self.err("read the run history"))?;
+        drop(stmt);
+        let mut stage_stmt = conn
+            .prepare("SELECT stage, status FROM steps WHERE run_id = ?1")
+            .map_err(self.err("read the run history"))?;
+        for (i, run) in runs.iter_mut().enumerate() {
+            run.interrupted = run.status == RunStatus::Running && (i > 0 || !locked);
+            let rows: Vec<(String, String)> = stage_stmt
+                .query_map(params![run.run_id], |r| Ok((r.get(0)?, r.get(1)?)))
+                .and_then(|rows| rows.collect())
+                .map_err(self.err("read the run history"))?;
+            let parsed: Vec<(Stage, StepStatus)> = rows
+                .iter()
+                .filter_map(|(s, st)| Some((s.parse().ok()?, st.parse().ok()?)))
+                .collect();
+            run.stages = Stage::ALL
+                .into_iter()
+                .filter(|s| parsed.iter().any(|(st, _)| st == s))
+                .map(|s| StageSummary {
+                    name: s,
+                    status: StageStatus::of_steps(
+                        parsed.iter().filter(|(st, _)| *st == s).map(|(_, x)| *x),
+                    ),
+                })
+                .collect();
+        }
+        Ok(runs)
+    }
+}
+
+fn bad_column(column: usize, message: impl ToString) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(
+        column,
+        rusqlite::types::Type::Text,
+        message.to_string().into(),
+    )
+}
+
+fn run_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunSummary> {
+    let status: String = r.get(2)?;
+    let started: i64 = r.get(7)?;
+    let finished: Option<i64> = r.get(8)?;
+    Ok(RunSummary {
+        run_id: r.get(0)?,
+        project: r.get(1)?,
+        status: status.parse().map_err(|e: String| bad_column(2, e))?,
+        interrupted: false,
+        commit: r.get(3)?,
+        branch: r.get(4)?,
+        dirty: r.get::<_, Option<bool>>(5)?.unwrap_or(false),
+        selection: r.get(6)?,
+        started_at: format_ms(started),
+        finished_at: finished.map(format_ms),
+        duration_ms: finished.map(|f| f - started),
+        resumed: r.get(9)?,
+        stages: Vec::new(),
+        steps: Vec::new(),
+    })
+}
+
+/// The project's run lock; released on drop or when the process dies.
+#[derive(Debug)]
+pub struct RunLock {
+    _file: File,
+}

@@ -1,0 +1,601 @@
+//! `mlops.toml`: reading, validating and compiling the project manifest.
+//!
+//! The file is parsed into a spanned TOML tree, each table is deserialized
+//! into its wire struct ([`wire`]) on its own so that one bad step does not
+//! hide the errors of the others, and the result is compiled into a
+//! [`Pipeline`]. Every problem is collected as a [`Diagnostic`] with its span;
+//! the caller gets them all at once. This module never runs anything.
+
+mod diagnostic;
+pub mod wire;
+
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+use toml::de::{DeTable, DeValue, ValueDeserializer};
+
+pub use diagnostic::{Diagnostic, Diagnostics, Location, locate};
+
+use crate::kind::{KindParams, KindRegistry};
+use crate::pipeline::{Action, Pipeline, PipelineError, Step};
+use crate::stage::Stage;
+
+/// The manifest's file name inside a project directory.
+pub const MANIFEST_FILE: &str = "mlops.toml";
+
+/// A loaded, validated manifest.
+#[derive(Debug, Clone)]
+pub struct Manifest {
+    /// Path of the manifest file.
+    pub path: PathBuf,
+    /// The project directory (the manifest's parent).
+    pub root: PathBuf,
+    /// `[project]`.
+    pub project: Project,
+    /// The compiled pipeline.
+    pub pipeline: Pipeline,
+}
+
+/// `[project]`, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Project {
+    /// The project's name.
+    pub name: String,
+    /// One line about the project.
+    pub description: Option<String>,
+}
+
+/// Why a manifest could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    /// No manifest where one was expected.
+    #[error("no {MANIFEST_FILE} in {dir}; create one with `mlops init {dir}`")]
+    NotFound {
+        /// The project directory searched.
+        dir: PathBuf,
+    },
+    /// The file exists but could not be read.
+    #[error("cannot read {path}")]
+    Read {
+        /// The manifest path.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The manifest is invalid; every problem is listed.
+    #[error("{0}")]
+    Invalid(Diagnostics),
+}
+
+impl Manifest {
+    /// Loads `mlops.toml` from a project directory.
+    pub fn load(project_dir: &Path, kinds: &KindRegistry) -> Result<Manifest, ManifestError> {
+        let path = project_dir.join(MANIFEST_FILE);
+        let source = match std::fs::read_to_string(&path) {
+            Ok(s) => s,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(ManifestError::NotFound {
+                    dir: project_dir.to_path_buf(),
+                });
+            }
+            Err(source) => return Err(ManifestError::Read { path, source }),
+        };
+        Manifest::parse(path, source, kinds).map_err(ManifestError::Invalid)
+    }
+
+    /// Validates manifest text. `path` is used for messages and to find the
+    /// project directory.
+    pub fn parse(
+        path: PathBuf,
+        source: String,
+        kinds: &KindRegistry,
+    ) -> Result<Manifest, Diagnostics> {
+        let root = path
+            .parent()
+            .map(Path::to_path_buf)
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or_else(|| PathBuf::from("."));
+        match compile(&source, kinds) {
+            Ok((project, pipeline)) => Ok(Manifest {
+                path,
+                root,
+                project,
+                pipeline,
+            }),
+            Err(mut items) => {
+                items.sort_by_key(|d| d.span.as_ref().map_or(0, |s| s.start));
+                Err(Diagnostics {
+                    path,
+                    source,
+                    items,
+                })
+            }
+        }
+    }
+}
+
+/// Where things are in the source, for mapping pipeline errors back.
+#[derive(Default)]
+struct Spans {
+    stage_keys: BTreeMap<Stage, Range<usize>>,
+    step_keys: HashMap<(Stage, String), Range<usize>>,
+    first_step_key: HashMap<String, Range<usize>>,
+    dependencies: HashMap<(String, String), Range<usize>>,
+}
+
+const TOP_LEVEL_KEYS: [&str; 7] = ["project", "iac", "ci", "cd", "release", "apm", "loadtest"];
+
+fn suggest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    candidates
+        .into_iter()
+        .map(|c| (strsim::damerau_levenshtein(word, c), c))
+        .filter(|(d, c)| *d <= 2 && *d < c.len())
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
+}
+
+fn de_error(e: toml::de::Error, fallback: Range<usize>) -> Diagnostic {
+    let message = e
+        .message()
+        .trim_end_matches('\n')
+        .trim_end_matches('.')
+        .to_owned();
+    Diagnostic::new(message, e.span().or(Some(fallback)))
+}
+
+fn compile(source: &str, kinds: &KindRegistry) -> Result<(Project, Pipeline), Vec<Diagnostic>> {
+    let (document, syntax_errors) = DeTable::parse_recoverable(source);
+    if !syntax_errors.is_empty() {
+        return Err(syntax_errors
+            .into_iter()
+            .map(|e| de_error(e, 0..0))
+            .collect());
+    }
+    let document = document.into_inner();
+    let mut errors = Vec::new();
+    let mut spans = Spans::default();
+    let mut project = None;
+    let mut declared = Vec::new();
+    let mut steps = Vec::new();
+
+    for (key, value) in document {
+        let key_span = key.span();
+        let name = key.into_inner();
+        if name == "project" {
+            let span = value.span();
+            match wire::ProjectWire::deserialize(ValueDeserializer::from(value)) {
+                Ok(p) => {
+                    if p.name.get_ref().trim().is_empty() {
+                        errors.push(Diagnostic::new(
+                            "`project.name` must not be empty",
+                            Some(p.name.span()),
+                        ));
+                    }
+                    project = Some(Project {
+                        name: p.name.into_inner(),
+                        description: p.description,
+                    });
+                }
+                Err(e) => {
+                    errors.push(de_error(e, span));
+                    project = Some(Project {
+                        name: String::new(),
+                        description: None,
+                    });
+                }
+            }
+            continue;
+        }
+        let Ok(stage) = name.parse::<Stage>() else {
+            let mut d = Diagnostic::new(format!("unknown table `{name}`"), Some(key_span));
+            d = match suggest(&name, TOP_LEVEL_KEYS) {
+                Some(s) => d.with_help(format!("did you mean `{s}`?")),
+                None => d.with_help("the top-level tables are `project` and the stages `iac`, `ci`, `cd`, `release`, `apm`, `loadtest`"),
+            };
+            errors.push(d);
+            continue;
+        };
+        spans.stage_keys.insert(stage, key_span.clone());
+        declared.push(stage);
+        compile_stage(stage, value, kinds, &mut spans, &mut steps, &mut errors);
+    }
+
+    let project = match project {
+        Some(p) => p,
+        None => {
+            errors.push(
+                Diagnostic::new("missing `[project]` table", Some(0..0))
+                    .with_help("start the file with `[project]` and `name = \"...\"`"),
+            );
+            Project {
+                name: String::new(),
+                description: None,
+            }
+        }
+    };
+
+    match Pipeline::new(project.name.clone(), steps, Some(&declared)) {
+        Ok(pipeline) if errors.is_empty() => Ok((project, pipeline)),
+        Ok(_) => Err(errors),
+        Err(pipeline_errors) => {
+            for e in pipeline_errors {
+                let span = span_of(&e, &spans);
+                errors.push(Diagnostic::new(e.to_string(), span));
+            }
+            Err(errors)
+        }
+    }
+}
+
+fn span_of(error: &PipelineError, spans: &Spans) -> Option<Range<usize>> {
+    let dep = |step: &str, dep: &str| {
+        spans
+            .dependencies
+            .get(&(step.to_owned(), dep.to_owned()))
+            .cloned()
+    };
+    match error {
+        PipelineError::Empty => Some(0..0),
+        PipelineError::InvalidName { step } => spans.first_step_key.get(step).cloned(),
+        PipelineError::DuplicateStep { step, second, .. } => {
+            spans.step_keys.get(&(*second, step.clone())).cloned()
+        }
+        PipelineError::UnknownDependency {
+            step, dependency, ..
+        }
+        | PipelineError::LaterStageDependency {
+            step, dependency, ..
+        } => dep(step, dependency),
+        PipelineError::SelfDependency { step } => dep(step, step),
+        PipelineError::Cycle { path } => match path.as_slice() {
+            // The edge "first depends on last-before-first": point at the
+            // `depends-on` entry that closes the cycle.
+            [.., before, last] => {
+                dep(last, before).or_else(|| spans.first_step_key.get(last).cloned())
+            }
+            _ => None,
+        },
+        PipelineError::MissingStage { stage, .. } | PipelineError::EmptyStage { stage } => {
+            spans.stage_keys.get(stage).cloned()
+        }
+    }
+}
+
+fn compile_stage(
+    stage: Stage,
+    value: Spanned<DeValue<'_>>,
+    kinds: &KindRegistry,
+    spans: &mut Spans,
+    steps: &mut Vec<Step>,
+    errors: &mut Vec<Diagnostic>,
+) {
+    let stage_span = value.span();
+    let DeValue::Table(table) = value.into_inner() else {
+        errors.push(
+            Diagnostic::new(format!("`{stage}` must be a table"), Some(stage_span))
+                .with_help(format!("declare steps as `[{stage}.steps.NAME]` tables")),
+        );
+        return;
+    };
+    for (key, value) in table {
+        let key_span = key.span();
+        match key.get_ref().as_ref() {
+            "description" => {
+                if !value.get_ref().is_str() {
+                    errors.push(Diagnostic::new(
+                        format!(
+                            "`{stage}.description` must be a string, found {}",
+                            value.get_ref().type_str()
+                        ),
+                        Some(value.span()),
+                    ));
+                }
+            }
+            "steps" => {
+                let steps_span = value.span();
+                let DeValue::Table(step_tables) = value.into_inner() else {
+                    errors.push(
+                        Diagnostic::new(
+                            format!("`{stage}.steps` must be a table of steps"),
+                            Some(steps_span),
+                        )
+                        .with_help(format!("write each step as `[{stage}.steps.NAME]`")),
+                    );
+                    continue;
+                };
+                for (name, value) in step_tables {
+                    let name_span = name.span();
+                    let name = name.into_inner().into_owned();
+                    spans
+                        .step_keys
+                        .insert((stage, name.clone()), name_span.clone());
+                    spans
+                        .first_step_key
+                        .entry(name.clone())
+                        .or_insert(name_span.clone());
+                    steps.push(compile_step(
+                        stage, &name, name_span, value, kinds, spans, errors,
+                    ));
+                }
+            }
+            other => {
+                let mut d = Diagnostic::new(
+                    format!("unknown key `{other}` in stage `{stage}`"),
+                    Some(key_span),
+                );
+                d = if value.get_ref().is_table() {
+                    d.with_help(format!(
+                        "steps go under `steps`: write `[{stage}.steps.{other}]`"
+                    ))
+                } else {
+                    d.with_help("a stage table holds `description` and `steps`")
+                };
+                errors.push(d);
+            }
+        }
+    }
+}
+
+fn parse_duration(what: &str, value: &Spanned<String>) -> Result<Duration, Diagnostic> {
+    match humantime::parse_duration(value.get_ref()) {
+        Ok(d) if d.is_zero() => Err(Diagnostic::new(
+            format!("`{what}` must be longer than zero"),
+            Some(value.span()),
+        )),
+        Ok(d) => Ok(d),
+        Err(e) => Err(Diagnostic::new(
+            format!("invalid duration `{}` for `{what}`: {e}", value.get_ref()),
+            Some(value.span()),
+        )
+        .with_help("write a number and a unit, like \"90s\", \"10m\" or \"1h 30m\"")),
+    }
+}
+
+fn relative_path(what: &str, value: &Spanned<String>, errors: &mut Vec<Diagnostic>) -> bool {
+    let text = value.get_ref();
+    if text.trim().is_empty() {
+        errors.push(Diagnostic::new(
+            format!("`{what}` must not be empty"),
+            Some(value.span()),
+        ));
+        return false;
+    }
+    if Path::new(text).is_absolute() {
+        errors.push(
+            Diagnostic::new(
+                format!("`{what}` must be relative to the project directory, found `{text}`"),
+                Some(value.span()),
+            )
+            .with_help("absolute paths make the manifest depend on one machine"),
+        );
+        return false;
+    }
+    true
+}
+
+fn compile_step(
+    stage: Stage,
+    name: &str,
+    name_span: Range<usize>,
+    value: Spanned<DeValue<'_>>,
+    kinds: &KindRegistry,
+    spans: &mut Spans,
+    errors: &mut Vec<Diagnostic>,
+) -> Step {
+    // On error the step is still returned (with what could be read), so that
+    // the structural checks of the pipeline run and do not report spurious
+    // "unknown dependency" errors for it. The caller discards the pipeline
+    // whenever any diagnostic was recorded.
+    let placeholder = || Step::shell(name, stage, "");
+    let span = value.span();
+    if !value.get_ref().is_table() {
+        errors.push(
+            Diagnostic::new(
+                format!(
+                    "step `{name}` must be a table, found {}",
+                    value.get_ref().type_str()
+                ),
+                Some(span),
+            )
+            .with_help(format!(
+                "write `[{stage}.steps.{name}]` followed by `run = \"...\"`"
+            )),
+        );
+        return placeholder();
+    }
+    // Keep the raw `with` value: a kind deserializes it with exact spans.
+    let raw_with = value.get_ref().as_table().and_then(|t| {
+        t.iter()
+            .find(|(k, _)| k.get_ref() == "with")
+            .map(|(_, v)| v.clone())
+    });
+    let wire = match wire::StepWire::deserialize(ValueDeserializer::from(value)) {
+        Ok(w) => w,
+        Err(e) => {
+            let mut d = de_error(e, span.clone());
+            if d.message.starts_with("unknown field") {
+                d = d.with_help("see `mlops schema` or docs/manifest.md for the keys of a step");
+            }
+            errors.push(d);
+            return placeholder();
+        }
+    };
+
+    let action = match (&wire.run, &wire.kind) {
+        (Some(_), Some(kind)) => {
+            errors.push(Diagnostic::new(
+                format!("step `{name}` has both `run` and `kind`; use one"),
+                Some(kind.span()),
+            ));
+            None
+        }
+        (None, None) => {
+            errors.push(
+                Diagnostic::new(
+                    format!(
+                        "step `{name}` needs `run` (a shell command) or `kind` (a built-in step)"
+                    ),
+                    Some(name_span.clone()),
+                )
+                .with_help("for example `run = \"pytest -q\"`"),
+            );
+            None
+        }
+        (Some(run), None) => {
+            if run.get_ref().trim().is_empty() {
+                errors.push(Diagnostic::new(
+                    format!("`run` of step `{name}` is empty"),
+                    Some(run.span()),
+                ));
+            }
+            if let Some(with) = &wire.with {
+                errors.push(Diagnostic::new(
+                    format!("`with` configures a built-in `kind`; step `{name}` has `run`"),
+                    Some(with.span()),
+                ));
+            }
+            Some(Action::Shell {
+                command: run.get_ref().clone(),
+            })
+        }
+        (None, Some(kind_name)) => match kinds.get(kind_name.get_ref()) {
+            None => {
+                let known = kinds.names();
+                let mut d = Diagnostic::new(
+                    format!("unknown step kind `{}`", kind_name.get_ref()),
+                    Some(kind_name.span()),
+                );
+                d = match suggest(kind_name.get_ref(), known.iter().copied()) {
+                    Some(s) => d.with_help(format!("did you mean `{s}`?")),
+                    None if known.is_empty() => {
+                        d.with_help("no built-in kinds are registered; use `run`")
+                    }
+                    None => d.with_help(format!(
+                        "the known kinds are {}",
+                        known
+                            .iter()
+                            .map(|k| format!("`{k}`"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )),
+                };
+                errors.push(d);
+                None
+            }
+            Some(kind) => {
+                if let Some(kind_stage) = kind.stage().filter(|s| *s != stage) {
+                    errors.push(Diagnostic::new(
+                        format!(
+                            "kind `{}` belongs to stage `{kind_stage}`, not `{stage}`",
+                            kind.name()
+                        ),
+                        Some(kind_name.span()),
+                    ));
+                }
+                let params = KindParams::new(raw_with.clone(), span.clone());
+                match kind.compile(&params) {
+                    Ok(action) => Some(Action::Task {
+                        kind: kind.name().to_owned(),
+                        params: params.canonical(),
+                        action,
+                    }),
+                    Err(diagnostics) => {
+                        errors.extend(diagnostics);
+                        None
+                    }
+                }
+            }
+        },
+    };
+
+    let timeout = wire.timeout.as_ref().and_then(|t| {
+        parse_duration("timeout", t)
+            .map_err(|d| errors.push(d))
+            .ok()
+    });
+    let retry_backoff = wire.retry_backoff.as_ref().and_then(|t| {
+        parse_duration("retry-backoff", t)
+            .map_err(|d| errors.push(d))
+            .ok()
+    });
+    if let Some(retries) = &wire.retries
+        && *retries.get_ref() > 100
+    {
+        errors.push(Diagnostic::new(
+            "`retries` must be at most 100",
+            Some(retries.span()),
+        ));
+    }
+    if let Some(cwd) = &wire.cwd {
+        relative_path("cwd", cwd, errors);
+    }
+    let mut env = BTreeMap::new();
+    for (key, value) in wire.env.iter().flatten() {
+        let k = key.get_ref();
+        if k.is_empty() || k.contains('=') || k.contains('\0') || value.contains('\0') {
+            errors.push(Diagnostic::new(
+                format!("invalid environment variable name `{k}`"),
+                Some(key.span()),
+            ));
+        } else {
+            env.insert(k.clone(), value.clone());
+        }
+    }
+    for input in wire.inputs.iter().flatten() {
+        if relative_path("inputs", input, errors)
+            && let Err(e) = globset::Glob::new(input.get_ref())
+        {
+            errors.push(Diagnostic::new(
+                format!(
+                    "invalid glob `{}` in `inputs`: {}",
+                    input.get_ref(),
+                    e.kind()
+                ),
+                Some(input.span()),
+            ));
+        }
+    }
+    for output in wire.outputs.iter().flatten() {
+        relative_path("outputs", output, errors);
+    }
+    let mut depends_on = Vec::new();
+    for dep in wire.depends_on.iter().flatten() {
+        spans
+            .dependencies
+            .entry((name.to_owned(), dep.get_ref().clone()))
+            .or_insert(dep.span());
+        depends_on.push(dep.get_ref().clone());
+    }
+
+    let mut step = placeholder();
+    if let Some(action) = action {
+        step.action = action;
+    }
+    step.cwd = wire.cwd.map(|c| PathBuf::from(c.into_inner()));
+    step.env = env;
+    step.timeout = timeout;
+    step.retries = wire.retries.map_or(0, Spanned::into_inner);
+    if let Some(b) = retry_backoff {
+        step.retry_backoff = b;
+    }
+    step.depends_on = depends_on;
+    step.inputs = wire
+        .inputs
+        .into_iter()
+        .flatten()
+        .map(Spanned::into_inner)
+        .collect();
+    step.outputs = wire
+        .outputs
+        .into_iter()
+        .flatten()
+        .map(Spanned::into_inner)
+        .collect();
+    step.description = wire.description;
+    step
+}
