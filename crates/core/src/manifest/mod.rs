@@ -162,6 +162,7 @@ fn compile(source: &str, kinds: &KindRegistry) -> Result<(Project, Pipeline), Ve
     let mut project = None;
     let mut declared = Vec::new();
     let mut steps = Vec::new();
+    let mut stages_with_errors = Vec::new();
 
     for (key, value) in document {
         let key_span = key.span();
@@ -202,7 +203,11 @@ fn compile(source: &str, kinds: &KindRegistry) -> Result<(Project, Pipeline), Ve
         };
         spans.stage_keys.insert(stage, key_span.clone());
         declared.push(stage);
+        let before = errors.len();
         compile_stage(stage, value, kinds, &mut spans, &mut steps, &mut errors);
+        if errors.len() > before {
+            stages_with_errors.push(stage);
+        }
     }
 
     let project = match project {
@@ -224,6 +229,13 @@ fn compile(source: &str, kinds: &KindRegistry) -> Result<(Project, Pipeline), Ve
         Ok(_) => Err(errors),
         Err(pipeline_errors) => {
             for e in pipeline_errors {
+                // A stage whose step tables were malformed looks empty; the
+                // malformed table is the error worth reading.
+                if let PipelineError::EmptyStage { stage } = &e
+                    && stages_with_errors.contains(stage)
+                {
+                    continue;
+                }
                 let span = span_of(&e, &spans);
                 errors.push(Diagnostic::new(e.to_string(), span));
             }

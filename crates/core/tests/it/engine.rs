@@ -1,0 +1,655 @@
+//! The executor against real processes, a real SQLite ledger and real git
+//! repositories in temporary directories.
+
+use std::path::Path;
+use std::time::Duration;
+
+use mlops_core::{
+    CancellationToken, Event, ExecError, Executor, Pipeline, RunOptions, RunReport, RunStatus,
+    Selection, Stage, Step, StepFailure, StepStatus,
+};
+
+fn pipeline(steps: Vec<Step>) -> Pipeline {
+    Pipeline::new("test", steps, None).expect("valid test pipeline")
+}
+
+async fn run(dir: &Path, p: &Pipeline, opts: RunOptions) -> RunReport {
+    Executor::new(dir).unwrap().run(p, opts).await.unwrap()
+}
+
+fn status(report: &RunReport, step: &str) -> StepStatus {
+    report
+        .step(step)
+        .unwrap_or_else(|| panic!("no step {step} in {report:?}"))
+        .status
+}
+
+fn count_lines(path: &Path) -> usize {
+    std::fs::read_to_string(path).map_or(0, |s| s.lines().count())
+}
+
+fn git(dir: &Path, args: &[&str]) {
+    let out = std::process::Command::new("git")
+        .args([
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@t",
+            "-c",
+            "commit.gpgsign=false",
+        ])
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn later_stages_are_gated_when_a_stage_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = pipeline(vec![
+        Step::shell("build", Stage::Iac, "true"),
+        Step::shell("test", Stage::Ci, "echo checking; exit 3"),
+        Step::shell("lint", Stage::Ci, "true"),
+        Step::shell("deploy", Stage::Cd, "touch deployed"),
+        Step::shell("tag", Stage::Release, "true"),
+    ]);
+    let report = run(dir.path(), &p, RunOptions::default()).await;
+    assert_eq!(report.status, RunStatus::Failed);
+    assert_eq!(status(&report, "build"), StepStatus::Passed);
+    assert_eq!(status(&report, "test"), StepStatus::Failed);
+    // A sibling in the failing stage still runs: more evidence, same verdict.
+    assert_eq!(status(&report, "lint"), StepStatus::Passed);
+    for later in ["deploy", "tag"] {
+        assert_eq!(status(&report, later), StepStatus::Gated);
+        assert_eq!(
+            report.step(later).unwrap().reason.as_deref(),
+            Some("stage `ci` did not pass: step `test` failed (exit status 3)")
+        );
+    }
+    assert!(
+        !dir.path().join("deployed").exists(),
+        "a gated step must never start"
+    );
+
+    let summary = Executor::new(dir.path())
+        .unwrap()
+        .ledger()
+        .run(report.run_id)
+        .unwrap()
+        .unwrap();
+    assert_eq!(summary.status, RunStatus::Failed);
+    let test = summary.steps.iter().find(|s| s.name == "test").unwrap();
+    assert_eq!(test.exit_code, Some(3));
+    let log = std::fs::read_to_string(test.log.as_ref().unwrap()).unwrap();
+    assert_eq!(log, "checking\n");
+    let stages: Vec<(String, String)> = summary
+        .stages
+        .iter()
+        .map(|s| (s.name.to_string(), s.status.to_string()))
+        .collect();
+    assert_eq!(
+        stages,
+        [
+            ("iac", "passed"),
+            ("ci", "failed"),
+            ("cd", "gated"),
+            ("release", "gated")
+        ]
+        .map(|(a, b)| (a.to_owned(), b.to_owned()))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dependencies_in_a_stage_gate_their_dependents() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = pipeline(vec![
+        Step::shell("train", Stage::Iac, "exit 1"),
+        Step::shell("evaluate", Stage::Iac, "touch evaluated").depends_on(["train"]),
+    ]);
+    let report = run(dir.path(), &p, RunOptions::default()).await;
+    assert_eq!(status(&report, "evaluate"), StepStatus::Gated);
+    assert_eq!(
+        report.step("evaluate").unwrap().reason.as_deref(),
+        Some("dependency `train` failed (exit status 1)")
+    );
+    assert!(!dir.path().join("evaluated").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn independent_steps_run_in_parallel_up_to_jobs() {
+    // Each step waits (bounded) for the other's marker: they pass only if
+    // both run at the same time.
+    let wait_for = |me: &str, other: &str| {
+        format!(
+            "touch {me}; for i in $(seq 100); do [ -f {other} ] && exit 0; sleep 0.05; done; exit 1"
+        )
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let p = pipeline(vec![
+        Step::shell("a", Stage::Iac, wait_for("a", "b")),
+        Step::shell("b", Stage::Iac, wait_for("b", "a")),
+    ]);
+    let report = run(
+        dir.path(),
+        &p,
+        RunOptions {
+            jobs: 2,
+            ..RunOptions::default()
+        },
+    )
+    .await;
+    assert_eq!(report.status, RunStatus::Passed, "{report:?}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let p = pipeline(vec![
+        Step::shell("a", Stage::Iac, wait_for("a", "b")).timeout(Duration::from_millis(800)),
+        Step::shell("b", Stage::Iac, wait_for("b", "a")).timeout(Duration::from_millis(800)),
+    ]);
+    let report = run(
+        dir.path(),
+        &p,
+        RunOptions {
+            jobs: 1,
+            ..RunOptions::default()
+        },
+    )
+    .await;
+    assert_eq!(
+        report.status,
+        RunStatus::Failed,
+        "with one job the steps cannot meet"
+    );
+}
+
+fn alive(pid: i32) -> bool {
+    // Signal 0 checks existence; a zombie reaped by init is gone.
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.contains(") Z "))
+}
+
+async fn wait_gone(pid: i32) -> bool {
+    for _ in 0..100 {
+        if !alive(pid) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timeout_kills_the_whole_process_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = pipeline(vec![
+        Step::shell("hang", Stage::Iac, "sleep 60 & echo $! > child.pid; wait")
+            .timeout(Duration::from_millis(500)),
+    ]);
+    let report = run(
+        dir.path(),
+        &p,
+        RunOptions {
+            kill_grace: Duration::from_millis(200),
+            ..RunOptions::default()
+        },
+    )
+    .await;
+    assert_eq!(status(&report, "hang"), StepStatus::TimedOut);
+    assert_eq!(
+        report.step("hang").unwrap().reason.as_deref(),
+        Some("timed out after 500ms")
+    );
+    let pid: i32 = std::fs::read_to_string(dir.path().join("child.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        wait_gone(pid).await,
+        "the grandchild {pid} survived the timeout"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancellation_kills_running_steps_and_cancels_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = pipeline(vec![
+        Step::shell("hang", Stage::Iac, "sleep 60 & echo $! > child.pid; wait"),
+        Step::shell("after", Stage::Ci, "true"),
+    ]);
+    let cancel = CancellationToken::new();
+    let trigger = cancel.clone();
+    let pid_file = dir.path().join("child.pid");
+    tokio::spawn(async move {
+        while !pid_file.exists() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        trigger.cancel();
+    });
+    let report = run(
+        dir.path(),
+        &p,
+        RunOptions {
+            cancel,
+            kill_grace: Duration::from_millis(200),
+            ..RunOptions::default()
+        },
+    )
+    .await;
+    assert_eq!(report.status, RunStatus::Cancelled);
+    assert_eq!(status(&report, "hang"), StepStatus::Cancelled);
+    assert_eq!(status(&report, "after"), StepStatus::Cancelled);
+    let pid: i32 = std::fs::read_to_string(dir.path().join("child.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(wait_gone(pid).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_back_off_and_count_attempts() {
+    let dir = tempfile::tempdir().unwrap();
+    // Fails on the first two attempts, passes on the third.
+    let p = pipeline(vec![
+        Step::shell(
+            "flaky",
+            Stage::Iac,
+            "echo x >> tries; [ $(wc -l < tries) -ge 3 ]",
+        )
+        .retries(3)
+        .retry_backoff(Duration::from_millis(10)),
+        Step::shell("broken", Stage::Iac, "echo y >> broken; exit 1")
+            .retries(1)
+            .retry_backoff(Duration::from_millis(10)),
+    ]);
+    let mut executor = Executor::new(dir.path()).unwrap();
+    let mut events = executor.subscribe();
+    let report = executor.run(&p, RunOptions::default()).await.unwrap();
+    assert_eq!(status(&report, "flaky"), StepStatus::Passed);
+    assert_eq!(report.step("flaky").unwrap().attempts, 3);
+    assert_eq!(count_lines(&dir.path().join("tries")), 3);
+    assert_eq!(status(&report, "broken"), StepStatus::Failed);
+    assert_eq!(report.step("broken").unwrap().attempts, 2);
+    assert_eq!(count_lines(&dir.path().join("broken")), 2);
+    drop(executor);
+    let mut delays = Vec::new();
+    while let Some(e) = events.recv().await {
+        if let Event::StepRetrying { step, delay_ms, .. } = e
+            && step == "flaky"
+        {
+            delays.push(delay_ms);
+        }
+    }
+    assert_eq!(delays, [10, 20], "exponential backoff");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unchanged_inputs_are_cached_until_something_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("data")).unwrap();
+    std::fs::write(dir.path().join("data/train.csv"), "x\n1\n").unwrap();
+    let train = || {
+        Step::shell(
+            "train",
+            Stage::Iac,
+            "echo run >> runs.log; cp data/train.csv model.bin",
+        )
+        .inputs(["data/*.csv"])
+        .outputs(["model.bin"])
+    };
+    let p = pipeline(vec![train()]);
+    let runs = dir.path().join("runs.log");
+
+    let r1 = run(dir.path(), &p, RunOptions::default()).await;
+    assert_eq!(status(&r1, "train"), StepStatus::Passed);
+    let r2 = run(dir.path(), &p, RunOptions::default()).await;
+    assert_eq!(status(&r2, "train"), StepStatus::Cached);
+    assert_eq!(r2.status, RunStatus::Passed);
+    assert_eq!(count_lines(&runs), 1);
+
+    // --force reruns.
+    let r3 = run(
+        dir.path(),
+        &p,
+        RunOptions {
+            force: true,
+            ..RunOptions::default()
+        },
+    )
+    .await;
+    assert_eq!(status(&r3, "train"), StepStatus::Passed);
+    assert_eq!(count_lines(&runs), 2);
+
+    // A changed input reruns.
+    std::fs::write(dir.path().join("data/train.csv"), "x\n2\n").unwrap();
+    let r4 = run(dir.path(), &p, RunOptions::default()).await;
+    assert_eq!(status(&r4, "train"), StepStatus::Passed);
+    assert_eq!(count_lines(&runs), 3);
+
+    // A tampered or missing output reruns.
+    std::fs::write(dir.path().join("model.bin"), "tampered").unwrap();
+    let r5 = run(dir.path(), &p, RunOptions::default()).await;
+    assert_eq!(status(&r5, "train"), StepStatus::Passed);
+    std::fs::remove_file(dir.path().join("model.bin")).unwrap();
+    let r6 = run(dir.path(), &p, RunOptions::default()).await;
+    assert_eq!(status(&r6, "train"), StepStatus::Passed);
+    assert_eq!(count_lines(&runs), 5);
+
+    // A changed definition reruns.
+    let p2 = pipeline(vec![train().env("SEED", "7")]);
+    let r7 = run(dir.path(), &p2, RunOptions::default()).await;
+    assert_eq!(status(&r7, "train"), StepStatus::Passed);
+    assert_eq!(count_lines(&runs), 6);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_inputs_and_outputs_fail_the_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = pipeline(vec![
+        Step::shell("needs", Stage::Iac, "true").inputs(["data/*.csv"]),
+        Step::shell("makes", Stage::Iac, "true").outputs(["model.json"]),
+    ]);
+    let report = run(dir.path(), &p, RunOptions::default()).await;
+    assert_eq!(
+        report.step("needs").unwrap().reason.as_deref(),
+        Some("inputs: input pattern `data/*.csv` matches no file")
+    );
+    assert_eq!(
+        report.step("makes").unwrap().reason.as_deref(),
+        Some("declared output `model.json` was not produced")
+    );
+    assert_eq!(status(&report, "makes"), StepStatus::Failed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_later_stage_alone_needs_evidence_for_this_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    std::fs::write(root.join("env.lock"), "numpy==2\n").unwrap();
+    std::fs::write(root.join(".gitignore"), ".mlops/\n").unwrap();
+    git(root, &["init", "-q"]);
+    git(root, &["add", "."]);
+    git(root, &["commit", "-qm", "one"]);
+    let p = pipeline(vec![
+        Step::shell("env", Stage::Iac, "true").inputs(["env.lock"]),
+        Step::shell("test", Stage::Ci, "true"),
+        Step::shell("deploy", Stage::Cd, "echo d >> deploys"),
+    ]);
+    let only_cd = || RunOptions {
+        selection: Selection::Stage(Stage::Cd),
+        ..RunOptions::default()
+    };
+    let executor = Executor::new(root).unwrap();
+
+    let refused = executor.run(&p, only_cd()).await.unwrap_err();
+    assert!(
+        matches!(&refused, ExecError::Refused { missing: Stage::Iac, step, .. } if step == "env"),
+        "{refused}"
+    );
+    assert!(
+        refused
+            .to_string()
+            .contains("run `mlops pipeline run --from iac`"),
+        "{refused}"
+    );
+    assert!(!root.join("deploys").exists());
+
+    // Stage by stage: each needs the ones before it.
+    assert_eq!(
+        executor
+            .run(
+                &p,
+                RunOptions {
+                    selection: Selection::Stage(Stage::Iac),
+                    ..RunOptions::default()
+                }
+            )
+            .await
+            .unwrap()
+            .status,
+        RunStatus::Passed
+    );
+    let refused = executor.run(&p, only_cd()).await.unwrap_err();
+    assert!(
+        matches!(
+            &refused,
+            ExecError::Refused {
+                missing: Stage::Ci,
+                ..
+            }
+        ),
+        "{refused}"
+    );
+    let report = executor
+        .run(
+            &p,
+            RunOptions {
+                selection: Selection::From(Stage::Ci),
+                ..RunOptions::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(report.status, RunStatus::Passed);
+    assert_eq!(report.steps.len(), 2, "--from ci runs ci and cd only");
+    assert_eq!(
+        executor.run(&p, only_cd()).await.unwrap().status,
+        RunStatus::Passed
+    );
+
+    // Changed inputs of an earlier stage void its evidence.
+    std::fs::write(root.join("env.lock"), "numpy==3\n").unwrap();
+    let refused = executor.run(&p, only_cd()).await.unwrap_err();
+    assert!(
+        matches!(
+            &refused,
+            ExecError::Refused {
+                missing: Stage::Iac,
+                ..
+            }
+        ),
+        "{refused}"
+    );
+    std::fs::write(root.join("env.lock"), "numpy==2\n").unwrap();
+
+    // So does a new commit.
+    std::fs::write(root.join("README"), "x").unwrap();
+    git(root, &["add", "."]);
+    git(root, &["commit", "-qm", "two"]);
+    let refused = executor.run(&p, only_cd()).await.unwrap_err();
+    assert!(
+        refused
+            .to_string()
+            .contains("passed only on another commit"),
+        "{refused}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_process_steps_run_and_events_arrive_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = pipeline(vec![
+        Step::task("prepare", Stage::Iac, "prepare-v1", |ctx| async move {
+            ctx.log(format!("attempt {} in {}", ctx.attempt, ctx.cwd.display()));
+            std::fs::write(ctx.cwd.join("prepared"), "ok")
+                .map_err(|e| StepFailure::new(e.to_string()))
+        }),
+        Step::task("check", Stage::Ci, "check-v1", |ctx| async move {
+            if ctx.cwd.join("prepared").exists() {
+                Ok(())
+            } else {
+                Err(StepFailure::new("nothing prepared"))
+            }
+        }),
+        Step::task("explode", Stage::Ci, "explode-v1", |_ctx| async move {
+            if true {
+                panic!("boom");
+            }
+            Ok(())
+        }),
+    ]);
+    let mut executor = Executor::new(dir.path()).unwrap();
+    let mut rx = executor.subscribe();
+    let report = executor.run(&p, RunOptions::default()).await.unwrap();
+    drop(executor);
+    assert_eq!(status(&report, "prepare"), StepStatus::Passed);
+    assert_eq!(status(&report, "check"), StepStatus::Passed);
+    assert_eq!(status(&report, "explode"), StepStatus::Failed);
+    assert_eq!(
+        report.step("explode").unwrap().reason.as_deref(),
+        Some("step panicked: boom")
+    );
+
+    let mut events = Vec::new();
+    while let Some(e) = rx.recv().await {
+        events.push(e);
+    }
+    assert!(matches!(
+        events.first(),
+        Some(Event::RunStarted { steps: 3, .. })
+    ));
+    assert!(matches!(
+        events.last(),
+        Some(Event::RunFinished {
+            status: RunStatus::Failed,
+            ..
+        })
+    ));
+    for name in ["prepare", "check", "explode"] {
+        let started = events
+            .iter()
+            .position(|e| matches!(e, Event::StepStarted { step, .. } if step == name));
+        let finished = events
+            .iter()
+            .position(|e| matches!(e, Event::StepFinished { step, .. } if step == name));
+        assert!(started.unwrap() < finished.unwrap(), "{name}");
+    }
+    let iac_done = events
+        .iter()
+        .position(|e| {
+            matches!(
+                e,
+                Event::StageFinished {
+                    stage: Stage::Iac,
+                    ..
+                }
+            )
+        })
+        .unwrap();
+    let ci_start = events
+        .iter()
+        .position(|e| {
+            matches!(
+                e,
+                Event::StageStarted {
+                    stage: Stage::Ci,
+                    ..
+                }
+            )
+        })
+        .unwrap();
+    assert!(
+        iac_done < ci_start,
+        "the ci stage starts after the iac gate"
+    );
+    let log = std::fs::read_to_string(dir.path().join(".mlops/runs/1/prepare.log")).unwrap();
+    assert!(log.starts_with("attempt 1 in "), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resume_finishes_a_failed_run_without_rerunning_passed_steps() {
+    let dir = tempfile::tempdir().unwrap();
+    let make = |fix: bool| {
+        pipeline(vec![
+            Step::shell("one", Stage::Iac, "echo x >> one.log"),
+            Step::shell(
+                "two",
+                Stage::Ci,
+                if fix {
+                    "echo x >> two.log"
+                } else {
+                    "echo x >> two.log; exit 1"
+                },
+            ),
+        ])
+    };
+    let executor = Executor::new(dir.path()).unwrap();
+    let r1 = executor
+        .run(&make(false), RunOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(r1.status, RunStatus::Failed);
+    // The fix changes `two`'s definition, so it reruns; `one` is kept.
+    let r2 = executor
+        .run(
+            &make(true),
+            RunOptions {
+                resume: true,
+                ..RunOptions::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(r2.run_id, r1.run_id);
+    assert_eq!(r2.status, RunStatus::Passed);
+    assert_eq!(count_lines(&dir.path().join("one.log")), 1);
+    assert_eq!(count_lines(&dir.path().join("two.log")), 2);
+    let err = executor
+        .run(
+            &make(true),
+            RunOptions {
+                resume: true,
+                ..RunOptions::default()
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!("nothing to resume: the last run ({}) passed", r1.run_id)
+    );
+    let summary = executor.ledger().run(r1.run_id).unwrap().unwrap();
+    assert_eq!(summary.resumed, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_run_at_once_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = pipeline(vec![Step::shell(
+        "wait",
+        Stage::Iac,
+        "for i in $(seq 100); do [ -f go ] && exit 0; sleep 0.05; done",
+    )]);
+    let first = {
+        let root = dir.path().to_path_buf();
+        let p = p.clone();
+        tokio::spawn(async move {
+            Executor::new(&root)
+                .unwrap()
+                .run(&p, RunOptions::default())
+                .await
+        })
+    };
+    let ledger_dir = dir.path().join(".mlops/runs/1");
+    while !ledger_dir.exists() {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let err = Executor::new(dir.path())
+        .unwrap()
+        .run(&p, RunOptions::default())
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("another mlops run is in progress"),
+        "{err}"
+    );
+    std::fs::write(dir.path().join("go"), "").unwrap();
+    assert_eq!(first.await.unwrap().unwrap().status, RunStatus::Passed);
+}

@@ -1,0 +1,5 @@
+//! Integration tests of mlops-core, one binary: manifests, the executor with
+//! real processes, and the ledger.
+
+mod engine;
+mod manifest;
