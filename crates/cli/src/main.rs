@@ -220,8 +220,11 @@ fn load(path: &Path) -> Result<Manifest, Failure> {
             anyhow::anyhow!("project directory {} does not exist", path.display()),
         ));
     }
-    Manifest::load(path, &kinds()).map_err(|e| match e {
-        ManifestError::Read { .. } => fail(exit::ENGINE, e),
+    Manifest::load(path, &kinds()).map_err(|e| match &e {
+        // Text that is not UTF-8 is bad input; anything else is the system.
+        ManifestError::Read { source, .. } if source.kind() != io::ErrorKind::InvalidData => {
+            fail(exit::ENGINE, e)
+        }
         _ => fail(exit::INVALID, e),
     })
 }

@@ -1,0 +1,385 @@
+//! The `mlops` binary as a user runs it: real processes, signals, exit codes.
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill, killpg};
+use nix::unistd::Pid;
+use serde_json::Value;
+
+fn mlops() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_mlops"))
+}
+
+fn run(args: &[&str], dir: &Path) -> Output {
+    mlops().args(args).current_dir(dir).output().unwrap()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn project(manifest: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("mlops.toml"), manifest).unwrap();
+    dir
+}
+
+fn status_json(dir: &Path) -> Value {
+    let o = run(&["pipeline", "status", "--json"], dir);
+    assert!(o.status.success(), "{}", stderr(&o));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+fn wait_for(path: &Path) {
+    let start = Instant::now();
+    while !path.exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "{} never appeared",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn lines(path: &Path) -> usize {
+    std::fs::read_to_string(path).map_or(0, |s| s.lines().count())
+}
+
+fn step<'a>(status: &'a Value, name: &str) -> &'a Value {
+    status["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == name)
+        .unwrap()
+}
+
+const GATED: &str = r#"
+[project]
+name = "gated"
+
+[iac.steps.build]
+run = "true"
+
+[ci.steps.evaluate]
+run = "echo 'accuracy 0.52 is below 0.9' >&2; exit 1"
+
+[cd.steps.deploy]
+run = "touch deployed"
+"#;
+
+#[test]
+fn status_json_is_the_documented_contract() {
+    let dir = project(GATED);
+    let o = run(&["pipeline", "run", "."], dir.path());
+    assert_eq!(o.status.code(), Some(1), "a failed run exits 1");
+    assert!(
+        stdout(&o).contains("accuracy 0.52 is below 0.9"),
+        "the log tail is shown: {}",
+        stdout(&o)
+    );
+
+    let s = status_json(dir.path());
+    assert_eq!(s["run_id"], 1);
+    assert_eq!(s["status"], "failed");
+    assert!(
+        s.get("commit").is_some(),
+        "commit is present (null outside git)"
+    );
+    let stages: Vec<(String, String)> = s["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|st| {
+            (
+                st["name"].as_str().unwrap().to_owned(),
+                st["status"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        stages,
+        [("iac", "passed"), ("ci", "failed"), ("cd", "gated")]
+            .map(|(a, b)| (a.to_owned(), b.to_owned()))
+    );
+    for st in s["steps"].as_array().unwrap() {
+        for key in ["name", "stage", "status", "attempts", "duration_ms"] {
+            assert!(st.get(key).is_some(), "step lacks {key}: {st}");
+        }
+    }
+    assert_eq!(step(&s, "deploy")["status"], "gated");
+    assert_eq!(step(&s, "evaluate")["attempts"], 1);
+    assert!(!dir.path().join("deployed").exists());
+
+    let h = run(&["pipeline", "history", "--json"], dir.path());
+    let runs: Value = serde_json::from_slice(&h.stdout).unwrap();
+    assert_eq!(runs.as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn json_lines_carry_every_event() {
+    let dir = project(GATED);
+    let o = run(&["pipeline", "run", "--json"], dir.path());
+    let events: Vec<Value> = stdout(&o)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(events.first().unwrap()["event"], "run-started");
+    assert_eq!(events.last().unwrap()["event"], "run-finished");
+    assert_eq!(events.last().unwrap()["status"], "failed");
+    let gated = events
+        .iter()
+        .find(|e| e["event"] == "step-finished" && e["step"] == "deploy")
+        .unwrap();
+    assert_eq!(gated["status"], "gated");
+    assert_eq!(
+        gated["reason"],
+        "stage `ci` did not pass: step `evaluate` failed (exit status 1)"
+    );
+}
+
+#[test]
+fn a_stage_alone_is_refused_without_evidence() {
+    let dir = project(GATED);
+    let o = run(&["pipeline", "run", "--stage", "cd"], dir.path());
+    assert_eq!(o.status.code(), Some(3));
+    assert!(
+        stderr(&o).starts_with(
+            "error: refusing to run stage `cd`: the earlier stage `iac` has no passing record"
+        ),
+        "{}",
+        stderr(&o)
+    );
+    let o = run(&["pipeline", "run", "--stage", "deploy"], dir.path());
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "an unknown stage is a usage error"
+    );
+}
+
+fn spawn_run(dir: &Path, extra: &[&str]) -> std::process::Child {
+    mlops()
+        .args(["pipeline", "run"])
+        .args(extra)
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+const SLOW: &str = r#"
+[project]
+name = "slow"
+
+[iac.steps.one]
+run = "echo x >> one.log"
+
+[ci.steps.slow]
+run = "echo $$ > slow.pid; echo x >> slow.log; [ -f release ] || sleep 60"
+
+[ci.steps.after]
+run = "echo x >> after.log"
+depends-on = ["slow"]
+"#;
+
+#[test]
+fn kill_9_leaves_a_consistent_ledger_and_resume_finishes_it() {
+    let dir = project(SLOW);
+    let root = dir.path();
+    let mut child = spawn_run(root, &[]);
+    wait_for(&root.join("slow.pid"));
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGKILL).unwrap();
+    child.wait().unwrap();
+    // The step's own process group outlives a SIGKILLed engine; end it.
+    let pgid: i32 = std::fs::read_to_string(root.join("slow.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
+
+    let s = status_json(root);
+    assert_eq!(s["status"], "running");
+    assert_eq!(s["interrupted"], true);
+    assert_eq!(step(&s, "one")["status"], "passed");
+    assert_eq!(step(&s, "slow")["status"], "pending");
+    assert_eq!(step(&s, "after")["status"], "pending");
+    let text = stdout(&run(&["pipeline", "status"], root));
+    assert!(
+        text.contains("interrupted; finish it with `mlops pipeline run --resume`"),
+        "{text}"
+    );
+
+    std::fs::write(root.join("release"), "").unwrap();
+    let o = run(&["pipeline", "run", "--resume"], root);
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    assert!(stdout(&o).starts_with("resuming run 1"), "{}", stdout(&o));
+    let s = status_json(root);
+    assert_eq!(s["run_id"], 1);
+    assert_eq!(s["status"], "passed");
+    assert_eq!(s["interrupted"], false);
+    assert_eq!(
+        lines(&root.join("one.log")),
+        1,
+        "a passed step is not rerun"
+    );
+    assert_eq!(lines(&root.join("slow.log")), 2);
+    assert_eq!(lines(&root.join("after.log")), 1);
+
+    let o = run(&["pipeline", "run", "--resume"], root);
+    assert_eq!(o.status.code(), Some(3));
+    assert_eq!(
+        stderr(&o).trim(),
+        "error: nothing to resume: the last run (1) passed"
+    );
+}
+
+#[test]
+fn ctrl_c_cancels_the_run_and_kills_its_steps() {
+    let dir = project(
+        r#"
+[project]
+name = "hang"
+
+[iac.steps.hang]
+run = "sleep 60 & echo $! > child.pid; wait"
+
+[ci.steps.next]
+run = "true"
+"#,
+    );
+    let root = dir.path();
+    let mut child = spawn_run(root, &[]);
+    wait_for(&root.join("child.pid"));
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGINT).unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130));
+    let s = status_json(root);
+    assert_eq!(s["status"], "cancelled");
+    assert_eq!(step(&s, "hang")["status"], "cancelled");
+    assert_eq!(step(&s, "next")["status"], "cancelled");
+    let pid: i32 = std::fs::read_to_string(root.join("child.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let start = Instant::now();
+    while kill(Pid::from_raw(pid), None).is_ok()
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.contains(") Z "))
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the step's child survived Ctrl-C"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn normalize(text: &str, dir: &Path) -> String {
+    text.replace(&dir.display().to_string(), "[DIR]")
+}
+
+#[test]
+fn validate_reports_every_error_and_exits_2() {
+    let dir = project(
+        "[project]\nname = \"p\"\n\n[ci.steps.test]\nrun = \"pytest\"\ntimeout = \"soon\"\n",
+    );
+    let o = run(&["validate", "."], dir.path());
+    assert_eq!(o.status.code(), Some(2));
+    insta::assert_snapshot!("validate_invalid", normalize(&stderr(&o), dir.path()));
+
+    let empty = tempfile::tempdir().unwrap();
+    let o = run(&["validate", "."], empty.path());
+    assert_eq!(o.status.code(), Some(2));
+    assert_eq!(
+        stderr(&o).trim(),
+        "error: no mlops.toml in .; create one with `mlops init .`"
+    );
+    let o = run(&["validate", "nowhere"], empty.path());
+    assert_eq!(o.status.code(), Some(2));
+    assert_eq!(
+        stderr(&o).trim(),
+        "error: project directory nowhere does not exist"
+    );
+
+    std::fs::write(empty.path().join("mlops.toml"), [0xff, 0xfe, b'x']).unwrap();
+    let o = run(&["validate", "."], empty.path());
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("cannot read ./mlops.toml: stream did not contain valid UTF-8"),
+        "{}",
+        stderr(&o)
+    );
+
+    let ok = project(GATED);
+    let o = run(&["validate", "."], ok.path());
+    assert_eq!(o.status.code(), Some(0));
+    assert_eq!(
+        stdout(&o).trim(),
+        "./mlops.toml is valid: 3 steps in 3 stages (iac, ci, cd)"
+    );
+}
+
+#[test]
+fn plan_prints_stages_in_order_as_text_dot_and_json() {
+    let dir = project(SLOW);
+    let o = run(&["pipeline", "plan"], dir.path());
+    assert!(o.status.success());
+    insta::assert_snapshot!("plan_text", stdout(&o));
+    let o = run(&["pipeline", "plan", "--format", "dot"], dir.path());
+    insta::assert_snapshot!("plan_dot", stdout(&o));
+    let o = run(&["pipeline", "plan", "--format", "json"], dir.path());
+    let plan: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(plan["stages"][1]["steps"][1]["depends_on"][0], "slow");
+}
+
+#[test]
+fn status_without_runs_says_how_to_make_one() {
+    let dir = project(GATED);
+    let o = run(&["pipeline", "status"], dir.path());
+    assert_eq!(o.status.code(), Some(2));
+    assert_eq!(
+        stderr(&o).trim(),
+        "error: no runs recorded in . (no .mlops/ledger.db); run `mlops pipeline run .` first"
+    );
+}
+
+#[test]
+fn init_writes_a_manifest_that_validates_and_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("pyproject.toml"),
+        "[project]\nname = \"demo\"\nversion = \"0.1.0\"\n",
+    )
+    .unwrap();
+    let o = run(&["init"], dir.path());
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("wrote ./mlops.toml"));
+    let o = run(&["validate"], dir.path());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = run(&["init"], dir.path());
+    assert_eq!(o.status.code(), Some(2));
+    assert_eq!(
+        stderr(&o).trim(),
+        "error: ./mlops.toml already exists; pass --force to overwrite it"
+    );
+}
+
+#[test]
+fn schema_is_json_schema_of_the_manifest() {
+    let o = run(&["schema"], &std::env::temp_dir());
+    let schema: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(schema["title"], "mlops.toml");
+    let step = &schema["$defs"]["StepWire"];
+    assert_eq!(step["additionalProperties"], false);
+    assert!(step["properties"].get("depends-on").is_some());
+}
