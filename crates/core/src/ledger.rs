@@ -189,6 +189,38 @@ pub struct StepOutcomeRecord {
     pub cached_from: Option<i64>,
 }
 
+/// One state change of a run, for [`Ledger::apply`].
+#[derive(Debug, Clone)]
+pub enum LedgerWrite {
+    /// A step attempt started.
+    StepStarted {
+        /// Step name.
+        step: String,
+        /// 1-based attempt.
+        attempt: u32,
+        /// When.
+        at_ms: i64,
+        /// Its log file.
+        log_path: Option<String>,
+    },
+    /// A step reached its final status.
+    StepFinished {
+        /// Step name.
+        step: String,
+        /// The record.
+        record: StepOutcomeRecord,
+    },
+    /// A gate was decided.
+    GateDecided {
+        /// The stage.
+        stage: Stage,
+        /// Whether it passed.
+        passed: bool,
+        /// Why not.
+        reason: Option<String>,
+    },
+}
+
 /// A recorded passing step that can stand in for running it again.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PassingRecord {
@@ -491,73 +523,60 @@ impl Ledger {
         Ok(())
     }
 
-    /// Records that a step attempt started.
-    pub fn step_started(
-        &self,
-        run_id: i64,
-        step: &str,
-        attempt: u32,
-        started_at_ms: i64,
-        log_path: Option<&str>,
-    ) -> Result<(), LedgerError> {
-        self.conn()
-            .execute(
-                "UPDATE steps SET started_at_ms = COALESCE(started_at_ms, ?3), attempts = ?4, log_path = ?5
-                 WHERE run_id = ?1 AND name = ?2",
-                params![run_id, step, started_at_ms, attempt, log_path],
-            )
-            .map_err(self.err("record a step start"))?;
-        Ok(())
-    }
-
-    /// Records how a step ended.
-    pub fn step_finished(
-        &self,
-        run_id: i64,
-        step: &str,
-        r: &StepOutcomeRecord,
-    ) -> Result<(), LedgerError> {
-        let status = r.status.unwrap_or(StepStatus::Pending);
-        self.conn()
-            .execute(
-                "UPDATE steps SET status = ?3, started_at_ms = COALESCE(?4, started_at_ms), finished_at_ms = ?5,
-                    duration_ms = ?6, attempts = ?7, exit_code = ?8, input_hash = ?9, output_hash = ?10,
-                    log_path = COALESCE(?11, log_path), reason = ?12, cached_from = ?13
-                 WHERE run_id = ?1 AND name = ?2",
-                params![
-                    run_id,
-                    step,
-                    status.as_str(),
-                    r.started_at_ms,
-                    r.finished_at_ms,
-                    r.duration_ms,
-                    r.attempts,
-                    r.exit_code,
-                    r.input_hash,
-                    r.output_hash,
-                    r.log_path,
-                    r.reason,
-                    r.cached_from
-                ],
-            )
-            .map_err(self.err("record a step result"))?;
-        Ok(())
-    }
-
-    /// Records a gate decision.
-    pub fn gate_decided(
-        &self,
-        run_id: i64,
-        stage: Stage,
-        passed: bool,
-        reason: Option<&str>,
-    ) -> Result<(), LedgerError> {
-        self.conn()
-            .execute(
-                "INSERT OR REPLACE INTO gates (run_id, stage, status, decided_at_ms, reason) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![run_id, stage.name(), if passed { "passed" } else { "failed" }, now_ms(), reason],
-            )
-            .map_err(self.err("record a gate"))?;
+    /// Applies state changes of one run in one transaction: all of them are
+    /// recorded, or none. The executor groups the changes of one scheduling
+    /// turn this way, so a killed run leaves a ledger that describes a real
+    /// moment of the run.
+    pub fn apply(&self, run_id: i64, writes: &[LedgerWrite]) -> Result<(), LedgerError> {
+        if writes.is_empty() {
+            return Ok(());
+        }
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(self.err("begin a ledger update"))?;
+        for w in writes {
+            match w {
+                LedgerWrite::StepStarted { step, attempt, at_ms, log_path } => {
+                    tx.prepare_cached(STEP_STARTED_SQL)
+                        .and_then(|mut st| st.execute(params![run_id, step, at_ms, attempt, log_path]))
+                        .map_err(self.err("record a step start"))?;
+                }
+                LedgerWrite::StepFinished { step, record } => {
+                    tx.prepare_cached(STEP_FINISHED_SQL)
+                        .and_then(|mut st| {
+                            st.execute(params![
+                                run_id,
+                                step,
+                                record.status.unwrap_or(StepStatus::Pending).as_str(),
+                                record.started_at_ms,
+                                record.finished_at_ms,
+                                record.duration_ms,
+                                record.attempts,
+                                record.exit_code,
+                                record.input_hash,
+                                record.output_hash,
+                                record.log_path,
+                                record.reason,
+                                record.cached_from
+                            ])
+                        })
+                        .map_err(self.err("record a step result"))?;
+                }
+                LedgerWrite::GateDecided { stage, passed, reason } => {
+                    tx.prepare_cached(GATE_SQL)
+                        .and_then(|mut st| {
+                            st.execute(params![
+                                run_id,
+                                stage.name(),
+                                if *passed { "passed" } else { "failed" },
+                                now_ms(),
+                                reason
+                            ])
+                        })
+                        .map_err(self.err("record a gate"))?;
+                }
+            }
+        }
+        tx.commit().map_err(self.err("commit a ledger update"))?;
         Ok(())
     }
 
@@ -739,6 +758,17 @@ impl Ledger {
         Ok(runs)
     }
 }
+
+const STEP_STARTED_SQL: &str = "UPDATE steps SET started_at_ms = COALESCE(started_at_ms, ?3), attempts = ?4, log_path = ?5
+     WHERE run_id = ?1 AND name = ?2";
+
+const STEP_FINISHED_SQL: &str = "UPDATE steps SET status = ?3, started_at_ms = COALESCE(?4, started_at_ms), finished_at_ms = ?5,
+        duration_ms = ?6, attempts = ?7, exit_code = ?8, input_hash = ?9, output_hash = ?10,
+        log_path = COALESCE(?11, log_path), reason = ?12, cached_from = ?13
+     WHERE run_id = ?1 AND name = ?2";
+
+const GATE_SQL: &str =
+    "INSERT OR REPLACE INTO gates (run_id, stage, status, decided_at_ms, reason) VALUES (?1, ?2, ?3, ?4, ?5)";
 
 fn bad_column(column: usize, message: impl ToString) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(

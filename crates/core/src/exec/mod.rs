@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use crate::event::{Event, EventBus};
 use crate::git::git_state;
 use crate::kind::{StepContext, StepLog};
-use crate::ledger::{GitState, Ledger, LedgerError, PlannedStep, StepOutcomeRecord, now_ms};
+use crate::ledger::{GitState, Ledger, LedgerError, LedgerWrite, PlannedStep, StepOutcomeRecord, now_ms};
 use crate::pipeline::{Action, Node, Pipeline, Step};
 use crate::stage::Stage;
 use crate::status::{RunStatus, StageStatus, StepStatus};
@@ -369,6 +369,7 @@ impl Executor {
             ready: VecDeque::new(),
             results: vec![None; pipeline.steps().len()],
             stage_started: BTreeMap::new(),
+            writes: Vec::new(),
             fatal: None,
         };
         let status = coordinator.drive(kept).await;
@@ -541,6 +542,9 @@ struct Coordinator<'a> {
     /// Final (status, attempts, reason) per step index.
     results: Vec<Option<(StepStatus, u32, Option<String>)>>,
     stage_started: BTreeMap<Stage, Instant>,
+    /// State changes not yet committed; flushed as one transaction before
+    /// the coordinator waits for anything.
+    writes: Vec<LedgerWrite>,
     fatal: Option<ExecError>,
 }
 
@@ -639,6 +643,7 @@ impl Coordinator<'_> {
                     }
                 }
             }
+            self.flush();
             if running.is_empty() {
                 break;
             }
@@ -667,6 +672,7 @@ impl Coordinator<'_> {
         while let Ok(message) = rx.try_recv() {
             self.on_message(message);
         }
+        self.flush();
 
         let statuses: Vec<StepStatus> = self.results.iter().flatten().map(|r| r.0).collect();
         if cancel.is_cancelled() {
@@ -688,13 +694,19 @@ impl Coordinator<'_> {
         }
     }
 
-    fn record<T>(&mut self, r: Result<T, LedgerError>) {
-        if let Err(e) = r {
+    /// Commits the pending state changes. A ledger that cannot record
+    /// evidence ends the run: running steps are cancelled.
+    fn flush(&mut self) {
+        if self.writes.is_empty() {
+            return;
+        }
+        if let Err(e) = self.exec.ledger.apply(self.run_id, &self.writes) {
             if self.fatal.is_none() {
                 self.opts.cancel.cancel();
             }
             self.fatal.get_or_insert(ExecError::Ledger(e));
         }
+        self.writes.clear();
     }
 
     fn on_message(&mut self, message: TaskMessage) {
@@ -706,14 +718,12 @@ impl Coordinator<'_> {
                 log,
             } => {
                 let step = &self.pipeline.steps()[index];
-                let r = self.exec.ledger.step_started(
-                    self.run_id,
-                    &step.name,
+                self.writes.push(LedgerWrite::StepStarted {
+                    step: step.name.clone(),
                     attempt,
                     at_ms,
-                    log.as_deref(),
-                );
-                self.record(r);
+                    log_path: log.clone(),
+                });
                 self.exec.bus.emit(Event::StepStarted {
                     run_id: self.run_id,
                     step: step.name.clone(),
@@ -770,11 +780,10 @@ impl Coordinator<'_> {
             reason: result.reason.clone(),
             cached_from: result.cached_from,
         };
-        let r = self
-            .exec
-            .ledger
-            .step_finished(self.run_id, &step.name, &record);
-        self.record(r);
+        self.writes.push(LedgerWrite::StepFinished {
+            step: step.name.clone(),
+            record,
+        });
         self.exec.bus.emit(Event::StepFinished {
             run_id: self.run_id,
             step: step.name.clone(),
@@ -841,11 +850,11 @@ impl Coordinator<'_> {
                 Some("the run was cancelled".to_owned()),
             ),
         };
-        let r =
-            self.exec
-                .ledger
-                .gate_decided(self.run_id, stage, outcome.is_ok(), reason.as_deref());
-        self.record(r);
+        self.writes.push(LedgerWrite::GateDecided {
+            stage,
+            passed: outcome.is_ok(),
+            reason,
+        });
         let since = self
             .stage_started
             .get(&stage)

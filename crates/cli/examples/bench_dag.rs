@@ -1,0 +1,244 @@
+//! Executor benchmark: mlops against ninja on the same DAGs of no-op shell
+//! steps, and the per-step overhead of in-process steps.
+//!
+//! ```text
+//! cargo build --release -p mlops-cli --bin mlops --example bench_dag
+//! target/release/examples/bench_dag --steps 10000 --runs 5 --jobs 2
+//! ```
+//!
+//! Each shape is written once as `mlops.toml` and as `build.ninja` (same
+//! nodes, same edges, `true` as every command, run through `/bin/sh -c` by
+//! both), then the two tools run alternately `--runs` times from a clean
+//! state; the report gives medians and the ratio. Results belong in
+//! docs/benchmarks.md.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use mlops_core::{Executor, Pipeline, RunOptions, RunStatus, Stage, Step, StepFailure};
+
+struct Args {
+    steps: usize,
+    runs: usize,
+    jobs: usize,
+    mlops: PathBuf,
+    ninja: String,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let default_mlops = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|d| d.join("mlops"))
+        .unwrap_or_else(|| PathBuf::from("mlops"));
+    let mut args = Args {
+        steps: 10_000,
+        runs: 5,
+        jobs: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        mlops: default_mlops,
+        ninja: "ninja".to_owned(),
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--steps" => args.steps = value()?.parse().map_err(|e| format!("--steps: {e}"))?,
+            "--runs" => args.runs = value()?.parse().map_err(|e| format!("--runs: {e}"))?,
+            "--jobs" => args.jobs = value()?.parse().map_err(|e| format!("--jobs: {e}"))?,
+            "--mlops" => args.mlops = PathBuf::from(value()?),
+            "--ninja" => args.ninja = value()?,
+            other => return Err(format!("unknown argument {other}; see the module docs")),
+        }
+    }
+    if args.steps < 2 || args.runs == 0 || args.jobs == 0 {
+        return Err("--steps must be at least 2, --runs and --jobs at least 1".to_owned());
+    }
+    Ok(args)
+}
+
+/// A DAG as dependency lists: `deps[i]` are the nodes `i` waits for (all < i).
+type Dag = Vec<Vec<usize>>;
+
+fn fan_out(n: usize) -> Dag {
+    (0..n).map(|i| if i == 0 { vec![] } else { vec![0] }).collect()
+}
+
+fn chain(n: usize) -> Dag {
+    (0..n).map(|i| if i == 0 { vec![] } else { vec![i - 1] }).collect()
+}
+
+/// 100 layers (or fewer); each node depends on 1–3 nodes of the layer
+/// before, chosen by a fixed-seed generator.
+fn layered(n: usize) -> Dag {
+    let layers = 100.min(n);
+    let width = n.div_ceil(layers);
+    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    (0..n)
+        .map(|i| {
+            let layer = i / width;
+            if layer == 0 {
+                return vec![];
+            }
+            let start = (layer - 1) * width;
+            let count = 1 + (next() % 3) as usize;
+            let mut deps: Vec<usize> = (0..count).map(|_| start + (next() as usize % width)).collect();
+            deps.sort_unstable();
+            deps.dedup();
+            deps
+        })
+        .collect()
+}
+
+fn write_projects(dir: &Path, dag: &Dag) -> std::io::Result<()> {
+    let mut toml = String::from("[project]\nname = \"bench\"\n\n");
+    let mut ninja = String::from("rule noop\n  command = true\n\n");
+    for (i, deps) in dag.iter().enumerate() {
+        let _ = write!(toml, "[iac.steps.s{i}]\nrun = \"true\"\n");
+        if !deps.is_empty() {
+            let list: Vec<String> = deps.iter().map(|d| format!("\"s{d}\"")).collect();
+            let _ = writeln!(toml, "depends-on = [{}]", list.join(", "));
+        }
+        toml.push('\n');
+        let order: Vec<String> = deps.iter().map(|d| format!("s{d}")).collect();
+        if order.is_empty() {
+            let _ = writeln!(ninja, "build s{i}: noop");
+        } else {
+            let _ = writeln!(ninja, "build s{i}: noop || {}", order.join(" "));
+        }
+    }
+    std::fs::write(dir.join("mlops.toml"), toml)?;
+    std::fs::write(dir.join("build.ninja"), ninja)
+}
+
+fn time(mut cmd: Command) -> Result<Duration, String> {
+    let start = Instant::now();
+    let status = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map_err(|e| format!("cannot start {cmd:?}: {e}"))?;
+    let elapsed = start.elapsed();
+    if !status.success() {
+        return Err(format!("{cmd:?} failed: {status}"));
+    }
+    Ok(elapsed)
+}
+
+fn median(mut xs: Vec<Duration>) -> Duration {
+    xs.sort();
+    xs[xs.len() / 2]
+}
+
+fn shell_shape(args: &Args, name: &str, dag: &Dag) -> Result<(Duration, Duration), String> {
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    write_projects(dir.path(), dag).map_err(|e| e.to_string())?;
+    let (mut ninja_times, mut mlops_times) = (Vec::new(), Vec::new());
+    for _ in 0..args.runs {
+        let _ = std::fs::remove_file(dir.path().join(".ninja_log"));
+        let mut ninja = Command::new(&args.ninja);
+        ninja.arg("-C").arg(dir.path()).arg("-j").arg(args.jobs.to_string());
+        ninja_times.push(time(ninja)?);
+
+        let _ = std::fs::remove_dir_all(dir.path().join(".mlops"));
+        let mut mlops = Command::new(&args.mlops);
+        mlops
+            .args(["pipeline", "run", "--jobs", &args.jobs.to_string()])
+            .arg(dir.path());
+        mlops_times.push(time(mlops)?);
+    }
+    let (n, m) = (median(ninja_times), median(mlops_times));
+    println!(
+        "| {name:<8} | {:>6} | {:>9.2} | {:>9.2} | {:>5.2}x |",
+        dag.len(),
+        n.as_secs_f64(),
+        m.as_secs_f64(),
+        m.as_secs_f64() / n.as_secs_f64()
+    );
+    Ok((n, m))
+}
+
+fn in_process(args: &Args, name: &str, dag: &Dag, runtime: &tokio::runtime::Runtime) -> Result<(), String> {
+    let steps: Vec<Step> = dag
+        .iter()
+        .enumerate()
+        .map(|(i, deps)| {
+            Step::task(format!("s{i}"), Stage::Iac, "noop", |_ctx| async { Ok::<(), StepFailure>(()) })
+                .depends_on(deps.iter().map(|d| format!("s{d}")))
+        })
+        .collect();
+    let pipeline = Pipeline::new("bench", steps, None).map_err(|e| format!("{e:?}"))?;
+    let mut times = Vec::new();
+    for _ in 0..args.runs {
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let executor = Executor::new(dir.path()).map_err(|e| e.to_string())?;
+        let opts = RunOptions {
+            jobs: args.jobs,
+            ..RunOptions::default()
+        };
+        let start = Instant::now();
+        let report = runtime
+            .block_on(executor.run(&pipeline, opts))
+            .map_err(|e| e.to_string())?;
+        times.push(start.elapsed());
+        if report.status != RunStatus::Passed {
+            return Err(format!("in-process run {name} did not pass"));
+        }
+    }
+    let m = median(times);
+    println!(
+        "| {name:<8} | {:>6} | {:>9.3} | {:>8.2} |",
+        dag.len(),
+        m.as_secs_f64(),
+        m.as_secs_f64() * 1e6 / dag.len() as f64
+    );
+    Ok(())
+}
+
+fn main() {
+    let args = match parse_args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::exit(2);
+        }
+    };
+    let shapes: [(&str, Dag); 3] = [
+        ("fan-out", fan_out(args.steps)),
+        ("chain", chain(args.steps)),
+        ("layered", layered(args.steps)),
+    ];
+    println!(
+        "shell steps (`true`), --jobs {}, median of {} runs, clean state each run\n",
+        args.jobs, args.runs
+    );
+    println!("| shape    |  steps | ninja (s) | mlops (s) | ratio  |");
+    println!("|----------|-------:|----------:|----------:|-------:|");
+    for (name, dag) in &shapes {
+        if let Err(e) = shell_shape(&args, name, dag) {
+            eprintln!("error: {name}: {e}");
+            std::process::exit(1);
+        }
+    }
+    println!("\nin-process no-op steps, --jobs {}, median of {} runs\n", args.jobs, args.runs);
+    println!("| shape    |  steps | total (s) | µs/step  |");
+    println!("|----------|-------:|----------:|---------:|");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    for (name, dag) in &shapes {
+        if let Err(e) = in_process(&args, name, dag, &runtime) {
+            eprintln!("error: {name}: {e}");
+            std::process::exit(1);
+        }
+    }
+}
