@@ -383,3 +383,55 @@ fn schema_is_json_schema_of_the_manifest() {
     assert_eq!(step["additionalProperties"], false);
     assert!(step["properties"].get("depends-on").is_some());
 }
+
+fn example(name: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples")
+        .join(name)
+        .canonicalize()
+        .unwrap()
+}
+
+/// The example projects as the README runs them (they build the `iris`
+/// binary with cargo, as a user's pipeline would).
+#[test]
+fn the_example_passes_every_stage_and_the_gated_fixture_stops_at_ci() {
+    let iris = example("iris");
+    let o = run(&["pipeline", "run", "."], &iris);
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    let s = status_json(&iris);
+    assert_eq!(s["status"], "passed");
+    let stages: Vec<&str> = s["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|st| st["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(stages, ["iac", "ci", "cd", "release", "apm", "loadtest"]);
+    assert!(
+        s["stages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|st| st["status"] == "passed"),
+        "{s}"
+    );
+
+    let gated = example("iris-gated");
+    let o = run(&["pipeline", "run", "."], &gated);
+    assert_eq!(o.status.code(), Some(1), "{}{}", stdout(&o), stderr(&o));
+    assert!(
+        stdout(&o).contains("is below --min-accuracy 0.999"),
+        "{}",
+        stdout(&o)
+    );
+    let s = status_json(&gated);
+    assert_eq!(step(&s, "evaluate")["status"], "failed");
+    for later in ["start", "smoke", "version", "scrape", "load-check", "stop"] {
+        assert_eq!(step(&s, later)["status"], "gated", "{later}");
+    }
+    assert!(
+        !iris.join("run/gated.pid").exists(),
+        "a gated deploy never started a server"
+    );
+}

@@ -19,11 +19,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "embedded",
         vec![
             // Stage 1: the environment, as a shell command.
-            Step::shell("environment", Stage::Iac, "python3 --version || true").timeout(Duration::from_secs(30)),
+            Step::shell("environment", Stage::Iac, "python3 --version || true")
+                .timeout(Duration::from_secs(30)),
             // Stage 2: work done in-process, with the step's context.
             Step::task("make-data", Stage::Ci, "make-data-v1", |ctx| async move {
                 let rows: String = (0..100).map(|i| format!("{i},{}\n", i * i)).collect();
-                std::fs::write(ctx.cwd.join("data.csv"), rows).map_err(|e| StepFailure::new(format!("data.csv: {e}")))?;
+                std::fs::write(ctx.cwd.join("data.csv"), rows)
+                    .map_err(|e| StepFailure::new(format!("data.csv: {e}")))?;
                 ctx.log("wrote 100 rows");
                 Ok(())
             }),
@@ -32,7 +34,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     .map_err(|e| StepFailure::new(format!("data.csv: {e}")))?;
                 match text.lines().count() {
                     100 => Ok(()),
-                    n => Err(StepFailure::new(format!("data.csv has {n} rows, expected 100"))),
+                    n => Err(StepFailure::new(format!(
+                        "data.csv has {n} rows, expected 100"
+                    ))),
                 }
             })
             .depends_on(["make-data"])
@@ -40,14 +44,25 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         ],
         None,
     )
-    .map_err(|errors| errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))?;
+    .map_err(|errors| {
+        errors
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ")
+    })?;
 
     let mut executor = Executor::new(&workdir)?;
     let mut events = executor.subscribe();
     let printer = tokio::spawn(async move {
         while let Some(event) = events.recv().await {
             match event {
-                Event::StepFinished { step, status, duration_ms, .. } => {
+                Event::StepFinished {
+                    step,
+                    status,
+                    duration_ms,
+                    ..
+                } => {
                     println!("{step:<12} {status:<8} {duration_ms} ms");
                 }
                 Event::RunFinished { run_id, status, .. } => println!("run {run_id}: {status}"),

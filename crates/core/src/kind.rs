@@ -79,24 +79,48 @@ impl StepContext {
     }
 }
 
-/// The step's log file, shared by the attempt and its context.
+/// The step's log file, shared by the attempt and its context. For
+/// in-process steps it is created on the first line, so a quiet step costs
+/// no file.
 #[derive(Clone)]
 pub(crate) struct StepLog {
-    file: Option<Arc<Mutex<std::fs::File>>>,
+    inner: Arc<LogInner>,
+}
+
+struct LogInner {
+    path: PathBuf,
+    file: Mutex<Option<std::fs::File>>,
 }
 
 impl StepLog {
-    pub(crate) fn new(file: Option<std::fs::File>) -> Self {
+    /// A log at `path`, adopting `file` if it is already open.
+    pub(crate) fn new(path: PathBuf, file: Option<std::fs::File>) -> Self {
         StepLog {
-            file: file.map(|f| Arc::new(Mutex::new(f))),
+            inner: Arc::new(LogInner {
+                path,
+                file: Mutex::new(file),
+            }),
         }
     }
 
+    /// The log's path, if anything was written to it.
+    pub(crate) fn written_path(&self) -> Option<&std::path::Path> {
+        let opened = self.inner.file.lock().map_or(true, |f| f.is_some());
+        opened.then_some(self.inner.path.as_path())
+    }
+
     pub(crate) fn line(&self, line: &str) {
-        if let Some(file) = &self.file {
-            // A poisoned lock only means another writer panicked mid-line;
-            // the file itself is still usable.
-            let mut file = file.lock().unwrap_or_else(|e| e.into_inner());
+        // A poisoned lock only means another writer panicked mid-line; the
+        // file itself is still usable.
+        let mut guard = self.inner.file.lock().unwrap_or_else(|e| e.into_inner());
+        if guard.is_none() {
+            *guard = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&self.inner.path)
+                .ok();
+        }
+        if let Some(file) = guard.as_mut() {
             // Logging is best effort: a full disk must not fail the step.
             let _ = writeln!(file, "{line}");
         }

@@ -527,17 +527,31 @@ impl Ledger {
     /// recorded, or none. The executor groups the changes of one scheduling
     /// turn this way, so a killed run leaves a ledger that describes a real
     /// moment of the run.
-    pub fn apply(&self, run_id: i64, writes: &[LedgerWrite]) -> Result<(), LedgerError> {
-        if writes.is_empty() {
+    pub fn apply<'w>(
+        &self,
+        run_id: i64,
+        writes: impl IntoIterator<Item = &'w LedgerWrite>,
+    ) -> Result<(), LedgerError> {
+        let mut writes = writes.into_iter().peekable();
+        if writes.peek().is_none() {
             return Ok(());
         }
         let mut conn = self.conn();
-        let tx = conn.transaction().map_err(self.err("begin a ledger update"))?;
+        let tx = conn
+            .transaction()
+            .map_err(self.err("begin a ledger update"))?;
         for w in writes {
             match w {
-                LedgerWrite::StepStarted { step, attempt, at_ms, log_path } => {
+                LedgerWrite::StepStarted {
+                    step,
+                    attempt,
+                    at_ms,
+                    log_path,
+                } => {
                     tx.prepare_cached(STEP_STARTED_SQL)
-                        .and_then(|mut st| st.execute(params![run_id, step, at_ms, attempt, log_path]))
+                        .and_then(|mut st| {
+                            st.execute(params![run_id, step, at_ms, attempt, log_path])
+                        })
                         .map_err(self.err("record a step start"))?;
                 }
                 LedgerWrite::StepFinished { step, record } => {
@@ -561,7 +575,11 @@ impl Ledger {
                         })
                         .map_err(self.err("record a step result"))?;
                 }
-                LedgerWrite::GateDecided { stage, passed, reason } => {
+                LedgerWrite::GateDecided {
+                    stage,
+                    passed,
+                    reason,
+                } => {
                     tx.prepare_cached(GATE_SQL)
                         .and_then(|mut st| {
                             st.execute(params![
@@ -759,7 +777,8 @@ impl Ledger {
     }
 }
 
-const STEP_STARTED_SQL: &str = "UPDATE steps SET started_at_ms = COALESCE(started_at_ms, ?3), attempts = ?4, log_path = ?5
+const STEP_STARTED_SQL: &str =
+    "UPDATE steps SET started_at_ms = COALESCE(started_at_ms, ?3), attempts = ?4, log_path = ?5
      WHERE run_id = ?1 AND name = ?2";
 
 const STEP_FINISHED_SQL: &str = "UPDATE steps SET status = ?3, started_at_ms = COALESCE(?4, started_at_ms), finished_at_ms = ?5,
@@ -767,8 +786,7 @@ const STEP_FINISHED_SQL: &str = "UPDATE steps SET status = ?3, started_at_ms = C
         log_path = COALESCE(?11, log_path), reason = ?12, cached_from = ?13
      WHERE run_id = ?1 AND name = ?2";
 
-const GATE_SQL: &str =
-    "INSERT OR REPLACE INTO gates (run_id, stage, status, decided_at_ms, reason) VALUES (?1, ?2, ?3, ?4, ?5)";
+const GATE_SQL: &str = "INSERT OR REPLACE INTO gates (run_id, stage, status, decided_at_ms, reason) VALUES (?1, ?2, ?3, ?4, ?5)";
 
 fn bad_column(column: usize, message: impl ToString) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(

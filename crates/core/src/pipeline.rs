@@ -434,6 +434,9 @@ impl Pipeline {
         for i in 0..steps.len() {
             dependency_graph.add_node(i);
         }
+        // `update_edge` would scan a node's edges on every insert: quadratic
+        // for a wide fan-out. A set of seen pairs keeps it linear.
+        let mut seen_edges = std::collections::HashSet::new();
         for (i, step) in steps.iter().enumerate() {
             for dep in &step.depends_on {
                 let Some(&j) = by_name.get(dep) else {
@@ -465,8 +468,12 @@ impl Pipeline {
                     });
                     continue;
                 }
+                if !seen_edges.insert((j, i)) {
+                    // `depends-on = ["a", "a"]`: one edge is enough.
+                    continue;
+                }
                 dependency_graph.add_edge(NodeIndex::new(j), NodeIndex::new(i), ());
-                graph.update_edge(step_nodes[j], step_nodes[i], ());
+                graph.add_edge(step_nodes[j], step_nodes[i], ());
             }
         }
         for scc in tarjan_scc(&dependency_graph) {

@@ -17,15 +17,18 @@ use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
 use petgraph::graph::NodeIndex;
 use tokio::sync::mpsc;
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::event::{Event, EventBus};
 use crate::git::git_state;
 use crate::kind::{StepContext, StepLog};
-use crate::ledger::{GitState, Ledger, LedgerError, LedgerWrite, PlannedStep, StepOutcomeRecord, now_ms};
+use crate::ledger::{
+    GitState, Ledger, LedgerError, LedgerWrite, PlannedStep, StepOutcomeRecord, now_ms,
+};
 use crate::pipeline::{Action, Node, Pipeline, Step};
 use crate::stage::Stage;
 use crate::status::{RunStatus, StageStatus, StepStatus};
@@ -152,9 +155,6 @@ pub enum ExecError {
         /// The current commit.
         now: String,
     },
-    /// A step task died outside the step's own code (a bug in mlops).
-    #[error("internal error while running step tasks: {0}")]
-    TaskPanicked(String),
     /// The run's log directory could not be created.
     #[error("cannot create the log directory {path}")]
     LogDir {
@@ -208,6 +208,9 @@ pub struct Executor {
     ledger: Ledger,
     bus: EventBus,
 }
+
+/// The longest a state change waits before it is committed to the ledger.
+const FLUSH_EVERY: Duration = Duration::from_millis(5);
 
 /// Why a prerequisite did not pass.
 #[derive(Debug, Clone)]
@@ -602,7 +605,12 @@ impl Coordinator<'_> {
         }
 
         let (tx, mut rx) = mpsc::unbounded_channel::<TaskMessage>();
-        let mut running: JoinSet<(usize, StepResult)> = JoinSet::new();
+        // Step futures are polled here, by the coordinator, like ninja's
+        // single event loop: no thread hand-off per step. Blocking work
+        // (hashing) goes to the blocking pool; processes run on their own.
+        let mut running: FuturesUnordered<crate::kind::BoxFuture<(usize, StepResult)>> =
+            FuturesUnordered::new();
+        let mut last_flush = Instant::now();
         let jobs = self.opts.jobs.max(1);
         let cancel = self.opts.cancel.clone();
         loop {
@@ -639,33 +647,36 @@ impl Coordinator<'_> {
                             break;
                         }
                         self.start_stage(self.pipeline.steps()[i].stage);
-                        running.spawn(self.step_job(i, tx.clone()).run());
+                        running.push(Box::pin(self.step_job(i, tx.clone()).run()));
                     }
                 }
             }
-            self.flush();
+            // Group commit: state changes reach the ledger at most
+            // FLUSH_EVERY after they happen, many per transaction when steps
+            // are short; a killed run loses at most that window (those steps
+            // rerun on --resume).
+            if !self.writes.is_empty() && last_flush.elapsed() >= FLUSH_EVERY {
+                self.flush();
+                last_flush = Instant::now();
+            }
             if running.is_empty() {
                 break;
             }
+            let flush_at = tokio::time::Instant::from_std(last_flush + FLUSH_EVERY);
             tokio::select! {
                 biased;
                 Some(message) = rx.recv() => self.on_message(message),
-                Some(joined) = running.join_next() => {
+                Some((i, result)) = running.next() => {
                     // Drain start notices first so the ledger sees a step
                     // start before its end.
                     while let Ok(message) = rx.try_recv() {
                         self.on_message(message);
                     }
-                    match joined {
-                        Ok((i, result)) => self.on_result(i, result),
-                        Err(e) => {
-                            // A step task itself panicked (not the step's
-                            // action, which is caught inside). Nothing to
-                            // attribute it to but the run.
-                            self.fatal.get_or_insert(ExecError::TaskPanicked(e.to_string()));
-                            cancel.cancel();
-                        }
-                    }
+                    self.on_result(i, result);
+                }
+                () = tokio::time::sleep_until(flush_at), if !self.writes.is_empty() => {
+                    self.flush();
+                    last_flush = Instant::now();
                 }
             }
         }
@@ -685,8 +696,8 @@ impl Coordinator<'_> {
     }
 
     fn start_stage(&mut self, stage: Stage) {
-        if !self.stage_started.contains_key(&stage) {
-            self.stage_started.insert(stage, Instant::now());
+        if let std::collections::btree_map::Entry::Vacant(e) = self.stage_started.entry(stage) {
+            e.insert(Instant::now());
             self.exec.bus.emit(Event::StageStarted {
                 run_id: self.run_id,
                 stage,
@@ -700,7 +711,22 @@ impl Coordinator<'_> {
         if self.writes.is_empty() {
             return;
         }
-        if let Err(e) = self.exec.ledger.apply(self.run_id, &self.writes) {
+        // A step that started and finished within one window needs only its
+        // final update: it carries the start time, attempts and log too.
+        let finished: std::collections::HashSet<&str> = self
+            .writes
+            .iter()
+            .filter_map(|w| match w {
+                LedgerWrite::StepFinished { step, .. } => Some(step.as_str()),
+                _ => None,
+            })
+            .collect();
+        let writes: Vec<&LedgerWrite> = self
+            .writes
+            .iter()
+            .filter(|w| !matches!(w, LedgerWrite::StepStarted { step, .. } if finished.contains(step.as_str())))
+            .collect();
+        if let Err(e) = self.exec.ledger.apply(self.run_id, writes) {
             if self.fatal.is_none() {
                 self.opts.cancel.cancel();
             }
@@ -958,10 +984,21 @@ impl StepJob {
             }
         }
 
-        let log_file = std::fs::File::create(&self.log_path).ok();
-        let log_display = self.log_path.to_string_lossy().into_owned();
-        result.log_path = log_file.as_ref().map(|_| log_display.clone());
-        let step_log = StepLog::new(log_file.as_ref().and_then(|f| f.try_clone().ok()));
+        // Shell steps write stdout and stderr straight into the log file
+        // (a file, not a pipe, so a server the step leaves running in the
+        // background keeps a valid descriptor). In-process steps open it on
+        // their first line.
+        let log_file = match self.step.action {
+            Action::Shell { .. } => std::fs::File::create(&self.log_path).ok(),
+            Action::Task { .. } => None,
+        };
+        let step_log = StepLog::new(
+            self.log_path.clone(),
+            log_file.as_ref().and_then(|f| f.try_clone().ok()),
+        );
+        result.log_path = step_log
+            .written_path()
+            .map(|p| p.to_string_lossy().into_owned());
         let cwd = match &self.step.cwd {
             Some(c) => self.root.join(c),
             None => self.root.clone(),
@@ -1048,6 +1085,9 @@ impl StepJob {
         result.duration = started.elapsed();
 
         match end {
+            AttemptEnd::Passed if self.step.outputs.is_empty() => {
+                result.status = Some(StepStatus::Passed);
+            }
             AttemptEnd::Passed => {
                 let (root, outputs) = (self.root.clone(), self.step.outputs.clone());
                 match tokio::task::spawn_blocking(move || hash_outputs(&root, &outputs)).await {
@@ -1082,11 +1122,14 @@ impl StepJob {
                 result.reason = Some("the run was cancelled".to_owned());
             }
         }
+        result.log_path = step_log
+            .written_path()
+            .map(|p| p.to_string_lossy().into_owned());
         if result.status != Some(StepStatus::Passed) {
-            result.log_tail = log_file
-                .is_some()
-                .then(|| tail(&self.log_path, 20))
-                .flatten();
+            result.log_tail = result
+                .log_path
+                .as_ref()
+                .and_then(|_| tail(&self.log_path, 20));
         }
         result
     }
