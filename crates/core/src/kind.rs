@@ -130,7 +130,10 @@ impl StepLog {
 /// Work a step does inside the engine's process.
 ///
 /// Any `Fn(StepContext) -> impl Future<Output = Result<(), StepFailure>>`
-/// closure is a `StepAction`.
+/// closure is a `StepAction`. The executor polls the future on its own
+/// coordinator, so it must not block the thread: put CPU-heavy or blocking
+/// I/O work in `tokio::task::spawn_blocking`. A panic fails the step, not
+/// the run.
 pub trait StepAction: Send + Sync + 'static {
     /// Runs one attempt.
     fn run(&self, ctx: StepContext) -> BoxFuture<Result<(), StepFailure>>;
