@@ -15,6 +15,7 @@ mod hash;
 use std::collections::{BTreeMap, VecDeque};
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
@@ -283,7 +284,7 @@ impl Executor {
     /// whatever its status; `Err` means it could not be carried out at all.
     pub async fn run(&self, pipeline: &Pipeline, opts: RunOptions) -> Result<RunReport, ExecError> {
         let started = Instant::now();
-        let _lock = self.ledger.lock()?;
+        let _lock = self.lock().await?;
         let root = self.root.clone();
         let git = tokio::task::spawn_blocking(move || git_state(&root))
             .await
@@ -313,6 +314,11 @@ impl Executor {
             .iter()
             .map(|s| selection.includes(s.stage))
             .collect();
+        let fingerprints: Vec<Arc<str>> = pipeline
+            .steps()
+            .iter()
+            .map(|s| Arc::from(s.fingerprint()))
+            .collect();
         let planned: Vec<PlannedStep> = pipeline
             .ordered_steps()
             .into_iter()
@@ -322,7 +328,7 @@ impl Executor {
                 PlannedStep {
                     name: s.name.clone(),
                     stage: s.stage,
-                    fingerprint: s.fingerprint(),
+                    fingerprint: fingerprints[i].to_string(),
                 }
             })
             .collect();
@@ -373,6 +379,7 @@ impl Executor {
             results: vec![None; pipeline.steps().len()],
             stage_started: BTreeMap::new(),
             writes: Vec::new(),
+            fingerprints,
             fatal: None,
         };
         let status = coordinator.drive(kept).await;
@@ -410,6 +417,22 @@ impl Executor {
             duration,
             steps,
         })
+    }
+
+    /// Takes the project lock. `status` probes the lock for a moment to tell
+    /// a live run from an interrupted one, so a short retry keeps that probe
+    /// from refusing a run that starts at the same instant.
+    async fn lock(&self) -> Result<crate::ledger::RunLock, ExecError> {
+        let mut tries = 0;
+        loop {
+            match self.ledger.lock() {
+                Err(LedgerError::Busy { .. }) if tries < 10 => {
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                other => return other.map_err(ExecError::from),
+            }
+        }
     }
 
     /// Checks that every stage before `first` has a passing record of each of
@@ -548,6 +571,8 @@ struct Coordinator<'a> {
     /// State changes not yet committed; flushed as one transaction before
     /// the coordinator waits for anything.
     writes: Vec<LedgerWrite>,
+    /// Step fingerprints, computed once per run.
+    fingerprints: Vec<Arc<str>>,
     fatal: Option<ExecError>,
 }
 
@@ -920,6 +945,7 @@ impl Coordinator<'_> {
             ledger: self.exec.ledger.clone(),
             log_path: self.log_dir.join(format!("{}.log", step.name)),
             step,
+            fingerprint: self.fingerprints[index].clone(),
             force: self.opts.force,
             cancel: self.opts.cancel.child_token(),
             kill_grace: self.opts.kill_grace,
@@ -936,6 +962,7 @@ struct StepJob {
     ledger: Ledger,
     log_path: PathBuf,
     step: Step,
+    fingerprint: Arc<str>,
     force: bool,
     cancel: CancellationToken,
     kill_grace: Duration,
@@ -968,10 +995,10 @@ impl StepJob {
             }
         };
         result.input_hash = Some(input_hash.clone());
-        let fingerprint = self.step.fingerprint();
+        let fingerprint: &str = &self.fingerprint;
 
         if !self.force && !self.step.inputs.is_empty() {
-            match self.cached(&fingerprint, &input_hash).await {
+            match self.cached(fingerprint, &input_hash).await {
                 Ok(Some((run_id, output_hash))) => {
                     result.status = Some(StepStatus::Cached);
                     result.cached_from = Some(run_id);
@@ -1003,16 +1030,6 @@ impl StepJob {
             Some(c) => self.root.join(c),
             None => self.root.clone(),
         };
-        let mut env: Vec<(String, String)> = vec![
-            ("MLOPS_RUN_ID".to_owned(), self.run_id.to_string()),
-            ("MLOPS_STEP".to_owned(), self.step.name.clone()),
-            ("MLOPS_STAGE".to_owned(), self.step.stage.name().to_owned()),
-            (
-                "MLOPS_PROJECT_DIR".to_owned(),
-                self.root.to_string_lossy().into_owned(),
-            ),
-        ];
-        env.extend(self.step.env.iter().map(|(k, v)| (k.clone(), v.clone())));
 
         let started = Instant::now();
         result.started_ms = Some(now_ms());
@@ -1036,7 +1053,7 @@ impl StepJob {
                     attempt::run_shell(ShellAttempt {
                         command,
                         cwd: &cwd,
-                        env: env.clone(),
+                        env: self.shell_env(),
                         log: log_file.as_ref(),
                         timeout: self.step.timeout,
                         cancel: &self.cancel,
@@ -1132,6 +1149,21 @@ impl StepJob {
                 .and_then(|_| tail(&self.log_path, 20));
         }
         result
+    }
+
+    /// The environment a shell step adds to the inherited one.
+    fn shell_env(&self) -> Vec<(String, String)> {
+        let mut env = vec![
+            ("MLOPS_RUN_ID".to_owned(), self.run_id.to_string()),
+            ("MLOPS_STEP".to_owned(), self.step.name.clone()),
+            ("MLOPS_STAGE".to_owned(), self.step.stage.name().to_owned()),
+            (
+                "MLOPS_PROJECT_DIR".to_owned(),
+                self.root.to_string_lossy().into_owned(),
+            ),
+        ];
+        env.extend(self.step.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+        env
     }
 
     /// A passing record with the same definition and inputs whose outputs

@@ -390,6 +390,41 @@ fn relative_path(what: &str, value: &Spanned<String>, errors: &mut Vec<Diagnosti
     true
 }
 
+/// Serde stops at a step's first bad key. Every field of a step is
+/// optional, so deserializing the step one key at a time with the same wire
+/// struct finds every unknown key and every bad value.
+fn step_key_errors(
+    step: Spanned<DeValue<'_>>,
+    first: toml::de::Error,
+    span: Range<usize>,
+) -> Vec<Diagnostic> {
+    let with_help = |e: toml::de::Error| {
+        let d = de_error(e, span.clone());
+        if d.message.starts_with("unknown field") {
+            d.with_help("see `mlops schema` or docs/manifest.md for the keys of a step")
+        } else {
+            d
+        }
+    };
+    let Some(table) = step.get_ref().as_table() else {
+        return vec![with_help(first)];
+    };
+    let mut found = Vec::new();
+    for (key, value) in table.iter() {
+        let mut single = DeTable::new();
+        single.insert(key.clone(), value.clone());
+        let probe = Spanned::new(step.span(), DeValue::Table(single));
+        if let Err(e) = wire::StepWire::deserialize(ValueDeserializer::from(probe)) {
+            found.push(with_help(e));
+        }
+    }
+    if found.is_empty() {
+        // Not a per-key problem; report what serde said.
+        found.push(with_help(first));
+    }
+    found
+}
+
 fn compile_step(
     stage: Stage,
     name: &str,
@@ -426,14 +461,11 @@ fn compile_step(
             .find(|(k, _)| k.get_ref() == "with")
             .map(|(_, v)| v.clone())
     });
+    let whole = value.clone();
     let wire = match wire::StepWire::deserialize(ValueDeserializer::from(value)) {
         Ok(w) => w,
         Err(e) => {
-            let mut d = de_error(e, span.clone());
-            if d.message.starts_with("unknown field") {
-                d = d.with_help("see `mlops schema` or docs/manifest.md for the keys of a step");
-            }
-            errors.push(d);
+            errors.extend(step_key_errors(whole, e, span.clone()));
             return placeholder();
         }
     };

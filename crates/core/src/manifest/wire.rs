@@ -1,7 +1,7 @@
 //! The manifest as written: plain serde structs mirroring `mlops.toml`.
 //!
 //! These types only describe the file (and give `mlops schema` its JSON
-//! Schema); [`super::compile`] turns them into a validated [`crate::Pipeline`].
+//! Schema); the manifest compiler turns them into a validated [`crate::Pipeline`].
 //! Spans ride along in [`toml::Spanned`] so every later error can point at
 //! the exact key or value.
 

@@ -235,6 +235,12 @@ check!(
     )
 );
 check!(
+    every_bad_key_of_one_step,
+    with_ci(
+        "[ci.steps.test]\nrun = 3\ntiemout = \"1m\"\nretries = \"two\"\ndepend-on = [\"build\"]\n"
+    )
+);
+check!(
     valid_with_kind,
     with_ci(
         "[ci.steps.gate]\nkind = \"threshold\"\nwith = { metric = \"accuracy\", threshold = 0.9 }\n"
