@@ -298,10 +298,12 @@ fn cmd_run(args: RunArgs) -> Result<u8, Failure> {
         let on_signal = cancel.clone();
         tokio::spawn(async move {
             if tokio::signal::ctrl_c().await.is_ok() {
-                eprintln!("\ncancelling: stopping running steps (Ctrl-C again to exit at once)");
+                eprintln!("\ncancelling: stopping running steps (SIGTERM, then SIGKILL after a few seconds)");
                 on_signal.cancel();
-                if tokio::signal::ctrl_c().await.is_ok() {
-                    std::process::exit(exit::CANCELLED.into());
+                // Exiting now would leave the steps' process groups running;
+                // the executor kills them within its grace period.
+                while tokio::signal::ctrl_c().await.is_ok() {
+                    eprintln!("still stopping running steps");
                 }
             }
         });

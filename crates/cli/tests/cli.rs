@@ -4,7 +4,7 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{Signal, kill, killpg};
+use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::Value;
 
@@ -165,6 +165,12 @@ fn a_stage_alone_is_refused_without_evidence() {
     );
 }
 
+/// Alive and not a zombie (this container's init may not reap orphans).
+fn alive(pid: i32) -> bool {
+    kill(Pid::from_raw(pid), None).is_ok()
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.contains(") Z "))
+}
+
 fn spawn_run(dir: &Path, extra: &[&str]) -> std::process::Child {
     mlops()
         .args(["pipeline", "run"])
@@ -199,13 +205,13 @@ fn kill_9_leaves_a_consistent_ledger_and_resume_finishes_it() {
     wait_for(&root.join("slow.pid"));
     kill(Pid::from_raw(child.id() as i32), Signal::SIGKILL).unwrap();
     child.wait().unwrap();
-    // The step's own process group outlives a SIGKILLed engine; end it.
+    // The step's own process group outlives a SIGKILLed engine ...
     let pgid: i32 = std::fs::read_to_string(root.join("slow.pid"))
         .unwrap()
         .trim()
         .parse()
         .unwrap();
-    let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
+    assert!(alive(pgid), "the orphaned step is still running");
 
     let s = status_json(root);
     assert_eq!(s["status"], "running");
@@ -222,6 +228,11 @@ fn kill_9_leaves_a_consistent_ledger_and_resume_finishes_it() {
     std::fs::write(root.join("release"), "").unwrap();
     let o = run(&["pipeline", "run", "--resume"], root);
     assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    // ... and --resume stops it before running the step again.
+    assert!(
+        !alive(pgid),
+        "the orphaned step of the killed run was not stopped"
+    );
     assert!(stdout(&o).starts_with("resuming run 1"), "{}", stdout(&o));
     let s = status_json(root);
     assert_eq!(s["run_id"], 1);

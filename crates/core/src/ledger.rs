@@ -119,6 +119,16 @@ pub enum LedgerError {
         #[source]
         source: std::io::Error,
     },
+    /// A write for a step the run did not plan.
+    #[error("ledger {path}: run {run_id} has no planned step `{step}`")]
+    UnplannedStep {
+        /// The database file.
+        path: PathBuf,
+        /// The run.
+        run_id: i64,
+        /// The step.
+        step: String,
+    },
     /// Another process holds the project lock.
     #[error("another mlops run is in progress in {dir} (it holds {dir}/{LOCK_FILE})")]
     Busy {
@@ -338,10 +348,15 @@ impl Ledger {
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
         )
         .map_err(sql("configure the database"))?;
-        let version: i64 = conn
+        // Two processes may open a new ledger at once: migrate under an
+        // immediate (write-locked) transaction and read the version inside it.
+        let known = MIGRATIONS.len() as i64;
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(sql("begin a migration"))?;
+        let version: i64 = tx
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .map_err(sql("read the schema version"))?;
-        let known = MIGRATIONS.len() as i64;
         if version > known {
             return Err(LedgerError::TooNew {
                 path,
@@ -349,14 +364,13 @@ impl Ledger {
                 known,
             });
         }
-        for (i, migration) in MIGRATIONS.iter().enumerate().skip(version as usize) {
-            let tx = conn.transaction().map_err(sql("begin a migration"))?;
+        for migration in MIGRATIONS.iter().skip(version as usize) {
             tx.execute_batch(migration)
                 .map_err(sql("migrate the schema"))?;
-            tx.pragma_update(None, "user_version", i as i64 + 1)
-                .map_err(sql("record the schema version"))?;
-            tx.commit().map_err(sql("commit a migration"))?;
         }
+        tx.pragma_update(None, "user_version", known)
+            .map_err(sql("record the schema version"))?;
+        tx.commit().map_err(sql("commit a migration"))?;
         Ok(Ledger {
             conn: Arc::new(Mutex::new(conn)),
             dir,
@@ -394,6 +408,20 @@ impl Ledger {
             path: self.path.clone(),
             what,
             source,
+        }
+    }
+
+    /// A step update must hit its planned row; no row means the step was
+    /// never planned in this run, and its evidence would be lost silently.
+    fn expect_row(&self, rows: usize, run_id: i64, step: &str) -> Result<(), LedgerError> {
+        if rows == 1 {
+            Ok(())
+        } else {
+            Err(LedgerError::UnplannedStep {
+                path: self.path.clone(),
+                run_id,
+                step: step.to_owned(),
+            })
         }
     }
 
@@ -485,6 +513,15 @@ impl Ledger {
         .map_err(self.err("reopen a run"))?;
         tx.execute("DELETE FROM gates WHERE run_id = ?1", params![run_id])
             .map_err(self.err("reopen a run"))?;
+        // Steps no longer in the plan would otherwise keep their old status
+        // and colour the resumed run.
+        let planned: Vec<&str> = steps.iter().map(|s| s.name.as_str()).collect();
+        let planned = serde_json::to_string(&planned).unwrap_or_else(|_| "[]".to_owned());
+        tx.execute(
+            "DELETE FROM steps WHERE run_id = ?1 AND name NOT IN (SELECT value FROM json_each(?2))",
+            params![run_id, planned],
+        )
+        .map_err(self.err("reopen a run"))?;
         {
             let mut upsert = tx
                 .prepare(
@@ -548,14 +585,17 @@ impl Ledger {
                     at_ms,
                     log_path,
                 } => {
-                    tx.prepare_cached(STEP_STARTED_SQL)
+                    let n = tx
+                        .prepare_cached(STEP_STARTED_SQL)
                         .and_then(|mut st| {
                             st.execute(params![run_id, step, at_ms, attempt, log_path])
                         })
                         .map_err(self.err("record a step start"))?;
+                    self.expect_row(n, run_id, step)?;
                 }
                 LedgerWrite::StepFinished { step, record } => {
-                    tx.prepare_cached(STEP_FINISHED_SQL)
+                    let n = tx
+                        .prepare_cached(STEP_FINISHED_SQL)
                         .and_then(|mut st| {
                             st.execute(params![
                                 run_id,
@@ -574,6 +614,7 @@ impl Ledger {
                             ])
                         })
                         .map_err(self.err("record a step result"))?;
+                    self.expect_row(n, run_id, step)?;
                 }
                 LedgerWrite::GateDecided {
                     stage,

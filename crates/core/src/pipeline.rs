@@ -327,6 +327,14 @@ pub enum PipelineError {
         /// The absent earlier stage.
         missing: Stage,
     },
+    /// A step's stage is not among the declared stages.
+    #[error("step `{step}` is in stage `{stage}`, which the pipeline does not enable")]
+    UndeclaredStage {
+        /// The step.
+        step: String,
+        /// Its stage.
+        stage: Stage,
+    },
     /// A stage is declared without steps.
     #[error(
         "stage `{stage}` has no steps; a stage passes only on evidence, so give it at least one step or remove it"
@@ -390,6 +398,17 @@ impl Pipeline {
             if !steps.iter().any(|s| s.stage == stage) {
                 errors.push(PipelineError::EmptyStage { stage });
             }
+        }
+        let mut undeclared: Vec<&Step> = steps
+            .iter()
+            .filter(|s| !stages.contains(&s.stage))
+            .collect();
+        undeclared.dedup_by_key(|s| s.stage);
+        for step in undeclared {
+            errors.push(PipelineError::UndeclaredStage {
+                step: step.name.clone(),
+                stage: step.stage,
+            });
         }
         for &stage in &stages {
             let mut earlier = stage.previous();
@@ -760,6 +779,23 @@ mod tests {
             text.iter()
                 .any(|e| e.contains("`bad name` may contain only")),
             "{text:?}"
+        );
+    }
+
+    #[test]
+    fn a_step_outside_the_declared_stages_is_an_error() {
+        let errors = Pipeline::new(
+            "p",
+            vec![sh("a", Stage::Iac), sh("t", Stage::Ci)],
+            Some(&[Stage::Iac]),
+        )
+        .unwrap_err();
+        assert_eq!(
+            errors,
+            [PipelineError::UndeclaredStage {
+                step: "t".to_owned(),
+                stage: Stage::Ci
+            }]
         );
     }
 

@@ -115,7 +115,11 @@ async fn kill_group(child: &mut tokio::process::Child, pgid: Option<Pid>, grace:
         // ESRCH (group already gone) is fine.
         let _ = killpg(pgid, Signal::SIGTERM);
         let _ = tokio::time::timeout(grace, child.wait()).await;
-        let _ = killpg(pgid, Signal::SIGKILL);
+        // Only if members remain: an empty group's id could in principle
+        // be reused once its leader is reaped.
+        if killpg(pgid, None).is_ok() {
+            let _ = killpg(pgid, Signal::SIGKILL);
+        }
     }
     let _ = child.kill().await;
 }
@@ -173,4 +177,79 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     } else {
         "(no message)".to_owned()
     }
+}
+
+/// Kills what an interrupted run left behind: the process groups of every
+/// process whose environment says it belongs to `project_dir`, run `run_id`
+/// and one of `steps` (the executor sets `MLOPS_PROJECT_DIR`, `MLOPS_RUN_ID`
+/// and `MLOPS_STEP` for every shell step, and children inherit them).
+/// Returns how many groups were signalled. Linux only (`/proc`); elsewhere
+/// nothing is found.
+pub(crate) async fn kill_leftovers(
+    project_dir: &Path,
+    run_id: i64,
+    steps: &std::collections::HashSet<String>,
+    grace: Duration,
+) -> usize {
+    let own_group = nix::unistd::getpgrp();
+    let want_dir = format!("MLOPS_PROJECT_DIR={}", project_dir.display());
+    let want_run = format!("MLOPS_RUN_ID={run_id}");
+    let mut groups = std::collections::BTreeSet::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if pid as u32 == std::process::id() {
+            continue;
+        }
+        let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else {
+            continue;
+        };
+        let vars: Vec<&[u8]> = environ.split(|b| *b == 0).collect();
+        let has = |want: &str| vars.iter().any(|v| *v == want.as_bytes());
+        let step = vars
+            .iter()
+            .find_map(|v| v.strip_prefix(b"MLOPS_STEP="))
+            .and_then(|v| std::str::from_utf8(v).ok());
+        if !(has(&want_dir) && has(&want_run) && step.is_some_and(|s| steps.contains(s))) {
+            continue;
+        }
+        if let Some(pgid) = process_group(pid)
+            && pgid != own_group
+        {
+            groups.insert(pgid);
+        }
+    }
+    for &g in &groups {
+        let _ = killpg(g, Signal::SIGTERM);
+    }
+    let deadline = tokio::time::Instant::now() + grace;
+    while groups.iter().any(|&g| killpg(g, None).is_ok()) && tokio::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for &g in &groups {
+        if killpg(g, None).is_ok() {
+            let _ = killpg(g, Signal::SIGKILL);
+        }
+    }
+    groups.len()
+}
+
+/// The process group of `pid`, from `/proc/PID/stat` (the field after the
+/// state, after the parenthesised command name).
+fn process_group(pid: i32) -> Option<Pid> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    let mut fields = after_name.split_whitespace();
+    let _state = fields.next()?;
+    let _ppid = fields.next()?;
+    fields.next()?.parse().ok().map(Pid::from_raw)
 }

@@ -132,7 +132,7 @@ pub(crate) fn hash_inputs(root: &Path, patterns: &[String]) -> Result<String, Ha
     let mut files = BTreeMap::new();
     for pattern in patterns {
         let before = files.len();
-        let trimmed = pattern.trim_end_matches('/');
+        let trimmed = normalize_pattern(pattern);
         if !has_glob_meta(trimmed) {
             // A literal path: a file, or a directory taken whole.
             let rel = Path::new(trimmed);
@@ -171,10 +171,20 @@ pub(crate) fn hash_inputs(root: &Path, patterns: &[String]) -> Result<String, Ha
     digest(&files)
 }
 
+/// `./data/*.csv` and `data/*.csv/` mean `data/*.csv`: file keys carry no
+/// `./` and no trailing slash.
+fn normalize_pattern(pattern: &str) -> &str {
+    let mut p = pattern.trim_end_matches('/');
+    while let Some(rest) = p.strip_prefix("./") {
+        p = rest;
+    }
+    p
+}
+
 /// Whether an already collected file also matches `pattern` (two patterns
 /// may match the same files; the second then adds nothing new).
 fn pattern_matches(pattern: &str, key: &str) -> bool {
-    let trimmed = pattern.trim_end_matches('/');
+    let trimmed = normalize_pattern(pattern);
     if !has_glob_meta(trimmed) {
         let lit = slash_path(Path::new(trimmed));
         return key == lit || key.starts_with(&format!("{lit}/"));
@@ -257,6 +267,21 @@ mod tests {
         hash_inputs(dir.path(), &pats).unwrap();
         assert_eq!(literal_base("data/**/x.csv"), PathBuf::from("data"));
         assert_eq!(literal_base("*.csv"), PathBuf::new());
+    }
+
+    #[test]
+    fn leading_dot_slash_is_the_same_pattern() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "data/a.csv", "1");
+        let plain = hash_inputs(dir.path(), &["data/*.csv".to_owned()]).unwrap();
+        assert_eq!(
+            hash_inputs(dir.path(), &["./data/*.csv".to_owned()]).unwrap(),
+            plain
+        );
+        assert_eq!(
+            hash_inputs(dir.path(), &["./data/a.csv".to_owned()]).unwrap(),
+            plain
+        );
     }
 
     #[test]

@@ -304,9 +304,9 @@ impl Executor {
             if !pipeline.stages().contains(&first) {
                 return Err(ExecError::StageNotEnabled(first));
             }
-            if resumed_run.is_none() {
-                self.check_evidence(pipeline, first, &git).await?;
-            }
+            // Also on resume: the earlier stages' definitions or inputs may
+            // have changed since the interrupted run started.
+            self.check_evidence(pipeline, first, &git).await?;
         }
 
         let included: Vec<bool> = pipeline
@@ -334,6 +334,15 @@ impl Executor {
             .collect();
         let run_id = match resumed_run {
             Some(run_id) => {
+                // Steps that ran when the run was killed may still be
+                // running (their process groups outlive the engine); stop
+                // them before running those steps again.
+                let rerun: std::collections::HashSet<String> = planned
+                    .iter()
+                    .filter(|p| !kept.keys().any(|&i| pipeline.steps()[i].name == p.name))
+                    .map(|p| p.name.clone())
+                    .collect();
+                attempt::kill_leftovers(&self.root, run_id, &rerun, opts.kill_grace).await;
                 let keep: Vec<String> = kept
                     .keys()
                     .map(|&i| pipeline.steps()[i].name.clone())
@@ -351,10 +360,15 @@ impl Executor {
             .state_dir()
             .join("runs")
             .join(run_id.to_string());
-        std::fs::create_dir_all(&log_dir).map_err(|source| ExecError::LogDir {
-            path: log_dir.clone(),
-            source,
-        })?;
+        if let Err(source) = std::fs::create_dir_all(&log_dir) {
+            // The run is recorded already: end it rather than leave it
+            // looking interrupted.
+            let _ = self.ledger.finish_run(run_id, RunStatus::Failed);
+            return Err(ExecError::LogDir {
+                path: log_dir,
+                source,
+            });
+        }
         self.bus.emit(Event::RunStarted {
             run_id,
             project: pipeline.project().to_owned(),
@@ -370,6 +384,7 @@ impl Executor {
             pipeline,
             run_id,
             opts: &opts,
+            selection,
             included,
             log_dir,
             pending_preds: Vec::new(),
@@ -519,13 +534,27 @@ impl Executor {
             });
         }
         let selection = Selection::parse_label(&run.selection).unwrap_or_default();
+        // A step is kept only if its own record still holds and everything
+        // before it in the graph is kept too: a rerun prerequisite may change
+        // what the step would produce. Plan order visits prerequisites first.
+        let recorded: std::collections::HashMap<&str, &crate::ledger::StepSummary> =
+            run.steps.iter().map(|s| (s.name.as_str(), s)).collect();
         let mut keep = BTreeMap::new();
-        for recorded in run.steps.iter().filter(|s| s.status.is_success()) {
-            let Some(index) = pipeline.step_index(&recorded.name) else {
+        for index in pipeline.ordered_steps() {
+            let step = &pipeline.steps()[index];
+            if !selection.includes(step.stage) {
+                continue;
+            }
+            let Some(record) = recorded
+                .get(step.name.as_str())
+                .filter(|r| r.status.is_success())
+            else {
                 continue;
             };
-            let step = &pipeline.steps()[index];
-            if step.fingerprint() != recorded.fingerprint {
+            let prerequisites_kept = self
+                .predecessors(pipeline, index, selection)
+                .all(|p| keep.contains_key(&p));
+            if !prerequisites_kept || step.fingerprint() != record.fingerprint {
                 continue;
             }
             let root = self.root.clone();
@@ -540,13 +569,36 @@ impl Executor {
             .ok()
             .flatten();
             if let Some((input_hash, output_hash)) = still
-                && recorded.input_hash.as_deref() == Some(input_hash.as_str())
-                && recorded.output_hash == output_hash
+                && record.input_hash.as_deref() == Some(input_hash.as_str())
+                && record.output_hash == output_hash
             {
-                keep.insert(index, (recorded.status, recorded.cached_from));
+                keep.insert(index, (record.status, record.cached_from));
             }
         }
         Ok((run_id, selection, keep))
+    }
+
+    /// The steps a step waits for within a selection: its dependencies and,
+    /// through the gate, every step of the previous selected stage.
+    fn predecessors<'p>(
+        &self,
+        pipeline: &'p Pipeline,
+        index: usize,
+        selection: Selection,
+    ) -> impl Iterator<Item = usize> + 'p {
+        let step = &pipeline.steps()[index];
+        let deps = step
+            .depends_on
+            .iter()
+            .filter_map(|d| pipeline.step_index(d))
+            .filter(move |&d| selection.includes(pipeline.steps()[d].stage));
+        let gate = step
+            .stage
+            .previous()
+            .filter(|p| selection.includes(*p))
+            .into_iter()
+            .flat_map(move |p| pipeline.stage_steps(p).map(|(i, _)| i));
+        deps.chain(gate)
     }
 }
 
@@ -559,6 +611,8 @@ struct Coordinator<'a> {
     pipeline: &'a Pipeline,
     run_id: i64,
     opts: &'a RunOptions,
+    /// The effective selection (a resumed run keeps its own).
+    selection: Selection,
     included: Vec<bool>,
     log_dir: PathBuf,
     pending_preds: Vec<usize>,
@@ -592,7 +646,7 @@ impl Coordinator<'_> {
         // resume count as passed without running.
         let mut precompleted = Vec::new();
         for (i, step) in self.pipeline.steps().iter().enumerate() {
-            let earlier = self.opts.selection.first().is_some_and(|f| step.stage < f);
+            let earlier = self.selection.first().is_some_and(|f| step.stage < f);
             if earlier || kept.contains_key(&i) {
                 let node = self.pipeline.step_node(i);
                 self.done[node.index()] = true;
@@ -710,10 +764,17 @@ impl Coordinator<'_> {
         }
         self.flush();
 
-        let statuses: Vec<StepStatus> = self.results.iter().flatten().map(|r| r.0).collect();
+        // Every included step must have ended; one that did not would be a
+        // scheduling bug, and it must never let a run pass.
+        let all_passed = self
+            .results
+            .iter()
+            .zip(&self.included)
+            .filter(|(_, inc)| **inc)
+            .all(|(r, _)| r.as_ref().is_some_and(|r| r.0.is_success()));
         if cancel.is_cancelled() {
             RunStatus::Cancelled
-        } else if statuses.iter().all(|s| s.is_success()) {
+        } else if all_passed {
             RunStatus::Passed
         } else {
             RunStatus::Failed
@@ -875,7 +936,7 @@ impl Coordinator<'_> {
 
     fn decide_gate(&mut self, node: NodeIndex, stage: Stage) {
         self.done[node.index()] = true;
-        let selected = self.opts.selection.includes(stage);
+        let selected = self.selection.includes(stage);
         if !selected {
             // An earlier stage proven by the ledger before the run started.
             self.complete(node, Ok(()));
@@ -924,8 +985,12 @@ impl Coordinator<'_> {
         let graph = self.pipeline.graph();
         for succ in graph.neighbors(node) {
             let k = succ.index();
+            // A stage's gate reason wins over a dependency's: it names the
+            // stage that did not pass.
             if let Err(b) = &outcome
-                && self.blocker[k].is_none()
+                && (self.blocker[k].is_none()
+                    || (matches!(b, Blocker::Gated(_))
+                        && matches!(self.blocker[k], Some(Blocker::StepFailed(_)))))
             {
                 self.blocker[k] = Some(b.clone());
             }

@@ -272,6 +272,7 @@ fn span_of(error: &PipelineError, spans: &Spans) -> Option<Range<usize>> {
             }
             _ => None,
         },
+        PipelineError::UndeclaredStage { step, .. } => spans.first_step_key.get(step).cloned(),
         PipelineError::MissingStage { stage, .. } | PipelineError::EmptyStage { stage } => {
             spans.stage_keys.get(stage).cloned()
         }

@@ -653,3 +653,153 @@ async fn a_second_run_at_once_is_refused() {
     std::fs::write(dir.path().join("go"), "").unwrap();
     assert_eq!(first.await.unwrap().unwrap().status, RunStatus::Passed);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resuming_a_single_stage_run_runs_that_stage_and_rechecks_evidence() {
+    let dir = tempfile::tempdir().unwrap();
+    let make = |fixed: bool, env_cmd: &str| {
+        pipeline(vec![
+            Step::shell("env", Stage::Iac, env_cmd.to_owned()),
+            Step::shell(
+                "test",
+                Stage::Ci,
+                if fixed {
+                    "echo x >> test.log"
+                } else {
+                    "echo x >> test.log; exit 1"
+                },
+            ),
+        ])
+    };
+    let executor = Executor::new(dir.path()).unwrap();
+    executor
+        .run(&make(false, "true"), RunOptions::default())
+        .await
+        .unwrap();
+    let only_ci = RunOptions {
+        selection: Selection::Stage(Stage::Ci),
+        ..RunOptions::default()
+    };
+    let failed = executor.run(&make(false, "true"), only_ci).await.unwrap();
+    assert_eq!(failed.status, RunStatus::Failed);
+
+    // Resume keeps the run's own selection and really runs the ci step.
+    let resumed = executor
+        .run(
+            &make(true, "true"),
+            RunOptions {
+                resume: true,
+                ..RunOptions::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(resumed.run_id, failed.run_id);
+    assert_eq!(resumed.status, RunStatus::Passed);
+    assert_eq!(status(&resumed, "test"), StepStatus::Passed);
+    assert_eq!(count_lines(&dir.path().join("test.log")), 3);
+
+    // A resume is refused when an earlier stage's evidence no longer holds.
+    let failed = executor
+        .run(
+            &make(false, "true"),
+            RunOptions {
+                selection: Selection::Stage(Stage::Ci),
+                ..RunOptions::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(failed.status, RunStatus::Failed);
+    let err = executor
+        .run(
+            &make(true, "echo changed"),
+            RunOptions {
+                resume: true,
+                ..RunOptions::default()
+            },
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ExecError::Refused {
+                missing: Stage::Iac,
+                ..
+            }
+        ),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resume_reruns_what_depends_on_a_rerun_step() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("data.csv"), "1\n").unwrap();
+    let p = |last_ok: bool| {
+        pipeline(vec![
+            Step::shell(
+                "features",
+                Stage::Iac,
+                "echo x >> features.log; cp data.csv features",
+            )
+            .inputs(["data.csv"])
+            .outputs(["features"]),
+            Step::shell(
+                "model",
+                Stage::Iac,
+                "echo x >> model.log; cp features model",
+            )
+            .depends_on(["features"])
+            .inputs(["features"])
+            .outputs(["model"]),
+            Step::shell("check", Stage::Ci, if last_ok { "true" } else { "exit 1" }),
+        ])
+    };
+    let executor = Executor::new(dir.path()).unwrap();
+    assert_eq!(
+        executor
+            .run(&p(false), RunOptions::default())
+            .await
+            .unwrap()
+            .status,
+        RunStatus::Failed
+    );
+    std::fs::write(dir.path().join("data.csv"), "2\n").unwrap();
+    let r = executor
+        .run(
+            &p(true),
+            RunOptions {
+                resume: true,
+                ..RunOptions::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, RunStatus::Passed);
+    assert_eq!(count_lines(&dir.path().join("features.log")), 2);
+    assert_eq!(
+        count_lines(&dir.path().join("model.log")),
+        2,
+        "model depends on the rerun features"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("model")).unwrap(),
+        "2\n"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cross_stage_dependency_on_a_failed_step_is_gated_by_its_stage() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = pipeline(vec![
+        Step::shell("build", Stage::Iac, "exit 2"),
+        Step::shell("test", Stage::Ci, "true").depends_on(["build"]),
+    ]);
+    let report = run(dir.path(), &p, RunOptions::default()).await;
+    assert_eq!(
+        report.step("test").unwrap().reason.as_deref(),
+        Some("stage `iac` did not pass: step `build` failed (exit status 2)")
+    );
+}
