@@ -213,7 +213,7 @@ pub(crate) async fn kill_leftovers(
             continue;
         };
         let vars: Vec<&[u8]> = environ.split(|b| *b == 0).collect();
-        let has = |want: &str| vars.iter().any(|v| *v == want.as_bytes());
+        let has = |want: &str| vars.contains(&want.as_bytes());
         let step = vars
             .iter()
             .find_map(|v| v.strip_prefix(b"MLOPS_STEP="))
