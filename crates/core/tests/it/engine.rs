@@ -17,6 +17,27 @@ async fn run(dir: &Path, p: &Pipeline, opts: RunOptions) -> RunReport {
     Executor::new(dir).unwrap().run(p, opts).await.unwrap()
 }
 
+fn resume() -> RunOptions {
+    RunOptions {
+        resume: true,
+        ..RunOptions::default()
+    }
+}
+
+fn only(stage: Stage) -> RunOptions {
+    RunOptions {
+        selection: Selection::Stage(stage),
+        ..RunOptions::default()
+    }
+}
+
+fn from(stage: Stage) -> RunOptions {
+    RunOptions {
+        selection: Selection::From(stage),
+        ..RunOptions::default()
+    }
+}
+
 fn status(report: &RunReport, step: &str) -> StepStatus {
     report
         .step(step)
@@ -381,10 +402,7 @@ async fn a_later_stage_alone_needs_evidence_for_this_commit() {
         Step::shell("test", Stage::Ci, "true"),
         Step::shell("deploy", Stage::Cd, "echo d >> deploys"),
     ]);
-    let only_cd = || RunOptions {
-        selection: Selection::Stage(Stage::Cd),
-        ..RunOptions::default()
-    };
+    let only_cd = || only(Stage::Cd);
     let executor = Executor::new(root).unwrap();
 
     let refused = executor.run(&p, only_cd()).await.unwrap_err();
@@ -402,17 +420,7 @@ async fn a_later_stage_alone_needs_evidence_for_this_commit() {
 
     // Stage by stage: each needs the ones before it.
     assert_eq!(
-        executor
-            .run(
-                &p,
-                RunOptions {
-                    selection: Selection::Stage(Stage::Iac),
-                    ..RunOptions::default()
-                }
-            )
-            .await
-            .unwrap()
-            .status,
+        executor.run(&p, only(Stage::Iac)).await.unwrap().status,
         RunStatus::Passed
     );
     let refused = executor.run(&p, only_cd()).await.unwrap_err();
@@ -426,16 +434,7 @@ async fn a_later_stage_alone_needs_evidence_for_this_commit() {
         ),
         "{refused}"
     );
-    let report = executor
-        .run(
-            &p,
-            RunOptions {
-                selection: Selection::From(Stage::Ci),
-                ..RunOptions::default()
-            },
-        )
-        .await
-        .unwrap();
+    let report = executor.run(&p, from(Stage::Ci)).await.unwrap();
     assert_eq!(report.status, RunStatus::Passed);
     assert_eq!(report.steps.len(), 2, "--from ci runs ci and cd only");
     assert_eq!(
@@ -586,30 +585,12 @@ async fn resume_finishes_a_failed_run_without_rerunning_passed_steps() {
         .unwrap();
     assert_eq!(r1.status, RunStatus::Failed);
     // The fix changes `two`'s definition, so it reruns; `one` is kept.
-    let r2 = executor
-        .run(
-            &make(true),
-            RunOptions {
-                resume: true,
-                ..RunOptions::default()
-            },
-        )
-        .await
-        .unwrap();
+    let r2 = executor.run(&make(true), resume()).await.unwrap();
     assert_eq!(r2.run_id, r1.run_id);
     assert_eq!(r2.status, RunStatus::Passed);
     assert_eq!(count_lines(&dir.path().join("one.log")), 1);
     assert_eq!(count_lines(&dir.path().join("two.log")), 2);
-    let err = executor
-        .run(
-            &make(true),
-            RunOptions {
-                resume: true,
-                ..RunOptions::default()
-            },
-        )
-        .await
-        .unwrap_err();
+    let err = executor.run(&make(true), resume()).await.unwrap_err();
     assert_eq!(
         err.to_string(),
         format!("nothing to resume: the last run ({}) passed", r1.run_id)
@@ -676,24 +657,12 @@ async fn resuming_a_single_stage_run_runs_that_stage_and_rechecks_evidence() {
         .run(&make(false, "true"), RunOptions::default())
         .await
         .unwrap();
-    let only_ci = RunOptions {
-        selection: Selection::Stage(Stage::Ci),
-        ..RunOptions::default()
-    };
+    let only_ci = only(Stage::Ci);
     let failed = executor.run(&make(false, "true"), only_ci).await.unwrap();
     assert_eq!(failed.status, RunStatus::Failed);
 
     // Resume keeps the run's own selection and really runs the ci step.
-    let resumed = executor
-        .run(
-            &make(true, "true"),
-            RunOptions {
-                resume: true,
-                ..RunOptions::default()
-            },
-        )
-        .await
-        .unwrap();
+    let resumed = executor.run(&make(true, "true"), resume()).await.unwrap();
     assert_eq!(resumed.run_id, failed.run_id);
     assert_eq!(resumed.status, RunStatus::Passed);
     assert_eq!(status(&resumed, "test"), StepStatus::Passed);
@@ -701,24 +670,12 @@ async fn resuming_a_single_stage_run_runs_that_stage_and_rechecks_evidence() {
 
     // A resume is refused when an earlier stage's evidence no longer holds.
     let failed = executor
-        .run(
-            &make(false, "true"),
-            RunOptions {
-                selection: Selection::Stage(Stage::Ci),
-                ..RunOptions::default()
-            },
-        )
+        .run(&make(false, "true"), only(Stage::Ci))
         .await
         .unwrap();
     assert_eq!(failed.status, RunStatus::Failed);
     let err = executor
-        .run(
-            &make(true, "echo changed"),
-            RunOptions {
-                resume: true,
-                ..RunOptions::default()
-            },
-        )
+        .run(&make(true, "echo changed"), resume())
         .await
         .unwrap_err();
     assert!(
@@ -767,16 +724,7 @@ async fn resume_reruns_what_depends_on_a_rerun_step() {
         RunStatus::Failed
     );
     std::fs::write(dir.path().join("data.csv"), "2\n").unwrap();
-    let r = executor
-        .run(
-            &p(true),
-            RunOptions {
-                resume: true,
-                ..RunOptions::default()
-            },
-        )
-        .await
-        .unwrap();
+    let r = executor.run(&p(true), resume()).await.unwrap();
     assert_eq!(r.status, RunStatus::Passed);
     assert_eq!(count_lines(&dir.path().join("features.log")), 2);
     assert_eq!(
