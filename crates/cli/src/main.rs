@@ -292,7 +292,7 @@ fn cmd_run(args: RunArgs) -> Result<u8, Failure> {
             Mode::detect()
         };
         let printer =
-            tokio::spawn(EventPrinter::new(mode, m.pipeline.steps().len()).consume(events));
+            tokio::spawn(EventPrinter::new(mode).consume(events));
 
         let cancel = CancellationToken::new();
         let on_signal = cancel.clone();

@@ -67,17 +67,15 @@ pub(crate) struct EventPrinter {
     bar: Option<ProgressBar>,
     running: Vec<String>,
     counts: std::collections::BTreeMap<StepStatus, usize>,
-    total: usize,
 }
 
 impl EventPrinter {
-    pub(crate) fn new(mode: Mode, total: usize) -> EventPrinter {
+    pub(crate) fn new(mode: Mode) -> EventPrinter {
         EventPrinter {
             mode,
             bar: None,
             running: Vec::new(),
             counts: Default::default(),
-            total,
         }
     }
 
@@ -126,7 +124,6 @@ impl EventPrinter {
                 steps,
                 resumed,
             } => {
-                self.total = *steps;
                 let commit = match commit {
                     Some(c) => format!(
                         "commit {}{}",

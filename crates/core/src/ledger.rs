@@ -703,17 +703,6 @@ impl Ledger {
             .map_err(self.err("find the last run"))
     }
 
-    /// The git commit a run was made on.
-    pub fn run_commit(&self, run_id: i64) -> Result<Option<String>, LedgerError> {
-        self.conn()
-            .query_row(
-                "SELECT git_commit FROM runs WHERE id = ?1",
-                params![run_id],
-                |r| r.get(0),
-            )
-            .map_err(self.err("read a run"))
-    }
-
     /// A run with its stages and steps.
     pub fn run(&self, run_id: i64) -> Result<Option<RunSummary>, LedgerError> {
         let locked = self.is_locked();

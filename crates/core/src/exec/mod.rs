@@ -319,9 +319,10 @@ impl Executor {
             .iter()
             .map(|s| Arc::from(s.fingerprint()))
             .collect();
-        let planned: Vec<PlannedStep> = pipeline
-            .ordered_steps()
-            .into_iter()
+        let order = pipeline.ordered_steps();
+        let planned: Vec<PlannedStep> = order
+            .iter()
+            .copied()
             .filter(|&i| included[i])
             .map(|i| {
                 let s = &pipeline.steps()[i];
@@ -411,8 +412,7 @@ impl Executor {
             status,
             duration_ms: duration.as_millis() as u64,
         });
-        let steps = pipeline
-            .ordered_steps()
+        let steps = order
             .into_iter()
             .filter_map(|i| {
                 let (status, attempts, reason) = coordinator.results[i].clone()?;
