@@ -14,6 +14,7 @@ use std::ops::Range;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use serde::Deserialize as _;
 use serde::de::DeserializeOwned;
@@ -70,12 +71,110 @@ pub struct StepContext {
     /// should watch it. The executor also drops the future at that point.
     pub cancel: CancellationToken,
     pub(crate) log: StepLog,
+    pub(crate) evidence: EvidenceSink,
+    pub(crate) kill_grace: Duration,
+}
+
+/// How a command run by [`StepContext::run_command`] ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CommandEnd {
+    /// Exit status 0.
+    Success,
+    /// It ran and failed, or could not start.
+    Failure {
+        /// Its exit code, when it exited.
+        exit_code: Option<i32>,
+        /// `exit status 3`, `killed by signal 9`, `cannot start …`.
+        reason: String,
+    },
+    /// The step was cancelled or timed out; the command's process group was
+    /// stopped.
+    Cancelled,
 }
 
 impl StepContext {
     /// Appends a line to the step's log file.
     pub fn log(&self, line: impl AsRef<str>) {
         self.log.line(line.as_ref());
+    }
+
+    /// Records structured evidence of what the step checked and found under
+    /// `kind` (one body per kind; a later call replaces an earlier one). It
+    /// is written to the ledger with the step's final status, in the same
+    /// transaction, whether the step passes or fails.
+    pub fn record(&self, kind: &str, body: &impl serde::Serialize) {
+        let value = serde_json::to_value(body)
+            .unwrap_or_else(|e| serde_json::json!({ "unserializable": e.to_string() }));
+        self.evidence.put(kind, value);
+    }
+
+    /// What an earlier attempt of this step in this run recorded under
+    /// `kind` (or this attempt, if it already did).
+    pub fn recorded(&self, kind: &str) -> Option<serde_json::Value> {
+        self.evidence.get(kind)
+    }
+
+    /// Runs a shell command as a shell step would: `/bin/sh -c` in the
+    /// step's directory, with its environment and the `MLOPS_*` variables,
+    /// stdout and stderr appended to the step's log, in its own process
+    /// group that is stopped (SIGTERM, then SIGKILL) when the step is
+    /// cancelled or times out.
+    pub async fn run_command(&self, command: &str) -> CommandEnd {
+        let log = self.log.file();
+        let mut env = vec![
+            ("MLOPS_RUN_ID".to_owned(), self.run_id.to_string()),
+            ("MLOPS_STEP".to_owned(), self.step.clone()),
+            ("MLOPS_STAGE".to_owned(), self.stage.name().to_owned()),
+            (
+                "MLOPS_PROJECT_DIR".to_owned(),
+                self.project_root.to_string_lossy().into_owned(),
+            ),
+        ];
+        env.extend(self.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+        let end = crate::exec::attempt::run_shell(crate::exec::attempt::ShellAttempt {
+            command,
+            cwd: &self.cwd,
+            env,
+            log: log.as_ref(),
+            timeout: None,
+            cancel: &self.cancel,
+            kill_grace: self.kill_grace,
+        })
+        .await;
+        use crate::exec::attempt::AttemptEnd;
+        match end {
+            AttemptEnd::Passed => CommandEnd::Success,
+            AttemptEnd::Failed { exit_code, reason } => CommandEnd::Failure { exit_code, reason },
+            AttemptEnd::TimedOut | AttemptEnd::Cancelled => CommandEnd::Cancelled,
+        }
+    }
+}
+
+/// Evidence recorded by the attempts of one step, shared between them.
+#[derive(Clone, Default, Debug)]
+pub(crate) struct EvidenceSink {
+    inner: Arc<Mutex<BTreeMap<String, serde_json::Value>>>,
+}
+
+impl EvidenceSink {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, serde_json::Value>> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn put(&self, kind: &str, value: serde_json::Value) {
+        self.lock().insert(kind.to_owned(), value);
+    }
+
+    fn get(&self, kind: &str) -> Option<serde_json::Value> {
+        self.lock().get(kind).cloned()
+    }
+
+    /// Everything recorded, as (kind, JSON text) pairs.
+    pub(crate) fn take(&self) -> Vec<(String, String)> {
+        std::mem::take(&mut *self.lock())
+            .into_iter()
+            .map(|(k, v)| (k, v.to_string()))
+            .collect()
     }
 }
 
@@ -109,7 +208,13 @@ impl StepLog {
         opened.then_some(self.inner.path.as_path())
     }
 
-    pub(crate) fn line(&self, line: &str) {
+    /// The open log file (opening it), for a child process to write to.
+    pub(crate) fn file(&self) -> Option<std::fs::File> {
+        let guard = self.open();
+        guard.as_ref().and_then(|f| f.try_clone().ok())
+    }
+
+    fn open(&self) -> std::sync::MutexGuard<'_, Option<std::fs::File>> {
         // A poisoned lock only means another writer panicked mid-line; the
         // file itself is still usable.
         let mut guard = self.inner.file.lock().unwrap_or_else(|e| e.into_inner());
@@ -120,6 +225,11 @@ impl StepLog {
                 .open(&self.inner.path)
                 .ok();
         }
+        guard
+    }
+
+    pub(crate) fn line(&self, line: &str) {
+        let mut guard = self.open();
         if let Some(file) = guard.as_mut() {
             // Logging is best effort: a full disk must not fail the step.
             let _ = writeln!(file, "{line}");

@@ -73,6 +73,17 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (run_id, stage)
     );
     ",
+    // 2: evidence that built-in steps record (test results, findings, metrics).
+    "
+    CREATE TABLE evidence (
+        run_id          INTEGER NOT NULL,
+        step            TEXT NOT NULL,
+        kind            TEXT NOT NULL,
+        body            TEXT NOT NULL,
+        PRIMARY KEY (run_id, step, kind),
+        FOREIGN KEY (run_id, step) REFERENCES steps(run_id, name) ON DELETE CASCADE
+    );
+    ",
 ];
 
 /// A ledger failure.
@@ -197,6 +208,29 @@ pub struct StepOutcomeRecord {
     pub reason: Option<String>,
     /// The run whose result a cached step reused.
     pub cached_from: Option<i64>,
+    /// Evidence the step recorded, as (kind, JSON text); replaces any the
+    /// step recorded before in this run.
+    pub evidence: Vec<(String, String)>,
+}
+
+/// Structured evidence a step recorded: what it checked and what it found.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Evidence {
+    /// What sort: `tests`, `data-validation`, `model-gate`, …
+    pub kind: String,
+    /// The step's own JSON document.
+    pub body: serde_json::Value,
+}
+
+/// Evidence found by [`Ledger::latest_evidence`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct EvidenceRecord {
+    /// The run that recorded it.
+    pub run_id: i64,
+    /// The commit that run was made on.
+    pub commit: Option<String>,
+    /// The evidence.
+    pub body: serde_json::Value,
 }
 
 /// One state change of a run, for [`Ledger::apply`].
@@ -269,6 +303,9 @@ pub struct StepSummary {
     pub input_hash: Option<String>,
     /// Output hash.
     pub output_hash: Option<String>,
+    /// What the step recorded (built-in kinds), by kind.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub evidence: Vec<Evidence>,
 }
 
 /// A stage of a run, as reported by `status`.
@@ -615,6 +652,20 @@ impl Ledger {
                         })
                         .map_err(self.err("record a step result"))?;
                     self.expect_row(n, run_id, step)?;
+                    if !record.evidence.is_empty() {
+                        tx.prepare_cached("DELETE FROM evidence WHERE run_id = ?1 AND step = ?2")
+                            .and_then(|mut st| st.execute(params![run_id, step]))
+                            .map_err(self.err("record step evidence"))?;
+                        let mut st = tx
+                            .prepare_cached(
+                                "INSERT INTO evidence (run_id, step, kind, body) VALUES (?1, ?2, ?3, ?4)",
+                            )
+                            .map_err(self.err("record step evidence"))?;
+                        for (kind, body) in &record.evidence {
+                            st.execute(params![run_id, step, kind, body])
+                                .map_err(self.err("record step evidence"))?;
+                        }
+                    }
                 }
                 LedgerWrite::GateDecided {
                     stage,
@@ -696,6 +747,36 @@ impl Ledger {
         row.map_err(self.err("look up a passing step"))
     }
 
+    /// The newest evidence of `kind` that step `step` recorded in a run
+    /// before `before_run` where it passed.
+    pub fn latest_evidence(
+        &self,
+        step: &str,
+        kind: &str,
+        before_run: i64,
+    ) -> Result<Option<EvidenceRecord>, LedgerError> {
+        let row: Option<(i64, Option<String>, String)> = self
+            .conn()
+            .query_row(
+                "SELECT e.run_id, r.git_commit, e.body FROM evidence e
+                   JOIN steps s ON s.run_id = e.run_id AND s.name = e.step
+                   JOIN runs r ON r.id = e.run_id
+                 WHERE e.step = ?1 AND e.kind = ?2 AND e.run_id < ?3 AND s.status = 'passed'
+                 ORDER BY e.run_id DESC LIMIT 1",
+                params![step, kind, before_run],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()
+            .map_err(self.err("look up earlier evidence"))?;
+        Ok(row.and_then(|(run_id, commit, body)| {
+            Some(EvidenceRecord {
+                run_id,
+                commit,
+                body: serde_json::from_str(&body).ok()?,
+            })
+        }))
+    }
+
     /// The id of the newest run, if any.
     pub fn last_run_id(&self) -> Result<Option<i64>, LedgerError> {
         self.conn()
@@ -743,10 +824,27 @@ impl Ledger {
                     fingerprint: r.get(10)?,
                     input_hash: r.get(11)?,
                     output_hash: r.get(12)?,
+                    evidence: Vec::new(),
                 })
             })
             .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
             .map_err(self.err("read the steps of a run"))?;
+        let mut steps = steps;
+        let mut stmt = conn
+            .prepare("SELECT step, kind, body FROM evidence WHERE run_id = ?1 ORDER BY step, kind")
+            .map_err(self.err("read the evidence of a run"))?;
+        let rows = stmt
+            .query_map(params![run_id], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?))
+            })
+            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+            .map_err(self.err("read the evidence of a run"))?;
+        for (step, kind, body) in rows {
+            if let Some(s) = steps.iter_mut().find(|s| s.name == step) {
+                let body = serde_json::from_str(&body).unwrap_or(serde_json::Value::String(body));
+                s.evidence.push(Evidence { kind, body });
+            }
+        }
         run.stages = Stage::ALL
             .into_iter()
             .filter(|s| steps.iter().any(|step| step.stage == *s))

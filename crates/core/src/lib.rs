@@ -51,8 +51,10 @@ pub mod status;
 
 pub use event::Event;
 pub use exec::{ExecError, Executor, RunOptions, RunReport, Selection, StepReport};
-pub use kind::{KindParams, KindRegistry, StepAction, StepContext, StepFailure, StepKind};
-pub use ledger::{Ledger, LedgerError, RunSummary};
+pub use kind::{
+    CommandEnd, KindParams, KindRegistry, StepAction, StepContext, StepFailure, StepKind,
+};
+pub use ledger::{Evidence, EvidenceRecord, Ledger, LedgerError, RunSummary};
 pub use manifest::{Manifest, ManifestError};
 pub use pipeline::{Action, Pipeline, PipelineError, Step};
 pub use stage::Stage;

@@ -84,7 +84,12 @@ pub(crate) async fn run_shell(a: ShellAttempt<'_>) -> AttemptEnd {
         }
     };
     let pgid = child.id().map(|id| Pid::from_raw(id as i32));
-    tokio::select! {
+    // If this future is dropped mid-way, the whole group goes, not only the
+    // shell (which is all `kill_on_drop` reaches).
+    // Disarmed once the attempt ends: a server a step starts in the
+    // background may stay in the group and must outlive the step.
+    let mut guard = GroupGuard(pgid);
+    let end = tokio::select! {
         status = child.wait() => match status {
             Ok(s) if s.success() => AttemptEnd::Passed,
             Ok(s) => AttemptEnd::Failed {
@@ -104,6 +109,21 @@ pub(crate) async fn run_shell(a: ShellAttempt<'_>) -> AttemptEnd {
         () = a.cancel.cancelled() => {
             kill_group(&mut child, pgid, a.kill_grace).await;
             AttemptEnd::Cancelled
+        }
+    };
+    guard.0 = None;
+    end
+}
+
+/// SIGKILLs a process group on drop, if any of it is left.
+struct GroupGuard(Option<Pid>);
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        if let Some(pgid) = self.0
+            && killpg(pgid, None).is_ok()
+        {
+            let _ = killpg(pgid, Signal::SIGKILL);
         }
     }
 }
@@ -129,13 +149,14 @@ pub(crate) async fn run_task(
     ctx: StepContext,
     timeout: Option<Duration>,
     cancel: &CancellationToken,
+    kill_grace: Duration,
 ) -> AttemptEnd {
     let attempt_token = ctx.cancel.clone();
     // Polled in place (no extra task: one less thread hand-off per step),
     // with panics caught as failures.
-    let work = CatchUnwind(action.run(ctx));
+    let mut work = CatchUnwind(action.run(ctx));
     let end = tokio::select! {
-        outcome = work => match outcome {
+        outcome = &mut work => match outcome {
             Ok(Ok(())) => AttemptEnd::Passed,
             Ok(Err(failure)) => AttemptEnd::Failed { exit_code: None, reason: failure.message },
             Err(payload) => AttemptEnd::Failed {
@@ -147,8 +168,11 @@ pub(crate) async fn run_task(
         () = cancel.cancelled() => AttemptEnd::Cancelled,
     };
     if matches!(end, AttemptEnd::TimedOut | AttemptEnd::Cancelled) {
-        // The future is dropped here; the token tells anything it spawned.
+        // Tell the step, then give it the grace period (and a little more)
+        // to stop what it started — a command it runs gets SIGTERM, then
+        // SIGKILL — before its future is dropped.
         attempt_token.cancel();
+        let _ = tokio::time::timeout(kill_grace + Duration::from_millis(500), &mut work).await;
     }
     end
 }

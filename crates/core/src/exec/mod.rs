@@ -9,7 +9,7 @@
 //! `--from`) are refused unless the ledger proves every earlier stage for
 //! the current commit, definitions and inputs.
 
-mod attempt;
+pub(crate) mod attempt;
 mod hash;
 
 use std::collections::{BTreeMap, VecDeque};
@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::event::{Event, EventBus};
 use crate::git::git_state;
-use crate::kind::{StepContext, StepLog};
+use crate::kind::{EvidenceSink, StepContext, StepLog};
 use crate::ledger::{
     GitState, Ledger, LedgerError, LedgerWrite, PlannedStep, StepOutcomeRecord, now_ms,
 };
@@ -254,6 +254,7 @@ struct StepResult {
     reason: Option<String>,
     log_tail: Option<String>,
     cached_from: Option<i64>,
+    evidence: Vec<(String, String)>,
 }
 
 impl Executor {
@@ -891,6 +892,7 @@ impl Coordinator<'_> {
             log_path: result.log_path.clone(),
             reason: result.reason.clone(),
             cached_from: result.cached_from,
+            evidence: result.evidence,
         };
         self.writes.push(LedgerWrite::StepFinished {
             step: step.name.clone(),
@@ -1099,6 +1101,7 @@ impl StepJob {
         let started = Instant::now();
         result.started_ms = Some(now_ms());
         let max_attempts = self.step.retries.saturating_add(1);
+        let evidence = EvidenceSink::default();
         let mut end = AttemptEnd::Cancelled;
         for attempt in 1..=max_attempts {
             result.attempts = attempt;
@@ -1137,8 +1140,17 @@ impl StepJob {
                         env: self.step.env.clone(),
                         cancel: self.cancel.child_token(),
                         log: step_log.clone(),
+                        evidence: evidence.clone(),
+                        kill_grace: self.kill_grace,
                     };
-                    attempt::run_task(action.clone(), ctx, self.step.timeout, &self.cancel).await
+                    attempt::run_task(
+                        action.clone(),
+                        ctx,
+                        self.step.timeout,
+                        &self.cancel,
+                        self.kill_grace,
+                    )
+                    .await
                 }
             };
             let retry_reason = match &end {
@@ -1165,6 +1177,7 @@ impl StepJob {
             }
         }
         result.duration = started.elapsed();
+        result.evidence = evidence.take();
 
         match end {
             AttemptEnd::Passed if self.step.outputs.is_empty() => {
