@@ -21,11 +21,31 @@ use std::sync::Arc;
 
 use mlops_core::KindRegistry;
 
+#[cfg(not(feature = "solo"))]
 pub mod data;
+#[cfg(feature = "wip")]
+pub mod export;
+#[cfg(feature = "wip")]
+pub mod gate;
+#[cfg(feature = "wip")]
+pub mod junit;
+#[cfg(feature = "wip")]
+pub mod metrics;
+#[cfg(feature = "wip")]
+pub mod repro;
+#[cfg(not(feature = "solo"))]
 pub mod secret_scan;
 
 /// Registers every kind this crate contributes.
 pub fn register(registry: &mut KindRegistry) {
+    #[cfg(not(feature = "solo"))]
     registry.register(Arc::new(data::DataValidationKind));
+    #[cfg(not(feature = "solo"))]
     registry.register(Arc::new(secret_scan::SecretScanKind));
+    #[cfg(feature = "wip")]
+    registry.register(Arc::new(junit::TestsKind));
+    #[cfg(feature = "wip")]
+    registry.register(Arc::new(gate::ModelGateKind));
+    #[cfg(feature = "wip")]
+    registry.register(Arc::new(repro::ReproducibilityKind));
 }

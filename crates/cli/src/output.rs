@@ -153,6 +153,21 @@ impl EventPrinter {
                     "{what} {run_id} · {project} · {commit} · {steps} steps{sel}"
                 ))?;
             }
+            Event::ChangedSince {
+                rev,
+                files,
+                affected,
+                ..
+            } => {
+                let steps = if affected.is_empty() {
+                    "no step reads them".to_owned()
+                } else {
+                    format!("affected: {}", affected.join(", "))
+                };
+                self.line(&format!(
+                    "changed since {rev}: {files} files · {steps} · other steps reuse their last pass"
+                ))?;
+            }
             Event::StageStarted { stage, .. } => {
                 self.line(&format!("▶ {} {}", stage.level(), stage.name()))?;
             }

@@ -29,6 +29,18 @@ pub enum Event {
         /// True for `--resume`.
         resumed: bool,
     },
+    /// `--changed-since`: what changed and which steps it affects (the
+    /// others are reused from the ledger when they can be).
+    ChangedSince {
+        /// Ledger id.
+        run_id: i64,
+        /// The revision compared with.
+        rev: String,
+        /// How many files differ from it.
+        files: usize,
+        /// The steps that will run because of the changes.
+        affected: Vec<String>,
+    },
     /// A stage's first step became ready.
     StageStarted {
         /// Ledger id.

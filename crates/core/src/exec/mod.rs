@@ -25,7 +25,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::event::{Event, EventBus};
-use crate::git::git_state;
+use crate::git::{changed_files, git_state};
 use crate::kind::{EvidenceSink, StepContext, StepLog};
 use crate::ledger::{
     GitState, Ledger, LedgerError, LedgerWrite, PlannedStep, StepOutcomeRecord, now_ms,
@@ -101,6 +101,12 @@ pub struct RunOptions {
     pub cancel: CancellationToken,
     /// How long a killed step's shell gets after SIGTERM before SIGKILL.
     pub kill_grace: Duration,
+    /// Run only the steps whose inputs cover files changed since this git
+    /// revision, and the steps that depend on them (by `depends-on`, or by
+    /// reading their outputs). Every other step is reused from its last
+    /// passing record with the same definition and inputs, or run when it
+    /// has none, so stage gates still see evidence for every step.
+    pub changed_since: Option<String>,
 }
 
 impl Default for RunOptions {
@@ -112,6 +118,7 @@ impl Default for RunOptions {
             resume: false,
             cancel: CancellationToken::new(),
             kill_grace: Duration::from_secs(3),
+            changed_since: None,
         }
     }
 }
@@ -156,6 +163,9 @@ pub enum ExecError {
         /// The current commit.
         now: String,
     },
+    /// `changed_since` could not be evaluated.
+    #[error(transparent)]
+    ChangedSince(#[from] crate::git::ChangedError),
     /// The run's log directory could not be created.
     #[error("cannot create the log directory {path}")]
     LogDir {
@@ -315,6 +325,25 @@ impl Executor {
             .iter()
             .map(|s| selection.includes(s.stage))
             .collect();
+        let affected = match &opts.changed_since {
+            None => None,
+            Some(rev) => {
+                let (root, rev2) = (self.root.clone(), rev.clone());
+                let changed = tokio::task::spawn_blocking(move || changed_files(&root, &rev2))
+                    .await
+                    .map_err(|e| {
+                        ExecError::ChangedSince(crate::git::ChangedError::Diff {
+                            rev: rev.clone(),
+                            message: e.to_string(),
+                        })
+                    })??;
+                Some((
+                    rev.clone(),
+                    affected_steps(pipeline, &self.root, &changed),
+                    changed.len(),
+                ))
+            }
+        };
         let fingerprints: Vec<Arc<str>> = pipeline
             .steps()
             .iter()
@@ -380,6 +409,19 @@ impl Executor {
             steps: planned.len(),
             resumed: resumed_run.is_some(),
         });
+        if let Some((rev, affected, files)) = &affected {
+            self.bus.emit(Event::ChangedSince {
+                run_id,
+                rev: rev.clone(),
+                files: *files,
+                affected: affected
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, a)| **a && included[*i])
+                    .map(|(i, _)| pipeline.steps()[i].name.clone())
+                    .collect(),
+            });
+        }
 
         let mut coordinator = Coordinator {
             exec: self,
@@ -398,6 +440,7 @@ impl Executor {
             writes: Vec::new(),
             fingerprints,
             fatal: None,
+            affected: affected.map(|(rev, a, _)| (rev, a)),
         };
         let status = coordinator.drive(kept).await;
         if let Some(err) = coordinator.fatal.take() {
@@ -629,6 +672,8 @@ struct Coordinator<'a> {
     /// Step fingerprints, computed once per run.
     fingerprints: Vec<Arc<str>>,
     fatal: Option<ExecError>,
+    /// With `changed_since`: the revision and which steps it affects.
+    affected: Option<(String, Vec<bool>)>,
 }
 
 impl Coordinator<'_> {
@@ -1013,10 +1058,64 @@ impl Coordinator<'_> {
             log_path: self.log_dir.join(format!("{}.log", step.name)),
             step,
             fingerprint: self.fingerprints[index].clone(),
-            force: self.opts.force,
+            reuse: match &self.affected {
+                None if self.opts.force => Reuse::Never,
+                None => Reuse::IfInputsDeclared,
+                Some((_, affected)) if affected[index] => Reuse::Never,
+                Some((rev, _)) => Reuse::Unchanged(rev.clone()),
+            },
             cancel: self.opts.cancel.child_token(),
             kill_grace: self.opts.kill_grace,
             tx,
+        }
+    }
+}
+
+/// Whether a step may stand on an earlier passing record instead of running.
+#[derive(Debug, Clone)]
+enum Reuse {
+    /// `--force`, or `changed_since` says it is affected.
+    Never,
+    /// The default: when it declares inputs and they are unchanged.
+    IfInputsDeclared,
+    /// `changed_since` says nothing it reads changed: whenever a record
+    /// with the same definition and inputs exists, inputs declared or not.
+    Unchanged(String),
+}
+
+/// Which steps `changed` files affect: those whose inputs cover one, then,
+/// until nothing changes, those that depend on an affected step or read
+/// what one writes.
+fn affected_steps(pipeline: &Pipeline, root: &Path, changed: &[PathBuf]) -> Vec<bool> {
+    let steps = pipeline.steps();
+    let mut affected: Vec<bool> = steps
+        .iter()
+        .map(|s| hash::inputs_touch(root, &s.inputs, changed))
+        .collect();
+    let outputs: Vec<Vec<PathBuf>> = steps
+        .iter()
+        .map(|s| s.outputs.iter().map(|o| root.join(o)).collect())
+        .collect();
+    loop {
+        let mut grew = false;
+        for (i, step) in steps.iter().enumerate() {
+            if affected[i] {
+                continue;
+            }
+            let by_dep = step
+                .depends_on
+                .iter()
+                .any(|d| pipeline.step_index(d).is_some_and(|j| affected[j]));
+            let by_data = (0..steps.len()).any(|j| {
+                j != i && affected[j] && hash::inputs_touch(root, &step.inputs, &outputs[j])
+            });
+            if by_dep || by_data {
+                affected[i] = true;
+                grew = true;
+            }
+        }
+        if !grew {
+            return affected;
         }
     }
 }
@@ -1030,7 +1129,7 @@ struct StepJob {
     log_path: PathBuf,
     step: Step,
     fingerprint: Arc<str>,
-    force: bool,
+    reuse: Reuse,
     cancel: CancellationToken,
     kill_grace: Duration,
     tx: mpsc::UnboundedSender<TaskMessage>,
@@ -1064,13 +1163,23 @@ impl StepJob {
         result.input_hash = Some(input_hash.clone());
         let fingerprint: &str = &self.fingerprint;
 
-        if !self.force && !self.step.inputs.is_empty() {
+        let reuse = match &self.reuse {
+            Reuse::Never => false,
+            Reuse::IfInputsDeclared => !self.step.inputs.is_empty(),
+            Reuse::Unchanged(_) => true,
+        };
+        if reuse {
             match self.cached(fingerprint, &input_hash).await {
                 Ok(Some((run_id, output_hash))) => {
                     result.status = Some(StepStatus::Cached);
                     result.cached_from = Some(run_id);
                     result.output_hash = output_hash;
-                    result.reason = Some(format!("unchanged since run {run_id}"));
+                    result.reason = Some(match &self.reuse {
+                        Reuse::Unchanged(rev) => {
+                            format!("nothing it reads changed since {rev}; passed in run {run_id}")
+                        }
+                        _ => format!("unchanged since run {run_id}"),
+                    });
                     return result;
                 }
                 Ok(None) => {}

@@ -1,0 +1,506 @@
+//! The `model-gate` kind: quality thresholds on a model's metrics, and no
+//! regression against the baseline.
+//!
+//! The gate reads the metrics JSON a training or evaluation step wrote and
+//! checks each threshold (`accuracy >= 0.9`, `rmse <= 3.2`). The operator
+//! also says which way is better, so each thresholded metric is compared
+//! with the baseline too: the metrics this gate recorded the last time it
+//! passed, in the ledger. A drop beyond the tolerance fails the gate even
+//! when the threshold still holds. (When the model registry lands, the
+//! production version's metrics become the baseline.)
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::ops::Range;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use mlops_core::manifest::Diagnostic;
+use mlops_core::{KindParams, Ledger, Stage, StepAction, StepContext, StepFailure, StepKind};
+use serde::{Deserialize, Serialize};
+
+use crate::metrics::{Metrics, available, fmt_value, read_metrics};
+
+/// A comparison operator of a threshold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Op {
+    /// `>=`
+    #[serde(rename = ">=")]
+    Ge,
+    /// `>`
+    #[serde(rename = ">")]
+    Gt,
+    /// `<=`
+    #[serde(rename = "<=")]
+    Le,
+    /// `<`
+    #[serde(rename = "<")]
+    Lt,
+}
+
+impl Op {
+    fn holds(self, value: f64, bound: f64) -> bool {
+        match self {
+            Op::Ge => value >= bound,
+            Op::Gt => value > bound,
+            Op::Le => value <= bound,
+            Op::Lt => value < bound,
+        }
+    }
+
+    /// Whether larger values are better.
+    pub fn higher_is_better(self) -> bool {
+        matches!(self, Op::Ge | Op::Gt)
+    }
+}
+
+impl fmt::Display for Op {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Op::Ge => ">=",
+            Op::Gt => ">",
+            Op::Le => "<=",
+            Op::Lt => "<",
+        })
+    }
+}
+
+/// `metric OP bound`, e.g. `accuracy >= 0.9`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Threshold {
+    /// The metric's (dotted) name.
+    pub metric: String,
+    /// The comparison.
+    pub op: Op,
+    /// The bound.
+    pub bound: f64,
+}
+
+impl FromStr for Threshold {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let ops = [(">=", Op::Ge), ("<=", Op::Le), (">", Op::Gt), ("<", Op::Lt)];
+        let Some((at, text, op)) = ops
+            .iter()
+            .filter_map(|(text, op)| s.find(text).map(|at| (at, *text, *op)))
+            .min_by_key(|(at, text, _)| (*at, std::cmp::Reverse(text.len())))
+        else {
+            return Err(format!(
+                "threshold `{s}` has no comparison: write `metric >= value` (or >, <=, <)"
+            ));
+        };
+        let metric = s[..at].trim();
+        let bound = s[at + text.len()..].trim();
+        if metric.is_empty() || metric.contains(char::is_whitespace) {
+            return Err(format!("threshold `{s}`: `{metric}` is not a metric name"));
+        }
+        let bound: f64 = bound
+            .parse()
+            .ok()
+            .filter(|b: &f64| b.is_finite())
+            .ok_or_else(|| format!("threshold `{s}`: `{bound}` is not a finite number"))?;
+        Ok(Threshold {
+            metric: metric.to_owned(),
+            op,
+            bound,
+        })
+    }
+}
+
+/// How far a metric may fall behind its baseline.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Tolerance {
+    /// By at most this much.
+    Absolute(f64),
+    /// By at most this fraction of the baseline.
+    Relative(f64),
+}
+
+impl Tolerance {
+    fn allowed(self, baseline: f64) -> f64 {
+        match self {
+            Tolerance::Absolute(a) => a,
+            Tolerance::Relative(r) => r * baseline.abs(),
+        }
+    }
+}
+
+impl fmt::Display for Tolerance {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Tolerance::Absolute(a) => write!(f, "{}", fmt_value(*a)),
+            Tolerance::Relative(r) => write!(f, "{}%", fmt_value(r * 100.0)),
+        }
+    }
+}
+
+/// The result of one threshold.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Check {
+    /// The metric.
+    pub metric: String,
+    /// The comparison.
+    pub op: Op,
+    /// The bound.
+    pub bound: f64,
+    /// The metric's value; `None` when the file lacks it.
+    pub value: Option<f64>,
+    /// The baseline's value, when there is a baseline with the metric.
+    pub baseline: Option<f64>,
+    /// The regression tolerance applied.
+    pub tolerance: Tolerance,
+    /// Threshold met.
+    pub threshold_ok: bool,
+    /// No regression beyond the tolerance (true without a baseline).
+    pub regression_ok: bool,
+    /// The check in words.
+    pub message: String,
+}
+
+/// Where the baseline came from.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Baseline {
+    /// The ledger run whose gate passed with these metrics.
+    pub run_id: i64,
+    /// Its commit.
+    pub commit: Option<String>,
+    /// Its metrics.
+    pub metrics: Metrics,
+}
+
+/// What a gate found: the evidence it records.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct GateReport {
+    /// The metrics file, as given.
+    pub metrics_file: String,
+    /// Every numeric metric in it.
+    pub metrics: Metrics,
+    /// The baseline compared against, if any.
+    pub baseline: Option<Baseline>,
+    /// One per threshold.
+    pub checks: Vec<Check>,
+    /// All checks passed.
+    pub passed: bool,
+}
+
+/// Evaluates thresholds against metrics and an optional baseline.
+pub fn evaluate(
+    metrics_file: &str,
+    metrics: Metrics,
+    thresholds: &[Threshold],
+    tolerance: &dyn Fn(&str) -> Tolerance,
+    baseline: Option<Baseline>,
+) -> GateReport {
+    let mut checks = Vec::new();
+    for t in thresholds {
+        let value = metrics.get(&t.metric).copied();
+        let base = baseline
+            .as_ref()
+            .and_then(|b| b.metrics.get(&t.metric).copied());
+        let tol = tolerance(&t.metric);
+        let threshold_ok = value.is_some_and(|v| t.op.holds(v, t.bound));
+        let regression_ok = match (value, base) {
+            (Some(v), Some(b)) => {
+                let allowed = tol.allowed(b) + 1e-12;
+                if t.op.higher_is_better() {
+                    v >= b - allowed
+                } else {
+                    v <= b + allowed
+                }
+            }
+            _ => true,
+        };
+        let base_text = match (&baseline, base) {
+            (Some(b), Some(x)) => format!(
+                "baseline {} from run {}, tolerance {tol}",
+                fmt_value(x),
+                b.run_id
+            ),
+            (Some(b), None) => format!("no baseline: run {} did not record it", b.run_id),
+            (None, _) => "no baseline".to_owned(),
+        };
+        let message = match value {
+            None => format!(
+                "{}: missing from {metrics_file} ({})",
+                t.metric,
+                available(&metrics)
+            ),
+            Some(v) => {
+                let verdict = match (threshold_ok, regression_ok) {
+                    (true, true) => "ok",
+                    (false, true) => "below the bound",
+                    (true, false) => "regressed",
+                    (false, false) => "below the bound and regressed",
+                };
+                let verdict = if !threshold_ok && !t.op.higher_is_better() {
+                    verdict.replace("below", "above")
+                } else {
+                    verdict.to_owned()
+                };
+                format!(
+                    "{} = {} (required {} {}; {base_text}): {verdict}",
+                    t.metric,
+                    fmt_value(v),
+                    t.op,
+                    fmt_value(t.bound)
+                )
+            }
+        };
+        checks.push(Check {
+            metric: t.metric.clone(),
+            op: t.op,
+            bound: t.bound,
+            value,
+            baseline: base,
+            tolerance: tol,
+            threshold_ok,
+            regression_ok,
+            message,
+        });
+    }
+    let passed = checks.iter().all(|c| c.threshold_ok && c.regression_ok);
+    GateReport {
+        metrics_file: metrics_file.to_owned(),
+        metrics,
+        baseline,
+        checks,
+        passed,
+    }
+}
+
+/// The `model-gate` step kind.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ModelGateKind;
+
+/// `with` of a `model-gate` step.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct GateWire {
+    /// The metrics JSON file, relative to the step's directory.
+    metrics: String,
+    /// `metric OP value` strings.
+    thresholds: Vec<toml::Spanned<String>>,
+    /// How far each thresholded metric may fall behind the baseline: a
+    /// number (absolute), `"N%"` (relative), or a table of either per
+    /// metric. Default: no regression at all.
+    regression: Option<toml::Spanned<ToleranceWire>>,
+    /// `last-passing` (default): the metrics of this gate's last passing
+    /// run; `none`: thresholds only.
+    baseline: Option<toml::Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum ToleranceWire {
+    One(OneTolerance),
+    PerMetric(BTreeMap<String, OneTolerance>),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+enum OneTolerance {
+    Number(f64),
+    Text(String),
+}
+
+fn parse_tolerance(t: &OneTolerance) -> Result<Tolerance, String> {
+    let tol = match t {
+        OneTolerance::Number(n) => Tolerance::Absolute(*n),
+        OneTolerance::Text(s) => {
+            let Some(pct) = s.trim().strip_suffix('%') else {
+                return Err(format!(
+                    "tolerance `{s}` is neither a number nor a percentage like \"2%\""
+                ));
+            };
+            let p: f64 = pct
+                .trim()
+                .parse()
+                .map_err(|_| format!("tolerance `{s}` is not a percentage like \"2%\""))?;
+            Tolerance::Relative(p / 100.0)
+        }
+    };
+    match tol {
+        Tolerance::Absolute(x) | Tolerance::Relative(x) if x.is_finite() && x >= 0.0 => Ok(tol),
+        _ => Err("a tolerance must be a finite number, zero or more".to_owned()),
+    }
+}
+
+struct GateStep {
+    metrics: PathBuf,
+    thresholds: Vec<Threshold>,
+    default_tolerance: Tolerance,
+    per_metric: BTreeMap<String, Tolerance>,
+    use_baseline: bool,
+}
+
+impl StepKind for ModelGateKind {
+    fn name(&self) -> &'static str {
+        "model-gate"
+    }
+
+    fn stage(&self) -> Option<Stage> {
+        Some(Stage::Ci)
+    }
+
+    fn summary(&self) -> &'static str {
+        "checks metric thresholds and no regression against the last passing run"
+    }
+
+    fn compile(&self, params: &KindParams<'_>) -> Result<Arc<dyn StepAction>, Vec<Diagnostic>> {
+        let wire: GateWire = params.deserialize().map_err(|d| vec![d])?;
+        let mut errors = Vec::new();
+        let at = |span: Range<usize>| Some(span);
+        if wire.thresholds.is_empty() {
+            errors.push(Diagnostic::new(
+                "`thresholds` is empty: name at least one, like \"accuracy >= 0.9\"",
+                Some(params.span()),
+            ));
+        }
+        let mut thresholds = Vec::new();
+        for t in &wire.thresholds {
+            match t.get_ref().parse::<Threshold>() {
+                Ok(th) => thresholds.push(th),
+                Err(e) => errors.push(Diagnostic::new(e, at(t.span()))),
+            }
+        }
+        let mut default_tolerance = Tolerance::Absolute(0.0);
+        let mut per_metric = BTreeMap::new();
+        if let Some(reg) = &wire.regression {
+            match reg.get_ref() {
+                ToleranceWire::One(t) => match parse_tolerance(t) {
+                    Ok(t) => default_tolerance = t,
+                    Err(e) => errors.push(Diagnostic::new(e, at(reg.span()))),
+                },
+                ToleranceWire::PerMetric(map) => {
+                    for (metric, t) in map {
+                        if !thresholds.iter().any(|th| &th.metric == metric) {
+                            errors.push(Diagnostic::new(
+                                format!(
+                                    "`regression.{metric}`: `{metric}` has no threshold, so which way is better is unknown"
+                                ),
+                                at(reg.span()),
+                            ));
+                        }
+                        match parse_tolerance(t) {
+                            Ok(t) => {
+                                per_metric.insert(metric.clone(), t);
+                            }
+                            Err(e) => errors.push(Diagnostic::new(
+                                format!("`regression.{metric}`: {e}"),
+                                at(reg.span()),
+                            )),
+                        }
+                    }
+                }
+            }
+        }
+        let use_baseline = match wire.baseline.as_ref().map(|b| b.get_ref().as_str()) {
+            None | Some("last-passing") => true,
+            Some("none") => false,
+            Some(other) => {
+                let span = wire
+                    .baseline
+                    .as_ref()
+                    .map_or_else(|| params.span(), |b| b.span());
+                errors.push(Diagnostic::new(
+                    format!("`baseline` is `{other}`; expected `last-passing` or `none`"),
+                    at(span),
+                ));
+                false
+            }
+        };
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        let step = Arc::new(GateStep {
+            metrics: PathBuf::from(wire.metrics),
+            thresholds,
+            default_tolerance,
+            per_metric,
+            use_baseline,
+        });
+        Ok(Arc::new(move |ctx: StepContext| {
+            let step = step.clone();
+            async move { step.run(ctx).await }
+        }))
+    }
+}
+
+impl GateStep {
+    async fn run(&self, ctx: StepContext) -> Result<(), StepFailure> {
+        let path = ctx.cwd.join(&self.metrics);
+        let shown = self.metrics.display().to_string();
+        let (use_baseline, root, step, run_id) = (
+            self.use_baseline,
+            ctx.project_root.clone(),
+            ctx.step.clone(),
+            ctx.run_id,
+        );
+        let (metrics, baseline) = tokio::task::spawn_blocking(move || {
+            let metrics = read_metrics(&path).map_err(|e| e.to_string())?;
+            let baseline = if use_baseline {
+                let ledger = Ledger::open(&root).map_err(|e| format!("baseline: {e}"))?;
+                ledger
+                    .latest_evidence(&step, "model-gate", run_id)
+                    .map_err(|e| format!("baseline: {e}"))?
+                    .and_then(|rec| {
+                        let mut m = Metrics::new();
+                        crate::metrics::flatten("", rec.body.get("metrics")?, &mut m);
+                        Some(Baseline {
+                            run_id: rec.run_id,
+                            commit: rec.commit,
+                            metrics: m,
+                        })
+                    })
+            } else {
+                None
+            };
+            Ok::<_, String>((metrics, baseline))
+        })
+        .await
+        .map_err(|e| StepFailure::new(format!("reading metrics stopped: {e}")))?
+        .map_err(StepFailure::new)?;
+
+        let tolerance = |metric: &str| {
+            self.per_metric
+                .get(metric)
+                .copied()
+                .unwrap_or(self.default_tolerance)
+        };
+        let report = evaluate(&shown, metrics, &self.thresholds, &tolerance, baseline);
+        match &report.baseline {
+            Some(b) => ctx.log(format!(
+                "baseline: run {}{}",
+                b.run_id,
+                b.commit
+                    .as_deref()
+                    .map(|c| format!(" (commit {})", &c[..c.len().min(12)]))
+                    .unwrap_or_default()
+            )),
+            None if self.use_baseline => {
+                ctx.log("baseline: none yet (no earlier passing run of this gate)")
+            }
+            None => ctx.log("baseline: not used"),
+        }
+        for c in &report.checks {
+            ctx.log(&c.message);
+        }
+        ctx.record("model-gate", &report);
+        if report.passed {
+            return Ok(());
+        }
+        let failed: Vec<&str> = report
+            .checks
+            .iter()
+            .filter(|c| !(c.threshold_ok && c.regression_ok))
+            .map(|c| c.message.as_str())
+            .collect();
+        Err(StepFailure::new(format!(
+            "model gate failed: {}",
+            failed.join("; ")
+        )))
+    }
+}
