@@ -551,9 +551,9 @@ impl StepKind for TestsKind {
         }
         let mut set = globset::GlobSetBuilder::new();
         for p in &patterns {
-            if Path::new(p).is_absolute() || p.split('/').any(|c| c == "..") {
+            if Path::new(p).is_absolute() {
                 errors.push(Diagnostic::new(
-                    format!("`junit` pattern `{p}` must be relative to the step's directory, without `..`"),
+                    format!("`junit` pattern `{p}` must be relative to the step's directory"),
                     Some(params.span()),
                 ));
                 continue;
@@ -770,15 +770,19 @@ fn find_reports(
                 let name = e.file_name();
                 name != ".git" && name != mlops_core::ledger::STATE_DIR
             });
+        let walk_root = cwd.join(&base);
         for entry in walker.flatten() {
             if !entry.file_type().is_file() {
                 continue;
             }
-            let Ok(rel) = entry.path().strip_prefix(cwd) else {
+            // Relative to the step's directory as the pattern is, `..`
+            // included.
+            let Ok(below) = entry.path().strip_prefix(&walk_root) else {
                 continue;
             };
-            if set.is_match(rel) {
-                found.insert(rel.to_path_buf(), modified(entry.path()));
+            let rel = base.join(below);
+            if set.is_match(&rel) {
+                found.insert(rel, modified(entry.path()));
             }
         }
     }

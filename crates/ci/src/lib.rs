@@ -21,31 +21,82 @@ use std::sync::Arc;
 
 use mlops_core::KindRegistry;
 
-#[cfg(not(feature = "solo"))]
 pub mod data;
-#[cfg(feature = "wip")]
 pub mod export;
-#[cfg(feature = "wip")]
 pub mod gate;
-#[cfg(feature = "wip")]
 pub mod junit;
-#[cfg(feature = "wip")]
 pub mod metrics;
-#[cfg(feature = "wip")]
 pub mod repro;
-#[cfg(not(feature = "solo"))]
 pub mod secret_scan;
 
 /// Registers every kind this crate contributes.
 pub fn register(registry: &mut KindRegistry) {
-    #[cfg(not(feature = "solo"))]
     registry.register(Arc::new(data::DataValidationKind));
-    #[cfg(not(feature = "solo"))]
     registry.register(Arc::new(secret_scan::SecretScanKind));
-    #[cfg(feature = "wip")]
     registry.register(Arc::new(junit::TestsKind));
-    #[cfg(feature = "wip")]
     registry.register(Arc::new(gate::ModelGateKind));
-    #[cfg(feature = "wip")]
     registry.register(Arc::new(repro::ReproducibilityKind));
+}
+
+/// One line saying what a piece of evidence this crate's kinds record
+/// shows, for `pipeline status` and reports; `None` for other kinds.
+pub fn summarize(evidence: &mlops_core::Evidence) -> Option<String> {
+    let b = &evidence.body;
+    let n = |v: &serde_json::Value| v.as_u64().unwrap_or(0);
+    let count = |v: &serde_json::Value| v.as_array().map_or(0, Vec::len);
+    Some(match evidence.kind.as_str() {
+        "tests" => serde_json::from_value::<junit::TestReport>(b.clone())
+            .ok()?
+            .summary(),
+        "model-gate" => {
+            let checks = b["checks"].as_array()?;
+            let failed = checks
+                .iter()
+                .filter(|c| !(c["threshold_ok"] == true && c["regression_ok"] == true))
+                .count();
+            let baseline = match b["baseline"]["run_id"].as_i64() {
+                Some(run) => format!("against run {run}"),
+                None => "no baseline yet".to_owned(),
+            };
+            if failed == 0 {
+                format!("{} checks passed, {baseline}", checks.len())
+            } else {
+                format!("{failed} of {} checks failed, {baseline}", checks.len())
+            }
+        }
+        "reproducibility" => {
+            let diffs = count(&b["differences"]);
+            let runs = count(&b["runs"]);
+            if diffs == 0 {
+                format!("{runs} runs agree")
+            } else {
+                format!("{diffs} differences between {runs} runs")
+            }
+        }
+        "secret-scan" => {
+            let history = if b["history_scanned"] == true {
+                format!(", {} commits", n(&b["commits_scanned"]))
+            } else {
+                ", no git history".to_owned()
+            };
+            format!(
+                "{} findings in {} files{history}",
+                count(&b["findings"]) as u64 + n(&b["findings_omitted"]),
+                n(&b["files_scanned"])
+            )
+        }
+        "data-validation" => {
+            let verdict = if b["passed"] == true {
+                "passed".to_owned()
+            } else {
+                format!("{} violations", count(&b["violations"]))
+            };
+            format!(
+                "{}: {} rows, {verdict}",
+                b["file"].as_str().unwrap_or("?"),
+                n(&b["rows"])
+            )
+        }
+        _ => return None,
+    })
 }

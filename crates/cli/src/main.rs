@@ -67,7 +67,62 @@ enum Command {
     /// Plan, run and inspect the project's pipeline
     #[command(subcommand)]
     Pipeline(PipelineCommand),
+    /// Connect the pipeline to a CI system
+    #[command(subcommand)]
+    Ci(CiCommand),
+    /// Work with data files and their schemas
+    #[command(subcommand)]
+    Data(DataCommand),
 }
+
+#[derive(Subcommand)]
+enum DataCommand {
+    /// Propose a data-validation schema from a reference CSV or JSON-lines file
+    InferSchema {
+        /// The reference data file
+        file: PathBuf,
+        /// Write the schema here instead of to stdout
+        #[arg(long, short = 'o')]
+        output: Option<PathBuf>,
+        /// Overwrite an existing output file
+        #[arg(long)]
+        force: bool,
+        /// Propose `allowed` values for string columns with at most this many
+        /// distinct values (0: never)
+        #[arg(long, default_value_t = 20)]
+        max_allowed: usize,
+    },
+}
+
+#[derive(Subcommand)]
+enum CiCommand {
+    /// Write a workflow that installs mlops and runs the pipeline on every push
+    Export {
+        /// The CI system
+        #[arg(value_parser = ["github", "gitlab"])]
+        system: String,
+        /// Project directory
+        #[arg(default_value = ".")]
+        path: PathBuf,
+        /// Where to write it (default: .github/workflows/mlops.yml or
+        /// .gitlab-ci.yml at the repository root); `-` for stdout
+        #[arg(long, short = 'o')]
+        output: Option<PathBuf>,
+        /// Overwrite an existing file
+        #[arg(long)]
+        force: bool,
+        /// The shell command the workflow uses to install mlops
+        #[arg(long, value_name = "COMMAND", default_value = DEFAULT_INSTALL)]
+        install: String,
+    },
+}
+
+/// How a generated workflow installs mlops.
+const DEFAULT_INSTALL: &str = concat!(
+    "cargo install --locked --git ",
+    env!("CARGO_PKG_REPOSITORY"),
+    " mlops-cli"
+);
 
 #[derive(Subcommand)]
 enum PipelineCommand {
@@ -131,6 +186,13 @@ struct RunArgs {
     /// Print events as JSON lines
     #[arg(long)]
     json: bool,
+    /// Run only the steps whose inputs changed since this git revision
+    /// (and what depends on them); other steps reuse their last pass
+    #[arg(long, value_name = "REV", conflicts_with = "resume")]
+    changed_since: Option<String>,
+    /// Also write the run as JUnit XML to this file (for CI systems)
+    #[arg(long, value_name = "FILE")]
+    junit: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -142,7 +204,9 @@ enum PlanFormat {
 
 /// The registry of built-in step kinds every stage crate contributes to.
 fn kinds() -> KindRegistry {
-    KindRegistry::new()
+    let mut registry = KindRegistry::new();
+    mlops_ci::register(&mut registry);
+    registry
 }
 
 /// An error with the exit code it should produce.
@@ -203,7 +267,34 @@ fn dispatch(cli: Cli) -> Result<u8, Failure> {
             Ok(exit::OK)
         }
         Command::Pipeline(PipelineCommand::Plan { path, format }) => cmd_plan(&path, format),
-        Command::Pipeline(PipelineCommand::Run(args)) => cmd_run(args),
+        Command::Pipeline(PipelineCommand::Run(args)) => {
+            let junit = args.junit.clone();
+            let project = args.path.clone();
+            let result = cmd_run(args);
+            match (&junit, &result) {
+                (Some(file), Err(f)) if f.code != exit::OK => {
+                    // The run did not happen: the CI system still gets a
+                    // report that says why.
+                    let name = project_name(&project);
+                    write_file(file, &mlops_ci::export::error_junit(&name, &format!("{:#}", f.error)))?;
+                }
+                _ => {}
+            }
+            result
+        }
+        Command::Data(DataCommand::InferSchema {
+            file,
+            output,
+            force,
+            max_allowed,
+        }) => cmd_infer_schema(&file, output.as_deref(), force, max_allowed),
+        Command::Ci(CiCommand::Export {
+            system,
+            path,
+            output,
+            force,
+            install,
+        }) => cmd_ci_export(&system, &path, output, force, &install),
         Command::Pipeline(PipelineCommand::Status { path, run, json }) => {
             cmd_status(&path, run, json)
         }
@@ -317,6 +408,7 @@ fn cmd_run(args: RunArgs) -> Result<u8, Failure> {
         if let Some(jobs) = args.jobs {
             opts.jobs = jobs.into();
         }
+        opts.changed_since = args.changed_since.clone();
         let result = executor.run(&m.pipeline, opts).await;
         drop(executor);
         let printed = printer.await;
@@ -326,7 +418,7 @@ fn cmd_run(args: RunArgs) -> Result<u8, Failure> {
                 | ExecError::NothingToResume(_)
                 | ExecError::ResumeCommitChanged { .. }
                 | ExecError::Ledger(mlops_core::LedgerError::Busy { .. }) => exit::REFUSED,
-                ExecError::StageNotEnabled(_) => exit::INVALID,
+                ExecError::StageNotEnabled(_) | ExecError::ChangedSince(_) => exit::INVALID,
                 _ => exit::ENGINE,
             };
             fail(code, e)
@@ -340,6 +432,13 @@ fn cmd_run(args: RunArgs) -> Result<u8, Failure> {
                 ));
             }
             Ok(Ok(())) => {}
+        }
+        if let Some(file) = &args.junit {
+            let ledger = Ledger::open(&m.root).map_err(|e| fail(exit::ENGINE, e))?;
+            let run = ledger.run(report.run_id)?.ok_or_else(|| {
+                fail(exit::ENGINE, anyhow::anyhow!("run {} vanished from the ledger", report.run_id))
+            })?;
+            write_file(file, &mlops_ci::export::run_junit(&run))?;
         }
         Ok(match report.status {
             RunStatus::Passed => exit::OK,
@@ -405,6 +504,120 @@ fn cmd_history(path: &Path, limit: usize, json: bool) -> Result<u8, Failure> {
         writeln!(out, "{}", serde_json::to_string_pretty(&runs)?)?;
     } else {
         output::write_history(&mut out, &runs)?;
+    }
+    Ok(exit::OK)
+}
+
+/// The project's name from its manifest, or its directory's name.
+fn project_name(path: &Path) -> String {
+    Manifest::load(path, &kinds())
+        .map(|m| m.pipeline.project().to_owned())
+        .unwrap_or_else(|_| {
+            std::fs::canonicalize(path)
+                .ok()
+                .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+                .unwrap_or_else(|| "project".to_owned())
+        })
+}
+
+/// Writes a whole file, creating its directory.
+fn write_file(path: &Path, text: &str) -> Result<(), Failure> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create the directory {}", dir.display()))?;
+    }
+    std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}
+
+fn cmd_ci_export(
+    system: &str,
+    path: &Path,
+    output: Option<PathBuf>,
+    force: bool,
+    install: &str,
+) -> Result<u8, Failure> {
+    use mlops_ci::export::{CiSystem, WorkflowSpec, workflow};
+    let system: CiSystem = system.parse().map_err(|e: String| fail(exit::INVALID, anyhow::anyhow!(e)))?;
+    let m = load(path)?;
+    let root = std::fs::canonicalize(&m.root).unwrap_or_else(|_| m.root.clone());
+    let repo_root = git_root(&root).unwrap_or_else(|| root.clone());
+    let spec = WorkflowSpec::for_project(m.pipeline.project(), &root, &repo_root, install.to_owned());
+    let text = workflow(system, &spec);
+    let target = match output {
+        Some(p) if p.as_os_str() == "-" => {
+            write!(io::stdout().lock(), "{text}")?;
+            return Ok(exit::OK);
+        }
+        Some(p) => p,
+        None => repo_root.join(system.default_path()),
+    };
+    if target.exists() && !force {
+        return Err(fail(
+            exit::INVALID,
+            anyhow::anyhow!("{} exists; pass --force to overwrite it", target.display()),
+        ));
+    }
+    write_file(&target, &text)?;
+    writeln!(
+        io::stdout().lock(),
+        "wrote {} (runs `mlops pipeline run` in {} on every push)",
+        target.display(),
+        spec.project_dir
+    )?;
+    Ok(exit::OK)
+}
+
+/// The working directory of the git repository holding `dir`.
+fn git_root(dir: &Path) -> Option<PathBuf> {
+    let mut cur = Some(dir);
+    while let Some(d) = cur {
+        if d.join(".git").exists() {
+            return Some(d.to_path_buf());
+        }
+        cur = d.parent();
+    }
+    None
+}
+
+fn cmd_infer_schema(
+    file: &Path,
+    output: Option<&Path>,
+    force: bool,
+    max_allowed: usize,
+) -> Result<u8, Failure> {
+    use mlops_ci::data::{DataError, InferOptions, infer_schema};
+    if let Some(out) = output
+        && out.exists()
+        && !force
+    {
+        return Err(fail(
+            exit::INVALID,
+            anyhow::anyhow!("{} exists; pass --force to overwrite it", out.display()),
+        ));
+    }
+    let options = InferOptions {
+        max_allowed_values: max_allowed,
+        ..InferOptions::default()
+    };
+    let schema = infer_schema(file, &options).map_err(|e| match e {
+        // Reading failed for a reason of the system, not of the file.
+        DataError::Read { ref source, .. } if source.kind() != io::ErrorKind::NotFound => {
+            fail(exit::ENGINE, e)
+        }
+        _ => fail(exit::INVALID, e),
+    })?;
+    let text = format!(
+        "# Proposed by `mlops data infer-schema {}`: review the bounds before relying on them.\n{}",
+        file.display(),
+        schema.to_toml()
+    );
+    match output {
+        Some(out) => {
+            write_file(out, &text)?;
+            writeln!(io::stdout().lock(), "wrote {}", out.display())?;
+        }
+        None => write!(io::stdout().lock(), "{text}")?,
     }
     Ok(exit::OK)
 }

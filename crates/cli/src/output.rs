@@ -395,6 +395,11 @@ pub(crate) fn write_status(out: &mut impl Write, r: &RunSummary) -> io::Result<(
                 duration,
                 s.attempts
             )?;
+            for e in &s.evidence {
+                if let Some(line) = mlops_ci::summarize(e) {
+                    writeln!(out, "      {}: {line}", e.kind)?;
+                }
+            }
         }
     }
     Ok(())

@@ -432,12 +432,15 @@ fn the_example_passes_every_stage_and_the_gated_fixture_stops_at_ci() {
     let o = run(&["pipeline", "run", "."], &gated);
     assert_eq!(o.status.code(), Some(1), "{}{}", stdout(&o), stderr(&o));
     assert!(
-        stdout(&o).contains("is below --min-accuracy 0.999"),
+        stdout(&o).contains(
+            "model gate failed: accuracy = 0.966667 (required >= 0.999; no baseline): below the bound"
+        ),
         "{}",
         stdout(&o)
     );
     let s = status_json(&gated);
-    assert_eq!(step(&s, "evaluate")["status"], "failed");
+    assert_eq!(step(&s, "quality")["status"], "failed");
+    assert_eq!(step(&s, "quality")["evidence"][0]["kind"], "model-gate");
     for later in ["start", "smoke", "version", "scrape", "load-check", "stop"] {
         assert_eq!(step(&s, later)["status"], "gated", "{later}");
     }

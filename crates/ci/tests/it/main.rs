@@ -2,13 +2,9 @@
 //! test binary.
 
 mod data;
-#[cfg(feature = "wip")]
 mod export;
-#[cfg(feature = "wip")]
 mod gate;
-#[cfg(feature = "wip")]
 mod junit;
-#[cfg(feature = "wip")]
 mod repro;
 mod secret_scan;
 

@@ -751,3 +751,152 @@ async fn a_cross_stage_dependency_on_a_failed_step_is_gated_by_its_stage() {
         Some("stage `iac` did not pass: step `build` failed (exit status 2)")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changed_since_runs_what_the_changes_reach_and_reuses_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::create_dir_all(d.join("data")).unwrap();
+    std::fs::create_dir_all(d.join("src")).unwrap();
+    std::fs::write(d.join("data/train.csv"), "a,b\n1,2\n").unwrap();
+    std::fs::write(d.join("src/model.py"), "print(1)\n").unwrap();
+    std::fs::write(d.join(".gitignore"), ".mlops/\nprepared.csv\n").unwrap();
+    git(d, &["init", "-q"]);
+    git(d, &["add", "."]);
+    git(d, &["commit", "-qm", "init"]);
+    let p = pipeline(vec![
+        Step::shell("env", Stage::Iac, "true"),
+        // Reads the data; writes what `train` reads.
+        Step::shell("prepare", Stage::Ci, "cp data/train.csv prepared.csv")
+            .inputs(["data/*.csv"])
+            .outputs(["prepared.csv"]),
+        Step::shell("train", Stage::Ci, "true").depends_on(["prepare"]),
+        Step::shell("lint", Stage::Ci, "true").inputs(["src/**/*.py"]),
+        // Reads what `prepare` writes, without naming it.
+        Step::shell("deploy", Stage::Cd, "cat prepared.csv").inputs(["prepared.csv"]),
+        Step::shell("announce", Stage::Cd, "true"),
+    ]);
+    let changed = |rev: &str| RunOptions {
+        changed_since: Some(rev.to_owned()),
+        ..RunOptions::default()
+    };
+    // Nothing recorded yet: every step runs, changes or not, so that each
+    // stage has evidence.
+    let first = run(d, &p, changed("HEAD")).await;
+    assert_eq!(first.status, RunStatus::Passed);
+    assert!(first.steps.iter().all(|s| s.status == StepStatus::Passed), "{first:?}");
+
+    // The data changes: prepare, what depends on it (train) and what reads
+    // its output (deploy) run; the rest stand on run 1.
+    std::fs::write(d.join("data/train.csv"), "a,b\n1,3\n").unwrap();
+    let second = run(d, &p, changed("HEAD")).await;
+    assert_eq!(second.status, RunStatus::Passed);
+    for (step, want) in [
+        ("env", StepStatus::Cached),
+        ("prepare", StepStatus::Passed),
+        ("train", StepStatus::Passed),
+        ("lint", StepStatus::Cached),
+        ("deploy", StepStatus::Passed),
+        ("announce", StepStatus::Cached),
+    ] {
+        assert_eq!(status(&second, step), want, "{step}: {second:?}");
+    }
+    assert_eq!(
+        second.step("lint").unwrap().reason.as_deref(),
+        Some("nothing it reads changed since HEAD; passed in run 1")
+    );
+
+    // A step that failed last time has no pass to stand on: it runs.
+    let bad = pipeline(vec![
+        Step::shell("env", Stage::Iac, "true"),
+        Step::shell("flaky", Stage::Ci, "test -e ok"),
+    ]);
+    let failed = run(d, &bad, RunOptions::default()).await;
+    assert_eq!(failed.status, RunStatus::Failed);
+    std::fs::write(d.join("ok"), "").unwrap();
+    let again = run(d, &bad, changed("HEAD")).await;
+    assert_eq!(status(&again, "flaky"), StepStatus::Passed);
+
+    // Bad revisions and places are errors, not runs.
+    let err = Executor::new(d)
+        .unwrap()
+        .run(&p, changed("no-such-branch"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, ExecError::ChangedSince(_)) && err.to_string().contains("`no-such-branch` is not a revision"),
+        "{err}"
+    );
+    let outside = tempfile::tempdir().unwrap();
+    let err = Executor::new(outside.path())
+        .unwrap()
+        .run(&p, changed("HEAD"))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("is not inside a git repository"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn evidence_is_recorded_with_the_final_status_and_found_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = pipeline(vec![
+        Step::shell("env", Stage::Iac, "true"),
+        Step::task("check", Stage::Ci, "check-v1", |ctx| async move {
+            let earlier = ctx.recorded("score");
+            ctx.record("score", &serde_json::json!({ "attempt": ctx.attempt, "earlier": earlier }));
+            if ctx.attempt == 1 {
+                return Err(StepFailure::new("first attempt fails"));
+            }
+            Ok(())
+        })
+        .retries(1)
+        .retry_backoff(Duration::from_millis(1)),
+    ]);
+    let first = run(dir.path(), &p, RunOptions::default()).await;
+    assert_eq!(first.status, RunStatus::Passed);
+    let ledger = mlops_core::Ledger::open(dir.path()).unwrap();
+    let summary = ledger.run(first.run_id).unwrap().unwrap();
+    let check = summary.steps.iter().find(|s| s.name == "check").unwrap();
+    assert_eq!(check.evidence.len(), 1);
+    // The second attempt saw the first one's evidence and replaced it.
+    assert_eq!(check.evidence[0].body["attempt"], 2);
+    assert_eq!(check.evidence[0].body["earlier"]["attempt"], 1);
+    let second = run(dir.path(), &p, RunOptions::default()).await;
+    let found = ledger
+        .latest_evidence("check", "score", second.run_id)
+        .unwrap()
+        .unwrap();
+    assert_eq!(found.run_id, first.run_id);
+    assert!(ledger.latest_evidence("check", "score", first.run_id).unwrap().is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_an_in_process_step_runs_is_stopped_with_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = pipeline(vec![
+        Step::shell("env", Stage::Iac, "true"),
+        Step::task("long", Stage::Ci, "long-v1", |ctx| async move {
+            match ctx.run_command("echo $$ > pid; sleep 30 & echo $! > child; wait").await {
+                mlops_core::CommandEnd::Success => Ok(()),
+                other => Err(StepFailure::new(format!("{other:?}"))),
+            }
+        })
+        .timeout(Duration::from_millis(700)),
+    ]);
+    let report = run(
+        dir.path(),
+        &p,
+        RunOptions {
+            kill_grace: Duration::from_millis(200),
+            ..RunOptions::default()
+        },
+    )
+    .await;
+    assert_eq!(status(&report, "long"), StepStatus::TimedOut);
+    let child: i32 = std::fs::read_to_string(dir.path().join("child"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(wait_gone(child).await, "the command's background child was killed");
+}
