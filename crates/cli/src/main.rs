@@ -276,7 +276,10 @@ fn dispatch(cli: Cli) -> Result<u8, Failure> {
                     // The run did not happen: the CI system still gets a
                     // report that says why.
                     let name = project_name(&project);
-                    write_file(file, &mlops_ci::export::error_junit(&name, &format!("{:#}", f.error)))?;
+                    write_file(
+                        file,
+                        &mlops_ci::export::error_junit(&name, &format!("{:#}", f.error)),
+                    )?;
                 }
                 _ => {}
             }
@@ -538,11 +541,14 @@ fn cmd_ci_export(
     install: &str,
 ) -> Result<u8, Failure> {
     use mlops_ci::export::{CiSystem, WorkflowSpec, workflow};
-    let system: CiSystem = system.parse().map_err(|e: String| fail(exit::INVALID, anyhow::anyhow!(e)))?;
+    let system: CiSystem = system
+        .parse()
+        .map_err(|e: String| fail(exit::INVALID, anyhow::anyhow!(e)))?;
     let m = load(path)?;
     let root = std::fs::canonicalize(&m.root).unwrap_or_else(|_| m.root.clone());
     let repo_root = git_root(&root).unwrap_or_else(|| root.clone());
-    let spec = WorkflowSpec::for_project(m.pipeline.project(), &root, &repo_root, install.to_owned());
+    let spec =
+        WorkflowSpec::for_project(m.pipeline.project(), &root, &repo_root, install.to_owned());
     let text = workflow(system, &spec);
     let target = match output {
         Some(p) if p.as_os_str() == "-" => {

@@ -397,7 +397,11 @@ pub(crate) fn write_status(out: &mut impl Write, r: &RunSummary) -> io::Result<(
             )?;
             for e in &s.evidence {
                 if let Some(line) = mlops_ci::summarize(e) {
-                    writeln!(out, "      {}: {line}", e.kind)?;
+                    let from = e
+                        .from_run
+                        .map(|r| format!(" (run {r})"))
+                        .unwrap_or_default();
+                    writeln!(out, "      {}: {line}{from}", e.kind)?;
                 }
             }
         }

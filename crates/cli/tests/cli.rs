@@ -449,3 +449,149 @@ fn the_example_passes_every_stage_and_the_gated_fixture_stops_at_ci() {
         "a gated deploy never started a server"
     );
 }
+
+fn git(dir: &Path, args: &[&str]) {
+    let o = Command::new("git")
+        .args([
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@t",
+            "-c",
+            "commit.gpgsign=false",
+        ])
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "git {args:?}: {}", stderr(&o));
+}
+
+#[test]
+fn junit_reports_the_run_or_why_it_did_not_happen() {
+    let dir = project(
+        "[project]\nname = \"j\"\n\n[iac.steps.env]\nrun = \"true\"\n\n[ci.steps.check]\nrun = \"echo broken; exit 3\"\n\n[cd.steps.ship]\nrun = \"true\"\n",
+    );
+    let o = run(&["pipeline", "run", "--junit", "out/junit.xml"], dir.path());
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let xml = std::fs::read_to_string(dir.path().join("out/junit.xml")).unwrap();
+    assert!(xml.contains("<testsuites name=\"mlops j run 1\" tests=\"3\" failures=\"1\" errors=\"0\" skipped=\"1\""), "{xml}");
+    assert!(
+        xml.contains("<failure message=\"exit status 3\" type=\"failed\">broken</failure>"),
+        "{xml}"
+    );
+
+    // A refused run still leaves a report that says why.
+    let o = run(
+        &["pipeline", "run", "--stage", "cd", "--junit", "refused.xml"],
+        dir.path(),
+    );
+    assert_eq!(o.status.code(), Some(3));
+    let xml = std::fs::read_to_string(dir.path().join("refused.xml")).unwrap();
+    assert!(
+        xml.contains("<error message=\"refusing to run stage `cd`"),
+        "{xml}"
+    );
+
+    // So does an invalid manifest.
+    std::fs::write(dir.path().join("mlops.toml"), "[project]\nname = 3\n").unwrap();
+    let o = run(&["pipeline", "run", "--junit", "invalid.xml"], dir.path());
+    assert_eq!(o.status.code(), Some(2));
+    let xml = std::fs::read_to_string(dir.path().join("invalid.xml")).unwrap();
+    assert!(xml.contains("errors=\"1\""), "{xml}");
+}
+
+#[test]
+fn changed_since_runs_only_what_changed() {
+    let dir = project(
+        "[project]\nname = \"c\"\n\n[iac.steps.env]\nrun = \"true\"\n\n[ci.steps.data]\nrun = \"echo data >> ran\"\ninputs = [\"data/*.csv\"]\n\n[ci.steps.code]\nrun = \"echo code >> ran\"\ninputs = [\"src/*.py\"]\n",
+    );
+    let d = dir.path();
+    std::fs::create_dir_all(d.join("data")).unwrap();
+    std::fs::create_dir_all(d.join("src")).unwrap();
+    std::fs::write(d.join("data/a.csv"), "x\n1\n").unwrap();
+    std::fs::write(d.join("src/m.py"), "pass\n").unwrap();
+    std::fs::write(d.join(".gitignore"), ".mlops/\nran\n").unwrap();
+    git(d, &["init", "-q"]);
+    git(d, &["add", "."]);
+    git(d, &["commit", "-qm", "init"]);
+    assert!(run(&["pipeline", "run"], d).status.success());
+    std::fs::write(d.join("src/m.py"), "print(2)\n").unwrap();
+    let o = run(&["pipeline", "run", "--changed-since", "HEAD"], d);
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    assert!(
+        stdout(&o).contains("changed since HEAD: 1 files · affected: code"),
+        "{}",
+        stdout(&o)
+    );
+    let ran = std::fs::read_to_string(d.join("ran")).unwrap();
+    let times = |what: &str| ran.lines().filter(|l| *l == what).count();
+    assert_eq!((times("data"), times("code")), (1, 2), "{ran}");
+    let s = status_json(d);
+    assert_eq!(step(&s, "data")["status"], "cached");
+    assert_eq!(step(&s, "env")["status"], "cached");
+
+    let o = run(&["pipeline", "run", "--changed-since", "v9.9"], d);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("`v9.9` is not a revision"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn ci_export_writes_parseable_workflows_and_keeps_existing_ones() {
+    let dir = project("[project]\nname = \"w\"\n\n[iac.steps.env]\nrun = \"true\"\n");
+    let d = dir.path();
+    git(d, &["init", "-q"]);
+    let o = run(&["ci", "export", "github"], d);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = std::fs::read_to_string(d.join(".github/workflows/mlops.yml")).unwrap();
+    assert!(text.contains("mlops pipeline run --junit mlops-junit.xml"));
+    let o = run(&["ci", "export", "github"], d);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("exists; pass --force"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(
+        run(&["ci", "export", "gitlab", "--force"], d)
+            .status
+            .success()
+    );
+    assert!(d.join(".gitlab-ci.yml").is_file());
+    let o = run(&["ci", "export", "jenkins"], d);
+    assert_eq!(o.status.code(), Some(2));
+}
+
+#[test]
+fn data_infer_schema_proposes_a_schema_the_file_passes() {
+    let dir = project(
+        "[project]\nname = \"d\"\n\n[iac.steps.env]\nrun = \"true\"\n\n[ci.steps.check]\nkind = \"data-validation\"\nwith = { file = \"d.csv\", schema-file = \"d.schema.toml\" }\n",
+    );
+    let d = dir.path();
+    std::fs::write(
+        d.join("d.csv"),
+        "id,label,score\n1,a,0.5\n2,b,0.7\n3,a,0.9\n4,b,0.1\n",
+    )
+    .unwrap();
+    let o = run(&["data", "infer-schema", "d.csv", "-o", "d.schema.toml"], d);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = run(&["pipeline", "run"], d);
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    // New data outside the proposed bounds fails the step, with rows named.
+    std::fs::write(d.join("d.csv"), "id,label,score\n1,a,0.5\n1,c,7.5\n").unwrap();
+    let o = run(&["pipeline", "run"], d);
+    assert_eq!(o.status.code(), Some(1));
+    let s = status_json(d);
+    assert_eq!(step(&s, "check")["status"], "failed");
+    let o = run(&["data", "infer-schema", "missing.csv"], d);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("cannot read missing.csv"),
+        "{}",
+        stderr(&o)
+    );
+}

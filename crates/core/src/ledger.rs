@@ -220,6 +220,10 @@ pub struct Evidence {
     pub kind: String,
     /// The step's own JSON document.
     pub body: serde_json::Value,
+    /// For a cached step: the run that recorded it (the one whose result was
+    /// reused).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub from_run: Option<i64>,
 }
 
 /// Evidence found by [`Ledger::latest_evidence`].
@@ -846,7 +850,53 @@ impl Ledger {
         for (step, kind, body) in rows {
             if let Some(s) = steps.iter_mut().find(|s| s.name == step) {
                 let body = serde_json::from_str(&body).unwrap_or(serde_json::Value::String(body));
-                s.evidence.push(Evidence { kind, body });
+                s.evidence.push(Evidence {
+                    kind,
+                    body,
+                    from_run: None,
+                });
+            }
+        }
+        // A cached step's evidence is that of the run it stands on.
+        let mut stmt = conn
+            .prepare(
+                "SELECT kind, body FROM evidence WHERE run_id = ?1 AND step = ?2 ORDER BY kind",
+            )
+            .map_err(self.err("read the evidence of a run"))?;
+        let mut origin_stmt = conn
+            .prepare("SELECT cached_from FROM steps WHERE run_id = ?1 AND name = ?2")
+            .map_err(self.err("read the evidence of a run"))?;
+        for s in steps.iter_mut().filter(|s| s.evidence.is_empty()) {
+            let Some(mut from) = s.cached_from else {
+                continue;
+            };
+            // A cache hit may stand on another cache hit: follow the chain
+            // to the run that really ran the step (bounded, in case of a
+            // damaged ledger).
+            for _ in 0..1000 {
+                let next: Option<i64> = origin_stmt
+                    .query_row(params![from, s.name], |r| r.get(0))
+                    .optional()
+                    .map_err(self.err("read the evidence of a run"))?
+                    .flatten();
+                match next {
+                    Some(n) if n != from => from = n,
+                    _ => break,
+                }
+            }
+            let rows = stmt
+                .query_map(params![from, s.name], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+                })
+                .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+                .map_err(self.err("read the evidence of a run"))?;
+            for (kind, body) in rows {
+                let body = serde_json::from_str(&body).unwrap_or(serde_json::Value::String(body));
+                s.evidence.push(Evidence {
+                    kind,
+                    body,
+                    from_run: Some(from),
+                });
             }
         }
         run.stages = Stage::ALL

@@ -649,7 +649,11 @@ impl<'s> ColumnState<'s> {
             format!(
                 "{} {}, e.g. `{}`",
                 t.count,
-                if t.count == 1 { "repeated value" } else { "repeated values" },
+                if t.count == 1 {
+                    "repeated value"
+                } else {
+                    "repeated values"
+                },
                 t.example()
             ),
         );

@@ -16,11 +16,7 @@ use mlops_core::{CancellationToken, Manifest, StepStatus};
 /// and a leading newline dropped. Blank lines inside are kept.
 fn dedent(text: &str) -> String {
     let text = text.strip_prefix('\n').unwrap_or(text);
-    let mut out: String = text
-        .lines()
-        .map(str::trim)
-        .collect::<Vec<_>>()
-        .join("\n");
+    let mut out: String = text.lines().map(str::trim).collect::<Vec<_>>().join("\n");
     out.push('\n');
     out
 }
@@ -600,7 +596,9 @@ fn an_invalid_schema_file_is_named_with_line_and_column() {
     )
     .unwrap();
     let err = Schema::load(&path).unwrap_err();
-    let text = err.to_string().replace(&*dir.path().to_string_lossy(), "DIR");
+    let text = err
+        .to_string()
+        .replace(&*dir.path().to_string_lossy(), "DIR");
     assert_eq!(
         text,
         "invalid schema file DIR/bad.schema.toml: 4:7: `max` (1) of column `a` is less than its `min` (5); 6:8: unknown type `text` for column `b`"
@@ -608,7 +606,11 @@ fn an_invalid_schema_file_is_named_with_line_and_column() {
     let DataError::InvalidSchema(diagnostics) = err else {
         panic!("not InvalidSchema")
     };
-    assert!(diagnostics.to_string().contains("help: did you mean `string`?"));
+    assert!(
+        diagnostics
+            .to_string()
+            .contains("help: did you mean `string`?")
+    );
 
     std::fs::write(&path, "columns = 3\n").unwrap();
     let text = Schema::load(&path).unwrap_err().to_string();
@@ -636,11 +638,16 @@ fn validate_file_takes_the_format_from_option_schema_then_extension() {
         ..ValidateOptions::default()
     };
     assert!(validate_file(&txt, &schema, &options).unwrap().passed);
-    let jsonl_schema = Schema::parse("format = \"jsonl\"\n[columns.a]\ntype = \"integer\"\n").unwrap();
+    let jsonl_schema =
+        Schema::parse("format = \"jsonl\"\n[columns.a]\ntype = \"integer\"\n").unwrap();
     let report = validate_file(&txt, &jsonl_schema, &ValidateOptions::default()).unwrap();
     assert_eq!((report.format, report.passed), (Format::Jsonl, true));
-    let missing = validate_file(&dir.path().join("no.csv"), &schema, &ValidateOptions::default())
-        .unwrap_err();
+    let missing = validate_file(
+        &dir.path().join("no.csv"),
+        &schema,
+        &ValidateOptions::default(),
+    )
+    .unwrap_err();
     assert!(missing.to_string().starts_with("cannot read "), "{missing}");
 }
 
@@ -657,8 +664,8 @@ fn a_cancelled_validation_stops_with_an_error() {
         cancel: Some(cancel),
         ..ValidateOptions::default()
     };
-    let err = validate_reader("big.csv", data.as_bytes(), Format::Csv, &schema, &options)
-        .unwrap_err();
+    let err =
+        validate_reader("big.csv", data.as_bytes(), Format::Csv, &schema, &options).unwrap_err();
     assert_eq!(err.to_string(), "reading big.csv was cancelled");
 }
 
@@ -706,8 +713,17 @@ fn generate_csv(out: &mut impl std::io::Write, rows: u64) {
         };
         let flag = if r % 3 == 0 { "true" } else { "false" };
         let count = r % 50;
-        let note = if r % 7 == 0 { "\"said \"\"hi\"\", left\"" } else { "" };
-        writeln!(out, "{id},{group},{score},{flag},u-{:06},{count},{note}", id * 7).unwrap();
+        let note = if r % 7 == 0 {
+            "\"said \"\"hi\"\", left\""
+        } else {
+            ""
+        };
+        writeln!(
+            out,
+            "{id},{group},{score},{flag},u-{:06},{count},{note}",
+            id * 7
+        )
+        .unwrap();
     }
 }
 
@@ -716,10 +732,14 @@ fn generate_csv(out: &mut impl std::io::Write, rows: u64) {
 fn round_trip(path: &Path) -> String {
     let schema = infer_schema(path, &InferOptions::default()).unwrap();
     let text = to_toml(&schema);
-    let reread = Schema::parse(&text).unwrap_or_else(|d| panic!("{}", render_diagnostics(&text, d)));
+    let reread =
+        Schema::parse(&text).unwrap_or_else(|d| panic!("{}", render_diagnostics(&text, d)));
     assert_eq!(to_toml(&reread), text, "to_toml round-trips");
     let report = validate_file(path, &reread, &ValidateOptions::default()).unwrap();
-    assert!(report.passed, "the reference file fails its own schema:\n{report}");
+    assert!(
+        report.passed,
+        "the reference file fails its own schema:\n{report}"
+    );
     text
 }
 
@@ -772,9 +792,14 @@ fn inference_quotes_odd_names_and_keeps_values_exact() {
     let text = to_toml(&schema);
     insta::assert_snapshot!(text);
     let reread = Schema::parse(&text).unwrap();
-    let report =
-        validate_reader("odd.csv", data.as_bytes(), Format::Csv, &reread, &ValidateOptions::default())
-            .unwrap();
+    let report = validate_reader(
+        "odd.csv",
+        data.as_bytes(),
+        Format::Csv,
+        &reread,
+        &ValidateOptions::default(),
+    )
+    .unwrap();
     assert!(report.passed, "{report}");
     assert_eq!(reread.columns[4].column_type, ColumnType::String);
 }
@@ -806,7 +831,10 @@ fn inference_refuses_what_it_cannot_read() {
         .unwrap_err()
         .to_string()
     };
-    assert_eq!(infer("", Format::Csv), "ref.csv:1: the file has no header row");
+    assert_eq!(
+        infer("", Format::Csv),
+        "ref.csv:1: the file has no header row"
+    );
     assert_eq!(
         infer("a,a\n1,2\n", Format::Csv),
         "ref.csv:1: column `a` appears twice in the header"
@@ -824,7 +852,10 @@ fn inference_refuses_what_it_cannot_read() {
         "ref.csv has no records to infer a schema from"
     );
     let err = infer_schema(Path::new("data.parquet"), &InferOptions::default()).unwrap_err();
-    assert!(err.to_string().starts_with("cannot tell the format of data.parquet"));
+    assert!(
+        err.to_string()
+            .starts_with("cannot tell the format of data.parquet")
+    );
 }
 
 // Bounded memory.
@@ -1011,12 +1042,21 @@ fn the_step_fails_on_violations_and_records_the_report() {
 #[test]
 fn the_step_passes_with_an_inline_schema() {
     let dir = tempfile::tempdir().unwrap();
-    write(dir.path(), "data/events.jsonl", "{\"id\": 1}\n{\"id\": 2}\n");
+    write(
+        dir.path(),
+        "data/events.jsonl",
+        "{\"id\": 1}\n{\"id\": 2}\n",
+    );
     let step = "[ci.steps.check]\nkind = \"data-validation\"\n\n[ci.steps.check.with]\nfile = \"data/events.jsonl\"\n\n[ci.steps.check.with.schema]\nrows = { min = 2 }\n\n[ci.steps.check.with.schema.columns.id]\ntype = \"integer\"\nunique = true\n";
     let run = super::run_pipeline(dir.path(), &manifest_with(step));
     let step = super::ci_step(&run);
     assert_eq!(step.status, StepStatus::Passed, "{:?}", step.reason);
-    let evidence = &step.evidence.iter().find(|e| e.kind == "data-validation").unwrap().body;
+    let evidence = &step
+        .evidence
+        .iter()
+        .find(|e| e.kind == "data-validation")
+        .unwrap()
+        .body;
     assert_eq!(evidence["passed"], true);
     assert_eq!(evidence["format"], "jsonl");
 }
@@ -1025,7 +1065,10 @@ fn the_step_passes_with_an_inline_schema() {
 fn bad_files_fail_the_step_with_a_clear_message() {
     let cases: [(&[(&str, &str)], &str); 4] = [
         (
-            &[("data/iris.schema.toml", "[columns.id]\ntype = \"integer\"\n")],
+            &[(
+                "data/iris.schema.toml",
+                "[columns.id]\ntype = \"integer\"\n",
+            )],
             "cannot read data/iris.csv: No such file or directory (os error 2)",
         ),
         (
@@ -1035,7 +1078,10 @@ fn bad_files_fail_the_step_with_a_clear_message() {
         (
             &[
                 ("data/iris.csv", "id\n1\n"),
-                ("data/iris.schema.toml", "[columns.id]\ntype = \"integer\"\nmax = \"a\"\n"),
+                (
+                    "data/iris.schema.toml",
+                    "[columns.id]\ntype = \"integer\"\nmax = \"a\"\n",
+                ),
             ],
             "invalid schema file data/iris.schema.toml: 3:7: `max` of integer column `id` must be an integer, found string",
         ),
@@ -1067,7 +1113,11 @@ fn bad_files_fail_the_step_with_a_clear_message() {
 fn a_different_column_set_fails_the_step_naming_the_columns() {
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), "data/iris.schema.toml", &dedent(IRIS_LIKE));
-    write(dir.path(), "data/iris.csv", "id,sepal_length,species,colour\n1,5.1,setosa,red\n");
+    write(
+        dir.path(),
+        "data/iris.csv",
+        "id,sepal_length,species,colour\n1,5.1,setosa,red\n",
+    );
     let run = super::run_pipeline(dir.path(), &manifest_with(STEP_WITH_SCHEMA_FILE));
     let step = super::ci_step(&run);
     assert_eq!(step.status, StepStatus::Failed);
@@ -1098,9 +1148,11 @@ fn zz_bench_large_csv() {
         let schema = infer_schema(&path, &InferOptions::default()).unwrap();
         eprintln!("inferred in {:?}\n{}", start.elapsed(), to_toml(&schema));
     } else {
-        let schema = Schema::parse(
+        let text =
+            std::env::var("MLOPS_DATA_BENCH_SCHEMA").map(|p| std::fs::read_to_string(p).unwrap());
+        let schema = Schema::parse(text.as_deref().unwrap_or(
             "rows = { min = 1 }\n[columns.id]\ntype = \"integer\"\nmin = 1\n[columns.group]\ntype = \"string\"\nallowed = [\"alpha\", \"beta\", \"gamma\", \"delta\"]\n[columns.score]\ntype = \"float\"\nmin = 0.0\nmax = 100.0\n[columns.flag]\ntype = \"boolean\"\n[columns.label]\ntype = \"string\"\npattern = \"^label-[0-9]{8}-x*$\"\nmax-length = 40\n",
-        )
+        ))
         .unwrap();
         let report = validate_file(&path, &schema, &ValidateOptions::default()).unwrap();
         eprintln!("validated in {:?}\n{report}", start.elapsed());

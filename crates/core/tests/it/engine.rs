@@ -784,7 +784,10 @@ async fn changed_since_runs_what_the_changes_reach_and_reuses_the_rest() {
     // stage has evidence.
     let first = run(d, &p, changed("HEAD")).await;
     assert_eq!(first.status, RunStatus::Passed);
-    assert!(first.steps.iter().all(|s| s.status == StepStatus::Passed), "{first:?}");
+    assert!(
+        first.steps.iter().all(|s| s.status == StepStatus::Passed),
+        "{first:?}"
+    );
 
     // The data changes: prepare, what depends on it (train) and what reads
     // its output (deploy) run; the rest stand on run 1.
@@ -824,7 +827,10 @@ async fn changed_since_runs_what_the_changes_reach_and_reuses_the_rest() {
         .await
         .unwrap_err();
     assert!(
-        matches!(err, ExecError::ChangedSince(_)) && err.to_string().contains("`no-such-branch` is not a revision"),
+        matches!(err, ExecError::ChangedSince(_))
+            && err
+                .to_string()
+                .contains("`no-such-branch` is not a revision"),
         "{err}"
     );
     let outside = tempfile::tempdir().unwrap();
@@ -833,7 +839,10 @@ async fn changed_since_runs_what_the_changes_reach_and_reuses_the_rest() {
         .run(&p, changed("HEAD"))
         .await
         .unwrap_err();
-    assert!(err.to_string().contains("is not inside a git repository"), "{err}");
+    assert!(
+        err.to_string().contains("is not inside a git repository"),
+        "{err}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -843,7 +852,10 @@ async fn evidence_is_recorded_with_the_final_status_and_found_again() {
         Step::shell("env", Stage::Iac, "true"),
         Step::task("check", Stage::Ci, "check-v1", |ctx| async move {
             let earlier = ctx.recorded("score");
-            ctx.record("score", &serde_json::json!({ "attempt": ctx.attempt, "earlier": earlier }));
+            ctx.record(
+                "score",
+                &serde_json::json!({ "attempt": ctx.attempt, "earlier": earlier }),
+            );
             if ctx.attempt == 1 {
                 return Err(StepFailure::new("first attempt fails"));
             }
@@ -867,7 +879,12 @@ async fn evidence_is_recorded_with_the_final_status_and_found_again() {
         .unwrap()
         .unwrap();
     assert_eq!(found.run_id, first.run_id);
-    assert!(ledger.latest_evidence("check", "score", first.run_id).unwrap().is_none());
+    assert!(
+        ledger
+            .latest_evidence("check", "score", first.run_id)
+            .unwrap()
+            .is_none()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -876,7 +893,10 @@ async fn a_command_an_in_process_step_runs_is_stopped_with_it() {
     let p = pipeline(vec![
         Step::shell("env", Stage::Iac, "true"),
         Step::task("long", Stage::Ci, "long-v1", |ctx| async move {
-            match ctx.run_command("echo $$ > pid; sleep 30 & echo $! > child; wait").await {
+            match ctx
+                .run_command("echo $$ > pid; sleep 30 & echo $! > child; wait")
+                .await
+            {
                 mlops_core::CommandEnd::Success => Ok(()),
                 other => Err(StepFailure::new(format!("{other:?}"))),
             }
@@ -898,5 +918,8 @@ async fn a_command_an_in_process_step_runs_is_stopped_with_it() {
         .trim()
         .parse()
         .unwrap();
-    assert!(wait_gone(child).await, "the command's background child was killed");
+    assert!(
+        wait_gone(child).await,
+        "the command's background child was killed"
+    );
 }
