@@ -32,7 +32,7 @@ pub struct InferOptions {
     pub max_allowed_values: usize,
     /// Integer and string columns whose values are all distinct get
     /// `unique = true`, as long as they have at most this many values
-    /// (default 10,000,000; tracking costs about 16 bytes per value; 0
+    /// (default 10,000,000; tracking costs 16 to 24 bytes per value; 0
     /// never proposes `unique`).
     pub max_unique_values: u64,
 }

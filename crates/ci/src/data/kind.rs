@@ -35,7 +35,11 @@ const VIOLATIONS_IN_MESSAGE: usize = 3;
 /// `schema` (an inline table) and `schema-file`, `format`, `max-examples`.
 /// Paths are relative to the step's directory. The step fails when the
 /// file has any violation; the whole [`ValidationReport`] is recorded as
-/// `data-validation` evidence either way.
+/// `data-validation` evidence either way. The validation runs on a blocking
+/// thread and stops when the step is cancelled.
+///
+/// The step is cached like any other: list the data and schema files in the
+/// step's `inputs` so that a changed file runs it again.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct DataValidationKind;
 
@@ -202,10 +206,9 @@ fn relative_path(what: &str, value: &Spanned<String>, errors: &mut Vec<Diagnosti
 
 impl Plan {
     async fn run(self: Arc<Self>, ctx: StepContext) -> Result<(), StepFailure> {
-        let plan = Arc::clone(&self);
         let cwd = ctx.cwd.clone();
         let cancel = ctx.cancel.clone();
-        let outcome = tokio::task::spawn_blocking(move || plan.check(&cwd, cancel))
+        let outcome = tokio::task::spawn_blocking(move || self.check(&cwd, cancel))
             .await
             .unwrap_or_else(|e| Outcome::Error(format!("data validation stopped: {e}")));
         match outcome {

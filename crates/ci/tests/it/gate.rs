@@ -140,9 +140,10 @@ fn bad_thresholds_are_diagnostics_with_their_spans() {
         format!("{text}\n[iac.steps.ready]\nrun = \"true\"\n"),
     )
     .unwrap();
-    let err = mlops_core::Manifest::load(dir.path(), &super::registry())
-        .err()
-        .expect("invalid")
+    let Err(err) = mlops_core::Manifest::load(dir.path(), &super::registry()) else {
+        panic!("the manifest is invalid")
+    };
+    let err = err
         .to_string()
         .replace(&dir.path().display().to_string(), "PROJECT");
     insta::assert_snapshot!(err);

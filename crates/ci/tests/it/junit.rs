@@ -115,7 +115,7 @@ fn manifest(command: &str, extra: &str) -> String {
 }
 
 fn tests_evidence(run: &mlops_core::RunSummary) -> TestReport {
-    let ev = super::ci_step(&run)
+    let ev = super::ci_step(run)
         .evidence
         .iter()
         .find(|e| e.kind == "tests")
@@ -244,9 +244,10 @@ fn bad_parameters_are_diagnostics() {
         "[project]\nname = \"t\"\n\n[ci.steps.unit]\nkind = \"tests\"\nwith = { command = \"true\", junit = \"/abs/*.xml\", min-test = 3 }\n",
     )
     .unwrap();
-    let err = mlops_core::Manifest::load(dir.path(), &super::registry())
-        .err()
-        .expect("invalid")
+    let Err(err) = mlops_core::Manifest::load(dir.path(), &super::registry()) else {
+        panic!("the manifest is invalid")
+    };
+    let err = err
         .to_string();
     assert!(err.contains("unknown field `min-test`"), "{err}");
 }

@@ -219,6 +219,65 @@ pub(crate) fn hash_outputs(root: &Path, outputs: &[String]) -> Result<Option<Str
     digest(&files).map(Some)
 }
 
+/// `file` relative to `root` (both absolute), with `..` where it lies
+/// outside, as `/`-separated text.
+fn relative_to(root: &Path, file: &Path) -> String {
+    let root: Vec<Component> = root.components().collect();
+    let file: Vec<Component> = file.components().collect();
+    let common = root.iter().zip(&file).take_while(|(a, b)| a == b).count();
+    let mut parts: Vec<String> = vec!["..".to_owned(); root.len() - common];
+    parts.extend(
+        file[common..]
+            .iter()
+            .map(|c| c.as_os_str().to_string_lossy().into_owned()),
+    );
+    parts.join("/")
+}
+
+/// A pattern relative to the project root with `.` and inner `..` folded
+/// away lexically (`src/../data/*.csv` is `data/*.csv`).
+fn lexical(pattern: &str) -> String {
+    let mut out: Vec<&str> = Vec::new();
+    for part in pattern.split('/') {
+        match part {
+            "" | "." => {}
+            ".." if out.last().is_some_and(|p| *p != "..") => {
+                out.pop();
+            }
+            _ => out.push(part),
+        }
+    }
+    out.join("/")
+}
+
+/// Whether any of the input patterns (relative to `root`) covers any of
+/// the `changed` files (absolute): a literal pattern covers that file or
+/// everything below that directory; a glob covers what it matches.
+pub(crate) fn inputs_touch(root: &Path, patterns: &[String], changed: &[PathBuf]) -> bool {
+    if patterns.is_empty() || changed.is_empty() {
+        return false;
+    }
+    let changed: Vec<String> = changed.iter().map(|f| relative_to(root, f)).collect();
+    patterns.iter().any(|pattern| {
+        let p = lexical(normalize_pattern(pattern));
+        if !has_glob_meta(&p) {
+            let dir = format!("{p}/");
+            return changed
+                .iter()
+                .any(|c| *c == p || c.starts_with(&dir) || p.is_empty());
+        }
+        match GlobBuilder::new(&p).literal_separator(true).build() {
+            Ok(glob) => {
+                let m = glob.compile_matcher();
+                changed.iter().any(|c| m.is_match(c))
+            }
+            // An invalid pattern fails the step when it hashes its inputs;
+            // count it as touched so that the step runs and says so.
+            Err(_) => true,
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -300,63 +359,23 @@ mod tests {
         );
         assert_eq!(hash_outputs(dir.path(), &[]).unwrap(), None);
     }
-}
 
-/// `file` relative to `root` (both absolute), with `..` where it lies
-/// outside, as `/`-separated text.
-fn relative_to(root: &Path, file: &Path) -> String {
-    let root: Vec<Component> = root.components().collect();
-    let file: Vec<Component> = file.components().collect();
-    let common = root.iter().zip(&file).take_while(|(a, b)| a == b).count();
-    let mut parts: Vec<String> = vec!["..".to_owned(); root.len() - common];
-    parts.extend(
-        file[common..]
-            .iter()
-            .map(|c| c.as_os_str().to_string_lossy().into_owned()),
-    );
-    parts.join("/")
-}
-
-/// A pattern relative to the project root with `.` and inner `..` folded
-/// away lexically (`src/../data/*.csv` is `data/*.csv`).
-fn lexical(pattern: &str) -> String {
-    let mut out: Vec<&str> = Vec::new();
-    for part in pattern.split('/') {
-        match part {
-            "" | "." => {}
-            ".." if out.last().is_some_and(|p| *p != "..") => {
-                out.pop();
-            }
-            _ => out.push(part),
-        }
+    #[test]
+    fn inputs_touch_literals_globs_and_paths_outside_the_project() {
+        let root = Path::new("/repo/examples/iris");
+        let changed = |p: &str| vec![PathBuf::from(p)];
+        let touches = |patterns: &[&str], file: &str| {
+            let patterns: Vec<String> = patterns.iter().map(|p| (*p).to_owned()).collect();
+            inputs_touch(root, &patterns, &changed(file))
+        };
+        assert!(touches(&["data/iris.csv"], "/repo/examples/iris/data/iris.csv"));
+        assert!(touches(&["./data/"], "/repo/examples/iris/data/new/x.csv"));
+        assert!(touches(&["src/**/*.rs"], "/repo/examples/iris/src/a/b.rs"));
+        assert!(touches(&["../../Cargo.lock"], "/repo/Cargo.lock"));
+        assert!(touches(&["src/../data/*.csv"], "/repo/examples/iris/data/a.csv"));
+        assert!(!touches(&["src/*.rs"], "/repo/examples/iris/src/a/b.rs"));
+        assert!(!touches(&["data/iris.csv"], "/repo/examples/iris/data/iris.csv.bak"));
+        assert!(!touches(&["Cargo.lock"], "/repo/Cargo.lock"));
+        assert!(!touches(&[], "/repo/examples/iris/x"));
     }
-    out.join("/")
-}
-
-/// Whether any of the input patterns (relative to `root`) covers any of
-/// the `changed` files (absolute): a literal pattern covers that file or
-/// everything below that directory; a glob covers what it matches.
-pub(crate) fn inputs_touch(root: &Path, patterns: &[String], changed: &[PathBuf]) -> bool {
-    if patterns.is_empty() || changed.is_empty() {
-        return false;
-    }
-    let changed: Vec<String> = changed.iter().map(|f| relative_to(root, f)).collect();
-    patterns.iter().any(|pattern| {
-        let p = lexical(normalize_pattern(pattern));
-        if !has_glob_meta(&p) {
-            let dir = format!("{p}/");
-            return changed
-                .iter()
-                .any(|c| *c == p || c.starts_with(&dir) || p.is_empty());
-        }
-        match GlobBuilder::new(&p).literal_separator(true).build() {
-            Ok(glob) => {
-                let m = glob.compile_matcher();
-                changed.iter().any(|c| m.is_match(c))
-            }
-            // An invalid pattern fails the step when it hashes its inputs;
-            // count it as touched so that the step runs and says so.
-            Err(_) => true,
-        }
-    })
 }
