@@ -247,7 +247,6 @@ fn bad_parameters_are_diagnostics() {
     let Err(err) = mlops_core::Manifest::load(dir.path(), &super::registry()) else {
         panic!("the manifest is invalid")
     };
-    let err = err
-        .to_string();
+    let err = err.to_string();
     assert!(err.contains("unknown field `min-test`"), "{err}");
 }
