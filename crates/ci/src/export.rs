@@ -38,8 +38,14 @@ fn xml(text: &str) -> String {
 
 /// The last lines of a log file, if it can be read.
 fn log_tail(path: &str, lines: usize) -> Option<String> {
-    let text = std::fs::read(path).ok()?;
-    let text = String::from_utf8_lossy(&text[text.len().saturating_sub(16 * 1024)..]).into_owned();
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = std::fs::File::open(path).ok()?;
+    let len = file.metadata().ok()?.len();
+    file.seek(SeekFrom::Start(len.saturating_sub(16 * 1024)))
+        .ok()?;
+    let mut buf = Vec::new();
+    file.read_to_end(&mut buf).ok()?;
+    let text = String::from_utf8_lossy(&buf).into_owned();
     let all: Vec<&str> = text.lines().collect();
     Some(all[all.len().saturating_sub(lines)..].join("\n"))
 }
@@ -309,7 +315,7 @@ fn github(spec: &WorkflowSpec) -> String {
         r#"# Written by `mlops ci export github`. Runs the {project} pipeline on every
 # push and pull request, keeping the ledger (.mlops/) between runs so that
 # unchanged steps are cached and stage gates see earlier evidence.
-name: mlops {project}
+name: {name}
 
 on:
   push:
@@ -361,12 +367,25 @@ jobs:
           path: {junit}
           if-no-files-found: warn
 "#,
-        project = spec.project,
+        project = one_line(&spec.project),
+        name = q(&format!("mlops {}", spec.project)),
         dir = q(&spec.project_dir),
         install = q(&format!("command -v mlops || {}", spec.install)),
         state = q(&state),
         junit = q(&junit),
     )
+}
+
+/// Text safe inside a YAML comment: one line.
+fn one_line(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
+}
+
+/// `text` as one `/bin/sh` word.
+fn shell_word(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "'\\''"))
 }
 
 fn gitlab(spec: &WorkflowSpec) -> String {
@@ -401,7 +420,7 @@ mlops:
 {python}    - export PATH="$CARGO_HOME/bin:$PATH"
     - {install}
   script:
-    - cd {dir}
+    - {cd}
     - mlops pipeline run --junit mlops-junit.xml
   artifacts:
     when: always
@@ -410,8 +429,8 @@ mlops:
     reports:
       junit: {junit}
 "#,
-        project = spec.project,
-        dir = q(&spec.project_dir),
+        project = one_line(&spec.project),
+        cd = q(&format!("cd {}", shell_word(&spec.project_dir))),
         install = q(&format!("command -v mlops || {}", spec.install)),
         state = q(&state),
         junit = q(&junit),

@@ -138,52 +138,34 @@ impl TestReport {
             .filter(|c| matches!(c.outcome, Outcome::Failed | Outcome::Error))
     }
 
-    /// Merges the cases of several files into one report. The same test
-    /// listed more than once (a runner's rerun) counts once: as passed and
-    /// flaky if any listing passed and one failed, otherwise as its last
-    /// listing.
-    pub fn from_cases(files: Vec<String>, cases: Vec<TestCase>) -> TestReport {
-        let mut merged: BTreeMap<(String, String, String), TestCase> = BTreeMap::new();
-        let mut order = Vec::new();
-        for case in cases {
-            let key = (
-                case.suite.clone(),
-                case.classname.clone(),
-                case.name.clone(),
-            );
-            match merged.get_mut(&key) {
-                None => {
-                    order.push(key.clone());
-                    merged.insert(key, case);
-                }
-                Some(prev) => {
-                    let failed_before = matches!(prev.outcome, Outcome::Failed | Outcome::Error);
-                    let retries = prev.retries + u32::from(failed_before) + case.retries;
-                    if case.outcome == Outcome::Passed && (failed_before || prev.flaky) {
-                        *prev = TestCase {
-                            flaky: true,
-                            retries,
-                            ..case
-                        };
-                    } else if case.outcome != Outcome::Skipped || prev.outcome == Outcome::Skipped {
-                        let flaky = prev.flaky && case.outcome == Outcome::Passed;
-                        *prev = TestCase {
-                            flaky: flaky || case.flaky,
-                            retries,
-                            ..case
-                        };
-                    }
-                }
-            }
+    /// A report of several files: the cases of each file are merged as
+    /// [`TestReport::from_cases`] does, but a test in two files (two runs of
+    /// it, in two configurations) counts twice, so a failure in one file is
+    /// never hidden by a pass in another.
+    pub fn from_files(files: Vec<(String, Vec<TestCase>)>) -> TestReport {
+        let mut names = Vec::new();
+        let mut cases = Vec::new();
+        for (name, file_cases) in files {
+            names.push(name);
+            cases.extend(merge_reruns(file_cases));
         }
-        let mut report = TestReport {
-            files,
-            ..TestReport::default()
-        };
-        let mut cases: Vec<TestCase> = order
-            .into_iter()
-            .filter_map(|k| merged.remove(&k))
-            .collect();
+        let mut report = TestReport::tally(cases);
+        report.files = names;
+        report
+    }
+
+    /// Merges the cases of one test run into a report. The same test listed
+    /// more than once (a runner's rerun) counts once: as passed and flaky if
+    /// it passed after failing, otherwise as its last listing.
+    pub fn from_cases(files: Vec<String>, cases: Vec<TestCase>) -> TestReport {
+        let mut report = TestReport::tally(merge_reruns(cases));
+        report.files = files;
+        report
+    }
+
+    /// Counts cases, and orders them failures first (then flaky ones).
+    fn tally(mut cases: Vec<TestCase>) -> TestReport {
+        let mut report = TestReport::default();
         for c in &cases {
             report.tests += 1;
             report.time_s += c.time_s.unwrap_or(0.0);
@@ -219,6 +201,49 @@ impl TestReport {
             self.tests, self.passed, self.failed, self.errors, self.skipped, self.time_s
         )
     }
+}
+
+/// One listing per test: a test listed more than once in a run counts as
+/// passed and flaky if it passed after failing, otherwise as its last
+/// listing.
+fn merge_reruns(cases: Vec<TestCase>) -> Vec<TestCase> {
+    let mut merged: BTreeMap<(String, String, String), TestCase> = BTreeMap::new();
+    let mut order = Vec::new();
+    for case in cases {
+        let key = (
+            case.suite.clone(),
+            case.classname.clone(),
+            case.name.clone(),
+        );
+        match merged.get_mut(&key) {
+            None => {
+                order.push(key.clone());
+                merged.insert(key, case);
+            }
+            Some(prev) => {
+                let failed_before = matches!(prev.outcome, Outcome::Failed | Outcome::Error);
+                let retries = prev.retries + u32::from(failed_before) + case.retries;
+                if case.outcome == Outcome::Passed && (failed_before || prev.flaky) {
+                    *prev = TestCase {
+                        flaky: true,
+                        retries,
+                        ..case
+                    };
+                } else if case.outcome != Outcome::Skipped || prev.outcome == Outcome::Skipped {
+                    let flaky = prev.flaky && case.outcome == Outcome::Passed;
+                    *prev = TestCase {
+                        flaky: flaky || case.flaky,
+                        retries,
+                        ..case
+                    };
+                }
+            }
+        }
+    }
+    order
+        .into_iter()
+        .filter_map(|k| merged.remove(&k))
+        .collect()
 }
 
 /// Reads the test cases of one JUnit XML file.
@@ -278,7 +303,9 @@ pub fn parse_cases(input: impl BufRead, path: &Path) -> Result<Vec<TestCase>, Ju
                             suite: suites.last().cloned().unwrap_or_default(),
                             classname: attr(e, "classname").unwrap_or_default(),
                             name: attr(e, "name").unwrap_or_default(),
-                            time_s: attr(e, "time").and_then(|t| t.trim().parse().ok()),
+                            time_s: attr(e, "time")
+                                .and_then(|t| t.trim().parse().ok())
+                                .filter(|t: &f64| t.is_finite()),
                             outcome: Outcome::Passed,
                             message: None,
                             flaky: false,
@@ -633,20 +660,19 @@ impl TestsStep {
         }
         let files: Vec<PathBuf> = fresh.into_iter().map(|(p, _)| p).collect();
         let cwd = ctx.cwd.clone();
-        let (names, cases) = tokio::task::spawn_blocking(move || {
-            let mut cases = Vec::new();
-            let mut names = Vec::new();
+        let per_file = tokio::task::spawn_blocking(move || {
+            let mut per_file = Vec::new();
             for f in &files {
-                cases.extend(read_cases(&cwd.join(f))?);
-                names.push(f.to_string_lossy().into_owned());
+                let cases = read_cases(&cwd.join(f))?;
+                per_file.push((f.to_string_lossy().into_owned(), cases));
             }
-            Ok::<_, JunitError>((names, cases))
+            Ok::<_, JunitError>(per_file)
         })
         .await
         .map_err(|e| StepFailure::new(format!("reading JUnit reports stopped: {e}")))?
         .map_err(|e| StepFailure::new(format!("{command_said}{e}")))?;
 
-        let mut report = TestReport::from_cases(names, cases);
+        let mut report = TestReport::from_files(per_file);
         // A test that failed in an earlier attempt of this step and passes
         // now is flaky too.
         if let Some(previous) = ctx

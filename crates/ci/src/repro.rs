@@ -157,6 +157,23 @@ pub fn compare(
     out
 }
 
+/// Runs file-system work off the coordinator's thread.
+async fn blocking(f: impl FnOnce() -> std::io::Result<()> + Send + 'static) -> std::io::Result<()> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(std::io::Error::other)?
+}
+
+/// `text` as one `/bin/sh` word.
+fn shell_quote(text: &str) -> String {
+    let safe = |c: char| c.is_ascii_alphanumeric() || "/._-+=:@,%".contains(c);
+    if !text.is_empty() && text.chars().all(safe) {
+        text.to_owned()
+    } else {
+        format!("'{}'", text.replace('\'', "'\\''"))
+    }
+}
+
 /// blake3 of a file, or of a directory's files (paths and contents).
 fn hash_path(path: &Path) -> Result<String, String> {
     let mut hasher = blake3::Hasher::new();
@@ -273,9 +290,12 @@ impl ReproStep {
     ) -> Result<TrainingRun, StepFailure> {
         let out_text = out.to_string_lossy().into_owned();
         let fill = |s: &str| s.replace("{out}", &out_text);
-        std::fs::create_dir_all(out)
+        let dir = out.to_path_buf();
+        blocking(move || std::fs::create_dir_all(&dir))
+            .await
             .map_err(|e| StepFailure::new(format!("cannot create {}: {e}", out.display())))?;
-        let command = fill(&self.command);
+        // In the command, the directory is one shell word whatever it holds.
+        let command = self.command.replace("{out}", &shell_quote(&out_text));
         ctx.log(format!("--- mlops reproducibility, {label}: {command} ---"));
         match ctx.run_command(&command).await {
             CommandEnd::Success => {}
@@ -324,7 +344,8 @@ impl ReproStep {
             .join(mlops_core::ledger::STATE_DIR)
             .join("repro")
             .join(format!("{}-{}", ctx.run_id, ctx.step));
-        let _ = std::fs::remove_dir_all(&work);
+        let stale = work.clone();
+        let _ = blocking(move || std::fs::remove_dir_all(&stale)).await;
 
         let mut runs = Vec::new();
         if self.runs == 1 {
@@ -365,7 +386,8 @@ impl ReproStep {
                 report.runs[0].metrics.len(),
                 report.runs[0].artifacts.len()
             ));
-            let _ = std::fs::remove_dir_all(&work);
+            let done = work.clone();
+            let _ = blocking(move || std::fs::remove_dir_all(&done)).await;
             return Ok(());
         }
         let first: Vec<&str> = report

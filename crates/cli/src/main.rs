@@ -188,7 +188,7 @@ struct RunArgs {
     json: bool,
     /// Run only the steps whose inputs changed since this git revision
     /// (and what depends on them); other steps reuse their last pass
-    #[arg(long, value_name = "REV", conflicts_with = "resume")]
+    #[arg(long, value_name = "REV", conflicts_with_all = ["resume", "force"])]
     changed_since: Option<String>,
     /// Also write the run as JUnit XML to this file (for CI systems)
     #[arg(long, value_name = "FILE")]

@@ -656,10 +656,12 @@ impl Ledger {
                         })
                         .map_err(self.err("record a step result"))?;
                     self.expect_row(n, run_id, step)?;
+                    // What an earlier execution of the step in this run (before
+                    // a resume) recorded does not describe this one.
+                    tx.prepare_cached("DELETE FROM evidence WHERE run_id = ?1 AND step = ?2")
+                        .and_then(|mut st| st.execute(params![run_id, step]))
+                        .map_err(self.err("record step evidence"))?;
                     if !record.evidence.is_empty() {
-                        tx.prepare_cached("DELETE FROM evidence WHERE run_id = ?1 AND step = ?2")
-                            .and_then(|mut st| st.execute(params![run_id, step]))
-                            .map_err(self.err("record step evidence"))?;
                         let mut st = tx
                             .prepare_cached(
                                 "INSERT INTO evidence (run_id, step, kind, body) VALUES (?1, ?2, ?3, ?4)",

@@ -76,7 +76,7 @@ fn parse_yaml(text: &str) -> Yaml {
 
 fn spec(dir: &str, python: bool) -> WorkflowSpec {
     WorkflowSpec {
-        project: "iris".to_owned(),
+        project: "iris: v2 #1\nkey: injected".to_owned(),
         project_dir: dir.to_owned(),
         install: "cargo install --locked --git https://example.invalid/mlops mlops-cli".to_owned(),
         python,
@@ -89,6 +89,8 @@ fn the_github_workflow_is_valid_yaml_that_runs_the_pipeline() {
         let text = workflow(CiSystem::Github, &spec(dir, python));
         let y = parse_yaml(&text);
         assert!(!y["on"]["push"].is_badvalue(), "{text}");
+        assert_eq!(y["name"].as_str(), Some("mlops iris: v2 #1\nkey: injected"));
+        assert!(y["key"].is_badvalue(), "a project name cannot inject keys");
         let job = &y["jobs"]["pipeline"];
         assert_eq!(
             job["defaults"]["run"]["working-directory"].as_str(),
@@ -135,7 +137,7 @@ fn the_gitlab_pipeline_is_valid_yaml_that_keeps_the_ledger() {
     assert_eq!(
         script,
         [
-            "cd \"examples/iris\"",
+            "cd 'examples/iris'",
             "mlops pipeline run --junit mlops-junit.xml"
         ]
     );

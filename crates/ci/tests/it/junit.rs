@@ -250,3 +250,33 @@ fn bad_parameters_are_diagnostics() {
     let err = err.to_string();
     assert!(err.contains("unknown field `min-test`"), "{err}");
 }
+
+#[test]
+fn the_same_test_in_two_files_counts_twice_so_a_failure_is_never_hidden() {
+    let failing = parse(r#"<testsuite name="pytest"><testcase classname="m" name="t"><failure message="gpu"/></testcase></testsuite>"#).unwrap();
+    let passing =
+        parse(r#"<testsuite name="pytest"><testcase classname="m" name="t"/></testsuite>"#)
+            .unwrap();
+    for files in [
+        vec![
+            ("a-gpu.xml".to_owned(), failing.clone()),
+            ("b-cpu.xml".to_owned(), passing.clone()),
+        ],
+        vec![
+            ("a-cpu.xml".to_owned(), passing),
+            ("b-gpu.xml".to_owned(), failing),
+        ],
+    ] {
+        let report = TestReport::from_files(files);
+        assert_eq!(
+            (report.tests, report.passed, report.failed, report.flaky),
+            (2, 1, 1, 0)
+        );
+    }
+}
+
+#[test]
+fn non_finite_durations_are_dropped() {
+    let cases = parse(r#"<testsuite name="s"><testcase name="a" time="NaN"/><testcase name="b" time="inf"/></testsuite>"#).unwrap();
+    assert!(cases.iter().all(|c| c.time_s.is_none()));
+}

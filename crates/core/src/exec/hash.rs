@@ -250,32 +250,59 @@ fn lexical(pattern: &str) -> String {
     out.join("/")
 }
 
-/// Whether any of the input patterns (relative to `root`) covers any of
-/// the `changed` files (absolute): a literal pattern covers that file or
-/// everything below that directory; a glob covers what it matches.
-pub(crate) fn inputs_touch(root: &Path, patterns: &[String], changed: &[PathBuf]) -> bool {
-    if patterns.is_empty() || changed.is_empty() {
-        return false;
-    }
-    let changed: Vec<String> = changed.iter().map(|f| relative_to(root, f)).collect();
-    patterns.iter().any(|pattern| {
-        let p = lexical(normalize_pattern(pattern));
-        if !has_glob_meta(&p) {
-            let dir = format!("{p}/");
-            return changed
-                .iter()
-                .any(|c| *c == p || c.starts_with(&dir) || p.is_empty());
-        }
-        match GlobBuilder::new(&p).literal_separator(true).build() {
-            Ok(glob) => {
-                let m = glob.compile_matcher();
-                changed.iter().any(|c| m.is_match(c))
+/// A step's input patterns, compiled once, answering whether they cover
+/// given files.
+pub(crate) struct InputMatcher {
+    /// Literal paths (files or whole directories), lexically normalized.
+    literals: Vec<String>,
+    globs: Vec<globset::GlobMatcher>,
+    /// An invalid pattern: it fails the step when it hashes its inputs, so
+    /// it counts as covering everything and the step runs and says so.
+    invalid: bool,
+}
+
+impl InputMatcher {
+    pub(crate) fn new(patterns: &[String]) -> Self {
+        let mut m = InputMatcher {
+            literals: Vec::new(),
+            globs: Vec::new(),
+            invalid: false,
+        };
+        for pattern in patterns {
+            let p = lexical(normalize_pattern(pattern));
+            if !has_glob_meta(&p) {
+                m.literals.push(p);
+                continue;
             }
-            // An invalid pattern fails the step when it hashes its inputs;
-            // count it as touched so that the step runs and says so.
-            Err(_) => true,
+            match GlobBuilder::new(&p).literal_separator(true).build() {
+                Ok(glob) => m.globs.push(glob.compile_matcher()),
+                Err(_) => m.invalid = true,
+            }
         }
-    })
+        m
+    }
+
+    /// Whether the patterns cover any of `files` (as given by
+    /// [`relative_paths`]): a literal covers that file or everything below
+    /// that directory; a glob covers what it matches.
+    pub(crate) fn touches(&self, files: &[String]) -> bool {
+        if files.is_empty() {
+            return false;
+        }
+        self.invalid
+            || files.iter().any(|f| {
+                self.literals.iter().any(|l| {
+                    l.is_empty()
+                        || f == l
+                        || (f.starts_with(l.as_str()) && f.as_bytes().get(l.len()) == Some(&b'/'))
+                }) || self.globs.iter().any(|g| g.is_match(f))
+            })
+    }
+}
+
+/// Absolute `files` relative to `root`, as input patterns are written.
+pub(crate) fn relative_paths(root: &Path, files: &[PathBuf]) -> Vec<String> {
+    files.iter().map(|f| relative_to(root, f)).collect()
 }
 
 #[cfg(test)]
@@ -361,20 +388,29 @@ mod tests {
     }
 
     #[test]
-    fn inputs_touch_literals_globs_and_paths_outside_the_project() {
+    fn input_matcher_literals_globs_and_paths_outside_the_project() {
         let root = Path::new("/repo/examples/iris");
         let changed = |p: &str| vec![PathBuf::from(p)];
         let touches = |patterns: &[&str], file: &str| {
             let patterns: Vec<String> = patterns.iter().map(|p| (*p).to_owned()).collect();
-            inputs_touch(root, &patterns, &changed(file))
+            InputMatcher::new(&patterns).touches(&relative_paths(root, &changed(file)))
         };
-        assert!(touches(&["data/iris.csv"], "/repo/examples/iris/data/iris.csv"));
+        assert!(touches(
+            &["data/iris.csv"],
+            "/repo/examples/iris/data/iris.csv"
+        ));
         assert!(touches(&["./data/"], "/repo/examples/iris/data/new/x.csv"));
         assert!(touches(&["src/**/*.rs"], "/repo/examples/iris/src/a/b.rs"));
         assert!(touches(&["../../Cargo.lock"], "/repo/Cargo.lock"));
-        assert!(touches(&["src/../data/*.csv"], "/repo/examples/iris/data/a.csv"));
+        assert!(touches(
+            &["src/../data/*.csv"],
+            "/repo/examples/iris/data/a.csv"
+        ));
         assert!(!touches(&["src/*.rs"], "/repo/examples/iris/src/a/b.rs"));
-        assert!(!touches(&["data/iris.csv"], "/repo/examples/iris/data/iris.csv.bak"));
+        assert!(!touches(
+            &["data/iris.csv"],
+            "/repo/examples/iris/data/iris.csv.bak"
+        ));
         assert!(!touches(&["Cargo.lock"], "/repo/Cargo.lock"));
         assert!(!touches(&[], "/repo/examples/iris/x"));
     }

@@ -102,10 +102,12 @@ pub struct RunOptions {
     /// How long a killed step's shell gets after SIGTERM before SIGKILL.
     pub kill_grace: Duration,
     /// Run only the steps whose inputs cover files changed since this git
-    /// revision, and the steps that depend on them (by `depends-on`, or by
+    /// revision, the steps that declare no inputs (nothing says what they
+    /// read), and the steps that depend on those (by `depends-on`, or by
     /// reading their outputs). Every other step is reused from its last
     /// passing record with the same definition and inputs, or run when it
     /// has none, so stage gates still see evidence for every step.
+    /// `force` wins: with it, everything runs.
     pub changed_since: Option<String>,
 }
 
@@ -1059,7 +1061,7 @@ impl Coordinator<'_> {
             step,
             fingerprint: self.fingerprints[index].clone(),
             reuse: match &self.affected {
-                None if self.opts.force => Reuse::Never,
+                _ if self.opts.force => Reuse::Never,
                 None => Reuse::IfInputsDeclared,
                 Some((_, affected)) if affected[index] => Reuse::Never,
                 Some((rev, _)) => Reuse::Unchanged(rev.clone()),
@@ -1078,23 +1080,34 @@ enum Reuse {
     Never,
     /// The default: when it declares inputs and they are unchanged.
     IfInputsDeclared,
-    /// `changed_since` says nothing it reads changed: whenever a record
-    /// with the same definition and inputs exists, inputs declared or not.
+    /// `changed_since` says nothing it reads changed (it declares inputs and
+    /// none of them changed): whenever a record with the same definition and
+    /// inputs exists.
     Unchanged(String),
 }
 
-/// Which steps `changed` files affect: those whose inputs cover one, then,
-/// until nothing changes, those that depend on an affected step or read
-/// what one writes.
+/// Which steps `changed` files affect: those without inputs (nothing says
+/// what they read, so they always run), those whose inputs cover a changed
+/// file, then, until nothing changes, those that depend on an affected step
+/// or read what one writes.
 fn affected_steps(pipeline: &Pipeline, root: &Path, changed: &[PathBuf]) -> Vec<bool> {
     let steps = pipeline.steps();
+    let changed = hash::relative_paths(root, changed);
+    let matchers: Vec<hash::InputMatcher> = steps
+        .iter()
+        .map(|s| hash::InputMatcher::new(&s.inputs))
+        .collect();
+    let outputs: Vec<Vec<String>> = steps
+        .iter()
+        .map(|s| {
+            let abs: Vec<PathBuf> = s.outputs.iter().map(|o| root.join(o)).collect();
+            hash::relative_paths(root, &abs)
+        })
+        .collect();
     let mut affected: Vec<bool> = steps
         .iter()
-        .map(|s| hash::inputs_touch(root, &s.inputs, changed))
-        .collect();
-    let outputs: Vec<Vec<PathBuf>> = steps
-        .iter()
-        .map(|s| s.outputs.iter().map(|o| root.join(o)).collect())
+        .zip(&matchers)
+        .map(|(s, m)| s.inputs.is_empty() || m.touches(&changed))
         .collect();
     loop {
         let mut grew = false;
@@ -1106,9 +1119,8 @@ fn affected_steps(pipeline: &Pipeline, root: &Path, changed: &[PathBuf]) -> Vec<
                 .depends_on
                 .iter()
                 .any(|d| pipeline.step_index(d).is_some_and(|j| affected[j]));
-            let by_data = (0..steps.len()).any(|j| {
-                j != i && affected[j] && hash::inputs_touch(root, &step.inputs, &outputs[j])
-            });
+            let by_data =
+                (0..steps.len()).any(|j| j != i && affected[j] && matchers[i].touches(&outputs[j]));
             if by_dep || by_data {
                 affected[i] = true;
                 grew = true;
