@@ -324,7 +324,7 @@ fn load(path: &Path) -> Result<Manifest, Failure> {
 }
 
 fn cmd_init(path: &Path, force: bool) -> Result<u8, Failure> {
-    let scaffold = init::scaffold(path).map_err(|e| fail(exit::INVALID, e))?;
+    let scaffold = init::scaffold_with(path, &kinds()).map_err(|e| fail(exit::INVALID, e))?;
     let written = scaffold.write(path, force).map_err(|e| match e {
         init::InitError::Exists(_) => fail(exit::INVALID, e),
         _ => fail(exit::ENGINE, e),

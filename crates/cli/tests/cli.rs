@@ -377,12 +377,30 @@ fn init_writes_a_manifest_that_validates_and_runs() {
     assert!(stdout(&o).contains("wrote ./mlops.toml"));
     let o = run(&["validate"], dir.path());
     assert!(o.status.success(), "{}", stderr(&o));
+    let manifest = std::fs::read_to_string(dir.path().join("mlops.toml")).unwrap();
+    assert!(manifest.contains("kind = \"secret-scan\""), "{manifest}");
     let o = run(&["init"], dir.path());
     assert_eq!(o.status.code(), Some(2));
     assert_eq!(
         stderr(&o).trim(),
         "error: ./mlops.toml already exists; pass --force to overwrite it"
     );
+}
+
+#[test]
+fn init_uses_the_tests_kind_for_pytest() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("requirements.txt"), "numpy==2.0\n").unwrap();
+    std::fs::write(dir.path().join("test_model.py"), "def test_x(): pass\n").unwrap();
+    let o = run(&["init"], dir.path());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let manifest = std::fs::read_to_string(dir.path().join("mlops.toml")).unwrap();
+    assert!(
+        manifest.contains("kind = \"tests\"\nwith = { command = \".venv/bin/python -m pytest -q --junitxml=.mlops/reports/junit.xml\", junit = \".mlops/reports/junit.xml\" }"),
+        "{manifest}"
+    );
+    let o = run(&["validate"], dir.path());
+    assert!(o.status.success(), "{}", stderr(&o));
 }
 
 #[test]

@@ -99,8 +99,15 @@ fn is_hash_pinned(path: &Path) -> bool {
     std::fs::read_to_string(path).is_ok_and(|t| t.contains("--hash="))
 }
 
-/// Looks at `dir` and proposes a manifest.
+/// Looks at `dir` and proposes a manifest that uses only `run` steps.
 pub fn scaffold(dir: &Path) -> Result<Scaffold, InitError> {
+    scaffold_with(dir, &crate::KindRegistry::new())
+}
+
+/// Looks at `dir` and proposes a manifest, using the built-in kinds of
+/// `kinds` where they fit: pytest through `tests` (JUnit ingestion), and a
+/// `secret-scan` of every project.
+pub fn scaffold_with(dir: &Path, kinds: &crate::KindRegistry) -> Result<Scaffold, InitError> {
     if !dir.is_dir() {
         return Err(InitError::NotADirectory(dir.to_path_buf()));
     }
@@ -189,11 +196,19 @@ pub fn scaffold(dir: &Path) -> Result<Scaffold, InitError> {
         .ok();
         if has_python_tests(dir) {
             findings.push("pytest tests".to_owned());
-            writeln!(
-                ci,
-                "[ci.steps.test]\nrun = \"{venv_python} -m pytest -q\"\ntimeout = \"30m\"\n"
-            )
-            .ok();
+            if kinds.get("tests").is_some() {
+                writeln!(
+                    ci,
+                    "# pytest's JUnit report becomes evidence: counts, failures, durations, flaky tests.\n[ci.steps.test]\nkind = \"tests\"\nwith = {{ command = \"{venv_python} -m pytest -q --junitxml={STATE_DIR}/reports/junit.xml\", junit = \"{STATE_DIR}/reports/junit.xml\" }}\ntimeout = \"30m\"\n"
+                )
+                .ok();
+            } else {
+                writeln!(
+                    ci,
+                    "[ci.steps.test]\nrun = \"{venv_python} -m pytest -q\"\ntimeout = \"30m\"\n"
+                )
+                .ok();
+            }
         } else {
             findings.push(
                 "no tests found (test_*.py): the ci stage only byte-compiles the code; add tests"
@@ -208,6 +223,13 @@ pub fn scaffold(dir: &Path) -> Result<Scaffold, InitError> {
         gitignore.push(".venv/".to_owned());
     }
 
+    if kinds.get("secret-scan").is_some() {
+        writeln!(
+            ci,
+            "# No credentials in the files or the git history.\n[ci.steps.secrets]\nkind = \"secret-scan\"\n"
+        )
+        .ok();
+    }
     let name = project_name(dir);
     let manifest = format!(
         "# mlops.toml: the project's pipeline, climbed stage by stage.\n\
