@@ -183,25 +183,13 @@ impl StepKind for DataValidationKind {
 
 /// A non-empty relative path, or a diagnostic.
 fn relative_path(what: &str, value: &Spanned<String>, errors: &mut Vec<Diagnostic>) -> bool {
-    let text = value.get_ref();
-    if text.trim().is_empty() {
-        errors.push(Diagnostic::new(
-            format!("`{what}` must not be empty"),
-            Some(value.span()),
-        ));
-        return false;
+    match mlops_core::manifest::relative_path_problem(what, value, "the step's directory") {
+        Some(d) => {
+            errors.push(d);
+            false
+        }
+        None => true,
     }
-    if Path::new(text).is_absolute() {
-        errors.push(
-            Diagnostic::new(
-                format!("`{what}` must be relative to the step's directory, found `{text}`"),
-                Some(value.span()),
-            )
-            .with_help("absolute paths make the manifest depend on one machine"),
-        );
-        return false;
-    }
-    true
 }
 
 impl Plan {

@@ -370,25 +370,40 @@ fn parse_duration(what: &str, value: &Spanned<String>) -> Result<Duration, Diagn
 }
 
 fn relative_path(what: &str, value: &Spanned<String>, errors: &mut Vec<Diagnostic>) -> bool {
+    match relative_path_problem(what, value, "the project directory") {
+        Some(d) => {
+            errors.push(d);
+            false
+        }
+        None => true,
+    }
+}
+
+/// What is wrong with a path a manifest gives for `what`, which must be a
+/// non-empty path relative to `base` (e.g. "the step's directory"); `None`
+/// when nothing is. For stage crates checking their kinds' parameters.
+pub fn relative_path_problem(
+    what: &str,
+    value: &Spanned<String>,
+    base: &str,
+) -> Option<Diagnostic> {
     let text = value.get_ref();
     if text.trim().is_empty() {
-        errors.push(Diagnostic::new(
+        return Some(Diagnostic::new(
             format!("`{what}` must not be empty"),
             Some(value.span()),
         ));
-        return false;
     }
     if Path::new(text).is_absolute() {
-        errors.push(
+        return Some(
             Diagnostic::new(
-                format!("`{what}` must be relative to the project directory, found `{text}`"),
+                format!("`{what}` must be relative to {base}, found `{text}`"),
                 Some(value.span()),
             )
             .with_help("absolute paths make the manifest depend on one machine"),
         );
-        return false;
     }
-    true
+    None
 }
 
 /// Serde stops at a step's first bad key. Every field of a step is
