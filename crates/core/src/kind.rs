@@ -323,10 +323,22 @@ pub trait StepKind: Send + Sync + 'static {
     fn compile(&self, params: &KindParams<'_>) -> Result<Arc<dyn StepAction>, Vec<Diagnostic>>;
 }
 
-/// The kinds the manifest compiler knows.
+/// A top-level table of `mlops.toml` owned by a stage crate (`[infra]`):
+/// the manifest compiler hands it over for checking, so `mlops validate`
+/// reports its problems with everything else. The crate reads it again
+/// through [`crate::Manifest::section`] when it acts on it.
+pub trait ManifestSection: Send + Sync + 'static {
+    /// The table's name.
+    fn name(&self) -> &'static str;
+    /// Every problem in the table; empty when it is valid.
+    fn check(&self, table: &KindParams<'_>) -> Vec<Diagnostic>;
+}
+
+/// The kinds (and manifest sections) the manifest compiler knows.
 #[derive(Default, Clone)]
 pub struct KindRegistry {
     kinds: BTreeMap<&'static str, Arc<dyn StepKind>>,
+    sections: BTreeMap<&'static str, Arc<dyn ManifestSection>>,
 }
 
 impl KindRegistry {
@@ -355,10 +367,29 @@ impl KindRegistry {
     pub fn names(&self) -> Vec<&'static str> {
         self.kinds.keys().copied().collect()
     }
+
+    /// Adds a manifest section, replacing one of the same name.
+    pub fn register_section(&mut self, section: Arc<dyn ManifestSection>) -> &mut Self {
+        self.sections.insert(section.name(), section);
+        self
+    }
+
+    /// Looks a manifest section up by its table name.
+    pub fn section(&self, name: &str) -> Option<&Arc<dyn ManifestSection>> {
+        self.sections.get(name)
+    }
+
+    /// The registered section names, sorted.
+    pub fn section_names(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.sections.keys().copied()
+    }
 }
 
 impl fmt::Debug for KindRegistry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_list().entries(self.kinds.keys()).finish()
+        f.debug_list()
+            .entries(self.kinds.keys())
+            .entries(self.sections.keys().map(|s| format!("[{s}]")))
+            .finish()
     }
 }

@@ -84,6 +84,62 @@ const MIGRATIONS: &[&str] = &[
         FOREIGN KEY (run_id, step) REFERENCES steps(run_id, name) ON DELETE CASCADE
     );
     ",
+    // 3: infrastructure (what each apply did, what runs where) and the model
+    // registry (versions with lineage, stage changes).
+    "
+    CREATE TABLE infra_applies (
+        id              INTEGER PRIMARY KEY,
+        environment     TEXT NOT NULL,
+        provider        TEXT NOT NULL,
+        started_at_ms   INTEGER NOT NULL,
+        finished_at_ms  INTEGER,
+        status          TEXT NOT NULL CHECK (status IN ('running', 'applied', 'failed')),
+        actions         TEXT NOT NULL,
+        error           TEXT,
+        actor           TEXT NOT NULL,
+        run_id          INTEGER,
+        step            TEXT
+    );
+    CREATE TABLE infra_services (
+        environment     TEXT NOT NULL,
+        provider        TEXT NOT NULL,
+        service         TEXT NOT NULL,
+        revision        TEXT NOT NULL,
+        replicas        INTEGER NOT NULL,
+        model_version   TEXT,
+        state           TEXT NOT NULL,
+        apply_id        INTEGER NOT NULL REFERENCES infra_applies(id),
+        updated_at_ms   INTEGER NOT NULL,
+        PRIMARY KEY (environment, provider, service)
+    );
+    CREATE TABLE model_versions (
+        model           TEXT NOT NULL,
+        number          INTEGER NOT NULL,
+        digest          TEXT NOT NULL,
+        created_at_ms   INTEGER NOT NULL,
+        path            TEXT NOT NULL,
+        files           TEXT NOT NULL,
+        metrics         TEXT,
+        data_hash       TEXT,
+        git_commit      TEXT,
+        git_dirty       INTEGER,
+        run_id          INTEGER,
+        step            TEXT,
+        parent          INTEGER,
+        PRIMARY KEY (model, number),
+        UNIQUE (model, digest)
+    );
+    CREATE TABLE model_stage_changes (
+        id              INTEGER PRIMARY KEY,
+        model           TEXT NOT NULL,
+        number          INTEGER NOT NULL,
+        stage           TEXT NOT NULL CHECK (stage IN ('none', 'staging', 'production', 'archived')),
+        at_ms           INTEGER NOT NULL,
+        actor           TEXT NOT NULL,
+        reason          TEXT NOT NULL,
+        FOREIGN KEY (model, number) REFERENCES model_versions(model, number)
+    );
+    ",
 ];
 
 /// A ledger failure.
@@ -438,13 +494,16 @@ impl Ledger {
         &self.path
     }
 
-    fn conn(&self) -> MutexGuard<'_, Connection> {
+    pub(crate) fn conn(&self) -> MutexGuard<'_, Connection> {
         // A poisoned mutex means a panic while holding it; SQLite rolled the
         // open transaction back, so the connection is still consistent.
         self.conn.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn err(&self, what: &'static str) -> impl FnOnce(rusqlite::Error) -> LedgerError + '_ {
+    pub(crate) fn err(
+        &self,
+        what: &'static str,
+    ) -> impl FnOnce(rusqlite::Error) -> LedgerError + '_ {
         move |source| LedgerError::Sql {
             path: self.path.clone(),
             what,
@@ -1006,4 +1065,10 @@ fn run_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunSummary> {
 #[derive(Debug)]
 pub struct RunLock {
     _file: File,
+}
+
+impl RunLock {
+    pub(crate) fn from_file(file: File) -> Self {
+        RunLock { _file: file }
+    }
 }

@@ -41,18 +41,21 @@
 pub mod event;
 pub mod exec;
 pub mod git;
+pub mod infra;
 pub mod init;
 pub mod kind;
 pub mod ledger;
 pub mod manifest;
 pub mod pipeline;
+pub mod registry;
 pub mod stage;
 pub mod status;
 
 pub use event::Event;
 pub use exec::{ExecError, Executor, RunOptions, RunReport, Selection, StepReport};
 pub use kind::{
-    CommandEnd, KindParams, KindRegistry, StepAction, StepContext, StepFailure, StepKind,
+    CommandEnd, KindParams, KindRegistry, ManifestSection, StepAction, StepContext, StepFailure,
+    StepKind,
 };
 pub use ledger::{Evidence, EvidenceRecord, Ledger, LedgerError, RunSummary};
 pub use manifest::{Manifest, ManifestError};

@@ -38,6 +38,8 @@ pub struct Manifest {
     pub project: Project,
     /// The compiled pipeline.
     pub pipeline: Pipeline,
+    /// The manifest's text, for sections that stage crates read later.
+    source: String,
 }
 
 /// `[project]`, validated.
@@ -106,6 +108,7 @@ impl Manifest {
                 root,
                 project,
                 pipeline,
+                source,
             }),
             Err(mut items) => {
                 items.sort_by_key(|d| d.span.as_ref().map_or(0, |s| s.start));
@@ -115,6 +118,73 @@ impl Manifest {
                     items,
                 })
             }
+        }
+    }
+}
+
+impl Manifest {
+    /// Hands the top-level table `name` (a section a stage crate owns, such
+    /// as `[infra]`) to `read`, with its spans; `None` when the manifest has
+    /// no such table. Problems `read` finds become [`Diagnostics`] through
+    /// [`Manifest::diagnostics`].
+    pub fn section<R>(&self, name: &str, read: impl FnOnce(&KindParams<'_>) -> R) -> Option<R> {
+        section_of(&self.source, name, read)
+    }
+
+    /// Problems found in this manifest's text, ready to render with file,
+    /// line and column.
+    pub fn diagnostics(&self, mut items: Vec<Diagnostic>) -> Diagnostics {
+        items.sort_by_key(|d| d.span.as_ref().map_or(0, |s| s.start));
+        Diagnostics {
+            path: self.path.clone(),
+            source: self.source.clone(),
+            items,
+        }
+    }
+}
+
+fn section_of<R>(source: &str, name: &str, read: impl FnOnce(&KindParams<'_>) -> R) -> Option<R> {
+    let document = DeTable::parse(source).ok()?.into_inner();
+    let (_, value) = document.into_iter().find(|(k, _)| k.get_ref() == name)?;
+    let span = value.span();
+    Some(read(&KindParams::new(Some(value), span)))
+}
+
+/// Reads only the top-level table `name` of a project's `mlops.toml`, for
+/// a step that acts on a section at run time (the pipeline was validated
+/// when the run began). `Ok(None)` when the manifest has no such table.
+pub fn load_section<R>(
+    project_dir: &Path,
+    name: &str,
+    read: impl FnOnce(&KindParams<'_>) -> Result<R, Vec<Diagnostic>>,
+) -> Result<Option<R>, ManifestError> {
+    let path = project_dir.join(MANIFEST_FILE);
+    let source = match std::fs::read_to_string(&path) {
+        Ok(s) => s,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(ManifestError::NotFound {
+                dir: project_dir.to_path_buf(),
+            });
+        }
+        Err(source) => return Err(ManifestError::Read { path, source }),
+    };
+    if let Err(e) = DeTable::parse(&source) {
+        return Err(ManifestError::Invalid(Diagnostics {
+            path,
+            items: vec![de_error(e, 0..0)],
+            source,
+        }));
+    }
+    match section_of(&source, name, read) {
+        None => Ok(None),
+        Some(Ok(r)) => Ok(Some(r)),
+        Some(Err(mut items)) => {
+            items.sort_by_key(|d| d.span.as_ref().map_or(0, |s| s.start));
+            Err(ManifestError::Invalid(Diagnostics {
+                path,
+                source,
+                items,
+            }))
         }
     }
 }
@@ -192,11 +262,24 @@ fn compile(source: &str, kinds: &KindRegistry) -> Result<(Project, Pipeline), Ve
             }
             continue;
         }
+        if let Some(section) = kinds.section(&name) {
+            let span = value.span();
+            errors.extend(section.check(&KindParams::new(Some(value), span)));
+            continue;
+        }
         let Ok(stage) = name.parse::<Stage>() else {
             let mut d = Diagnostic::new(format!("unknown table `{name}`"), Some(key_span));
-            d = match suggest(&name, TOP_LEVEL_KEYS) {
+            let known = TOP_LEVEL_KEYS.into_iter().chain(kinds.section_names());
+            d = match suggest(&name, known) {
                 Some(s) => d.with_help(format!("did you mean `{s}`?")),
-                None => d.with_help("the top-level tables are `project` and the stages `iac`, `ci`, `cd`, `release`, `apm`, `loadtest`"),
+                None => {
+                    let mut sections: String =
+                        kinds.section_names().map(|s| format!(", `{s}`")).collect();
+                    if !sections.is_empty() {
+                        sections = format!(" and the sections{}", &sections[1..]);
+                    }
+                    d.with_help(format!("the top-level tables are `project`, the stages `iac`, `ci`, `cd`, `release`, `apm`, `loadtest`{sections}"))
+                }
             };
             errors.push(d);
             continue;

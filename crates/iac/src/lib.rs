@@ -1,0 +1,16 @@
+//! Stage 1 of mlops, infrastructure as code: the environment a project's
+//! code runs in, and the services it runs, declared in `[infra]` and
+//! converged by a [`Provider`].
+
+pub mod apply;
+pub mod health;
+pub mod local;
+pub mod plan;
+pub mod provider;
+pub mod spec;
+
+pub use apply::{ApplyContext, ApplyReport, InfraError};
+pub use local::{LocalProvider, SupervisorCommand};
+pub use plan::{Action, Plan};
+pub use provider::{Desired, Instance, ModelRef, Provider, ProviderError, Replica, ReplicaState, Scope};
+pub use spec::{InfraSpec, ProviderKind, ServiceSpec};

@@ -1,0 +1,337 @@
+//! Desired state against actual state: what an apply would do.
+//!
+//! For each declared service the plan keeps the instance that already runs
+//! its revision, healthy, at the declared scale, and otherwise proposes the
+//! smallest change: create, replace (new revision: start new, wait healthy,
+//! stop old), scale, repair (drift: a replica or supervisor killed, a
+//! container stopped behind our back — a fresh instance replaces it), or
+//! remove (a service no longer declared, a leftover instance).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::provider::{Desired, Instance, ModelRef, ProviderError};
+use crate::spec::{BuildSpec, EnvValue, ServiceSpec};
+
+/// One change an apply makes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "action", rename_all = "kebab-case")]
+pub enum Action {
+    /// Start the service; nothing runs.
+    Create {
+        /// The service.
+        service: String,
+        /// Its revision.
+        revision: String,
+        /// Replicas.
+        replicas: u32,
+        /// The model version it will serve.
+        model_version: Option<String>,
+    },
+    /// A new revision: start it, wait until healthy, then stop the old one.
+    Replace {
+        /// The service.
+        service: String,
+        /// The running instance.
+        instance: String,
+        /// Its revision.
+        from: String,
+        /// The new revision.
+        to: String,
+        /// What changed.
+        why: Vec<String>,
+    },
+    /// Same revision, another replica count.
+    Scale {
+        /// The service.
+        service: String,
+        /// The instance.
+        instance: String,
+        /// Replicas now.
+        from: u32,
+        /// Replicas wanted.
+        to: u32,
+    },
+    /// Drift: the instance is not what was applied; a fresh one replaces it.
+    Repair {
+        /// The service.
+        service: String,
+        /// The instance.
+        instance: String,
+        /// What is wrong.
+        drift: Vec<String>,
+    },
+    /// Stop and remove an instance.
+    Remove {
+        /// The service.
+        service: String,
+        /// The instance.
+        instance: String,
+        /// Why.
+        why: String,
+    },
+}
+
+impl Action {
+    /// The service the action is about.
+    pub fn service(&self) -> &str {
+        match self {
+            Action::Create { service, .. }
+            | Action::Replace { service, .. }
+            | Action::Scale { service, .. }
+            | Action::Repair { service, .. }
+            | Action::Remove { service, .. } => service,
+        }
+    }
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Action::Create {
+                service,
+                revision,
+                replicas,
+                model_version,
+            } => {
+                write!(f, "+ create  {service} (revision {}, {replicas} replica{}", short(revision), plural(*replicas))?;
+                if let Some(v) = model_version {
+                    write!(f, ", model {v}")?;
+                }
+                write!(f, ")")
+            }
+            Action::Replace {
+                service,
+                from,
+                to,
+                why,
+                ..
+            } => write!(
+                f,
+                "~ replace {service} (revision {} -> {}: {})",
+                short(from),
+                short(to),
+                why.join("; ")
+            ),
+            Action::Scale {
+                service, from, to, ..
+            } => write!(f, "~ scale   {service} ({from} -> {to} replicas)"),
+            Action::Repair { service, drift, .. } => {
+                write!(f, "! repair  {service} (drift: {})", drift.join("; "))
+            }
+            Action::Remove {
+                service,
+                instance,
+                why,
+            } => write!(f, "- remove  {service} (instance {instance}: {why})"),
+        }
+    }
+}
+
+fn plural(n: u32) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
+fn short(revision: &str) -> &str {
+    &revision[..revision.len().min(12)]
+}
+
+/// What an apply would do, in order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
+pub struct Plan {
+    /// The changes.
+    pub actions: Vec<Action>,
+    /// Services that already match.
+    pub unchanged: Vec<String>,
+}
+
+impl Plan {
+    /// Whether nothing would change.
+    pub fn is_empty(&self) -> bool {
+        self.actions.is_empty()
+    }
+}
+
+/// What the last apply recorded about a service, to explain a replace.
+#[derive(Debug, Clone, Default)]
+pub struct Recorded {
+    /// The definition it applied.
+    pub spec: Option<ServiceSpec>,
+    /// The model version.
+    pub model_version: Option<String>,
+}
+
+/// Diffs the desired services against the observed instances.
+pub fn plan(desired: &[Desired], observed: &[Instance], recorded: &BTreeMap<String, Recorded>) -> Plan {
+    let mut plan = Plan::default();
+    let mut by_service: BTreeMap<&str, Vec<&Instance>> = BTreeMap::new();
+    for instance in observed {
+        by_service.entry(&instance.service).or_default().push(instance);
+    }
+    for d in desired {
+        let name = d.spec.name.as_str();
+        let mut instances = by_service.remove(name).unwrap_or_default();
+        // Keep the best: right revision and healthy, then right revision,
+        // then healthy, then any.
+        instances.sort_by_key(|i| (i.revision != d.revision, !i.is_healthy()));
+        let mut rest = instances.into_iter();
+        match rest.next() {
+            None if d.spec.replicas == 0 => plan.unchanged.push(name.to_owned()),
+            None => plan.actions.push(Action::Create {
+                service: name.to_owned(),
+                revision: d.revision.clone(),
+                replicas: d.spec.replicas,
+                model_version: d.model.as_ref().map(|m| m.version.clone()),
+            }),
+            Some(current) if current.revision != d.revision => plan.actions.push(Action::Replace {
+                service: name.to_owned(),
+                instance: current.id.clone(),
+                from: current.revision.clone(),
+                to: d.revision.clone(),
+                why: why_replace(d, current, recorded.get(name)),
+            }),
+            Some(current) if !current.problems.is_empty() || current.replicas.iter().any(|r| {
+                r.index < d.spec.replicas.min(current.desired_replicas) && !(r.state == crate::ReplicaState::Running && r.healthy)
+            }) || (current.replicas.len() < current.desired_replicas.min(d.spec.replicas) as usize) => {
+                plan.actions.push(Action::Repair {
+                    service: name.to_owned(),
+                    instance: current.id.clone(),
+                    drift: current.drift(),
+                })
+            }
+            Some(current) if current.desired_replicas != d.spec.replicas => plan.actions.push(Action::Scale {
+                service: name.to_owned(),
+                instance: current.id.clone(),
+                from: current.desired_replicas,
+                to: d.spec.replicas,
+            }),
+            Some(_) => plan.unchanged.push(name.to_owned()),
+        }
+        for extra in rest {
+            plan.actions.push(Action::Remove {
+                service: name.to_owned(),
+                instance: extra.id.clone(),
+                why: "a second instance (left by an interrupted apply)".to_owned(),
+            });
+        }
+    }
+    for (service, instances) in by_service {
+        for instance in instances {
+            plan.actions.push(Action::Remove {
+                service: service.to_owned(),
+                instance: instance.id.clone(),
+                why: "the service is no longer declared".to_owned(),
+            });
+        }
+    }
+    plan
+}
+
+fn why_replace(d: &Desired, current: &Instance, recorded: Option<&Recorded>) -> Vec<String> {
+    let mut why = Vec::new();
+    let new_version = d.model.as_ref().map(|m| m.version.as_str());
+    if current.model_version.as_deref() != new_version {
+        why.push(format!(
+            "model {} -> {}",
+            current.model_version.as_deref().unwrap_or("none"),
+            new_version.unwrap_or("none")
+        ));
+    }
+    if let Some(old) = recorded.and_then(|r| r.spec.as_ref()) {
+        let (a, b) = (
+            serde_json::to_value(old).unwrap_or_default(),
+            serde_json::to_value(&d.spec).unwrap_or_default(),
+        );
+        if let (Some(a), Some(b)) = (a.as_object(), b.as_object()) {
+            let mut fields: Vec<&String> = a.keys().chain(b.keys()).collect();
+            fields.sort();
+            fields.dedup();
+            for field in fields {
+                if field != "replicas" && a.get(field) != b.get(field) {
+                    why.push(format!("`{}` changed", field.replace('_', "-")));
+                }
+            }
+        }
+    }
+    if why.is_empty() {
+        why.push("the program or the definition changed".to_owned());
+    }
+    why
+}
+
+/// The revision of a service: a digest of its definition (secret values
+/// excluded, only their names), the model version, and the bytes of the
+/// program or binary it runs.
+pub fn revision(spec: &ServiceSpec, model: Option<&ModelRef>, root: &Path) -> String {
+    let mut hasher = blake3::Hasher::new();
+    // The replica count is scale, not identity.
+    let shape = ServiceSpec {
+        replicas: 0,
+        ..spec.clone()
+    };
+    hasher.update(serde_json::to_string(&shape).unwrap_or_default().as_bytes());
+    hasher.update(b"\0model\0");
+    if let Some(m) = model {
+        hasher.update(m.version.as_bytes());
+    }
+    let mut files = Vec::new();
+    if spec.command[0].contains('/') {
+        files.push(root.join(&spec.command[0]));
+    }
+    match &spec.build {
+        Some(BuildSpec::Binary { binary, files: extra }) => {
+            files.push(root.join(binary));
+            files.extend(extra.iter().map(|f| root.join(f)));
+        }
+        Some(BuildSpec::Dockerfile { dockerfile, .. }) => files.push(root.join(dockerfile)),
+        _ => {}
+    }
+    for file in files {
+        hasher.update(b"\0file\0");
+        hasher.update(file.to_string_lossy().as_bytes());
+        if file.is_file()
+            && let Ok(mut f) = std::fs::File::open(&file)
+        {
+            let _ = std::io::copy(&mut f, &mut hasher);
+        }
+    }
+    hasher.finalize().to_hex()[..16].to_owned()
+}
+
+/// The desired state of a service: its revision and the values it reads
+/// from `caller_env` (missing ones are an error naming the variable).
+pub fn desired(
+    spec: &ServiceSpec,
+    model: Option<ModelRef>,
+    root: &Path,
+    caller_env: impl Fn(&str) -> Option<String>,
+) -> Result<Desired, ProviderError> {
+    let mut from_env = BTreeMap::new();
+    for (key, value) in &spec.env {
+        if let EnvValue::FromEnv { var, secret } = value {
+            match caller_env(var) {
+                Some(v) => {
+                    from_env.insert(var.clone(), v);
+                }
+                None => {
+                    return Err(ProviderError::Invalid {
+                        service: spec.name.clone(),
+                        detail: format!(
+                            "`{key}` reads {}`{var}` from the environment, which is not set; export it before applying",
+                            if *secret { "the secret " } else { "" }
+                        ),
+                    });
+                }
+            }
+        }
+    }
+    Ok(Desired {
+        revision: revision(spec, model.as_ref(), root),
+        spec: spec.clone(),
+        model,
+        from_env,
+    })
+}

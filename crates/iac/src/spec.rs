@@ -1,0 +1,805 @@
+//! `[infra]` in `mlops.toml`: the services a project runs and the
+//! environment they run in, validated with spans.
+//!
+//! ```toml
+//! [infra]
+//! provider = "local"
+//!
+//! [infra.environment]
+//! python = { requirements = "requirements.txt", venv = ".venv" }
+//!
+//! [infra.services.api]
+//! command = [".venv/bin/python", "-m", "app.serve"]
+//! port = 8080
+//! replicas = 2
+//! health = { path = "/v2/health/ready", interval = "1s", timeout = "2s" }
+//! resources = { cpus = 1.0, memory = "256MiB" }
+//! env = { PORT = "{port}", TOKEN = { from-env = "API_TOKEN", secret = true } }
+//! ```
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use mlops_core::manifest::{Diagnostic, Diagnostics, relative_path_problem};
+use mlops_core::{KindParams, Manifest, ManifestSection};
+use serde::{Deserialize, Serialize};
+use toml::Spanned;
+
+/// The name of the manifest section.
+pub const SECTION: &str = "infra";
+
+/// Which provider runs the services.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderKind {
+    /// Supervised child processes on 127.0.0.1 (the default).
+    #[default]
+    Local,
+    /// Containers on the Docker engine.
+    Docker,
+}
+
+impl ProviderKind {
+    /// The name used in manifests and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            ProviderKind::Local => "local",
+            ProviderKind::Docker => "docker",
+        }
+    }
+}
+
+impl fmt::Display for ProviderKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for ProviderKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "local" => Ok(ProviderKind::Local),
+            "docker" => Ok(ProviderKind::Docker),
+            other => Err(format!(
+                "unknown provider `{other}`: expected `local` or `docker`"
+            )),
+        }
+    }
+}
+
+/// When a replica that exited is started again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestartPolicy {
+    /// Always, whatever the exit status.
+    Always,
+    /// Only after a non-zero exit or a signal (the default).
+    #[default]
+    OnFailure,
+    /// Never.
+    Never,
+}
+
+/// How a replica's health is checked: `GET path` answering 2xx.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthSpec {
+    /// The path, starting with `/`.
+    pub path: String,
+    /// Time between checks.
+    #[serde(with = "millis")]
+    pub interval: Duration,
+    /// How long one check may take.
+    #[serde(with = "millis")]
+    pub timeout: Duration,
+    /// How long a new replica may take to become healthy.
+    #[serde(with = "millis")]
+    pub deadline: Duration,
+}
+
+/// CPU and memory limits.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
+pub struct Resources {
+    /// CPUs (fractions allowed).
+    pub cpus: Option<f64>,
+    /// Memory in bytes.
+    pub memory: Option<u64>,
+}
+
+/// A value of a service's environment variable.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "type")]
+pub enum EnvValue {
+    /// Written in the manifest; may use placeholders (`{port}`).
+    Literal {
+        /// The text.
+        value: String,
+    },
+    /// Read from the caller's environment at apply time. A secret one is
+    /// never written to logs, the ledger, state files or reports.
+    FromEnv {
+        /// The caller's variable.
+        var: String,
+        /// Whether the value is a secret.
+        secret: bool,
+    },
+}
+
+/// How the Docker provider gets the service's image.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "type")]
+pub enum BuildSpec {
+    /// `FROM scratch` with this binary (at `/app/NAME`) and the shared
+    /// libraries it links; the command's first word names it.
+    Binary {
+        /// The binary, relative to the project.
+        binary: PathBuf,
+        /// Extra files or directories copied to `/app/…`, relative to the
+        /// project.
+        files: Vec<PathBuf>,
+    },
+    /// A Dockerfile and its context directory (nothing can be pulled, so
+    /// its base must be local or `scratch`).
+    Dockerfile {
+        /// The Dockerfile, relative to the project.
+        dockerfile: PathBuf,
+        /// The context directory, relative to the project.
+        context: PathBuf,
+    },
+    /// An image already present in the engine.
+    Image {
+        /// Its reference.
+        image: String,
+    },
+}
+
+/// One declared service, validated.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServiceSpec {
+    /// The service's name.
+    pub name: String,
+    /// The program and its arguments; placeholders `{port}`, `{host}`,
+    /// `{model-dir}`, `{replica}` are filled per replica.
+    pub command: Vec<String>,
+    /// The port the service listens on inside a container (Docker); the
+    /// local provider allocates one per replica and passes it as `{port}`.
+    pub port: u16,
+    /// A fixed loopback port to publish on (one replica only).
+    pub host_port: Option<u16>,
+    /// How many replicas.
+    pub replicas: u32,
+    /// When exited replicas restart.
+    pub restart: RestartPolicy,
+    /// The health check.
+    pub health: HealthSpec,
+    /// Limits.
+    pub resources: Resources,
+    /// Environment variables.
+    pub env: BTreeMap<String, EnvValue>,
+    /// The directory `{model-dir}` means when no model version is deployed,
+    /// relative to the project.
+    pub model_dir: Option<PathBuf>,
+    /// How the Docker provider gets the image.
+    pub build: Option<BuildSpec>,
+    /// Docker: run with a read-only root filesystem.
+    pub read_only: bool,
+    /// Docker: the user to run as (`uid:gid`).
+    pub user: String,
+    /// Time between SIGTERM and SIGKILL when stopping.
+    #[serde(with = "millis")]
+    pub stop_grace: Duration,
+}
+
+/// The environment the project's code runs in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "type")]
+pub enum EnvironmentSpec {
+    /// A virtualenv built from a requirements file pinned with hashes.
+    Python {
+        /// The requirements file, relative to the project.
+        requirements: PathBuf,
+        /// Where the virtualenv lives, relative to the project.
+        venv: PathBuf,
+        /// The interpreter that creates it.
+        python: String,
+    },
+    /// A Rust build from `Cargo.lock` with `--locked`.
+    Rust {
+        /// The lockfile, relative to the project.
+        lockfile: PathBuf,
+        /// Extra arguments to `cargo build --locked`.
+        build_args: Vec<String>,
+    },
+}
+
+/// `[infra]`, validated.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct InfraSpec {
+    /// The default provider.
+    pub provider: ProviderKind,
+    /// The environment, if declared.
+    pub environment: Option<EnvironmentSpec>,
+    /// The services, by name.
+    pub services: BTreeMap<String, ServiceSpec>,
+}
+
+impl InfraSpec {
+    /// Reads `[infra]` from a loaded manifest; an empty spec when there is
+    /// none.
+    pub fn from_manifest(manifest: &Manifest) -> Result<InfraSpec, Diagnostics> {
+        match manifest.section(SECTION, compile) {
+            None => Ok(InfraSpec::default()),
+            Some(Ok(spec)) => Ok(spec),
+            Some(Err(items)) => Err(manifest.diagnostics(items)),
+        }
+    }
+
+    /// Loads the project's manifest and reads `[infra]` from it.
+    pub fn load(project_root: &Path) -> Result<InfraSpec, mlops_core::ManifestError> {
+        Ok(mlops_core::manifest::load_section(project_root, SECTION, compile)?.unwrap_or_default())
+    }
+}
+
+/// The `[infra]` section for the manifest compiler.
+#[derive(Debug, Default)]
+pub struct InfraSection;
+
+impl ManifestSection for InfraSection {
+    fn name(&self) -> &'static str {
+        SECTION
+    }
+
+    fn check(&self, table: &KindParams<'_>) -> Vec<Diagnostic> {
+        compile(table).err().unwrap_or_default()
+    }
+}
+
+/// Registers the section.
+pub fn section() -> Arc<dyn ManifestSection> {
+    Arc::new(InfraSection)
+}
+
+mod millis {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(d.as_millis() as u64)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        u64::deserialize(d).map(Duration::from_millis)
+    }
+}
+
+// ---- wire -----------------------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct InfraWire {
+    provider: Option<Spanned<String>>,
+    environment: Option<EnvironmentWire>,
+    #[serde(default)]
+    services: BTreeMap<Spanned<String>, Spanned<ServiceWire>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct EnvironmentWire {
+    python: Option<Spanned<PythonWire>>,
+    rust: Option<Spanned<RustWire>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct PythonWire {
+    requirements: Spanned<String>,
+    venv: Option<Spanned<String>>,
+    python: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RustWire {
+    lockfile: Option<Spanned<String>>,
+    #[serde(default)]
+    build_args: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct ServiceWire {
+    command: Spanned<Vec<String>>,
+    port: Option<Spanned<i64>>,
+    host_port: Option<Spanned<i64>>,
+    replicas: Option<Spanned<i64>>,
+    restart: Option<RestartPolicy>,
+    health: Option<Spanned<HealthWire>>,
+    resources: Option<ResourcesWire>,
+    #[serde(default)]
+    env: BTreeMap<Spanned<String>, Spanned<EnvWire>>,
+    model_dir: Option<Spanned<String>>,
+    build: Option<Spanned<BuildWire>>,
+    read_only: Option<bool>,
+    user: Option<Spanned<String>>,
+    stop_grace: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct HealthWire {
+    path: Spanned<String>,
+    interval: Option<Spanned<String>>,
+    timeout: Option<Spanned<String>>,
+    deadline: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct ResourcesWire {
+    cpus: Option<Spanned<f64>>,
+    memory: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum EnvWire {
+    Literal(String),
+    FromEnv(FromEnvWire),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct FromEnvWire {
+    from_env: String,
+    #[serde(default)]
+    secret: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct BuildWire {
+    binary: Option<Spanned<String>>,
+    #[serde(default)]
+    files: Vec<Spanned<String>>,
+    dockerfile: Option<Spanned<String>>,
+    context: Option<Spanned<String>>,
+    image: Option<Spanned<String>>,
+}
+
+// ---- compile ----------------------------------------------------------------
+
+const DEFAULT_INTERVAL: Duration = Duration::from_secs(1);
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
+const DEFAULT_DEADLINE: Duration = Duration::from_secs(60);
+const DEFAULT_GRACE: Duration = Duration::from_secs(10);
+const MAX_REPLICAS: i64 = 64;
+/// `nobody:nogroup` — no service runs as root unless it says so.
+const DEFAULT_USER: &str = "65534:65534";
+
+fn duration(
+    what: &str,
+    value: Option<&Spanned<String>>,
+    default: Duration,
+    errors: &mut Vec<Diagnostic>,
+) -> Duration {
+    let Some(value) = value else {
+        return default;
+    };
+    match humantime::parse_duration(value.get_ref()) {
+        Ok(d) if !d.is_zero() => d,
+        Ok(_) => {
+            errors.push(Diagnostic::new(
+                format!("`{what}` must be longer than zero"),
+                Some(value.span()),
+            ));
+            default
+        }
+        Err(e) => {
+            errors.push(
+                Diagnostic::new(
+                    format!("invalid duration `{}` for `{what}`: {e}", value.get_ref()),
+                    Some(value.span()),
+                )
+                .with_help("write a number and a unit, like \"500ms\", \"2s\" or \"1m\""),
+            );
+            default
+        }
+    }
+}
+
+fn path(
+    what: &str,
+    value: &Spanned<String>,
+    errors: &mut Vec<Diagnostic>,
+) -> Option<PathBuf> {
+    match relative_path_problem(what, value, "the project directory") {
+        Some(d) => {
+            errors.push(d);
+            None
+        }
+        None => Some(PathBuf::from(value.get_ref())),
+    }
+}
+
+/// Parses a byte size: `512MiB`, `1GiB`, `256M`, `1048576`.
+pub fn parse_bytes(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let number: f64 = number
+        .parse()
+        .map_err(|_| format!("invalid size `{text}`: expected a number and a unit like 256MiB"))?;
+    let factor: f64 = match unit.trim() {
+        "" | "B" => 1.0,
+        "K" | "KB" => 1e3,
+        "KiB" | "k" => 1024.0,
+        "M" | "MB" => 1e6,
+        "MiB" | "m" => 1024.0 * 1024.0,
+        "G" | "GB" => 1e9,
+        "GiB" | "g" => 1024.0 * 1024.0 * 1024.0,
+        other => {
+            return Err(format!(
+                "unknown unit `{other}` in `{text}`: use B, KiB, MiB, GiB (or KB, MB, GB)"
+            ));
+        }
+    };
+    let bytes = number * factor;
+    if !bytes.is_finite() || bytes < 1.0 || bytes > u64::MAX as f64 {
+        return Err(format!("size `{text}` is out of range"));
+    }
+    Ok(bytes as u64)
+}
+
+fn is_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 40
+        && s.starts_with(|c: char| c.is_ascii_lowercase())
+        && s
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+}
+
+fn is_env_name(s: &str) -> bool {
+    !s.is_empty()
+        && !s.starts_with(|c: char| c.is_ascii_digit())
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// The placeholders a command or an environment value may use.
+pub const PLACEHOLDERS: [&str; 5] = ["{port}", "{host}", "{model-dir}", "{replica}", "{model-version}"];
+
+fn check_placeholders(text: &str, span: std::ops::Range<usize>, errors: &mut Vec<Diagnostic>) {
+    let mut rest = text;
+    while let Some(open) = rest.find('{') {
+        let after = &rest[open..];
+        let Some(close) = after.find('}') else {
+            break;
+        };
+        let token = &after[..=close];
+        if !PLACEHOLDERS.contains(&token) {
+            errors.push(
+                Diagnostic::new(format!("unknown placeholder `{token}`"), Some(span.clone()))
+                    .with_help(format!("the placeholders are {}", PLACEHOLDERS.join(", "))),
+            );
+        }
+        rest = &after[close + 1..];
+    }
+}
+
+fn compile(table: &KindParams<'_>) -> Result<InfraSpec, Vec<Diagnostic>> {
+    let wire: InfraWire = table.deserialize().map_err(|d| vec![d])?;
+    let mut errors = Vec::new();
+    let provider = match &wire.provider {
+        None => ProviderKind::Local,
+        Some(p) => p.get_ref().parse().unwrap_or_else(|e: String| {
+            errors.push(Diagnostic::new(e, Some(p.span())));
+            ProviderKind::Local
+        }),
+    };
+    let environment = wire
+        .environment
+        .and_then(|e| compile_environment(e, table.span(), &mut errors));
+    let mut services = BTreeMap::new();
+    for (name, service) in wire.services {
+        let name_span = name.span();
+        let name = name.into_inner();
+        if !is_name(&name) {
+            errors.push(
+                Diagnostic::new(format!("invalid service name `{name}`"), Some(name_span))
+                    .with_help("use lowercase letters, digits and `-`, starting with a letter (at most 40)"),
+            );
+            continue;
+        }
+        if let Some(spec) = compile_service(&name, service, &mut errors) {
+            services.insert(name, spec);
+        }
+    }
+    if errors.is_empty() {
+        Ok(InfraSpec {
+            provider,
+            environment,
+            services,
+        })
+    } else {
+        Err(errors)
+    }
+}
+
+fn compile_environment(
+    wire: EnvironmentWire,
+    span: std::ops::Range<usize>,
+    errors: &mut Vec<Diagnostic>,
+) -> Option<EnvironmentSpec> {
+    match (wire.python, wire.rust) {
+        (Some(_), Some(rust)) => {
+            errors.push(Diagnostic::new(
+                "`infra.environment` declares both `python` and `rust`: choose one",
+                Some(rust.span()),
+            ));
+            None
+        }
+        (None, None) => {
+            errors.push(
+                Diagnostic::new("`infra.environment` is empty", Some(span))
+                    .with_help("declare `python = { requirements = \"requirements.txt\" }` or `rust = { lockfile = \"Cargo.lock\" }`"),
+            );
+            None
+        }
+        (Some(python), None) => {
+            let python = python.into_inner();
+            let requirements = path(
+                "infra.environment.python.requirements",
+                &python.requirements,
+                errors,
+            )?;
+            let venv = match &python.venv {
+                Some(v) => path("infra.environment.python.venv", v, errors)?,
+                None => PathBuf::from(".venv"),
+            };
+            Some(EnvironmentSpec::Python {
+                requirements,
+                venv,
+                python: python.python.unwrap_or_else(|| "python3".to_owned()),
+            })
+        }
+        (None, Some(rust)) => {
+            let rust = rust.into_inner();
+            let lockfile = match &rust.lockfile {
+                Some(l) => path("infra.environment.rust.lockfile", l, errors)?,
+                None => PathBuf::from("Cargo.lock"),
+            };
+            Some(EnvironmentSpec::Rust {
+                lockfile,
+                build_args: rust.build_args,
+            })
+        }
+    }
+}
+
+fn port(
+    what: &str,
+    value: &Spanned<i64>,
+    errors: &mut Vec<Diagnostic>,
+) -> Option<u16> {
+    match u16::try_from(*value.get_ref()) {
+        Ok(p) if p > 0 => Some(p),
+        _ => {
+            errors.push(Diagnostic::new(
+                format!("`{what}` must be a port between 1 and 65535, found {}", value.get_ref()),
+                Some(value.span()),
+            ));
+            None
+        }
+    }
+}
+
+fn compile_service(
+    name: &str,
+    service: Spanned<ServiceWire>,
+    errors: &mut Vec<Diagnostic>,
+) -> Option<ServiceSpec> {
+    let span = service.span();
+    let wire = service.into_inner();
+    let before = errors.len();
+    let what = |field: &str| format!("infra.services.{name}.{field}");
+    if wire.command.get_ref().is_empty() || wire.command.get_ref()[0].trim().is_empty() {
+        errors.push(
+            Diagnostic::new(format!("`{}` must name a program", what("command")), Some(wire.command.span()))
+                .with_help("write the program and its arguments, like [\".venv/bin/python\", \"-m\", \"app\"]"),
+        );
+    }
+    for word in wire.command.get_ref() {
+        check_placeholders(word, wire.command.span(), errors);
+    }
+    let port_value = match &wire.port {
+        Some(p) => port(&what("port"), p, errors).unwrap_or(8080),
+        None => 8080,
+    };
+    let host_port = wire
+        .host_port
+        .as_ref()
+        .and_then(|p| port(&what("host-port"), p, errors));
+    let replicas = match &wire.replicas {
+        None => 1,
+        Some(r) if (0..=MAX_REPLICAS).contains(r.get_ref()) => *r.get_ref() as u32,
+        Some(r) => {
+            errors.push(Diagnostic::new(
+                format!("`{}` must be between 0 and {MAX_REPLICAS}, found {}", what("replicas"), r.get_ref()),
+                Some(r.span()),
+            ));
+            1
+        }
+    };
+    if host_port.is_some() && replicas > 1 {
+        errors.push(
+            Diagnostic::new(
+                format!("`{}` pins one port, but the service has {replicas} replicas", what("host-port")),
+                wire.host_port.as_ref().map(|p| p.span()),
+            )
+            .with_help("drop `host-port` (each replica then gets its own port) or use one replica"),
+        );
+    }
+    let health = match &wire.health {
+        None => {
+            errors.push(
+                Diagnostic::new(format!("service `{name}` has no health check"), Some(span.clone()))
+                    .with_help("add `health = { path = \"/health\" }`: a deploy waits for it"),
+            );
+            None
+        }
+        Some(h) => {
+            let h = h.get_ref();
+            if !h.path.get_ref().starts_with('/') {
+                errors.push(Diagnostic::new(
+                    format!("`{}` must start with `/`, found `{}`", what("health.path"), h.path.get_ref()),
+                    Some(h.path.span()),
+                ));
+            }
+            Some(HealthSpec {
+                path: h.path.get_ref().clone(),
+                interval: duration(&what("health.interval"), h.interval.as_ref(), DEFAULT_INTERVAL, errors),
+                timeout: duration(&what("health.timeout"), h.timeout.as_ref(), DEFAULT_TIMEOUT, errors),
+                deadline: duration(&what("health.deadline"), h.deadline.as_ref(), DEFAULT_DEADLINE, errors),
+            })
+        }
+    };
+    let mut resources = Resources::default();
+    if let Some(r) = &wire.resources {
+        if let Some(cpus) = &r.cpus {
+            if !(cpus.get_ref().is_finite() && *cpus.get_ref() > 0.0 && *cpus.get_ref() <= 1024.0) {
+                errors.push(Diagnostic::new(
+                    format!("`{}` must be a positive number of CPUs, found {}", what("resources.cpus"), cpus.get_ref()),
+                    Some(cpus.span()),
+                ));
+            }
+            resources.cpus = Some(*cpus.get_ref());
+        }
+        if let Some(memory) = &r.memory {
+            match parse_bytes(memory.get_ref()) {
+                Ok(b) if b >= 6 * 1024 * 1024 => resources.memory = Some(b),
+                Ok(_) => errors.push(Diagnostic::new(
+                    format!("`{}` must be at least 6MiB (Docker's minimum)", what("resources.memory")),
+                    Some(memory.span()),
+                )),
+                Err(e) => errors.push(Diagnostic::new(e, Some(memory.span()))),
+            }
+        }
+    }
+    let mut env = BTreeMap::new();
+    for (key, value) in wire.env {
+        let key_span = key.span();
+        let key = key.into_inner();
+        if !is_env_name(&key) {
+            errors.push(Diagnostic::new(
+                format!("invalid environment variable name `{key}`"),
+                Some(key_span),
+            ));
+            continue;
+        }
+        let value_span = value.span();
+        let value = match value.into_inner() {
+            EnvWire::Literal(value) => {
+                check_placeholders(&value, value_span, errors);
+                EnvValue::Literal { value }
+            }
+            EnvWire::FromEnv(f) => {
+                if !is_env_name(&f.from_env) {
+                    errors.push(Diagnostic::new(
+                        format!("invalid environment variable name `{}` in `from-env`", f.from_env),
+                        Some(value_span),
+                    ));
+                }
+                EnvValue::FromEnv {
+                    var: f.from_env,
+                    secret: f.secret,
+                }
+            }
+        };
+        env.insert(key, value);
+    }
+    let model_dir = wire
+        .model_dir
+        .as_ref()
+        .and_then(|m| path(&what("model-dir"), m, errors));
+    let build = wire.build.as_ref().and_then(|b| {
+        let b_span = b.span();
+        let b = b.get_ref();
+        match (&b.binary, &b.dockerfile, &b.image) {
+            (Some(binary), None, None) => {
+                let binary = path(&what("build.binary"), binary, errors)?;
+                let files = b
+                    .files
+                    .iter()
+                    .filter_map(|f| path(&what("build.files"), f, errors))
+                    .collect();
+                Some(BuildSpec::Binary { binary, files })
+            }
+            (None, Some(dockerfile), None) => {
+                let dockerfile = path(&what("build.dockerfile"), dockerfile, errors)?;
+                let context = match &b.context {
+                    Some(c) => path(&what("build.context"), c, errors)?,
+                    None => PathBuf::from("."),
+                };
+                Some(BuildSpec::Dockerfile { dockerfile, context })
+            }
+            (None, None, Some(image)) => Some(BuildSpec::Image {
+                image: image.get_ref().clone(),
+            }),
+            _ => {
+                errors.push(
+                    Diagnostic::new(
+                        format!("`{}` needs exactly one of `binary`, `dockerfile` or `image`", what("build")),
+                        Some(b_span),
+                    ),
+                );
+                None
+            }
+        }
+    });
+    let stop_grace = duration(&what("stop-grace"), wire.stop_grace.as_ref(), DEFAULT_GRACE, errors);
+    let user = wire
+        .user
+        .map(|u| u.into_inner())
+        .unwrap_or_else(|| DEFAULT_USER.to_owned());
+    if errors.len() > before {
+        return None;
+    }
+    Some(ServiceSpec {
+        name: name.to_owned(),
+        command: wire.command.into_inner(),
+        port: port_value,
+        host_port,
+        replicas,
+        restart: wire.restart.unwrap_or_default(),
+        health: health?,
+        resources,
+        env,
+        model_dir,
+        build,
+        read_only: wire.read_only.unwrap_or(true),
+        user,
+        stop_grace,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_bytes("256MiB").unwrap(), 256 * 1024 * 1024);
+        assert_eq!(parse_bytes("1GB").unwrap(), 1_000_000_000);
+        assert_eq!(parse_bytes("4096").unwrap(), 4096);
+        assert!(parse_bytes("lots").is_err());
+        assert!(parse_bytes("12 parsecs").is_err());
+    }
+}
