@@ -5,9 +5,9 @@
 //! checks each threshold (`accuracy >= 0.9`, `rmse <= 3.2`). The operator
 //! also says which way is better, so each thresholded metric is compared
 //! with the baseline too: the metrics this gate recorded the last time it
-//! passed, in the ledger. A drop beyond the tolerance fails the gate even
-//! when the threshold still holds. (When the model registry lands, the
-//! production version's metrics become the baseline.)
+//! passed, in the ledger, or (`baseline = "production"`) the metrics of the
+//! model version in production in the registry. A drop beyond the tolerance
+//! fails the gate even when the threshold still holds.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -17,6 +17,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use mlops_core::manifest::Diagnostic;
+use mlops_core::registry::ModelStage;
 use mlops_core::{KindParams, Ledger, Stage, StepAction, StepContext, StepFailure, StepKind};
 use serde::{Deserialize, Serialize};
 
@@ -163,12 +164,29 @@ pub struct Check {
 /// Where the baseline came from.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Baseline {
-    /// The ledger run whose gate passed with these metrics.
-    pub run_id: i64,
+    /// The ledger run whose gate passed with these metrics, or that
+    /// packaged the production model.
+    pub run_id: Option<i64>,
+    /// The production model version (`model:number`) whose metrics these
+    /// are, for `baseline = "production"`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model_version: Option<String>,
     /// Its commit.
     pub commit: Option<String>,
     /// Its metrics.
     pub metrics: Metrics,
+}
+
+impl Baseline {
+    /// Where the baseline's metrics come from, in words: `run 3`,
+    /// `production iris:2`.
+    pub fn origin(&self) -> String {
+        match (&self.model_version, self.run_id) {
+            (Some(v), _) => format!("production {v}"),
+            (None, Some(run)) => format!("run {run}"),
+            (None, None) => "an unknown run".to_owned(),
+        }
+    }
 }
 
 /// What a gate found: the evidence it records.
@@ -180,6 +198,10 @@ pub struct GateReport {
     pub metrics: Metrics,
     /// The baseline compared against, if any.
     pub baseline: Option<Baseline>,
+    /// Why there is no baseline, when one was asked for (e.g. "no
+    /// production model yet").
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub baseline_note: Option<String>,
     /// One per threshold.
     pub checks: Vec<Check>,
     /// All checks passed.
@@ -215,11 +237,11 @@ pub fn evaluate(
         };
         let base_text = match (&baseline, base) {
             (Some(b), Some(x)) => format!(
-                "baseline {} from run {}, tolerance {tol}",
+                "baseline {} from {}, tolerance {tol}",
                 fmt_value(x),
-                b.run_id
+                b.origin()
             ),
-            (Some(b), None) => format!("no baseline: run {} did not record it", b.run_id),
+            (Some(b), None) => format!("no baseline: {} did not record it", b.origin()),
             (None, _) => "no baseline".to_owned(),
         };
         let message = match value {
@@ -266,6 +288,7 @@ pub fn evaluate(
         metrics_file: metrics_file.to_owned(),
         metrics,
         baseline,
+        baseline_note: None,
         checks,
         passed,
     }
@@ -288,8 +311,23 @@ struct GateWire {
     /// metric. Default: no regression at all.
     regression: Option<toml::Spanned<ToleranceWire>>,
     /// `last-passing` (default): the metrics of this gate's last passing
-    /// run; `none`: thresholds only.
+    /// run; `production`: those of `model`'s version in production in the
+    /// registry; `none`: thresholds only.
     baseline: Option<toml::Spanned<String>>,
+    /// The registered model whose production version is the baseline
+    /// (with `baseline = "production"` only).
+    model: Option<toml::Spanned<String>>,
+}
+
+/// Where a gate takes its baseline from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum BaselineSource {
+    /// This gate's last passing run.
+    LastPassing,
+    /// The version of this model in production.
+    Production(String),
+    /// No baseline: thresholds only.
+    None,
 }
 
 #[derive(Debug, Deserialize)]
@@ -333,7 +371,7 @@ struct GateStep {
     thresholds: Vec<Threshold>,
     default_tolerance: Tolerance,
     per_metric: BTreeMap<String, Tolerance>,
-    use_baseline: bool,
+    baseline: BaselineSource,
 }
 
 impl StepKind for ModelGateKind {
@@ -346,7 +384,7 @@ impl StepKind for ModelGateKind {
     }
 
     fn summary(&self) -> &'static str {
-        "checks metric thresholds and no regression against the last passing run"
+        "checks metric thresholds and no regression against the last passing run or the production model"
     }
 
     fn compile(&self, params: &KindParams<'_>) -> Result<Arc<dyn StepAction>, Vec<Diagnostic>> {
@@ -397,21 +435,46 @@ impl StepKind for ModelGateKind {
                 }
             }
         }
-        let use_baseline = match wire.baseline.as_ref().map(|b| b.get_ref().as_str()) {
-            None | Some("last-passing") => true,
-            Some("none") => false,
+        let baseline_span = wire
+            .baseline
+            .as_ref()
+            .map_or_else(|| params.span(), |b| b.span());
+        let baseline = match wire.baseline.as_ref().map(|b| b.get_ref().as_str()) {
+            None | Some("last-passing") => BaselineSource::LastPassing,
+            Some("none") => BaselineSource::None,
+            Some("production") => match &wire.model {
+                Some(model) => BaselineSource::Production(model.get_ref().clone()),
+                None => {
+                    errors.push(Diagnostic::new(
+                        "`baseline = \"production\"` needs `model`: the registered model whose production version is the baseline",
+                        at(baseline_span.clone()),
+                    ));
+                    BaselineSource::None
+                }
+            },
             Some(other) => {
-                let span = wire
-                    .baseline
-                    .as_ref()
-                    .map_or_else(|| params.span(), |b| b.span());
                 errors.push(Diagnostic::new(
-                    format!("`baseline` is `{other}`; expected `last-passing` or `none`"),
-                    at(span),
+                    format!(
+                        "`baseline` is `{other}`; expected `last-passing`, `production` or `none`"
+                    ),
+                    at(baseline_span.clone()),
                 ));
-                false
+                BaselineSource::None
             }
         };
+        if let Some(model) = &wire.model {
+            if !matches!(baseline, BaselineSource::Production(_)) {
+                errors.push(Diagnostic::new(
+                    "`model` only applies with `baseline = \"production\"`",
+                    at(model.span()),
+                ));
+            } else if model.get_ref().trim().is_empty() {
+                errors.push(Diagnostic::new(
+                    "`model` must not be empty",
+                    at(model.span()),
+                ));
+            }
+        }
         if !errors.is_empty() {
             return Err(errors);
         }
@@ -420,7 +483,7 @@ impl StepKind for ModelGateKind {
             thresholds,
             default_tolerance,
             per_metric,
-            use_baseline,
+            baseline,
         });
         Ok(Arc::new(move |ctx: StepContext| {
             let step = step.clone();
@@ -433,30 +496,33 @@ impl GateStep {
     async fn run(&self, ctx: StepContext) -> Result<(), StepFailure> {
         let path = ctx.cwd.join(&self.metrics);
         let shown = self.metrics.display().to_string();
-        let (use_baseline, root, step, run_id) = (
-            self.use_baseline,
+        let (source, root, step, run_id) = (
+            self.baseline.clone(),
             ctx.project_root.clone(),
             ctx.step.clone(),
             ctx.run_id,
         );
         let (metrics, baseline) = tokio::task::spawn_blocking(move || {
             let metrics = read_metrics(&path).map_err(|e| e.to_string())?;
-            let baseline = if use_baseline {
-                let ledger = Ledger::open(&root).map_err(|e| format!("baseline: {e}"))?;
-                ledger
-                    .latest_evidence(&step, "model-gate", run_id)
-                    .map_err(|e| format!("baseline: {e}"))?
-                    .and_then(|rec| {
-                        let mut m = Metrics::new();
-                        crate::metrics::flatten("", rec.body.get("metrics")?, &mut m);
-                        Some(Baseline {
-                            run_id: rec.run_id,
-                            commit: rec.commit,
-                            metrics: m,
+            let baseline = match &source {
+                BaselineSource::None => None,
+                BaselineSource::LastPassing => {
+                    let ledger = Ledger::open(&root).map_err(|e| format!("baseline: {e}"))?;
+                    ledger
+                        .latest_evidence(&step, "model-gate", run_id)
+                        .map_err(|e| format!("baseline: {e}"))?
+                        .and_then(|rec| {
+                            let mut m = Metrics::new();
+                            crate::metrics::flatten("", rec.body.get("metrics")?, &mut m);
+                            Some(Baseline {
+                                run_id: Some(rec.run_id),
+                                model_version: None,
+                                commit: rec.commit,
+                                metrics: m,
+                            })
                         })
-                    })
-            } else {
-                None
+                }
+                BaselineSource::Production(model) => production_baseline(&root, model)?,
             };
             Ok::<_, String>((metrics, baseline))
         })
@@ -470,20 +536,27 @@ impl GateStep {
                 .copied()
                 .unwrap_or(self.default_tolerance)
         };
-        let report = evaluate(&shown, metrics, &self.thresholds, &tolerance, baseline);
-        match &report.baseline {
-            Some(b) => ctx.log(format!(
-                "baseline: run {}{}",
-                b.run_id,
+        let mut report = evaluate(&shown, metrics, &self.thresholds, &tolerance, baseline);
+        match (&report.baseline, &self.baseline) {
+            (Some(b), _) => ctx.log(format!(
+                "baseline: {}{}",
+                b.origin(),
                 b.commit
                     .as_deref()
                     .map(|c| format!(" (commit {})", &c[..c.len().min(12)]))
                     .unwrap_or_default()
             )),
-            None if self.use_baseline => {
+            (None, BaselineSource::LastPassing) => {
                 ctx.log("baseline: none yet (no earlier passing run of this gate)")
             }
-            None => ctx.log("baseline: not used"),
+            (None, BaselineSource::Production(model)) => {
+                let note = "no production model yet";
+                ctx.log(format!(
+                    "baseline: {note} (no version of `{model}` is in production); checking thresholds only"
+                ));
+                report.baseline_note = Some(note.to_owned());
+            }
+            (None, BaselineSource::None) => ctx.log("baseline: not used"),
         }
         for c in &report.checks {
             ctx.log(&c.message);
@@ -503,4 +576,38 @@ impl GateStep {
             failed.join("; ")
         )))
     }
+}
+
+/// The metrics of `model`'s version in production, or `None` when no
+/// version is in production yet.
+fn production_baseline(root: &std::path::Path, model: &str) -> Result<Option<Baseline>, String> {
+    let ledger = Ledger::open(root).map_err(|e| format!("baseline: {e}"))?;
+    let Some(version) = ledger
+        .model_in_stage(model, ModelStage::Production)
+        .map_err(|e| format!("baseline: {e}"))?
+    else {
+        return Ok(None);
+    };
+    let mut metrics = Metrics::new();
+    match &version.metrics {
+        Some(m @ serde_json::Value::Object(_)) => crate::metrics::flatten("", m, &mut metrics),
+        Some(_) => {
+            return Err(format!(
+                "baseline: the metrics registered with production model {} are not a JSON object",
+                version.id()
+            ));
+        }
+        None => {
+            return Err(format!(
+                "baseline: production model {} has no metrics in the registry (package it with `metrics = \"...\"`), so there is nothing to compare against",
+                version.id()
+            ));
+        }
+    }
+    Ok(Some(Baseline {
+        run_id: version.run_id,
+        model_version: Some(version.id()),
+        commit: version.commit,
+        metrics,
+    }))
 }

@@ -2,6 +2,8 @@
 //! Everything else lives in the libraries; this crate is the only one that
 //! prints.
 
+mod infra;
+mod model;
 mod output;
 
 use std::io::{self, Write};
@@ -73,6 +75,12 @@ enum Command {
     /// Work with data files and their schemas
     #[command(subcommand)]
     Data(DataCommand),
+    /// Plan, apply, destroy and inspect the services declared in [infra]
+    #[command(subcommand)]
+    Infra(infra::InfraCommand),
+    /// Work with registered model versions
+    #[command(subcommand)]
+    Model(model::ModelCommand),
 }
 
 #[derive(Subcommand)]
@@ -193,6 +201,10 @@ struct RunArgs {
     /// Also write the run as JUnit XML to this file (for CI systems)
     #[arg(long, value_name = "FILE")]
     junit: Option<PathBuf>,
+    /// The provider for infrastructure and deploy steps, overriding
+    /// `[infra] provider`
+    #[arg(long, value_parser = ["local", "docker"])]
+    provider: Option<String>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -203,9 +215,19 @@ enum PlanFormat {
 }
 
 /// The registry of built-in step kinds every stage crate contributes to.
+/// `pipeline run --provider`: the provider every stage-1 and stage-3 step
+/// uses, whatever the manifest says.
+static PROVIDER: std::sync::OnceLock<mlops_iac::ProviderKind> = std::sync::OnceLock::new();
+
 fn kinds() -> KindRegistry {
     let mut registry = KindRegistry::new();
+    let iac = mlops_iac::IacConfig {
+        supervisor: infra::supervisor(),
+        provider: PROVIDER.get().copied(),
+    };
+    mlops_iac::register(&mut registry, iac.clone());
     mlops_ci::register(&mut registry);
+    mlops_cd::register(&mut registry, iac);
     registry
 }
 
@@ -285,6 +307,8 @@ fn dispatch(cli: Cli) -> Result<u8, Failure> {
             }
             result
         }
+        Command::Infra(command) => infra::run(command),
+        Command::Model(command) => model::run(command),
         Command::Data(DataCommand::InferSchema {
             file,
             output,
@@ -367,6 +391,12 @@ fn cmd_plan(path: &Path, format: PlanFormat) -> Result<u8, Failure> {
 }
 
 fn cmd_run(args: RunArgs) -> Result<u8, Failure> {
+    if let Some(p) = &args.provider {
+        let kind = p
+            .parse::<mlops_iac::ProviderKind>()
+            .map_err(|e| fail(exit::INVALID, anyhow::anyhow!(e)))?;
+        let _ = PROVIDER.set(kind);
+    }
     let m = load(&args.path)?;
     let selection = match (args.stage, args.from) {
         (Some(s), _) => Selection::Stage(s),

@@ -396,7 +396,10 @@ pub(crate) fn write_status(out: &mut impl Write, r: &RunSummary) -> io::Result<(
                 s.attempts
             )?;
             for e in &s.evidence {
-                if let Some(line) = mlops_ci::summarize(e) {
+                if let Some(line) = mlops_ci::summarize(e)
+                    .or_else(|| mlops_cd::summarize(e))
+                    .or_else(|| mlops_iac::summarize(e))
+                {
                     let from = e
                         .from_run
                         .map(|r| format!(" (run {r})"))

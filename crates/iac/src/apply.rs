@@ -62,22 +62,30 @@ pub fn desired_state(
     let mut out = Vec::new();
     for (name, service) in &spec.services {
         let model = models.get(name).cloned().or_else(|| {
-            recorded
-                .iter()
-                .find(|r| &r.service == name)
-                .and_then(|r| serde_json::from_value::<ModelRef>(r.state.get("model")?.clone()).ok())
+            recorded.iter().find(|r| &r.service == name).and_then(|r| {
+                serde_json::from_value::<ModelRef>(r.state.get("model")?.clone()).ok()
+            })
         });
-        out.push(desired_of(service, model, &scope.root, |v| std::env::var(v).ok())?);
+        out.push(desired_of(service, model, &scope.root, |v| {
+            std::env::var(v).ok()
+        })?);
     }
     Ok(out)
 }
 
-fn recorded(ledger: &Ledger, scope: &Scope, provider: &dyn Provider) -> Result<BTreeMap<String, Recorded>, InfraError> {
+fn recorded(
+    ledger: &Ledger,
+    scope: &Scope,
+    provider: &dyn Provider,
+) -> Result<BTreeMap<String, Recorded>, InfraError> {
     Ok(ledger
         .infra_services(&scope.environment, provider.kind().name())?
         .into_iter()
         .map(|r| {
-            let spec = r.state.get("spec").and_then(|s| serde_json::from_value(s.clone()).ok());
+            let spec = r
+                .state
+                .get("spec")
+                .and_then(|s| serde_json::from_value(s.clone()).ok());
             (
                 r.service,
                 Recorded {
@@ -151,7 +159,10 @@ pub async fn apply(
         },
         Err(e) => Err(e),
     };
-    ledger.finish_infra_apply(apply_id, result.as_ref().err().map(|e| e.to_string()).as_deref())?;
+    ledger.finish_infra_apply(
+        apply_id,
+        result.as_ref().err().map(|e| e.to_string()).as_deref(),
+    )?;
     result?;
     let mut instances = provider.observe(scope).await?;
     if let Some(only) = only {
@@ -224,13 +235,20 @@ async fn run_actions(
                     provider.stop(scope, old).await?;
                 }
             }
-            Action::Scale { service, instance, to, .. } => {
+            Action::Scale {
+                service,
+                instance,
+                to,
+                ..
+            } => {
                 let d = find_desired(service).expect("planned from the desired state");
                 let old = find_instance(instance).expect("planned from the observed state");
                 let scaled = provider.scale(scope, old, *to).await?;
                 record(d, &scaled)?;
             }
-            Action::Remove { service, instance, .. } => {
+            Action::Remove {
+                service, instance, ..
+            } => {
                 let old = find_instance(instance).expect("planned from the observed state");
                 provider.stop(scope, old).await?;
                 if find_desired(service).is_none() {

@@ -44,3 +44,52 @@ async fn get(port: u16, path: &str) -> Result<u16, String> {
         Err(format!("GET {path} on 127.0.0.1:{port}: status {status}"))
     }
 }
+
+/// Sends one request to `http://127.0.0.1:{port}{path}` with an optional
+/// JSON body; returns the status and the body, whatever the status.
+pub async fn send(
+    port: u16,
+    method: &str,
+    path: &str,
+    json: Option<Vec<u8>>,
+    timeout: Duration,
+) -> Result<(u16, Vec<u8>), String> {
+    let what = |e: &dyn std::fmt::Display| format!("{method} {path} on 127.0.0.1:{port}: {e}");
+    let exchange = async {
+        let stream = TcpStream::connect(("127.0.0.1", port))
+            .await
+            .map_err(|e| what(&e))?;
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| what(&e))?;
+        let driver = tokio::spawn(connection);
+        let mut request = hyper::Request::builder()
+            .method(method)
+            .uri(path)
+            .header(hyper::header::HOST, format!("127.0.0.1:{port}"))
+            .header(hyper::header::CONNECTION, "close");
+        if json.is_some() {
+            request = request.header(hyper::header::CONTENT_TYPE, "application/json");
+        }
+        let body = http_body_util::Full::new(Bytes::from(json.clone().unwrap_or_default()));
+        let request = request.body(body).map_err(|e| what(&e))?;
+        let response = sender.send_request(request).await.map_err(|e| what(&e))?;
+        let status = response.status().as_u16();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| what(&e))?
+            .to_bytes()
+            .to_vec();
+        driver.abort();
+        Ok((status, body))
+    };
+    match tokio::time::timeout(timeout, exchange).await {
+        Ok(result) => result,
+        Err(_) => Err(what(&format!(
+            "no answer within {}",
+            humantime::format_duration(timeout)
+        ))),
+    }
+}

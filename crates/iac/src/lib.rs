@@ -3,14 +3,20 @@
 //! converged by a [`Provider`].
 
 pub mod apply;
+pub mod docker;
 pub mod health;
+pub mod kinds;
 pub mod local;
 pub mod plan;
 pub mod provider;
 pub mod spec;
 
 pub use apply::{ApplyContext, ApplyReport, InfraError};
+pub use docker::DockerProvider;
+pub use kinds::{IacConfig, register, summarize};
 pub use local::{LocalProvider, SupervisorCommand};
 pub use plan::{Action, Plan};
-pub use provider::{Desired, Instance, ModelRef, Provider, ProviderError, Replica, ReplicaState, Scope};
+pub use provider::{
+    Desired, Instance, ModelRef, Provider, ProviderError, Replica, ReplicaState, Scope,
+};
 pub use spec::{InfraSpec, ProviderKind, ServiceSpec};

@@ -17,7 +17,7 @@ use crate::provider::{Desired, Instance, ModelRef, ProviderError};
 use crate::spec::{BuildSpec, EnvValue, ServiceSpec};
 
 /// One change an apply makes.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(tag = "action", rename_all = "kebab-case")]
 pub enum Action {
     /// Start the service; nothing runs.
@@ -97,7 +97,12 @@ impl fmt::Display for Action {
                 replicas,
                 model_version,
             } => {
-                write!(f, "+ create  {service} (revision {}, {replicas} replica{}", short(revision), plural(*replicas))?;
+                write!(
+                    f,
+                    "+ create  {service} (revision {}, {replicas} replica{}",
+                    short(revision),
+                    plural(*replicas)
+                )?;
                 if let Some(v) = model_version {
                     write!(f, ", model {v}")?;
                 }
@@ -165,11 +170,18 @@ pub struct Recorded {
 }
 
 /// Diffs the desired services against the observed instances.
-pub fn plan(desired: &[Desired], observed: &[Instance], recorded: &BTreeMap<String, Recorded>) -> Plan {
+pub fn plan(
+    desired: &[Desired],
+    observed: &[Instance],
+    recorded: &BTreeMap<String, Recorded>,
+) -> Plan {
     let mut plan = Plan::default();
     let mut by_service: BTreeMap<&str, Vec<&Instance>> = BTreeMap::new();
     for instance in observed {
-        by_service.entry(&instance.service).or_default().push(instance);
+        by_service
+            .entry(&instance.service)
+            .or_default()
+            .push(instance);
     }
     for d in desired {
         let name = d.spec.name.as_str();
@@ -193,21 +205,29 @@ pub fn plan(desired: &[Desired], observed: &[Instance], recorded: &BTreeMap<Stri
                 to: d.revision.clone(),
                 why: why_replace(d, current, recorded.get(name)),
             }),
-            Some(current) if !current.problems.is_empty() || current.replicas.iter().any(|r| {
-                r.index < d.spec.replicas.min(current.desired_replicas) && !(r.state == crate::ReplicaState::Running && r.healthy)
-            }) || (current.replicas.len() < current.desired_replicas.min(d.spec.replicas) as usize) => {
+            Some(current)
+                if !current.problems.is_empty()
+                    || current.replicas.iter().any(|r| {
+                        r.index < d.spec.replicas.min(current.desired_replicas)
+                            && !(r.state == crate::ReplicaState::Running && r.healthy)
+                    })
+                    || (current.replicas.len()
+                        < current.desired_replicas.min(d.spec.replicas) as usize) =>
+            {
                 plan.actions.push(Action::Repair {
                     service: name.to_owned(),
                     instance: current.id.clone(),
                     drift: current.drift(),
                 })
             }
-            Some(current) if current.desired_replicas != d.spec.replicas => plan.actions.push(Action::Scale {
-                service: name.to_owned(),
-                instance: current.id.clone(),
-                from: current.desired_replicas,
-                to: d.spec.replicas,
-            }),
+            Some(current) if current.desired_replicas != d.spec.replicas => {
+                plan.actions.push(Action::Scale {
+                    service: name.to_owned(),
+                    instance: current.id.clone(),
+                    from: current.desired_replicas,
+                    to: d.spec.replicas,
+                })
+            }
             Some(_) => plan.unchanged.push(name.to_owned()),
         }
         for extra in rest {
@@ -282,7 +302,10 @@ pub fn revision(spec: &ServiceSpec, model: Option<&ModelRef>, root: &Path) -> St
         files.push(root.join(&spec.command[0]));
     }
     match &spec.build {
-        Some(BuildSpec::Binary { binary, files: extra }) => {
+        Some(BuildSpec::Binary {
+            binary,
+            files: extra,
+        }) => {
             files.push(root.join(binary));
             files.extend(extra.iter().map(|f| root.join(f)));
         }

@@ -279,8 +279,7 @@ pub trait Provider: Send + Sync {
     /// Starts a new instance and returns once every replica is healthy. On
     /// failure nothing of the new instance is left running, and the error
     /// carries the last health error and the log tail.
-    fn start<'a>(&'a self, scope: &'a Scope, desired: &'a Desired)
-    -> ProviderFuture<'a, Instance>;
+    fn start<'a>(&'a self, scope: &'a Scope, desired: &'a Desired) -> ProviderFuture<'a, Instance>;
 
     /// Changes an instance's replica count and waits until the new replicas
     /// are healthy.
@@ -305,7 +304,14 @@ pub trait Provider: Send + Sync {
 }
 
 /// Fills a command word or environment value's placeholders.
-pub fn fill(text: &str, port: u16, host: &str, model_dir: &str, replica: u32, version: &str) -> String {
+pub fn fill(
+    text: &str,
+    port: u16,
+    host: &str,
+    model_dir: &str,
+    replica: u32,
+    version: &str,
+) -> String {
     text.replace("{port}", &port.to_string())
         .replace("{host}", host)
         .replace("{model-dir}", model_dir)
@@ -325,10 +331,7 @@ pub fn replica_env(
     replica: u32,
 ) -> Result<Vec<(String, String)>, ProviderError> {
     use crate::spec::EnvValue;
-    let version = desired
-        .model
-        .as_ref()
-        .map_or("", |m| m.version.as_str());
+    let version = desired.model.as_ref().map_or("", |m| m.version.as_str());
     let mut env: BTreeMap<String, String> = BTreeMap::new();
     env.insert("PORT".into(), port.to_string());
     env.insert("HOST".into(), host.to_owned());

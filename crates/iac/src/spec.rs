@@ -413,11 +413,7 @@ fn duration(
     }
 }
 
-fn path(
-    what: &str,
-    value: &Spanned<String>,
-    errors: &mut Vec<Diagnostic>,
-) -> Option<PathBuf> {
+fn path(what: &str, value: &Spanned<String>, errors: &mut Vec<Diagnostic>) -> Option<PathBuf> {
     match relative_path_problem(what, value, "the project directory") {
         Some(d) => {
             errors.push(d);
@@ -462,8 +458,7 @@ fn is_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 40
         && s.starts_with(|c: char| c.is_ascii_lowercase())
-        && s
-            .chars()
+        && s.chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
 }
 
@@ -474,7 +469,13 @@ fn is_env_name(s: &str) -> bool {
 }
 
 /// The placeholders a command or an environment value may use.
-pub const PLACEHOLDERS: [&str; 5] = ["{port}", "{host}", "{model-dir}", "{replica}", "{model-version}"];
+pub const PLACEHOLDERS: [&str; 5] = [
+    "{port}",
+    "{host}",
+    "{model-dir}",
+    "{replica}",
+    "{model-version}",
+];
 
 fn check_placeholders(text: &str, span: std::ops::Range<usize>, errors: &mut Vec<Diagnostic>) {
     let mut rest = text;
@@ -584,16 +585,15 @@ fn compile_environment(
     }
 }
 
-fn port(
-    what: &str,
-    value: &Spanned<i64>,
-    errors: &mut Vec<Diagnostic>,
-) -> Option<u16> {
+fn port(what: &str, value: &Spanned<i64>, errors: &mut Vec<Diagnostic>) -> Option<u16> {
     match u16::try_from(*value.get_ref()) {
         Ok(p) if p > 0 => Some(p),
         _ => {
             errors.push(Diagnostic::new(
-                format!("`{what}` must be a port between 1 and 65535, found {}", value.get_ref()),
+                format!(
+                    "`{what}` must be a port between 1 and 65535, found {}",
+                    value.get_ref()
+                ),
                 Some(value.span()),
             ));
             None
@@ -612,8 +612,13 @@ fn compile_service(
     let what = |field: &str| format!("infra.services.{name}.{field}");
     if wire.command.get_ref().is_empty() || wire.command.get_ref()[0].trim().is_empty() {
         errors.push(
-            Diagnostic::new(format!("`{}` must name a program", what("command")), Some(wire.command.span()))
-                .with_help("write the program and its arguments, like [\".venv/bin/python\", \"-m\", \"app\"]"),
+            Diagnostic::new(
+                format!("`{}` must name a program", what("command")),
+                Some(wire.command.span()),
+            )
+            .with_help(
+                "write the program and its arguments, like [\".venv/bin/python\", \"-m\", \"app\"]",
+            ),
         );
     }
     for word in wire.command.get_ref() {
@@ -632,7 +637,11 @@ fn compile_service(
         Some(r) if (0..=MAX_REPLICAS).contains(r.get_ref()) => *r.get_ref() as u32,
         Some(r) => {
             errors.push(Diagnostic::new(
-                format!("`{}` must be between 0 and {MAX_REPLICAS}, found {}", what("replicas"), r.get_ref()),
+                format!(
+                    "`{}` must be between 0 and {MAX_REPLICAS}, found {}",
+                    what("replicas"),
+                    r.get_ref()
+                ),
                 Some(r.span()),
             ));
             1
@@ -641,7 +650,10 @@ fn compile_service(
     if host_port.is_some() && replicas > 1 {
         errors.push(
             Diagnostic::new(
-                format!("`{}` pins one port, but the service has {replicas} replicas", what("host-port")),
+                format!(
+                    "`{}` pins one port, but the service has {replicas} replicas",
+                    what("host-port")
+                ),
                 wire.host_port.as_ref().map(|p| p.span()),
             )
             .with_help("drop `host-port` (each replica then gets its own port) or use one replica"),
@@ -650,8 +662,11 @@ fn compile_service(
     let health = match &wire.health {
         None => {
             errors.push(
-                Diagnostic::new(format!("service `{name}` has no health check"), Some(span.clone()))
-                    .with_help("add `health = { path = \"/health\" }`: a deploy waits for it"),
+                Diagnostic::new(
+                    format!("service `{name}` has no health check"),
+                    Some(span.clone()),
+                )
+                .with_help("add `health = { path = \"/health\" }`: a deploy waits for it"),
             );
             None
         }
@@ -659,15 +674,34 @@ fn compile_service(
             let h = h.get_ref();
             if !h.path.get_ref().starts_with('/') {
                 errors.push(Diagnostic::new(
-                    format!("`{}` must start with `/`, found `{}`", what("health.path"), h.path.get_ref()),
+                    format!(
+                        "`{}` must start with `/`, found `{}`",
+                        what("health.path"),
+                        h.path.get_ref()
+                    ),
                     Some(h.path.span()),
                 ));
             }
             Some(HealthSpec {
                 path: h.path.get_ref().clone(),
-                interval: duration(&what("health.interval"), h.interval.as_ref(), DEFAULT_INTERVAL, errors),
-                timeout: duration(&what("health.timeout"), h.timeout.as_ref(), DEFAULT_TIMEOUT, errors),
-                deadline: duration(&what("health.deadline"), h.deadline.as_ref(), DEFAULT_DEADLINE, errors),
+                interval: duration(
+                    &what("health.interval"),
+                    h.interval.as_ref(),
+                    DEFAULT_INTERVAL,
+                    errors,
+                ),
+                timeout: duration(
+                    &what("health.timeout"),
+                    h.timeout.as_ref(),
+                    DEFAULT_TIMEOUT,
+                    errors,
+                ),
+                deadline: duration(
+                    &what("health.deadline"),
+                    h.deadline.as_ref(),
+                    DEFAULT_DEADLINE,
+                    errors,
+                ),
             })
         }
     };
@@ -676,7 +710,11 @@ fn compile_service(
         if let Some(cpus) = &r.cpus {
             if !(cpus.get_ref().is_finite() && *cpus.get_ref() > 0.0 && *cpus.get_ref() <= 1024.0) {
                 errors.push(Diagnostic::new(
-                    format!("`{}` must be a positive number of CPUs, found {}", what("resources.cpus"), cpus.get_ref()),
+                    format!(
+                        "`{}` must be a positive number of CPUs, found {}",
+                        what("resources.cpus"),
+                        cpus.get_ref()
+                    ),
                     Some(cpus.span()),
                 ));
             }
@@ -686,7 +724,10 @@ fn compile_service(
             match parse_bytes(memory.get_ref()) {
                 Ok(b) if b >= 6 * 1024 * 1024 => resources.memory = Some(b),
                 Ok(_) => errors.push(Diagnostic::new(
-                    format!("`{}` must be at least 6MiB (Docker's minimum)", what("resources.memory")),
+                    format!(
+                        "`{}` must be at least 6MiB (Docker's minimum)",
+                        what("resources.memory")
+                    ),
                     Some(memory.span()),
                 )),
                 Err(e) => errors.push(Diagnostic::new(e, Some(memory.span()))),
@@ -713,7 +754,10 @@ fn compile_service(
             EnvWire::FromEnv(f) => {
                 if !is_env_name(&f.from_env) {
                     errors.push(Diagnostic::new(
-                        format!("invalid environment variable name `{}` in `from-env`", f.from_env),
+                        format!(
+                            "invalid environment variable name `{}` in `from-env`",
+                            f.from_env
+                        ),
                         Some(value_span),
                     ));
                 }
@@ -748,23 +792,32 @@ fn compile_service(
                     Some(c) => path(&what("build.context"), c, errors)?,
                     None => PathBuf::from("."),
                 };
-                Some(BuildSpec::Dockerfile { dockerfile, context })
+                Some(BuildSpec::Dockerfile {
+                    dockerfile,
+                    context,
+                })
             }
             (None, None, Some(image)) => Some(BuildSpec::Image {
                 image: image.get_ref().clone(),
             }),
             _ => {
-                errors.push(
-                    Diagnostic::new(
-                        format!("`{}` needs exactly one of `binary`, `dockerfile` or `image`", what("build")),
-                        Some(b_span),
+                errors.push(Diagnostic::new(
+                    format!(
+                        "`{}` needs exactly one of `binary`, `dockerfile` or `image`",
+                        what("build")
                     ),
-                );
+                    Some(b_span),
+                ));
                 None
             }
         }
     });
-    let stop_grace = duration(&what("stop-grace"), wire.stop_grace.as_ref(), DEFAULT_GRACE, errors);
+    let stop_grace = duration(
+        &what("stop-grace"),
+        wire.stop_grace.as_ref(),
+        DEFAULT_GRACE,
+        errors,
+    );
     let user = wire
         .user
         .map(|u| u.into_inner())

@@ -49,10 +49,17 @@ async fn converge(scope: &Scope, ledger: &Ledger) -> Result<apply::ApplyReport, 
     let spec = InfraSpec::load(&scope.root).unwrap();
     let p = provider();
     let desired = apply::desired_state(&spec, scope, ledger, &p, &BTreeMap::new())?;
-    apply::apply(&p, scope, ledger, &desired, None, &ApplyContext {
-        actor: "test".into(),
-        step: None,
-    })
+    apply::apply(
+        &p,
+        scope,
+        ledger,
+        &desired,
+        None,
+        &ApplyContext {
+            actor: "test".into(),
+            step: None,
+        },
+    )
     .await
 }
 
@@ -60,12 +67,17 @@ async fn plan(scope: &Scope, ledger: &Ledger) -> mlops_iac::Plan {
     let spec = InfraSpec::load(&scope.root).unwrap();
     let p = provider();
     let desired = apply::desired_state(&spec, scope, ledger, &p, &BTreeMap::new()).unwrap();
-    apply::plan_env(&p, scope, ledger, &desired, None).await.unwrap().0
+    apply::plan_env(&p, scope, ledger, &desired, None)
+        .await
+        .unwrap()
+        .0
 }
 
 async fn get(endpoint: &str) -> bool {
     let port: u16 = endpoint.rsplit(':').next().unwrap().parse().unwrap();
-    mlops_iac::health::check(port, "/", Duration::from_secs(1)).await.is_ok()
+    mlops_iac::health::check(port, "/", Duration::from_secs(1))
+        .await
+        .is_ok()
 }
 
 async fn destroy(scope: &Scope, ledger: &Ledger) {
@@ -80,7 +92,13 @@ async fn apply_converges_then_plan_is_empty_and_drift_is_repaired() {
     let ledger = Ledger::open(&scope.root).unwrap();
 
     let first = plan(&scope, &ledger).await;
-    assert!(matches!(first.actions.as_slice(), [Action::Create { replicas: 2, .. }]), "{first:?}");
+    assert!(
+        matches!(
+            first.actions.as_slice(),
+            [Action::Create { replicas: 2, .. }]
+        ),
+        "{first:?}"
+    );
 
     let report = converge(&scope, &ledger).await.unwrap();
     assert_eq!(report.instances.len(), 1);
@@ -89,45 +107,72 @@ async fn apply_converges_then_plan_is_empty_and_drift_is_repaired() {
     for e in &endpoints {
         assert!(get(e).await, "{e} answers");
     }
-    assert!(plan(&scope, &ledger).await.is_empty(), "a plan right after apply is empty");
+    assert!(
+        plan(&scope, &ledger).await.is_empty(),
+        "a plan right after apply is empty"
+    );
 
     // A replica killed behind our back is restarted by its supervisor.
     let status: serde_json::Value = serde_json::from_slice(
         &std::fs::read(
-            scope.root.join(".mlops/infra/local/dev/web").join(&report.instances[0].id).join("status.json"),
+            scope
+                .root
+                .join(".mlops/infra/local/dev/web")
+                .join(&report.instances[0].id)
+                .join("status.json"),
         )
         .unwrap(),
     )
     .unwrap();
     let pid = status["replicas"][0]["pid"].as_i64().unwrap() as i32;
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let p = provider();
         let instances = mlops_iac::Provider::observe(&p, &scope).await.unwrap();
         let replica = &instances[0].replicas[0];
         if replica.restarts == 1 && instances[0].is_healthy() {
-            assert!(replica.last_exit.as_deref().unwrap().contains("signal 9"), "{replica:?}");
+            assert!(
+                replica.last_exit.as_deref().unwrap().contains("signal 9"),
+                "{replica:?}"
+            );
             break;
         }
-        assert!(Instant::now() < deadline, "replica not restarted: {instances:?}");
+        assert!(
+            Instant::now() < deadline,
+            "replica not restarted: {instances:?}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
     // The supervisor killed behind our back is drift; apply repairs it.
     let pid: serde_json::Value = serde_json::from_slice(
         &std::fs::read(
-            scope.root.join(".mlops/infra/local/dev/web").join(&report.instances[0].id).join("supervisor.pid"),
+            scope
+                .root
+                .join(".mlops/infra/local/dev/web")
+                .join(&report.instances[0].id)
+                .join("supervisor.pid"),
         )
         .unwrap(),
     )
     .unwrap();
     let sup = pid["pid"].as_i64().unwrap() as i32;
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(sup), nix::sys::signal::Signal::SIGKILL).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(sup),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
     let drift = plan(&scope, &ledger).await;
     match drift.actions.as_slice() {
-        [Action::Repair { drift, .. }] => assert!(drift.iter().any(|d| d.contains("supervisor")), "{drift:?}"),
+        [Action::Repair { drift, .. }] => {
+            assert!(drift.iter().any(|d| d.contains("supervisor")), "{drift:?}")
+        }
         other => panic!("expected a repair, got {other:?}"),
     }
     let repaired = converge(&scope, &ledger).await.unwrap();
@@ -143,19 +188,33 @@ async fn apply_converges_then_plan_is_empty_and_drift_is_repaired() {
     // Scale through the manifest.
     write_manifest(&scope.root, &WEB.replace("replicas = 2", "replicas = 3"));
     let scale = plan(&scope, &ledger).await;
-    assert!(matches!(scale.actions.as_slice(), [Action::Scale { from: 2, to: 3, .. }]), "{scale:?}");
+    assert!(
+        matches!(
+            scale.actions.as_slice(),
+            [Action::Scale { from: 2, to: 3, .. }]
+        ),
+        "{scale:?}"
+    );
     let scaled = converge(&scope, &ledger).await.unwrap();
     assert_eq!(scaled.instances[0].endpoints().len(), 3);
     write_manifest(&scope.root, WEB);
     let down = converge(&scope, &ledger).await.unwrap();
     assert_eq!(down.instances[0].endpoints().len(), 2);
-    assert_eq!(down.instances[0].id, scaled.instances[0].id, "scaling keeps the instance");
+    assert_eq!(
+        down.instances[0].id, scaled.instances[0].id,
+        "scaling keeps the instance"
+    );
 
     // A changed definition replaces the instance, new before old.
-    write_manifest(&scope.root, &WEB.replace("stop-grace = \"2s\"", "stop-grace = \"3s\""));
+    write_manifest(
+        &scope.root,
+        &WEB.replace("stop-grace = \"2s\"", "stop-grace = \"3s\""),
+    );
     let replace = plan(&scope, &ledger).await;
     match replace.actions.as_slice() {
-        [Action::Replace { why, .. }] => assert!(why.iter().any(|w| w.contains("stop-grace")), "{why:?}"),
+        [Action::Replace { why, .. }] => {
+            assert!(why.iter().any(|w| w.contains("stop-grace")), "{why:?}")
+        }
         other => panic!("expected a replace, got {other:?}"),
     }
     let replaced = converge(&scope, &ledger).await.unwrap();
@@ -163,7 +222,10 @@ async fn apply_converges_then_plan_is_empty_and_drift_is_repaired() {
     assert_eq!(replaced.instances.len(), 1);
 
     destroy(&scope, &ledger).await;
-    assert!(plan(&scope, &ledger).await.actions.len() == 1, "after destroy, a create is planned again");
+    assert!(
+        plan(&scope, &ledger).await.actions.len() == 1,
+        "after destroy, a create is planned again"
+    );
     assert!(ledger.infra_services("dev", "local").unwrap().is_empty());
     let applies = ledger.infra_applies(Some("dev"), 100).unwrap();
     assert!(applies.iter().all(|a| a.status == "applied"), "{applies:?}");
@@ -179,10 +241,21 @@ async fn a_service_that_never_gets_healthy_fails_with_its_log_and_leaves_nothing
     let ledger = Ledger::open(&scope.root).unwrap();
     let err = converge(&scope, &ledger).await.unwrap_err();
     let text = err.to_string();
-    assert!(matches!(err, InfraError::Provider(ProviderError::Unhealthy { .. })), "{text}");
+    assert!(
+        matches!(err, InfraError::Provider(ProviderError::Unhealthy { .. })),
+        "{text}"
+    );
     assert!(text.contains("status 404"), "{text}");
-    assert!(text.contains("GET /no-such-page"), "the log tail is shown: {text}");
-    assert!(mlops_iac::Provider::observe(&provider(), &scope).await.unwrap().is_empty());
+    assert!(
+        text.contains("GET /no-such-page"),
+        "the log tail is shown: {text}"
+    );
+    assert!(
+        mlops_iac::Provider::observe(&provider(), &scope)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     let applies = ledger.infra_applies(Some("dev"), 10).unwrap();
     assert_eq!(applies[0].status, "failed");
     assert!(applies[0].error.as_deref().unwrap().contains("not healthy"));
@@ -192,21 +265,35 @@ async fn a_service_that_never_gets_healthy_fails_with_its_log_and_leaves_nothing
 async fn a_taken_port_and_a_missing_program_are_clear_errors() {
     let taken = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap();
     let port = taken.local_addr().unwrap().port();
-    let (_dir, scope) = project(
-        &WEB.replace("replicas = 2", &format!("replicas = 1\nhost-port = {port}")),
-    );
+    let (_dir, scope) =
+        project(&WEB.replace("replicas = 2", &format!("replicas = 1\nhost-port = {port}")));
     let ledger = Ledger::open(&scope.root).unwrap();
     let err = converge(&scope, &ledger).await.unwrap_err();
     assert!(
         matches!(err, InfraError::Provider(ProviderError::PortTaken { port: p, .. }) if p == port),
         "{err}"
     );
-    assert!(err.to_string().contains(&format!("port {port} on 127.0.0.1 is already in use")));
+    assert!(
+        err.to_string()
+            .contains(&format!("port {port} on 127.0.0.1 is already in use"))
+    );
 
-    write_manifest(&scope.root, &WEB.replace("\"python3\"", "\"bin/missing-server\""));
+    write_manifest(
+        &scope.root,
+        &WEB.replace("\"python3\"", "\"bin/missing-server\""),
+    );
     let err = converge(&scope, &ledger).await.unwrap_err();
-    assert!(err.to_string().contains("bin/missing-server does not exist"), "{err}");
-    assert!(mlops_iac::Provider::observe(&provider(), &scope).await.unwrap().is_empty());
+    assert!(
+        err.to_string()
+            .contains("bin/missing-server does not exist"),
+        "{err}"
+    );
+    assert!(
+        mlops_iac::Provider::observe(&provider(), &scope)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -227,7 +314,10 @@ stop-grace = "2s"
     let ledger = Ledger::open(&scope.root).unwrap();
     // Without the variable: a clear error before anything starts.
     let err = converge(&scope, &ledger).await.unwrap_err();
-    assert!(err.to_string().contains(&format!("the secret `{var}`")), "{err}");
+    assert!(
+        err.to_string().contains(&format!("the secret `{var}`")),
+        "{err}"
+    );
 
     let spec = InfraSpec::load(&scope.root).unwrap();
     let p = provider();
@@ -238,8 +328,20 @@ stop-grace = "2s"
         .values()
         .map(|s| mlops_iac::plan::desired(s, None, &scope.root, |v| env.get(v).cloned()).unwrap())
         .collect();
-    apply::apply(&p, &scope, &ledger, &desired, None, &ApplyContext::default()).await.unwrap();
-    assert_eq!(std::fs::read_to_string(scope.root.join("seen.txt")).unwrap(), secret);
+    apply::apply(
+        &p,
+        &scope,
+        &ledger,
+        &desired,
+        None,
+        &ApplyContext::default(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        std::fs::read_to_string(scope.root.join("seen.txt")).unwrap(),
+        secret
+    );
     // Nowhere in the state directory (instance files, logs, the ledger).
     for entry in walk(&scope.root.join(".mlops")) {
         let bytes = std::fs::read(&entry).unwrap();
@@ -249,7 +351,9 @@ stop-grace = "2s"
             entry.display()
         );
     }
-    apply::destroy(&p, &scope, &ledger, None, &ApplyContext::default()).await.unwrap();
+    apply::destroy(&p, &scope, &ledger, None, &ApplyContext::default())
+        .await
+        .unwrap();
 }
 
 fn walk(dir: &Path) -> Vec<std::path::PathBuf> {

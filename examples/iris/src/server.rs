@@ -1,5 +1,6 @@
-//! The model server: hyper 1 HTTP/1.1 on loopback, Open Inference Protocol
-//! v2 endpoints, Prometheus metrics, graceful shutdown and a lifetime limit.
+//! The model server: hyper 1 HTTP/1.1 on loopback (or on every interface of
+//! a container), Open Inference Protocol v2 endpoints, Prometheus metrics,
+//! graceful shutdown and a lifetime limit.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -41,7 +42,8 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct ServeOptions {
     /// Model file to serve.
     pub model: PathBuf,
-    /// Address to bind; always 127.0.0.1.
+    /// Address to bind: 127.0.0.1, or 0.0.0.0 inside a container (see
+    /// [`parse_host`]).
     pub host: IpAddr,
     /// Port to bind; 0 picks a free one.
     pub port: u16,
@@ -115,7 +117,16 @@ impl ServeOptions {
     }
 }
 
-/// Accepts `127.0.0.1` or `localhost`; rejects everything else with a reason.
+/// Accepts `127.0.0.1`, `localhost` or `0.0.0.0`; rejects everything else
+/// with a reason.
+///
+/// `0.0.0.0` (every interface) is for running inside a container: there the
+/// interfaces are the container's own, and whoever starts it publishes the
+/// port on the host's 127.0.0.1 only (as the mlops Docker provider does), so
+/// nothing is reachable from the network. Any other address is refused: a
+/// non-loopback one would expose the server to the network, and clients
+/// would not find it on another loopback address (`::1`, `127.0.0.2`), since
+/// they learn only the port from the port file.
 pub fn parse_host(text: &str) -> std::result::Result<IpAddr, String> {
     if text == "localhost" {
         return Ok(IpAddr::V4(Ipv4Addr::LOCALHOST));
@@ -123,9 +134,12 @@ pub fn parse_host(text: &str) -> std::result::Result<IpAddr, String> {
     let ip: IpAddr = text
         .parse()
         .map_err(|_| format!("--host must be an ip address such as 127.0.0.1, got '{text}'"))?;
+    if ip == IpAddr::V4(Ipv4Addr::UNSPECIFIED) {
+        return Ok(ip);
+    }
     if !ip.is_loopback() {
         return Err(format!(
-            "refusing to listen on non-loopback address {ip}: this example server only binds to 127.0.0.1"
+            "refusing to listen on non-loopback address {ip}: this example server binds to 127.0.0.1 (or to 0.0.0.0 inside a container whose port is published on 127.0.0.1)"
         ));
     }
     if ip != IpAddr::V4(Ipv4Addr::LOCALHOST) {
@@ -545,10 +559,12 @@ mod tests {
     }
 
     #[test]
-    fn host_must_be_loopback() {
+    fn host_must_be_loopback_or_unspecified() {
         assert_eq!(parse_host("127.0.0.1"), Ok(IpAddr::V4(Ipv4Addr::LOCALHOST)));
         assert_eq!(parse_host("localhost"), Ok(IpAddr::V4(Ipv4Addr::LOCALHOST)));
-        assert!(parse_host("0.0.0.0").unwrap_err().contains("non-loopback"));
+        assert_eq!(parse_host("0.0.0.0"), Ok(IpAddr::V4(Ipv4Addr::UNSPECIFIED)));
+        assert!(parse_host("::").unwrap_err().contains("non-loopback"));
+        assert!(parse_host("10.0.0.1").unwrap_err().contains("non-loopback"));
         assert!(
             parse_host("192.168.1.5")
                 .unwrap_err()
@@ -573,7 +589,10 @@ mod tests {
         let err =
             ServeOptions::from_args(&args(&["--model", "m.json", "--background"])).unwrap_err();
         assert!(err.message().contains("--background needs --pid-file"));
-        let err = ServeOptions::from_args(&args(&["--model", "m.json", "--host", "0.0.0.0"]))
+        let options =
+            ServeOptions::from_args(&args(&["--model", "m.json", "--host", "0.0.0.0"])).unwrap();
+        assert_eq!(options.host, IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        let err = ServeOptions::from_args(&args(&["--model", "m.json", "--host", "192.168.1.5"]))
             .unwrap_err();
         assert!(err.message().contains("non-loopback"));
         let err =

@@ -133,7 +133,7 @@ fn bad_metrics_files_fail_with_a_clear_message() {
 fn bad_thresholds_are_diagnostics_with_their_spans() {
     let dir = tempfile::tempdir().unwrap();
     let text = manifest(
-        r#"{ metrics = "m.json", thresholds = ["accuracy => 0.9", "rmse <= lots", "f1 >= 0.5"], regression = { loss = 0.1 }, baseline = "production" }"#,
+        r#"{ metrics = "m.json", thresholds = ["accuracy => 0.9", "rmse <= lots", "f1 >= 0.5"], regression = { loss = 0.1 }, baseline = "best" }"#,
     );
     std::fs::write(
         dir.path().join("mlops.toml"),
@@ -147,4 +147,180 @@ fn bad_thresholds_are_diagnostics_with_their_spans() {
         .to_string()
         .replace(&dir.path().display().to_string(), "PROJECT");
     insta::assert_snapshot!(err);
+}
+
+/// Registers a version of `model` with `metrics` and puts it in production.
+fn promote(dir: &std::path::Path, model: &str, digest: &str, metrics: Option<serde_json::Value>) {
+    use mlops_core::registry::{ModelStage, NewModelVersion};
+    let ledger = mlops_core::Ledger::open(dir).unwrap();
+    let (v, _) = ledger
+        .register_model_version(&NewModelVersion {
+            model: model.to_owned(),
+            digest: digest.to_owned(),
+            path: format!(".mlops/artifacts/{digest}"),
+            files: Vec::new(),
+            metrics,
+            data_hash: None,
+            git: Default::default(),
+            run_id: Some(1),
+            step: Some("package".to_owned()),
+        })
+        .unwrap();
+    ledger
+        .set_model_stage(model, v.number, ModelStage::Production, "test", "release")
+        .unwrap();
+}
+
+fn gate_evidence(
+    dir: &std::path::Path,
+    with: &str,
+    metrics: &str,
+) -> (StepStatus, String, serde_json::Value) {
+    write_metrics(dir, metrics);
+    let run = super::run_pipeline(dir, &manifest(with));
+    let step = super::ci_step(&run);
+    let body = step
+        .evidence
+        .iter()
+        .find(|e| e.kind == "model-gate")
+        .map(|e| e.body.clone())
+        .unwrap_or_default();
+    (step.status, step.reason.clone().unwrap_or_default(), body)
+}
+
+const PRODUCTION: &str = r#"{ metrics = "metrics.json", thresholds = ["accuracy >= 0.9", "eval.rmse <= 3.2"], regression = { accuracy = 0.01 }, baseline = "production", model = "iris" }"#;
+
+#[test]
+fn baseline_production_without_a_production_model_checks_thresholds_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let (status, reason, body) = gate_evidence(
+        dir.path(),
+        PRODUCTION,
+        r#"{"accuracy": 0.99, "eval": {"rmse": 2.0}}"#,
+    );
+    assert_eq!(status, StepStatus::Passed, "{reason}");
+    assert_eq!(body["baseline"], serde_json::Value::Null);
+    assert_eq!(body["baseline_note"], "no production model yet");
+    // The last passing run is not the baseline: a big drop still passes.
+    let (status, reason, body) = gate_evidence(
+        dir.path(),
+        PRODUCTION,
+        r#"{"accuracy": 0.91, "eval": {"rmse": 3.0}}"#,
+    );
+    assert_eq!(status, StepStatus::Passed, "{reason}");
+    assert_eq!(body["baseline_note"], "no production model yet");
+    let e = mlops_core::Evidence {
+        kind: "model-gate".to_owned(),
+        body,
+        from_run: None,
+    };
+    assert_eq!(
+        mlops_ci::summarize(&e).as_deref(),
+        Some("2 checks passed, no baseline yet")
+    );
+}
+
+#[test]
+fn baseline_production_compares_with_the_production_version_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    // Another model in production is not this gate's baseline.
+    promote(
+        dir.path(),
+        "wine",
+        "00000000aa",
+        Some(serde_json::json!({"accuracy": 1.0})),
+    );
+    promote(
+        dir.path(),
+        "iris",
+        "11111111aa",
+        Some(serde_json::json!({"accuracy": 0.97, "eval": {"rmse": 2.0}, "notes": "v1"})),
+    );
+    let (status, reason, body) = gate_evidence(
+        dir.path(),
+        PRODUCTION,
+        r#"{"accuracy": 0.95, "eval": {"rmse": 1.9}}"#,
+    );
+    assert_eq!(status, StepStatus::Failed);
+    assert_eq!(
+        reason,
+        "model gate failed: accuracy = 0.95 (required >= 0.9; baseline 0.97 from production iris:1, tolerance 0.01): regressed"
+    );
+    assert_eq!(body["baseline"]["model_version"], "iris:1");
+    assert_eq!(body["baseline"]["metrics"]["eval.rmse"], 2.0);
+    assert!(body.get("baseline_note").is_none());
+
+    let (status, reason, _) = gate_evidence(
+        dir.path(),
+        PRODUCTION,
+        r#"{"accuracy": 0.965, "eval": {"rmse": 2.0}}"#,
+    );
+    assert_eq!(status, StepStatus::Passed, "{reason}");
+
+    // A newer production version becomes the baseline.
+    promote(
+        dir.path(),
+        "iris",
+        "22222222aa",
+        Some(serde_json::json!({"accuracy": 0.99, "eval": {"rmse": 1.0}})),
+    );
+    let (status, reason, _) = gate_evidence(
+        dir.path(),
+        PRODUCTION,
+        r#"{"accuracy": 0.965, "eval": {"rmse": 2.0}}"#,
+    );
+    assert_eq!(status, StepStatus::Failed);
+    assert!(
+        reason.contains("baseline 0.99 from production iris:2"),
+        "{reason}"
+    );
+    assert!(
+        reason.contains("baseline 1.0 from production iris:2"),
+        "{reason}"
+    );
+}
+
+#[test]
+fn baseline_production_without_registered_metrics_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    promote(dir.path(), "iris", "11111111aa", None);
+    let (status, reason, _) = gate_evidence(
+        dir.path(),
+        PRODUCTION,
+        r#"{"accuracy": 0.99, "eval": {"rmse": 2.0}}"#,
+    );
+    assert_eq!(status, StepStatus::Failed);
+    assert_eq!(
+        reason,
+        "baseline: production model iris:1 has no metrics in the registry (package it with `metrics = \"...\"`), so there is nothing to compare against"
+    );
+}
+
+#[test]
+fn baseline_production_needs_a_model_and_a_model_needs_it() {
+    let dir = tempfile::tempdir().unwrap();
+    for (with, want) in [
+        (
+            r#"{ metrics = "m.json", thresholds = ["accuracy >= 0.9"], baseline = "production" }"#,
+            "`baseline = \"production\"` needs `model`",
+        ),
+        (
+            r#"{ metrics = "m.json", thresholds = ["accuracy >= 0.9"], model = "iris" }"#,
+            "`model` only applies with `baseline = \"production\"`",
+        ),
+        (
+            r#"{ metrics = "m.json", thresholds = ["accuracy >= 0.9"], baseline = "none", model = "iris" }"#,
+            "`model` only applies with `baseline = \"production\"`",
+        ),
+    ] {
+        std::fs::write(
+            dir.path().join("mlops.toml"),
+            format!("{}\n[iac.steps.ready]\nrun = \"true\"\n", manifest(with)),
+        )
+        .unwrap();
+        let Err(err) = mlops_core::Manifest::load(dir.path(), &super::registry()) else {
+            panic!("{with} is invalid")
+        };
+        assert!(err.to_string().contains(want), "{with}: {err}");
+    }
 }

@@ -162,7 +162,9 @@ fn instances(scope: &Scope) -> Vec<Found> {
             }
         }
     }
-    out.sort_by(|a, b| (&a.file.service, a.file.created_ms).cmp(&(&b.file.service, b.file.created_ms)));
+    out.sort_by(|a, b| {
+        (&a.file.service, a.file.created_ms).cmp(&(&b.file.service, b.file.created_ms))
+    });
     out
 }
 
@@ -237,7 +239,11 @@ fn instance_id(revision: &str) -> String {
 }
 
 impl LocalProvider {
-    async fn start_instance(&self, scope: &Scope, desired: &Desired) -> Result<Instance, ProviderError> {
+    async fn start_instance(
+        &self,
+        scope: &Scope,
+        desired: &Desired,
+    ) -> Result<Instance, ProviderError> {
         let spec = &desired.spec;
         let invalid = |detail: String| ProviderError::Invalid {
             service: spec.name.clone(),
@@ -292,9 +298,13 @@ impl LocalProvider {
         };
         let json = serde_json::to_vec_pretty(&file).map_err(|e| invalid(e.to_string()))?;
         write_atomic(&dir.join(INSTANCE_FILE), &json).map_err(|e| backend("cannot write to", e))?;
-        write_atomic(&dir.join(REPLICAS_FILE), spec.replicas.to_string().as_bytes())
+        write_atomic(
+            &dir.join(REPLICAS_FILE),
+            spec.replicas.to_string().as_bytes(),
+        )
+        .map_err(|e| backend("cannot write to", e))?;
+        let log = std::fs::File::create(dir.join(SUPERVISOR_LOG))
             .map_err(|e| backend("cannot write to", e))?;
-        let log = std::fs::File::create(dir.join(SUPERVISOR_LOG)).map_err(|e| backend("cannot write to", e))?;
         let log2 = log.try_clone().map_err(|e| backend("cannot write to", e))?;
         let mut command = std::process::Command::new(&self.supervisor.program);
         command
@@ -308,7 +318,10 @@ impl LocalProvider {
             .process_group(0);
         let mut child = command.spawn().map_err(|e| ProviderError::Backend {
             provider: ProviderKind::Local,
-            what: format!("cannot start the supervisor {}", self.supervisor.program.display()),
+            what: format!(
+                "cannot start the supervisor {}",
+                self.supervisor.program.display()
+            ),
             detail: e.to_string(),
         })?;
         let pid = child.id();
@@ -321,7 +334,10 @@ impl LocalProvider {
         // Reap it if it ends while this process still runs.
         std::thread::spawn(move || child.wait());
         let found = Found { dir, file };
-        match self.wait_healthy(&found, spec.replicas, spec.health.deadline).await {
+        match self
+            .wait_healthy(&found, spec.replicas, spec.health.deadline)
+            .await
+        {
             Ok(instance) => Ok(instance),
             Err(e) => {
                 let _ = self.stop_found(&found).await;
@@ -330,7 +346,12 @@ impl LocalProvider {
         }
     }
 
-    async fn wait_healthy(&self, found: &Found, replicas: u32, deadline: Duration) -> Result<Instance, ProviderError> {
+    async fn wait_healthy(
+        &self,
+        found: &Found,
+        replicas: u32,
+        deadline: Duration,
+    ) -> Result<Instance, ProviderError> {
         let started = Instant::now();
         loop {
             let instance = inspect(found).await;
@@ -380,7 +401,10 @@ impl LocalProvider {
             if text.trim().is_empty() {
                 continue;
             }
-            let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+            let name = path
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
             for line in text.lines() {
                 out.push(format!("[{name}] {line}"));
             }
@@ -448,7 +472,12 @@ impl Provider for LocalProvider {
         Box::pin(self.start_instance(scope, desired))
     }
 
-    fn scale<'a>(&'a self, scope: &'a Scope, instance: &'a Instance, replicas: u32) -> ProviderFuture<'a, Instance> {
+    fn scale<'a>(
+        &'a self,
+        scope: &'a Scope,
+        instance: &'a Instance,
+        replicas: u32,
+    ) -> ProviderFuture<'a, Instance> {
         Box::pin(async move {
             let found = find(scope, &instance.id).ok_or_else(|| ProviderError::Backend {
                 provider: ProviderKind::Local,
@@ -463,19 +492,23 @@ impl Provider for LocalProvider {
                     detail: "its supervisor is gone".into(),
                 });
             };
-            write_atomic(&found.dir.join(REPLICAS_FILE), replicas.to_string().as_bytes()).map_err(|e| {
-                ProviderError::Backend {
-                    provider: ProviderKind::Local,
-                    what: format!("scale instance {}", instance.id),
-                    detail: e.to_string(),
-                }
+            write_atomic(
+                &found.dir.join(REPLICAS_FILE),
+                replicas.to_string().as_bytes(),
+            )
+            .map_err(|e| ProviderError::Backend {
+                provider: ProviderKind::Local,
+                what: format!("scale instance {}", instance.id),
+                detail: e.to_string(),
             })?;
             let _ = kill(Pid::from_raw(p.pid as i32), Signal::SIGHUP);
             // Wait for the new count: extra replicas gone, new ones healthy.
             let deadline = found.file.spec.health.deadline + found.file.spec.stop_grace;
             let started = Instant::now();
             loop {
-                let now = self.wait_healthy(&found, replicas, deadline.saturating_sub(started.elapsed())).await?;
+                let now = self
+                    .wait_healthy(&found, replicas, deadline.saturating_sub(started.elapsed()))
+                    .await?;
                 if now.replicas.len() == replicas as usize {
                     return Ok(now);
                 }
@@ -504,7 +537,12 @@ impl Provider for LocalProvider {
         })
     }
 
-    fn logs<'a>(&'a self, scope: &'a Scope, instance: &'a Instance, lines: usize) -> ProviderFuture<'a, String> {
+    fn logs<'a>(
+        &'a self,
+        scope: &'a Scope,
+        instance: &'a Instance,
+        lines: usize,
+    ) -> ProviderFuture<'a, String> {
         Box::pin(async move {
             Ok(find(scope, &instance.id)
                 .map(|f| self.tail_found(&f, lines))

@@ -65,13 +65,21 @@ struct Running {
 }
 
 enum Note {
-    Exited { index: u32, pid: u32, how: String, success: bool },
+    Exited {
+        index: u32,
+        pid: u32,
+        how: String,
+        success: bool,
+    },
 }
 
 /// The supervisor process's main: runs [`supervise`] on a current-thread
 /// runtime and turns its outcome into an exit code.
 pub fn main(dir: &Path) -> std::process::ExitCode {
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("mlops supervisor: cannot start a runtime: {e}");
@@ -90,11 +98,14 @@ pub fn main(dir: &Path) -> std::process::ExitCode {
 /// Runs the supervisor for the instance in `dir` until it is told to stop.
 /// Returns an error (for the supervisor's own log) if it cannot start.
 pub async fn supervise(dir: &Path) -> Result<(), String> {
-    let instance: InstanceFile = serde_json::from_slice(
-        &std::fs::read(dir.join(super::INSTANCE_FILE))
-            .map_err(|e| format!("cannot read {}: {e}", dir.join(super::INSTANCE_FILE).display()))?,
-    )
-    .map_err(|e| format!("invalid {}: {e}", super::INSTANCE_FILE))?;
+    let instance: InstanceFile =
+        serde_json::from_slice(&std::fs::read(dir.join(super::INSTANCE_FILE)).map_err(|e| {
+            format!(
+                "cannot read {}: {e}",
+                dir.join(super::INSTANCE_FILE).display()
+            )
+        })?)
+        .map_err(|e| format!("invalid {}: {e}", super::INSTANCE_FILE))?;
     let mut desired = Desired {
         spec: instance.spec.clone(),
         model: instance.model.clone(),
@@ -175,7 +186,10 @@ impl Supervisor {
     }
 
     fn log(&self, line: &str) {
-        eprintln!("[{}] {line}", mlops_core::ledger::format_ms(mlops_core::ledger::now_ms()));
+        eprintln!(
+            "[{}] {line}",
+            mlops_core::ledger::format_ms(mlops_core::ledger::now_ms())
+        );
     }
 
     fn scale_to(&mut self, target: u32) {
@@ -302,7 +316,9 @@ impl Supervisor {
                 r.started = Instant::now();
                 r.restart_at = None;
                 r.proven = false;
-                self.log(&format!("replica {index}: started pid {pid} on port {port}"));
+                self.log(&format!(
+                    "replica {index}: started pid {pid} on port {port}"
+                ));
                 let tx = self.tx.clone();
                 tokio::spawn(wait(child, index, pid, tx));
             }
@@ -328,7 +344,8 @@ impl Supervisor {
         r.status.healthy = false;
         if restart && !self.stopping && !r.retiring {
             // 100 ms doubling to 10 s; a replica that ran 30 s starts over.
-            let backoff = Duration::from_millis(100u64 << r.failures.min(7)).min(Duration::from_secs(10));
+            let backoff =
+                Duration::from_millis(100u64 << r.failures.min(7)).min(Duration::from_secs(10));
             r.restart_at = Some(Instant::now() + backoff);
             r.status.state = ReplicaState::Restarting;
         } else {
@@ -448,7 +465,9 @@ impl Supervisor {
         let deadline = tokio::time::Instant::now() + grace;
         while self.replicas.values().any(|r| r.child_pid.is_some()) {
             match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Some(Note::Exited { index, pid, how, .. })) => {
+                Ok(Some(Note::Exited {
+                    index, pid, how, ..
+                })) => {
                     if let Some(r) = self.replicas.get_mut(&index)
                         && r.child_pid == Some(pid)
                     {

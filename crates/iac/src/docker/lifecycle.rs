@@ -1,0 +1,379 @@
+//! Starting, scaling, stopping an instance, and reading its logs.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bollard::models::ContainerSummary;
+
+use super::image::ServiceImage;
+use super::record::{self, InstanceRecord};
+use super::replica::{ReplicaTemplate, ensure_port_free};
+use super::{DockerProvider, LISTEN_HOST, MODEL_DIR, labels, new_instance_id};
+use crate::provider::{Desired, Instance, ModelRef, ProviderError, Scope, replica_env};
+use crate::spec::{EnvValue, ProviderKind, ServiceSpec};
+
+/// The stop grace when an instance's spec cannot be read.
+const DEFAULT_GRACE: Duration = Duration::from_secs(10);
+
+/// The replica index a container is labelled with.
+pub(super) fn replica_index(container: &ContainerSummary) -> Option<u32> {
+    container
+        .labels
+        .as_ref()?
+        .get(labels::REPLICA)?
+        .parse()
+        .ok()
+}
+
+/// A label of a container.
+pub(super) fn label<'a>(container: &'a ContainerSummary, key: &str) -> Option<&'a str> {
+    container.labels.as_ref()?.get(key).map(String::as_str)
+}
+
+/// The spec a container carries in its labels.
+pub(super) fn spec_label(container: &ContainerSummary) -> Option<ServiceSpec> {
+    serde_json::from_str(label(container, labels::SPEC)?).ok()
+}
+
+/// The host directory mounted at `/model`: the deployed model version's,
+/// else the spec's `model-dir` (relative to the project). It must exist
+/// (Docker would create a missing one, owned by root).
+fn model_source(scope: &Scope, desired: &Desired) -> Result<Option<PathBuf>, ProviderError> {
+    let dir = match (&desired.model, &desired.spec.model_dir) {
+        (Some(model), _) => model.dir.clone(),
+        (None, Some(dir)) => scope.root.join(dir),
+        (None, None) => return Ok(None),
+    };
+    let dir = std::path::absolute(&dir).unwrap_or(dir);
+    if !dir.is_dir() {
+        return Err(ProviderError::Invalid {
+            service: desired.spec.name.clone(),
+            detail: format!("the model directory {} does not exist", dir.display()),
+        });
+    }
+    Ok(Some(dir))
+}
+
+impl DockerProvider {
+    pub(super) async fn start_instance(
+        &self,
+        scope: &Scope,
+        desired: &Desired,
+    ) -> Result<Instance, ProviderError> {
+        let spec = &desired.spec;
+        if spec.command.is_empty() {
+            return Err(ProviderError::Invalid {
+                service: spec.name.clone(),
+                detail: "`command` is empty: it must name the program to run".to_owned(),
+            });
+        }
+        if spec.host_port.is_some() && spec.replicas > 1 {
+            return Err(ProviderError::Invalid {
+                service: spec.name.clone(),
+                detail: format!(
+                    "`host-port` pins one port, but the service has {} replicas",
+                    spec.replicas
+                ),
+            });
+        }
+        // A missing caller variable fails before anything is built.
+        replica_env(desired, spec.port, LISTEN_HOST, MODEL_DIR, 0)?;
+        let model_source = model_source(scope, desired)?;
+        if let Some(port) = spec.host_port {
+            ensure_port_free(&spec.name, port)?;
+        }
+        let image = self.ensure_image(scope, desired).await?;
+        let id = new_instance_id(&desired.revision);
+        let mut created = Vec::new();
+        let started = self
+            .start_new(
+                scope,
+                desired,
+                &id,
+                &image,
+                model_source.clone(),
+                &mut created,
+            )
+            .await;
+        let recorded = started.and_then(|()| {
+            record::write(
+                scope,
+                &InstanceRecord {
+                    id: id.clone(),
+                    service: spec.name.clone(),
+                    revision: desired.revision.clone(),
+                    spec: spec.clone(),
+                    model: desired.model.clone(),
+                    model_source,
+                    image: image.reference.clone(),
+                    image_id: image.id.clone(),
+                    desired_replicas: spec.replicas,
+                },
+            )
+        });
+        if let Err(e) = recorded {
+            // Leave nothing of the new instance behind; the first error is
+            // the one worth reporting.
+            let ids: Vec<String> = created.into_iter().map(|(_, id)| id).collect();
+            let _ = self.remove_containers(&ids, Duration::ZERO).await;
+            let _ = record::remove(scope, &id);
+            let _ = self
+                .remove_images_if_unused(scope, &BTreeSet::from([image.id.clone()]))
+                .await;
+            let _ = self.remove_network_if_unused(scope).await;
+            return Err(e);
+        }
+        self.observe_instance(scope, &id).await
+    }
+
+    async fn start_new(
+        &self,
+        scope: &Scope,
+        desired: &Desired,
+        id: &str,
+        image: &ServiceImage,
+        model_source: Option<PathBuf>,
+        created: &mut Vec<(u32, String)>,
+    ) -> Result<(), ProviderError> {
+        let network = self.ensure_network(scope).await?;
+        let template = ReplicaTemplate {
+            desired: desired.clone(),
+            instance: id.to_owned(),
+            image_id: image.id.clone(),
+            image: image.reference.clone(),
+            network,
+            model_source,
+            desired_replicas: desired.spec.replicas,
+        };
+        self.start_replicas(scope, &template, 0..desired.spec.replicas, created)
+            .await
+    }
+
+    pub(super) async fn scale_instance(
+        &self,
+        scope: &Scope,
+        id: &str,
+        replicas: u32,
+    ) -> Result<Instance, ProviderError> {
+        let containers = self.containers(scope, &[(labels::INSTANCE, id)]).await?;
+        let Some(mut blueprint) = self.blueprint(scope, id, &containers).await? else {
+            return Err(ProviderError::Backend {
+                provider: ProviderKind::Docker,
+                what: format!("scaling instance {id}"),
+                detail: "it no longer exists".to_owned(),
+            });
+        };
+        let spec = blueprint.spec.clone();
+        if spec.host_port.is_some() && replicas > 1 {
+            return Err(ProviderError::Invalid {
+                service: spec.name.clone(),
+                detail: format!("`host-port` pins one port: it cannot have {replicas} replicas"),
+            });
+        }
+        // Fewer: the highest indexes go (and anything without an index).
+        let (keep, extra): (Vec<&ContainerSummary>, Vec<&ContainerSummary>) = containers
+            .iter()
+            .partition(|c| replica_index(c).is_some_and(|i| i < replicas));
+        let extra_ids: Vec<String> = extra.iter().filter_map(|c| c.id.clone()).collect();
+        self.remove_containers(&extra_ids, spec.stop_grace).await?;
+        // More: every index below the count without a container.
+        let present: BTreeSet<u32> = keep.iter().filter_map(|c| replica_index(c)).collect();
+        let missing: Vec<u32> = (0..replicas).filter(|i| !present.contains(i)).collect();
+        if !missing.is_empty() {
+            let from_env = self.caller_values(&spec, &keep).await?;
+            let template = ReplicaTemplate {
+                desired: Desired {
+                    spec: spec.clone(),
+                    model: blueprint.model.clone(),
+                    revision: blueprint.revision.clone(),
+                    from_env,
+                },
+                instance: id.to_owned(),
+                image_id: blueprint.image_id.clone(),
+                image: blueprint.image.clone(),
+                network: self.ensure_network(scope).await?,
+                model_source: blueprint.model_source.clone(),
+                desired_replicas: replicas,
+            };
+            let mut created = Vec::new();
+            if let Err(e) = self
+                .start_replicas(scope, &template, missing, &mut created)
+                .await
+            {
+                let ids: Vec<String> = created.into_iter().map(|(_, id)| id).collect();
+                let _ = self.remove_containers(&ids, Duration::ZERO).await;
+                return Err(e);
+            }
+        }
+        blueprint.desired_replicas = replicas;
+        record::write(scope, &blueprint)?;
+        self.observe_instance(scope, id).await
+    }
+
+    /// What an instance runs: its record, or (when the record is gone) what
+    /// its containers' labels say. `None` when neither exists.
+    async fn blueprint(
+        &self,
+        scope: &Scope,
+        id: &str,
+        containers: &[ContainerSummary],
+    ) -> Result<Option<InstanceRecord>, ProviderError> {
+        if let Some(found) = record::read(scope, id) {
+            return Ok(Some(found));
+        }
+        let mut sorted: Vec<&ContainerSummary> = containers.iter().collect();
+        sorted.sort_by_key(|c| replica_index(c).unwrap_or(u32::MAX));
+        let Some(container) = sorted.into_iter().find(|c| spec_label(c).is_some()) else {
+            return Ok(None);
+        };
+        let spec = spec_label(container).expect("filtered on a readable spec");
+        let container_id = container.id.clone().unwrap_or_default();
+        let inspect = self
+            .docker
+            .inspect_container(&container_id, None)
+            .await
+            .map_err(self.engine_error(format!(
+                "inspecting container {}",
+                super::short_id(&container_id)
+            )))?;
+        let model_source = inspect
+            .mounts
+            .unwrap_or_default()
+            .into_iter()
+            .find(|m| m.destination.as_deref() == Some(MODEL_DIR))
+            .and_then(|m| m.source)
+            .map(PathBuf::from);
+        let model = label(container, labels::MODEL_VERSION).map(|version| ModelRef {
+            version: version.to_owned(),
+            dir: model_source.clone().unwrap_or_default(),
+        });
+        let desired_replicas = containers
+            .iter()
+            .filter_map(|c| label(c, labels::DESIRED_REPLICAS)?.parse().ok())
+            .max()
+            .unwrap_or(containers.len() as u32);
+        Ok(Some(InstanceRecord {
+            id: id.to_owned(),
+            service: spec.name.clone(),
+            revision: label(container, labels::REVISION)
+                .unwrap_or_default()
+                .to_owned(),
+            model,
+            model_source,
+            image: label(container, labels::IMAGE)
+                .map(str::to_owned)
+                .unwrap_or_else(|| inspect.image.clone().unwrap_or_default()),
+            image_id: inspect.image.unwrap_or_default(),
+            desired_replicas,
+            spec,
+        }))
+    }
+
+    /// The caller's values a new replica needs (`from-env` variables,
+    /// secrets among them), read back from a live replica's environment:
+    /// they are kept nowhere else.
+    async fn caller_values(
+        &self,
+        spec: &ServiceSpec,
+        containers: &[&ContainerSummary],
+    ) -> Result<BTreeMap<String, String>, ProviderError> {
+        let needed: Vec<(&String, &String)> = spec
+            .env
+            .iter()
+            .filter_map(|(key, value)| match value {
+                EnvValue::FromEnv { var, .. } => Some((key, var)),
+                EnvValue::Literal { .. } => None,
+            })
+            .collect();
+        let mut values = BTreeMap::new();
+        if needed.is_empty() {
+            return Ok(values);
+        }
+        for container in containers {
+            let Some(id) = &container.id else { continue };
+            let Ok(inspect) = self.docker.inspect_container(id, None).await else {
+                continue;
+            };
+            let env: BTreeMap<&str, &str> = inspect
+                .config
+                .as_ref()
+                .and_then(|c| c.env.as_ref())
+                .into_iter()
+                .flatten()
+                .filter_map(|kv| kv.split_once('='))
+                .collect();
+            if needed.iter().all(|(key, _)| env.contains_key(key.as_str())) {
+                for (key, var) in &needed {
+                    values.insert((*var).clone(), env[key.as_str()].to_owned());
+                }
+                return Ok(values);
+            }
+        }
+        Err(ProviderError::Invalid {
+            service: spec.name.clone(),
+            detail: format!(
+                "new replicas need the values of {}, which only the instance's containers held, and none is left: \
+                 replace the instance instead (stop it and start it again)",
+                needed
+                    .iter()
+                    .map(|(_, var)| format!("`{var}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        })
+    }
+
+    pub(super) async fn stop_instance(&self, scope: &Scope, id: &str) -> Result<(), ProviderError> {
+        let containers = self.containers(scope, &[(labels::INSTANCE, id)]).await?;
+        let found = record::read(scope, id);
+        let grace = found
+            .as_ref()
+            .map(|r| r.spec.stop_grace)
+            .or_else(|| containers.iter().find_map(spec_label).map(|s| s.stop_grace))
+            .unwrap_or(DEFAULT_GRACE);
+        // The images its containers run, and whatever its revision's tag
+        // names now (it may have moved since).
+        let mut images: BTreeSet<String> = containers
+            .iter()
+            .filter_map(|c| c.image_id.clone())
+            .collect();
+        let mut references: BTreeSet<String> = containers
+            .iter()
+            .filter_map(|c| label(c, labels::IMAGE).map(str::to_owned))
+            .collect();
+        if let Some(r) = found {
+            images.insert(r.image_id);
+            references.insert(r.image);
+        }
+        for reference in &references {
+            if let Ok(image) = self.docker.inspect_image(reference).await {
+                images.extend(image.id);
+            }
+        }
+        let ids: Vec<String> = containers.iter().filter_map(|c| c.id.clone()).collect();
+        self.remove_containers(&ids, grace).await?;
+        record::remove(scope, id)?;
+        self.remove_images_if_unused(scope, &images).await?;
+        self.remove_network_if_unused(scope).await
+    }
+
+    pub(super) async fn instance_logs(
+        &self,
+        scope: &Scope,
+        id: &str,
+        lines: usize,
+    ) -> Result<String, ProviderError> {
+        let mut containers = self.containers(scope, &[(labels::INSTANCE, id)]).await?;
+        containers.sort_by_key(|c| replica_index(c).unwrap_or(u32::MAX));
+        let mut out = String::new();
+        for container in &containers {
+            let (Some(index), Some(container_id)) = (replica_index(container), &container.id)
+            else {
+                continue;
+            };
+            out.push_str(&self.container_logs(index, container_id, lines).await);
+        }
+        Ok(out)
+    }
+}

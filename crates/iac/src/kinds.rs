@@ -1,0 +1,489 @@
+//! The built-in stage-1 step kinds: `environment` (the declared environment
+//! builds from pinned inputs) and `infra-apply` (the declared services
+//! converge, and the plan after the apply is empty).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use mlops_core::manifest::Diagnostic;
+use mlops_core::{
+    CommandEnd, KindParams, KindRegistry, Ledger, Stage, StepAction, StepContext, StepFailure,
+    StepKind,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::apply::{self, ApplyContext};
+use crate::local::{LocalProvider, SupervisorCommand};
+use crate::provider::{Provider, ProviderError, Scope};
+use crate::spec::{EnvironmentSpec, InfraSpec, ProviderKind};
+
+/// How stage-1 kinds reach providers.
+#[derive(Debug, Clone)]
+pub struct IacConfig {
+    /// How the local provider starts supervisors.
+    pub supervisor: SupervisorCommand,
+    /// Overrides the manifest's provider for every step (`--provider`).
+    pub provider: Option<ProviderKind>,
+}
+
+/// Registers the `[infra]` section and the stage-1 kinds.
+pub fn register(registry: &mut KindRegistry, config: IacConfig) {
+    registry.register_section(crate::spec::section());
+    registry.register(Arc::new(EnvironmentKind));
+    registry.register(Arc::new(InfraApplyKind {
+        config: Arc::new(config),
+    }));
+}
+
+/// A provider of `kind`.
+pub async fn provider_for(
+    kind: ProviderKind,
+    supervisor: &SupervisorCommand,
+) -> Result<Box<dyn Provider>, ProviderError> {
+    match kind {
+        ProviderKind::Local => Ok(Box::new(LocalProvider::new(supervisor.clone()))),
+        ProviderKind::Docker => Ok(Box::new(crate::docker::DockerProvider::connect().await?)),
+    }
+}
+
+/// One line about a piece of stage-1 evidence, for `pipeline status`.
+pub fn summarize(evidence: &mlops_core::Evidence) -> Option<String> {
+    let b = &evidence.body;
+    Some(match evidence.kind.as_str() {
+        "environment" => format!(
+            "{} environment {}",
+            b["type"].as_str().unwrap_or("?"),
+            if b["reused"] == true {
+                "up to date"
+            } else {
+                "built"
+            }
+        ),
+        "infra-apply" => {
+            let actions = b["actions"].as_array().map_or(0, Vec::len);
+            let services = b["instances"].as_array().map_or(0, Vec::len);
+            format!(
+                "{} `{}`: {actions} changes, {services} services healthy, plan empty",
+                b["provider"].as_str().unwrap_or("?"),
+                b["environment"].as_str().unwrap_or("?"),
+            )
+        }
+        _ => return None,
+    })
+}
+
+// ---- environment -------------------------------------------------------------
+
+struct EnvironmentKind;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct EnvironmentWire {}
+
+#[derive(Serialize)]
+struct EnvironmentEvidence {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    lockfile: String,
+    lock_hash: String,
+    reused: bool,
+    packages: usize,
+}
+
+impl StepKind for EnvironmentKind {
+    fn name(&self) -> &'static str {
+        "environment"
+    }
+
+    fn stage(&self) -> Option<Stage> {
+        Some(Stage::Iac)
+    }
+
+    fn summary(&self) -> &'static str {
+        "builds [infra.environment] from pinned inputs: a virtualenv with --require-hashes, or cargo build --locked"
+    }
+
+    fn compile(&self, params: &KindParams<'_>) -> Result<Arc<dyn StepAction>, Vec<Diagnostic>> {
+        let _: EnvironmentWire = params.deserialize().map_err(|d| vec![d])?;
+        Ok(Arc::new(|ctx: StepContext| async move {
+            build_environment(&ctx).await
+        }))
+    }
+}
+
+fn load_spec(ctx: &StepContext) -> Result<InfraSpec, StepFailure> {
+    InfraSpec::load(&ctx.project_root)
+        .map_err(|e| StepFailure::new(format!("cannot read [infra]: {e}")))
+}
+
+async fn build_environment(ctx: &StepContext) -> Result<(), StepFailure> {
+    let spec = load_spec(ctx)?;
+    let Some(env) = spec.environment else {
+        return Err(StepFailure::new(
+            "no [infra.environment] in mlops.toml: declare `python = { requirements = \"requirements.txt\" }` or `rust = { lockfile = \"Cargo.lock\" }`",
+        ));
+    };
+    match env {
+        EnvironmentSpec::Python {
+            requirements,
+            venv,
+            python,
+        } => python_env(ctx, &requirements, &venv, &python).await,
+        EnvironmentSpec::Rust {
+            lockfile,
+            build_args,
+        } => rust_env(ctx, &lockfile, &build_args).await,
+    }
+}
+
+/// What is wrong with a requirements file: lines not pinned with `==` or
+/// without a `--hash`. Returns the number of requirements.
+pub fn check_requirements(text: &str, name: &str) -> Result<usize, Vec<String>> {
+    let mut problems = Vec::new();
+    let mut count = 0;
+    // Join continuation lines, remembering where each requirement starts.
+    let mut logical: Vec<(usize, String)> = Vec::new();
+    let mut pending: Option<(usize, String)> = None;
+    for (i, raw) in text.lines().enumerate() {
+        let line = raw.split(" #").next().unwrap_or("").trim_end();
+        let (start, mut acc) = pending.take().unwrap_or((i + 1, String::new()));
+        let continued = line.ends_with('\\');
+        acc.push_str(line.trim_end_matches('\\'));
+        acc.push(' ');
+        if continued {
+            pending = Some((start, acc));
+        } else {
+            logical.push((start, acc));
+        }
+    }
+    if let Some(p) = pending {
+        logical.push(p);
+    }
+    for (line_no, text) in logical {
+        let t = text.trim();
+        if t.is_empty() || t.starts_with('#') {
+            continue;
+        }
+        if t.starts_with('-') {
+            // Options such as --index-url; `-r`/`-e` escape pinning.
+            if t.starts_with("-r")
+                || t.starts_with("--requirement")
+                || t.starts_with("-e")
+                || t.starts_with("--editable")
+            {
+                problems.push(format!(
+                    "{name}:{line_no}: `{}` cannot be pinned with hashes; list the packages themselves",
+                    t.split_whitespace().next().unwrap_or(t)
+                ));
+            }
+            continue;
+        }
+        count += 1;
+        let requirement = t.split_whitespace().next().unwrap_or(t);
+        if !requirement.contains("==") {
+            problems.push(format!(
+                "{name}:{line_no}: `{requirement}` is not pinned with `==`"
+            ));
+        }
+        if !t.contains("--hash=") {
+            problems.push(format!("{name}:{line_no}: `{requirement}` has no `--hash`"));
+        }
+    }
+    if problems.is_empty() {
+        Ok(count)
+    } else {
+        Err(problems)
+    }
+}
+
+const VENV_MARKER: &str = ".mlops-requirements.blake3";
+
+async fn python_env(
+    ctx: &StepContext,
+    requirements: &Path,
+    venv: &Path,
+    python: &str,
+) -> Result<(), StepFailure> {
+    let file = ctx.project_root.join(requirements);
+    let text = tokio::fs::read_to_string(&file).await.map_err(|e| {
+        StepFailure::new(format!(
+            "missing requirements file {} ({e}); pin every package with `pip-compile --generate-hashes`",
+            file.display()
+        ))
+    })?;
+    let name = requirements.display().to_string();
+    let packages = check_requirements(&text, &name).map_err(|problems| {
+        StepFailure::new(format!(
+            "{name} is not pinned with hashes:\n  {}\nregenerate it with `pip-compile --generate-hashes`",
+            problems.join("\n  ")
+        ))
+    })?;
+    let lock_hash = blake3::hash(text.as_bytes()).to_hex().to_string();
+    let venv_dir = ctx.project_root.join(venv);
+    let marker = venv_dir.join(VENV_MARKER);
+    let reused = tokio::fs::read_to_string(&marker)
+        .await
+        .is_ok_and(|m| m.trim() == lock_hash)
+        && venv_dir.join("bin/python").exists();
+    if reused {
+        ctx.log(format!("{}: up to date with {name}", venv.display()));
+    } else {
+        ctx.log(format!(
+            "building {} from {name} ({packages} packages)",
+            venv.display()
+        ));
+        if venv_dir.exists() {
+            tokio::fs::remove_dir_all(&venv_dir).await.map_err(|e| {
+                StepFailure::new(format!("cannot remove the old {}: {e}", venv_dir.display()))
+            })?;
+        }
+        let quoted = |p: &Path| shell_quote(&p.to_string_lossy());
+        let command = format!(
+            "{python} -m venv {venv} && {venv}/bin/python -m pip install --quiet --disable-pip-version-check --require-hashes --only-binary=:all: -r {req}",
+            python = shell_quote(python),
+            venv = quoted(&venv_dir),
+            req = quoted(&file),
+        );
+        match ctx.run_command(&command).await {
+            CommandEnd::Success => {}
+            CommandEnd::Failure { reason, .. } => {
+                return Err(StepFailure::new(format!(
+                    "building the virtualenv {} failed ({reason}); see the step log for pip's output",
+                    venv.display()
+                )));
+            }
+            CommandEnd::Cancelled => return Err(StepFailure::new("cancelled")),
+        }
+        tokio::fs::write(&marker, &lock_hash)
+            .await
+            .map_err(|e| StepFailure::new(format!("cannot write {}: {e}", marker.display())))?;
+    }
+    ctx.record(
+        "environment",
+        &EnvironmentEvidence {
+            kind: "python",
+            lockfile: name,
+            lock_hash,
+            reused,
+            packages,
+        },
+    );
+    Ok(())
+}
+
+async fn rust_env(
+    ctx: &StepContext,
+    lockfile: &Path,
+    build_args: &[String],
+) -> Result<(), StepFailure> {
+    let file = ctx.project_root.join(lockfile);
+    let text = tokio::fs::read(&file).await.map_err(|e| {
+        StepFailure::new(format!(
+            "missing lockfile {} ({e}); run `cargo generate-lockfile` and commit Cargo.lock",
+            file.display()
+        ))
+    })?;
+    let packages = String::from_utf8_lossy(&text)
+        .matches("[[package]]")
+        .count();
+    let args: Vec<String> = build_args.iter().map(|a| shell_quote(a)).collect();
+    let command = format!("cargo build --locked {}", args.join(" "));
+    ctx.log(format!("$ {command}"));
+    match ctx.run_command(&command).await {
+        CommandEnd::Success => {}
+        CommandEnd::Failure { reason, .. } => {
+            return Err(StepFailure::new(format!(
+                "`{command}` failed ({reason}); if cargo says the lock file needs to be updated, {} is out of date with Cargo.toml: run `cargo update -w` and commit it",
+                lockfile.display()
+            )));
+        }
+        CommandEnd::Cancelled => return Err(StepFailure::new("cancelled")),
+    }
+    ctx.record(
+        "environment",
+        &EnvironmentEvidence {
+            kind: "rust",
+            lockfile: lockfile.display().to_string(),
+            lock_hash: blake3::hash(&text).to_hex().to_string(),
+            reused: false,
+            packages,
+        },
+    );
+    Ok(())
+}
+
+fn shell_quote(s: &str) -> String {
+    if !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./=:@%+".contains(c))
+    {
+        s.to_owned()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
+}
+
+// ---- infra-apply -------------------------------------------------------------
+
+struct InfraApplyKind {
+    config: Arc<IacConfig>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct InfraApplyWire {
+    environment: Option<String>,
+    provider: Option<toml::Spanned<String>>,
+    services: Option<Vec<String>>,
+}
+
+#[derive(Serialize)]
+struct InfraApplyEvidence {
+    environment: String,
+    provider: ProviderKind,
+    apply_id: Option<i64>,
+    actions: Vec<crate::plan::Action>,
+    instances: Vec<serde_json::Value>,
+}
+
+impl StepKind for InfraApplyKind {
+    fn name(&self) -> &'static str {
+        "infra-apply"
+    }
+
+    fn stage(&self) -> Option<Stage> {
+        Some(Stage::Iac)
+    }
+
+    fn summary(&self) -> &'static str {
+        "converges the [infra] services in an environment; passes when the plan after the apply is empty"
+    }
+
+    fn compile(&self, params: &KindParams<'_>) -> Result<Arc<dyn StepAction>, Vec<Diagnostic>> {
+        let wire: InfraApplyWire = params.deserialize().map_err(|d| vec![d])?;
+        let provider = match &wire.provider {
+            None => None,
+            Some(p) => Some(
+                p.get_ref()
+                    .parse::<ProviderKind>()
+                    .map_err(|e| vec![Diagnostic::new(e, Some(p.span()))])?,
+            ),
+        };
+        let environment = wire.environment.unwrap_or_else(|| "dev".to_owned());
+        let services = wire.services;
+        let config = self.config.clone();
+        Ok(Arc::new(move |ctx: StepContext| {
+            let config = config.clone();
+            let environment = environment.clone();
+            let services = services.clone();
+            async move { infra_apply(&ctx, &config, provider, &environment, services.as_deref()).await }
+        }))
+    }
+}
+
+/// The project's name, read from `[project]` (for labels and names).
+pub fn project_name(root: &Path) -> String {
+    #[derive(Deserialize)]
+    struct Project {
+        name: String,
+    }
+    mlops_core::manifest::load_section(root, "project", |p| {
+        p.deserialize::<Project>()
+            .map(|p| p.name)
+            .map_err(|d| vec![d])
+    })
+    .ok()
+    .flatten()
+    .unwrap_or_else(|| "project".to_owned())
+}
+
+async fn infra_apply(
+    ctx: &StepContext,
+    config: &IacConfig,
+    provider: Option<ProviderKind>,
+    environment: &str,
+    services: Option<&[String]>,
+) -> Result<(), StepFailure> {
+    let spec = load_spec(ctx)?;
+    if let Some(only) = services {
+        for s in only {
+            if !spec.services.contains_key(s) {
+                return Err(StepFailure::new(format!(
+                    "no service `{s}` in [infra.services]"
+                )));
+            }
+        }
+    }
+    let kind = config.provider.or(provider).unwrap_or(spec.provider);
+    let provider = provider_for(kind, &config.supervisor)
+        .await
+        .map_err(|e| StepFailure::new(e.to_string()))?;
+    let scope = Scope {
+        project: project_name(&ctx.project_root),
+        environment: environment.to_owned(),
+        root: ctx.project_root.clone(),
+    };
+    let ledger = Ledger::open(&ctx.project_root).map_err(|e| StepFailure::new(e.to_string()))?;
+    let fail = |e: &dyn std::fmt::Display| StepFailure::new(e.to_string());
+    let desired = apply::desired_state(&spec, &scope, &ledger, provider.as_ref(), &BTreeMap::new())
+        .map_err(|e| fail(&e))?;
+    let report = apply::apply(
+        provider.as_ref(),
+        &scope,
+        &ledger,
+        &desired,
+        services,
+        &ApplyContext {
+            actor: format!("step {}", ctx.step),
+            step: Some((ctx.run_id, ctx.step.clone())),
+        },
+    )
+    .await
+    .map_err(|e| fail(&e))?;
+    for action in &report.actions {
+        ctx.log(action.to_string());
+    }
+    ctx.log(format!("{kind} `{environment}`: plan after apply is empty"));
+    let instances = report
+        .instances
+        .iter()
+        .map(|i| serde_json::json!({"service": i.service, "instance": i.id, "revision": i.revision, "endpoints": i.endpoints()}))
+        .collect();
+    ctx.record(
+        "infra-apply",
+        &InfraApplyEvidence {
+            environment: environment.to_owned(),
+            provider: kind,
+            apply_id: report.apply_id,
+            actions: report.actions,
+            instances,
+        },
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requirements_must_be_pinned_with_hashes() {
+        let good = "# comment\nnumpy==2.4.6 \\\n    --hash=sha256:aa \\\n    --hash=sha256:bb\n--index-url https://pypi.org/simple\nsix==1.16.0 --hash=sha256:cc\n";
+        assert_eq!(check_requirements(good, "r.txt"), Ok(2));
+        let bad = "numpy>=2\nsix==1.16.0\n-r other.txt\n";
+        let problems = check_requirements(bad, "r.txt").unwrap_err();
+        assert!(
+            problems.contains(&"r.txt:1: `numpy>=2` is not pinned with `==`".to_owned()),
+            "{problems:?}"
+        );
+        assert!(
+            problems.contains(&"r.txt:2: `six==1.16.0` has no `--hash`".to_owned()),
+            "{problems:?}"
+        );
+        assert!(
+            problems.iter().any(|p| p.starts_with("r.txt:3: `-r`")),
+            "{problems:?}"
+        );
+    }
+}
