@@ -446,6 +446,13 @@ fn the_example_passes_every_stage_and_the_gated_fixture_stops_at_ci() {
         "{s}"
     );
 
+    // The pipeline deployed iris to staging through the local provider;
+    // take it down again and check that nothing is left running.
+    let o = run(&["infra", "destroy", ".", "--env", "staging"], &iris);
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    let o = run(&["infra", "status", ".", "--env", "staging"], &iris);
+    assert!(stdout(&o).contains("nothing runs"), "{}", stdout(&o));
+
     let gated = example("iris-gated");
     let o = run(&["pipeline", "run", "."], &gated);
     assert_eq!(o.status.code(), Some(1), "{}{}", stdout(&o), stderr(&o));
@@ -466,6 +473,22 @@ fn the_example_passes_every_stage_and_the_gated_fixture_stops_at_ci() {
         !iris.join("run/gated.pid").exists(),
         "a gated deploy never started a server"
     );
+}
+
+/// The Python example as a data scientist runs it: a virtualenv built from
+/// hash-pinned requirements (from PyPI), pytest, training, packaging, a
+/// deploy to staging with the local provider and a smoke test.
+#[test]
+fn the_python_example_passes_with_the_local_provider() {
+    let wine = example("wine");
+    let o = run(&["pipeline", "run", "."], &wine);
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    let s = status_json(&wine);
+    assert_eq!(s["status"], "passed", "{s}");
+    assert_eq!(step(&s, "tests")["evidence"][0]["kind"], "tests");
+    assert_eq!(step(&s, "smoke")["evidence"][0]["body"]["failed"], 0);
+    let o = run(&["infra", "destroy", ".", "--env", "staging"], &wine);
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
 }
 
 fn git(dir: &Path, args: &[&str]) {
