@@ -6,8 +6,8 @@
 //!
 //! - an image per service revision, `mlops-<project>-<service>:<revision>`,
 //!   built `FROM scratch` from a binary and the shared libraries `ldd` lists,
-//!   or from the service's Dockerfile ([`image`]); an `image = "…"` service
-//!   runs that image as it is;
+//!   or from the service's Dockerfile (`docker/image.rs`); an
+//!   `image = "…"` service runs that image as it is;
 //! - one user-defined bridge network per project and environment,
 //!   `mlops-<project>-<environment>`, created on demand and removed with the
 //!   last container of the environment;
@@ -15,11 +15,12 @@
 //!   with its port published on 127.0.0.1 only, the spec's user, limits and
 //!   read-only root (a tmpfs at `/tmp`), the model directory mounted
 //!   read-only at `/model`, no new privileges and, unless it runs as root,
-//!   no capabilities ([`replica`]);
+//!   no capabilities (`docker/replica.rs`);
 //! - a record per instance, `.mlops/infra/docker/<env>/<id>.json`
-//!   ([`record`]): Docker cannot change a container's labels, so the desired
-//!   replica count after a `scale` lives there (containers also carry the
-//!   count they were created with, the fallback when the record is gone).
+//!   (`docker/record.rs`): Docker cannot change a container's labels, so
+//!   the desired replica count after a `scale` lives there (containers also
+//!   carry the count they were created with, the fallback when the record
+//!   is gone), and an instance scaled to zero is still known.
 //!
 //! Health is checked from the host (`GET` on the published port), never by a
 //! Docker `HEALTHCHECK`: `FROM scratch` images have no shell to run one.
