@@ -264,7 +264,20 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            // `infra plan --detailed-exitcode` keeps 2 for "changes": any
+            // error, a bad argument included, is 1 there (as Terraform's).
+            let detailed = std::env::args().any(|a| a == "--detailed-exitcode");
+            return ExitCode::from(match e.kind() {
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => 0,
+                _ if detailed => exit::RUN_FAILED,
+                _ => exit::INVALID,
+            });
+        }
+    };
     match dispatch(cli) {
         Ok(code) => ExitCode::from(code),
         Err(f) if f.code == exit::OK => ExitCode::SUCCESS,

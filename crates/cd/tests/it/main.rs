@@ -1,6 +1,7 @@
 //! Integration tests of the `cd` stage kinds, one module per kind, in one
 //! test binary.
 
+mod deploy;
 mod package;
 
 use std::path::Path;

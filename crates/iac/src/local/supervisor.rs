@@ -152,6 +152,12 @@ pub async fn supervise(dir: &Path) -> Result<(), String> {
                 sup.write_status();
             }
             _ = restart_tick.tick() => {
+                // The instance was removed (its project deleted): nothing
+                // owns these processes any more.
+                if !sup.dir.join(super::INSTANCE_FILE).exists() {
+                    sup.log("the instance directory is gone; stopping");
+                    break;
+                }
                 let restarted = sup.restart_due();
                 let checked = sup.check_health(true).await;
                 if restarted || checked {

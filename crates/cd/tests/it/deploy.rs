@@ -1,0 +1,535 @@
+//! The `deploy` and `smoke` kinds with real processes: the `iris` example
+//! served by the local provider's supervisor, two replicas, in `staging`.
+
+use std::path::{Path, PathBuf};
+
+use mlops_core::ledger::StepSummary;
+use mlops_core::registry::ModelStage;
+use mlops_core::{Executor, KindRegistry, Ledger, Manifest, RunOptions, RunSummary, StepStatus};
+use mlops_iac::apply::ApplyContext;
+use mlops_iac::{ProviderKind, Scope};
+
+const ENV: &str = "staging";
+
+/// Every kind the CLI registers, with the `[infra]` section (which the
+/// shared `registry()` leaves out).
+fn registry() -> KindRegistry {
+    let mut r = KindRegistry::new();
+    mlops_iac::register(&mut r, super::iac_config());
+    mlops_ci::register(&mut r);
+    mlops_cd::register(&mut r, super::iac_config());
+    r
+}
+
+/// Like `super::run_pipeline`, with [`registry`].
+fn run_pipeline(dir: &Path, cd_steps: &str) -> RunSummary {
+    let manifest = format!(
+        "[project]\nname = \"p\"\n\n[iac.steps.ready]\nrun = \"true\"\n\n[ci.steps.check]\nrun = \"true\"\n\n{cd_steps}\n"
+    );
+    std::fs::write(dir.join("mlops.toml"), manifest).expect("write mlops.toml");
+    let m = Manifest::load(dir, &registry()).unwrap_or_else(|e| panic!("manifest: {e}"));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let report = rt.block_on(async {
+        Executor::new(dir)
+            .expect("executor")
+            .run(&m.pipeline, RunOptions::default())
+            .await
+            .expect("run")
+    });
+    Ledger::open(dir)
+        .expect("ledger")
+        .run(report.run_id)
+        .expect("read run")
+        .expect("run recorded")
+}
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// The `iris` example binary, built beside the test binary.
+fn iris() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable");
+    let path = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .expect("target directory")
+        .join("iris");
+    assert!(
+        path.is_file(),
+        "{} is missing: run cargo build -p iris",
+        path.display()
+    );
+    path
+}
+
+/// Trains the iris model on `data` into `dir/model.json`.
+fn train(dir: &Path, data: &Path) {
+    let out = std::process::Command::new(iris())
+        .arg("train")
+        .arg("--data")
+        .arg(data)
+        .arg("--model")
+        .arg(dir.join("model.json"))
+        .arg("--metrics")
+        .arg(dir.join("metrics.json"))
+        .output()
+        .expect("run iris train");
+    assert!(
+        out.status.success(),
+        "iris train failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn iris_csv() -> PathBuf {
+    repo().join("examples/iris/data/iris.csv")
+}
+
+/// `[infra]` with the iris service, then package, deploy and (optionally)
+/// smoke steps.
+fn manifest(health: &str, deadline: &str, smoke: Option<&str>) -> String {
+    let iris = iris();
+    let mut m = format!(
+        r#"
+[infra]
+provider = "local"
+
+[infra.services.iris]
+command = ["{iris}", "serve", "--model", "{{model-dir}}/model.json", "--host", "{{host}}", "--port", "{{port}}"]
+replicas = 2
+health = {{ path = "{health}", interval = "200ms", deadline = "{deadline}" }}
+stop-grace = "2s"
+
+[cd.steps.package]
+kind = "package"
+with = {{ model = "iris", files = ["model.json"], metrics = "metrics.json" }}
+
+[cd.steps.deploy]
+kind = "deploy"
+with = {{ service = "iris", model = "iris", version = "latest", environment = "{ENV}" }}
+depends-on = ["package"]
+"#,
+        iris = iris.display()
+    );
+    if let Some(requests) = smoke {
+        m.push_str(&format!(
+            r#"
+[cd.steps.smoke]
+kind = "smoke"
+with = {{ service = "iris", environment = "{ENV}", requests = "{requests}" }}
+depends-on = ["deploy"]
+"#
+        ));
+    }
+    m
+}
+
+fn healthy_manifest(smoke: Option<&str>) -> String {
+    manifest("/v2/health/ready", "20s", smoke)
+}
+
+fn step<'a>(run: &'a RunSummary, name: &str) -> &'a StepSummary {
+    run.steps
+        .iter()
+        .find(|s| s.name == name)
+        .unwrap_or_else(|| panic!("no step `{name}` in {:?}", run.steps))
+}
+
+fn evidence(step: &StepSummary, kind: &str) -> serde_json::Value {
+    step.evidence
+        .iter()
+        .find(|e| e.kind == kind)
+        .map(|e| e.body.clone())
+        .unwrap_or_else(|| panic!("no `{kind}` evidence on step {}", step.name))
+}
+
+fn assert_passed(step: &StepSummary) {
+    assert_eq!(
+        step.status,
+        StepStatus::Passed,
+        "step {}: {:?}\n{:?}",
+        step.name,
+        step.reason,
+        step.log
+    );
+}
+
+/// `.mlops/infra/local/<env>/`.
+fn env_dir(dir: &Path) -> PathBuf {
+    dir.join(".mlops/infra/local").join(ENV)
+}
+
+/// Every instance directory under `.mlops/infra/local/<env>/<service>/`.
+fn instance_dirs(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let Ok(services) = std::fs::read_dir(env_dir(dir)) else {
+        return found;
+    };
+    for service in services.flatten() {
+        if let Ok(instances) = std::fs::read_dir(service.path()) {
+            for i in instances.flatten() {
+                if i.path().is_dir() {
+                    found.push(i.path());
+                }
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
+/// The supervisor pids recorded under the environment.
+fn supervisor_pids(dir: &Path) -> Vec<i32> {
+    instance_dirs(dir)
+        .iter()
+        .filter_map(|d| std::fs::read_to_string(d.join("supervisor.pid")).ok())
+        .filter_map(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .filter_map(|v| v["pid"].as_i64())
+        .map(|p| p as i32)
+        .collect()
+}
+
+/// Whether a process runs (a zombie counts as dead).
+fn alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => {
+            let state = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().next())
+                .unwrap_or("");
+            state != "Z" && state != "X"
+        }
+        Err(_) => false,
+    }
+}
+
+/// Destroys whatever the project runs in `staging` when dropped, then
+/// checks that nothing is left (only when not already panicking).
+struct Cleanup {
+    dir: PathBuf,
+    pids: Vec<i32>,
+}
+
+impl Cleanup {
+    fn new(dir: &Path) -> Self {
+        Cleanup {
+            dir: dir.to_owned(),
+            pids: Vec::new(),
+        }
+    }
+
+    /// Remembers the supervisors running now, to check they are gone.
+    fn note_pids(&mut self) {
+        for p in supervisor_pids(&self.dir) {
+            if !self.pids.contains(&p) {
+                self.pids.push(p);
+            }
+        }
+    }
+
+    fn destroy(&self) -> Result<(), String> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        rt.block_on(async {
+            let config = super::iac_config();
+            let provider = mlops_iac::kinds::provider_for(ProviderKind::Local, &config.supervisor)
+                .await
+                .map_err(|e| e.to_string())?;
+            let scope = Scope {
+                project: mlops_iac::kinds::project_name(&self.dir),
+                environment: ENV.to_owned(),
+                root: self.dir.clone(),
+            };
+            let ledger = Ledger::open(&self.dir).map_err(|e| e.to_string())?;
+            mlops_iac::apply::destroy(
+                provider.as_ref(),
+                &scope,
+                &ledger,
+                None,
+                &ApplyContext {
+                    actor: "test cleanup".to_owned(),
+                    step: None,
+                },
+            )
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+        })
+    }
+
+    /// Destroys and asserts nothing is left.
+    fn finish(mut self) {
+        self.note_pids();
+        self.destroy().expect("destroy");
+        self.assert_gone();
+    }
+
+    fn assert_gone(&self) {
+        let left = instance_dirs(&self.dir);
+        assert!(left.is_empty(), "instance directories left: {left:?}");
+        // The supervisor may need a moment to exit after stop returned.
+        let start = std::time::Instant::now();
+        while self.pids.iter().any(|p| alive(*p))
+            && start.elapsed() < std::time::Duration::from_secs(10)
+        {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let running: Vec<i32> = self.pids.iter().copied().filter(|p| alive(*p)).collect();
+        assert!(running.is_empty(), "supervisors still alive: {running:?}");
+    }
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.note_pids();
+            if let Err(e) = self.destroy() {
+                eprintln!("cleanup: destroy failed: {e}");
+            }
+            for p in &self.pids {
+                if alive(*p) {
+                    let _ = std::process::Command::new("kill")
+                        .arg(p.to_string())
+                        .status();
+                }
+            }
+        }
+    }
+}
+
+fn project() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    train(dir.path(), &iris_csv());
+    dir
+}
+
+#[test]
+fn package_deploy_and_smoke_pass_and_a_second_run_is_a_noop() {
+    let dir = project();
+    std::fs::copy(
+        repo().join("examples/iris/data/smoke.json"),
+        dir.path().join("smoke.json"),
+    )
+    .unwrap();
+    let mut cleanup = Cleanup::new(dir.path());
+
+    let run = run_pipeline(dir.path(), &healthy_manifest(Some("smoke.json")));
+    cleanup.note_pids();
+    for name in ["package", "deploy", "smoke"] {
+        assert_passed(step(&run, name));
+    }
+    let deploy = evidence(step(&run, "deploy"), "deploy");
+    assert_eq!(deploy["version"], "iris:1");
+    assert_eq!(deploy["environment"], ENV);
+    assert_eq!(deploy["provider"], "local");
+    assert_eq!(deploy["noop"], false);
+    assert_eq!(deploy["endpoints"].as_array().unwrap().len(), 2, "{deploy}");
+    assert_eq!(deploy["actions"][0]["action"], "create", "{deploy}");
+    let instance = deploy["instance"].as_str().expect("an instance").to_owned();
+    let smoke = evidence(step(&run, "smoke"), "smoke");
+    assert_eq!(smoke["failed"], 0, "{smoke}");
+    assert_eq!(smoke["endpoints"].as_array().unwrap().len(), 2);
+    // 4 cases on each of the 2 replicas.
+    assert_eq!(smoke["cases"], 8, "{smoke}");
+
+    let ledger = Ledger::open(dir.path()).unwrap();
+    let v = ledger.find_model_version(Some("iris"), "1").unwrap();
+    assert_eq!(v.stage, ModelStage::Staging);
+    let services = ledger.infra_services(ENV, "local").unwrap();
+    assert_eq!(services.len(), 1);
+    assert_eq!(services[0].model_version.as_deref(), Some("iris:1"));
+    assert_eq!(instance_dirs(dir.path()).len(), 1);
+
+    // The same again: nothing changes.
+    let again = run_pipeline(dir.path(), &healthy_manifest(Some("smoke.json")));
+    for name in ["package", "deploy", "smoke"] {
+        assert_passed(step(&again, name));
+    }
+    let deploy = evidence(step(&again, "deploy"), "deploy");
+    assert_eq!(deploy["noop"], true, "{deploy}");
+    assert_eq!(deploy["actions"].as_array().unwrap().len(), 0);
+    assert_eq!(deploy["instance"], instance.as_str());
+    assert_eq!(deploy["endpoints"].as_array().unwrap().len(), 2);
+    assert_eq!(instance_dirs(dir.path()).len(), 1);
+    cleanup.finish();
+}
+
+#[test]
+fn a_new_version_replaces_the_running_one() {
+    let dir = project();
+    let mut cleanup = Cleanup::new(dir.path());
+    let run = run_pipeline(dir.path(), &healthy_manifest(None));
+    cleanup.note_pids();
+    assert_passed(step(&run, "deploy"));
+    let first = evidence(step(&run, "deploy"), "deploy");
+    let old = first["instance"].as_str().unwrap().to_owned();
+    let old_dirs = instance_dirs(dir.path());
+    assert_eq!(old_dirs.len(), 1);
+    assert!(old_dirs[0].ends_with(&old), "{old_dirs:?} vs {old}");
+
+    // Retrain on every row but each fifth one: another model.
+    let csv = std::fs::read_to_string(iris_csv()).unwrap();
+    let mut lines = csv.lines();
+    let mut fewer = format!("{}\n", lines.next().unwrap());
+    for (i, l) in lines.enumerate() {
+        if i % 5 != 4 {
+            fewer.push_str(l);
+            fewer.push('\n');
+        }
+    }
+    let data = dir.path().join("fewer.csv");
+    std::fs::write(&data, fewer).unwrap();
+    let before = std::fs::read(dir.path().join("model.json")).unwrap();
+    train(dir.path(), &data);
+    assert_ne!(
+        before,
+        std::fs::read(dir.path().join("model.json")).unwrap(),
+        "other data trains another model"
+    );
+
+    let run = run_pipeline(dir.path(), &healthy_manifest(None));
+    cleanup.note_pids();
+    assert_passed(step(&run, "package"));
+    assert_eq!(evidence(step(&run, "package"), "package")["version"], 2);
+    assert_passed(step(&run, "deploy"));
+    let second = evidence(step(&run, "deploy"), "deploy");
+    assert_eq!(second["version"], "iris:2");
+    assert_eq!(second["noop"], false);
+    let actions = second["actions"].as_array().unwrap();
+    assert!(
+        actions
+            .iter()
+            .any(|a| a["action"] == "replace" && a["instance"] == old.as_str()),
+        "{second}"
+    );
+    let new = second["instance"].as_str().unwrap();
+    assert_ne!(new, old);
+    assert!(!old_dirs[0].exists(), "the old instance directory is gone");
+    let dirs = instance_dirs(dir.path());
+    assert_eq!(dirs.len(), 1, "{dirs:?}");
+    assert!(dirs[0].ends_with(new));
+    // The old supervisor is gone once the new one is healthy.
+    let old_pid = cleanup.pids[0];
+    assert!(!alive(old_pid), "the old supervisor {old_pid} still runs");
+
+    let ledger = Ledger::open(dir.path()).unwrap();
+    let services = ledger.infra_services(ENV, "local").unwrap();
+    assert_eq!(services.len(), 1);
+    assert_eq!(services[0].model_version.as_deref(), Some("iris:2"));
+    cleanup.finish();
+}
+
+#[test]
+fn a_tampered_artifact_is_not_deployed() {
+    let dir = project();
+    let cleanup = Cleanup::new(dir.path());
+    // Package only, then tamper, then deploy.
+    let package_only = healthy_manifest(None);
+    let run = run_pipeline(
+        dir.path(),
+        &package_only[..package_only.find("[cd.steps.deploy]").unwrap()],
+    );
+    assert_passed(step(&run, "package"));
+    let ledger = Ledger::open(dir.path()).unwrap();
+    let v = ledger.find_model_version(Some("iris"), "latest").unwrap();
+    let stored = dir.path().join(&v.path).join("files/model.json");
+    assert!(stored.is_file(), "{}", stored.display());
+    let mut perms = std::fs::metadata(&stored).unwrap().permissions();
+    #[allow(clippy::permissions_set_readonly_false)]
+    perms.set_readonly(false);
+    std::fs::set_permissions(&stored, perms).unwrap();
+    std::fs::write(&stored, r#"{"weights": "evil"}"#).unwrap();
+
+    // Deploy alone: a `package` step would find the damage and repair the
+    // stored copy from the working tree.
+    let full = healthy_manifest(None);
+    let deploy_only = format!(
+        "{}{}",
+        &full[..full.find("[cd.steps.package]").unwrap()],
+        full[full.find("[cd.steps.deploy]").unwrap()..].replace("depends-on = [\"package\"]", "")
+    );
+    let run = run_pipeline(dir.path(), &deploy_only);
+    let deploy = step(&run, "deploy");
+    assert_eq!(deploy.status, StepStatus::Failed, "{deploy:?}");
+    let reason = deploy.reason.clone().unwrap_or_default();
+    assert!(reason.contains("tampered artifact"), "{reason}");
+    assert!(reason.contains("model.json"), "{reason}");
+    assert!(instance_dirs(dir.path()).is_empty(), "nothing was started");
+    assert!(ledger.infra_services(ENV, "local").unwrap().is_empty());
+    assert!(ledger.infra_applies(Some(ENV), 10).unwrap().is_empty());
+    cleanup.finish();
+}
+
+#[test]
+fn a_service_that_never_becomes_healthy_fails_and_leaves_nothing() {
+    let dir = project();
+    let mut cleanup = Cleanup::new(dir.path());
+    let run = run_pipeline(dir.path(), &manifest("/nope", "2s", None));
+    cleanup.note_pids();
+    assert_passed(step(&run, "package"));
+    let deploy = step(&run, "deploy");
+    assert_eq!(deploy.status, StepStatus::Failed, "{deploy:?}");
+    let reason = deploy.reason.clone().unwrap_or_default();
+    assert!(reason.contains("not healthy"), "{reason}");
+    assert!(reason.contains("--- last"), "a log tail: {reason}");
+    let tail = reason
+        .split_once("lines of its log ---\n")
+        .map(|(_, t)| t)
+        .unwrap_or("");
+    assert!(
+        tail.lines().any(|l| !l.trim().is_empty()),
+        "the log tail has a line: {reason}"
+    );
+    let ledger = Ledger::open(dir.path()).unwrap();
+    let applies = ledger.infra_applies(Some(ENV), 1).unwrap();
+    assert_eq!(applies.len(), 1);
+    assert_eq!(applies[0].status, "failed", "{:?}", applies[0]);
+    // Nothing left running, before any cleanup.
+    assert!(
+        instance_dirs(dir.path()).is_empty(),
+        "{:?}",
+        instance_dirs(dir.path())
+    );
+    cleanup.assert_gone();
+    let v = ledger.find_model_version(Some("iris"), "1").unwrap();
+    assert_ne!(
+        v.stage,
+        ModelStage::Staging,
+        "a failed deploy promotes nothing"
+    );
+    cleanup.finish();
+}
+
+#[test]
+fn smoke_names_the_case_whose_answer_is_wrong() {
+    let dir = project();
+    std::fs::write(
+        dir.path().join("smoke.json"),
+        r#"[
+  {"name": "ready", "path": "/v2/health/ready"},
+  {"name": "setosa called virginica", "method": "POST", "path": "/v2/models/iris/infer",
+   "body": {"inputs": [{"name": "input-0", "shape": [1, 4], "datatype": "FP32", "data": [4.4, 2.9, 1.4, 0.2]}]},
+   "expect": {"status": 200, "oip": true, "outputs": {"label": ["virginica"]}}}
+]"#,
+    )
+    .unwrap();
+    let mut cleanup = Cleanup::new(dir.path());
+    let run = run_pipeline(dir.path(), &healthy_manifest(Some("smoke.json")));
+    cleanup.note_pids();
+    assert_passed(step(&run, "deploy"));
+    let smoke = step(&run, "smoke");
+    assert_eq!(smoke.status, StepStatus::Failed, "{smoke:?}");
+    let reason = smoke.reason.clone().unwrap_or_default();
+    assert!(reason.contains("`setosa called virginica`"), "{reason}");
+    assert!(!reason.contains("`ready`"), "{reason}");
+    assert!(reason.contains("2 of 4 smoke checks failed"), "{reason}");
+    let evidence = evidence(smoke, "smoke");
+    assert_eq!(evidence["failed"], 2);
+    cleanup.finish();
+}

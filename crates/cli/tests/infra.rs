@@ -1,0 +1,266 @@
+//! `mlops infra plan|apply|destroy|status` as a user runs them: real
+//! supervisors and services, exit codes, drift and repair.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+fn mlops() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_mlops"))
+}
+
+fn run(args: &[&str], dir: &Path) -> Output {
+    mlops().args(args).current_dir(dir).output().unwrap()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn code(o: &Output) -> i32 {
+    o.status.code().expect("exited, not killed")
+}
+
+/// Both streams, for assertion messages.
+fn both(o: &Output) -> String {
+    format!(
+        "exit {:?}\n--- stdout\n{}--- stderr\n{}",
+        o.status.code(),
+        stdout(o),
+        stderr(o)
+    )
+}
+
+fn project(manifest: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("mlops.toml"), manifest).unwrap();
+    dir
+}
+
+/// A static file server: no model, health on `/`.
+const WEB: &str = r#"[project]
+name = "web"
+
+[infra]
+provider = "local"
+
+[infra.services.web]
+command = ["python3", "-m", "http.server", "{port}", "--bind", "{host}"]
+replicas = 2
+health = { path = "/", interval = "200ms", deadline = "20s" }
+stop-grace = "2s"
+
+[iac.steps.ready]
+run = "true"
+"#;
+
+/// The instance directories of `web` in `dev`.
+fn instance_dirs(dir: &Path) -> Vec<PathBuf> {
+    let mut found: Vec<PathBuf> = std::fs::read_dir(dir.join(".mlops/infra/local/dev/web"))
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.path())
+                .filter(|p| p.is_dir())
+                .collect()
+        })
+        .unwrap_or_default();
+    found.sort();
+    found
+}
+
+fn supervisor_pid(instance: &Path) -> i32 {
+    let text = std::fs::read_to_string(instance.join("supervisor.pid")).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    i32::try_from(v["pid"].as_i64().expect("a pid")).unwrap()
+}
+
+/// Whether a process runs (a zombie counts as dead).
+fn alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => {
+            let state = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().next())
+                .unwrap_or("");
+            state != "Z" && state != "X"
+        }
+        Err(_) => false,
+    }
+}
+
+fn wait_dead(pid: i32) -> bool {
+    let start = Instant::now();
+    while alive(pid) {
+        if start.elapsed() > Duration::from_secs(10) {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    true
+}
+
+/// Runs `mlops infra destroy` when dropped during a panic, and kills any
+/// supervisor it saw.
+struct Cleanup {
+    dir: PathBuf,
+    pids: Vec<i32>,
+}
+
+impl Cleanup {
+    fn note_pids(&mut self) {
+        for d in instance_dirs(&self.dir) {
+            if let Ok(text) = std::fs::read_to_string(d.join("supervisor.pid"))
+                && let Ok(v) = serde_json::from_str::<serde_json::Value>(&text)
+                && let Some(pid) = v["pid"].as_i64()
+                && !self.pids.contains(&(pid as i32))
+            {
+                self.pids.push(pid as i32);
+            }
+        }
+    }
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        self.note_pids();
+        let _ = run(&["infra", "destroy"], &self.dir);
+        for &pid in &self.pids {
+            if alive(pid) {
+                let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+            }
+        }
+    }
+}
+
+#[test]
+fn plan_apply_drift_repair_and_destroy() {
+    let dir = project(WEB);
+    let mut cleanup = Cleanup {
+        dir: dir.path().to_owned(),
+        pids: Vec::new(),
+    };
+
+    let o = run(&["infra", "plan", "--detailed-exitcode"], dir.path());
+    assert_eq!(code(&o), 2, "{}", both(&o));
+    assert!(stdout(&o).contains("1 change"), "{}", both(&o));
+    assert!(instance_dirs(dir.path()).is_empty(), "plan starts nothing");
+
+    let o = run(&["infra", "apply"], dir.path());
+    cleanup.note_pids();
+    assert_eq!(code(&o), 0, "{}", both(&o));
+    assert!(stdout(&o).contains("the plan is now empty"), "{}", both(&o));
+
+    let o = run(&["infra", "plan", "--detailed-exitcode"], dir.path());
+    assert_eq!(code(&o), 0, "{}", both(&o));
+    assert!(stdout(&o).contains("no changes"), "{}", both(&o));
+
+    let o = run(&["infra", "status"], dir.path());
+    assert_eq!(code(&o), 0, "{}", both(&o));
+    let out = stdout(&o);
+    assert!(out.contains("web (healthy)"), "{out}");
+    let replicas: Vec<&str> = out
+        .lines()
+        .filter(|l| l.trim_start().starts_with('['))
+        .collect();
+    assert_eq!(replicas.len(), 2, "{out}");
+    assert!(
+        replicas
+            .iter()
+            .all(|l| l.contains(" healthy http://127.0.0.1:")),
+        "{out}"
+    );
+
+    // The same through --json.
+    let o = run(&["infra", "status", "--json"], dir.path());
+    assert_eq!(code(&o), 0, "{}", both(&o));
+    let json: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(json["instances"].as_array().unwrap().len(), 1, "{json}");
+    assert_eq!(json["last_apply"]["status"], "applied", "{json}");
+
+    // Drift: the supervisor dies.
+    let instances = instance_dirs(dir.path());
+    assert_eq!(instances.len(), 1, "{instances:?}");
+    let first = instances[0].clone();
+    let pid = supervisor_pid(&first);
+    kill(Pid::from_raw(pid), Signal::SIGKILL).unwrap();
+    assert!(wait_dead(pid), "the supervisor {pid} survived SIGKILL");
+
+    let o = run(&["infra", "plan", "--detailed-exitcode"], dir.path());
+    assert_eq!(code(&o), 2, "{}", both(&o));
+    assert!(stdout(&o).contains("supervisor"), "{}", both(&o));
+
+    let o = run(&["infra", "apply"], dir.path());
+    cleanup.note_pids();
+    assert_eq!(code(&o), 0, "{}", both(&o));
+    let o = run(&["infra", "plan", "--detailed-exitcode"], dir.path());
+    assert_eq!(code(&o), 0, "repaired: {}", both(&o));
+    let o = run(&["infra", "status"], dir.path());
+    assert!(stdout(&o).contains("web (healthy)"), "{}", both(&o));
+    let now = instance_dirs(dir.path());
+    assert_eq!(now.len(), 1, "{now:?}");
+    let repaired_pid = supervisor_pid(&now[0]);
+    assert!(alive(repaired_pid));
+
+    let o = run(&["infra", "destroy"], dir.path());
+    assert_eq!(code(&o), 0, "{}", both(&o));
+    assert!(stdout(&o).contains("destroyed"), "{}", both(&o));
+    let o = run(&["infra", "status"], dir.path());
+    assert_eq!(code(&o), 0, "{}", both(&o));
+    assert!(stdout(&o).contains("nothing runs"), "{}", both(&o));
+    assert!(
+        instance_dirs(dir.path()).is_empty(),
+        "{:?}",
+        instance_dirs(dir.path())
+    );
+    for &pid in &cleanup.pids {
+        assert!(wait_dead(pid), "supervisor {pid} still runs");
+    }
+    // Destroying again finds nothing.
+    let o = run(&["infra", "destroy"], dir.path());
+    assert_eq!(code(&o), 0, "{}", both(&o));
+    assert!(stdout(&o).contains("nothing runs"), "{}", both(&o));
+}
+
+#[test]
+fn bad_input_exits_2_and_says_what_is_wrong() {
+    let dir = project(WEB);
+
+    let o = run(&["infra", "plan", "--provider", "nope"], dir.path());
+    assert_eq!(code(&o), 2, "{}", both(&o));
+    assert!(stderr(&o).contains("nope"), "{}", both(&o));
+
+    let o = run(&["infra", "apply", "--service", "missing"], dir.path());
+    assert_eq!(code(&o), 2, "{}", both(&o));
+    assert!(stderr(&o).contains("missing"), "{}", both(&o));
+    assert!(instance_dirs(dir.path()).is_empty());
+
+    // An unknown key in [infra]: line 5, column 1.
+    let bad = WEB.replace(
+        "provider = \"local\"\n",
+        "provider = \"local\"\nflavour = \"x\"\n",
+    );
+    assert_eq!(bad.lines().nth(5), Some("flavour = \"x\""));
+    std::fs::write(dir.path().join("mlops.toml"), &bad).unwrap();
+    let o = run(&["infra", "plan"], dir.path());
+    assert_eq!(code(&o), 2, "{}", both(&o));
+    let err = stderr(&o);
+    assert!(err.contains("flavour"), "{err}");
+    assert!(err.contains("mlops.toml:6:1"), "{err}");
+    for args in [&["infra", "apply"][..], &["infra", "status"][..]] {
+        let o = run(args, dir.path());
+        assert_eq!(code(&o), 2, "{args:?}: {}", both(&o));
+    }
+
+    // With --detailed-exitcode, 2 means "changes": an error is 1.
+    let o = run(&["infra", "plan", "--detailed-exitcode"], dir.path());
+    assert_eq!(code(&o), 1, "{}", both(&o));
+    assert!(stderr(&o).contains("flavour"), "{}", both(&o));
+    assert!(instance_dirs(dir.path()).is_empty());
+}
