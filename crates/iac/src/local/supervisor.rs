@@ -2,7 +2,7 @@
 //! replicas, restarts them by policy, checks their health and writes what
 //! it sees to `status.json`.
 //!
-//! It is started by [`super::LocalProvider::start`] as
+//! It is started by the local provider's `start` as
 //! `PROGRAM ARGS... INSTANCE_DIR` (the `mlops` binary's hidden
 //! `infra supervise` command, or this crate's `mlops-supervise`) and runs
 //! until SIGTERM or SIGINT, when it stops every replica (SIGTERM to the
