@@ -5,46 +5,13 @@ use std::path::{Path, PathBuf};
 
 use mlops_core::ledger::StepSummary;
 use mlops_core::registry::ModelStage;
-use mlops_core::{Executor, KindRegistry, Ledger, Manifest, RunOptions, RunSummary, StepStatus};
+use mlops_core::{Ledger, RunSummary, StepStatus};
 use mlops_iac::apply::ApplyContext;
 use mlops_iac::{ProviderKind, Scope};
 
 const ENV: &str = "staging";
 
-/// Every kind the CLI registers, with the `[infra]` section (which the
-/// shared `registry()` leaves out).
-fn registry() -> KindRegistry {
-    let mut r = KindRegistry::new();
-    mlops_iac::register(&mut r, super::iac_config());
-    mlops_ci::register(&mut r);
-    mlops_cd::register(&mut r, super::iac_config());
-    r
-}
-
-/// Like `super::run_pipeline`, with [`registry`].
-fn run_pipeline(dir: &Path, cd_steps: &str) -> RunSummary {
-    let manifest = format!(
-        "[project]\nname = \"p\"\n\n[iac.steps.ready]\nrun = \"true\"\n\n[ci.steps.check]\nrun = \"true\"\n\n{cd_steps}\n"
-    );
-    std::fs::write(dir.join("mlops.toml"), manifest).expect("write mlops.toml");
-    let m = Manifest::load(dir, &registry()).unwrap_or_else(|e| panic!("manifest: {e}"));
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let report = rt.block_on(async {
-        Executor::new(dir)
-            .expect("executor")
-            .run(&m.pipeline, RunOptions::default())
-            .await
-            .expect("run")
-    });
-    Ledger::open(dir)
-        .expect("ledger")
-        .run(report.run_id)
-        .expect("read run")
-        .expect("run recorded")
-}
+use super::run_pipeline;
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")

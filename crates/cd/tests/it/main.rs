@@ -38,6 +38,7 @@ pub(crate) fn iac_config() -> mlops_iac::IacConfig {
 /// Every kind the CLI registers up to this stage.
 pub(crate) fn registry() -> KindRegistry {
     let mut r = KindRegistry::new();
+    mlops_iac::register(&mut r, iac_config());
     mlops_ci::register(&mut r);
     mlops_cd::register(&mut r, iac_config());
     r
