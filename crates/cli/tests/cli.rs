@@ -203,6 +203,17 @@ fn kill_9_leaves_a_consistent_ledger_and_resume_finishes_it() {
     let root = dir.path();
     let mut child = spawn_run(root, &[]);
     wait_for(&root.join("slow.pid"));
+    // The ledger commits in groups at most a few milliseconds old: wait
+    // until the group holding `one`'s result is in, so the assertions below
+    // describe that moment (a loaded machine can be slower than the step).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while step(&status_json(root), "one")["status"] != "passed" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "`one` never recorded as passed"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     kill(Pid::from_raw(child.id() as i32), Signal::SIGKILL).unwrap();
     child.wait().unwrap();
     // The step's own process group outlives a SIGKILLed engine ...

@@ -273,12 +273,17 @@ fn compile(source: &str, kinds: &KindRegistry) -> Result<(Project, Pipeline), Ve
             d = match suggest(&name, known) {
                 Some(s) => d.with_help(format!("did you mean `{s}`?")),
                 None => {
-                    let mut sections: String =
-                        kinds.section_names().map(|s| format!(", `{s}`")).collect();
-                    if !sections.is_empty() {
-                        sections = format!(" and the sections{}", &sections[1..]);
-                    }
-                    d.with_help(format!("the top-level tables are `project`, the stages `iac`, `ci`, `cd`, `release`, `apm`, `loadtest`{sections}"))
+                    let sections: Vec<String> =
+                        kinds.section_names().map(|s| format!("`{s}`")).collect();
+                    let stages = "the stages `iac`, `ci`, `cd`, `release`, `apm`, `loadtest`";
+                    d.with_help(if sections.is_empty() {
+                        format!("the top-level tables are `project` and {stages}")
+                    } else {
+                        format!(
+                            "the top-level tables are `project`, {stages}, and {}",
+                            sections.join(", ")
+                        )
+                    })
                 }
             };
             errors.push(d);
