@@ -16,7 +16,7 @@ use mlops_core::manifest::Diagnostic;
 use mlops_core::registry::ModelStage;
 use mlops_core::{KindParams, Ledger, Stage, StepAction, StepContext, StepFailure, StepKind};
 use mlops_iac::apply::{self, ApplyContext};
-use mlops_iac::{IacConfig, InfraSpec, ModelRef, ProviderKind, Scope};
+use mlops_iac::{IacConfig, InfraSpec, ModelRef, ProviderKind};
 use serde::{Deserialize, Serialize};
 
 /// The `deploy` kind.
@@ -98,16 +98,11 @@ impl StepKind for DeployKind {
                 Some(wire.service.span()),
             ));
         }
-        let provider = match &wire.provider {
-            None => None,
-            Some(p) => match p.get_ref().parse::<ProviderKind>() {
-                Ok(k) => Some(k),
-                Err(e) => {
-                    errors.push(Diagnostic::new(e, Some(p.span())));
-                    None
-                }
-            },
-        };
+        let provider =
+            mlops_iac::kinds::provider_param(wire.provider.as_ref()).unwrap_or_else(|d| {
+                errors.push(d);
+                None
+            });
         if let Some(p) = &wire.port_file
             && let Some(d) =
                 mlops_core::manifest::relative_path_problem("port-file", p, "the step's directory")
@@ -158,15 +153,10 @@ async fn run(ctx: &StepContext, config: &IacConfig, d: &Deploy) -> Result<(), St
             .await
             .map_err(failure)?
             .map_err(|e| failure(format!("refusing to deploy {}: {e}", version.id())))?;
-    let kind = config.provider.or(d.provider).unwrap_or(spec.provider);
-    let provider = mlops_iac::kinds::provider_for(kind, &config.supervisor)
-        .await
-        .map_err(failure)?;
-    let scope = Scope {
-        project: mlops_iac::kinds::project_name(&ctx.project_root),
-        environment: d.environment.clone(),
-        root: ctx.project_root.clone(),
-    };
+    let (kind, provider, scope) =
+        mlops_iac::kinds::step_target(ctx, config, d.provider, &spec, &d.environment)
+            .await
+            .map_err(failure)?;
     let mut models = BTreeMap::new();
     models.insert(
         d.service.clone(),

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use mlops_core::manifest::{Diagnostic, relative_path_problem};
 use mlops_core::{KindParams, Stage, StepAction, StepContext, StepFailure, StepKind};
-use mlops_iac::{IacConfig, InfraSpec, ProviderKind, Scope};
+use mlops_iac::{IacConfig, InfraSpec, ProviderKind};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -121,16 +121,11 @@ impl StepKind for SmokeKind {
         if let Some(d) = relative_path_problem("requests", &wire.requests, "the step's directory") {
             errors.push(d);
         }
-        let provider = match &wire.provider {
-            None => None,
-            Some(p) => match p.get_ref().parse::<ProviderKind>() {
-                Ok(k) => Some(k),
-                Err(e) => {
-                    errors.push(Diagnostic::new(e, Some(p.span())));
-                    None
-                }
-            },
-        };
+        let provider =
+            mlops_iac::kinds::provider_param(wire.provider.as_ref()).unwrap_or_else(|d| {
+                errors.push(d);
+                None
+            });
         let timeout = match &wire.timeout {
             None => Duration::from_secs(5),
             Some(t) => match humantime::parse_duration(t.get_ref()) {
@@ -200,15 +195,10 @@ async fn run(ctx: &StepContext, config: &IacConfig, s: &Smoke) -> Result<(), Ste
     }
     let spec = InfraSpec::load(&ctx.project_root)
         .map_err(|e| failure(format!("cannot read [infra]: {e}")))?;
-    let kind = config.provider.or(s.provider).unwrap_or(spec.provider);
-    let provider = mlops_iac::kinds::provider_for(kind, &config.supervisor)
-        .await
-        .map_err(failure)?;
-    let scope = Scope {
-        project: mlops_iac::kinds::project_name(&ctx.project_root),
-        environment: s.environment.clone(),
-        root: ctx.project_root.clone(),
-    };
+    let (kind, provider, scope) =
+        mlops_iac::kinds::step_target(ctx, config, s.provider, &spec, &s.environment)
+            .await
+            .map_err(failure)?;
     let instances = provider.observe(&scope).await.map_err(failure)?;
     let Some(instance) = instances
         .iter()

@@ -47,6 +47,39 @@ pub async fn provider_for(
     }
 }
 
+/// Reads a step kind's `provider` parameter.
+pub fn provider_param(
+    value: Option<&toml::Spanned<String>>,
+) -> Result<Option<ProviderKind>, Diagnostic> {
+    value
+        .map(|p| {
+            p.get_ref()
+                .parse::<ProviderKind>()
+                .map_err(|e| Diagnostic::new(e, Some(p.span())))
+        })
+        .transpose()
+}
+
+/// Where a step acts: the provider (the run's `--provider`, else the
+/// step's `provider`, else `[infra] provider`), connected, and the scope of
+/// the project's `environment`.
+pub async fn step_target(
+    ctx: &StepContext,
+    config: &IacConfig,
+    step_provider: Option<ProviderKind>,
+    spec: &InfraSpec,
+    environment: &str,
+) -> Result<(ProviderKind, Box<dyn Provider>, Scope), ProviderError> {
+    let kind = config.provider.or(step_provider).unwrap_or(spec.provider);
+    let provider = provider_for(kind, &config.supervisor).await?;
+    let scope = Scope {
+        project: project_name(&ctx.project_root),
+        environment: environment.to_owned(),
+        root: ctx.project_root.clone(),
+    };
+    Ok((kind, provider, scope))
+}
+
 /// One line about a piece of stage-1 evidence, for `pipeline status`.
 pub fn summarize(evidence: &mlops_core::Evidence) -> Option<String> {
     let b = &evidence.body;
@@ -362,14 +395,7 @@ impl StepKind for InfraApplyKind {
 
     fn compile(&self, params: &KindParams<'_>) -> Result<Arc<dyn StepAction>, Vec<Diagnostic>> {
         let wire: InfraApplyWire = params.deserialize().map_err(|d| vec![d])?;
-        let provider = match &wire.provider {
-            None => None,
-            Some(p) => Some(
-                p.get_ref()
-                    .parse::<ProviderKind>()
-                    .map_err(|e| vec![Diagnostic::new(e, Some(p.span()))])?,
-            ),
-        };
+        let provider = provider_param(wire.provider.as_ref()).map_err(|d| vec![d])?;
         let environment = wire.environment.unwrap_or_else(|| "dev".to_owned());
         let services = wire.services;
         let config = self.config.clone();
@@ -415,15 +441,9 @@ async fn infra_apply(
             }
         }
     }
-    let kind = config.provider.or(provider).unwrap_or(spec.provider);
-    let provider = provider_for(kind, &config.supervisor)
+    let (kind, provider, scope) = step_target(ctx, config, provider, &spec, environment)
         .await
         .map_err(|e| StepFailure::new(e.to_string()))?;
-    let scope = Scope {
-        project: project_name(&ctx.project_root),
-        environment: environment.to_owned(),
-        root: ctx.project_root.clone(),
-    };
     let ledger = Ledger::open(&ctx.project_root).map_err(|e| StepFailure::new(e.to_string()))?;
     let fail = |e: &dyn std::fmt::Display| StepFailure::new(e.to_string());
     let desired = apply::desired_state(&spec, &scope, &ledger, provider.as_ref(), &BTreeMap::new())
