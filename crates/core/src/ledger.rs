@@ -325,6 +325,27 @@ pub enum LedgerWrite {
     },
 }
 
+/// Evidence a step recorded, as [`Ledger::step_evidence`] finds it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepEvidence {
+    /// The run.
+    pub run_id: i64,
+    /// The step.
+    pub step: String,
+    /// The step's stage.
+    pub stage: Stage,
+    /// How the step ended.
+    pub status: StepStatus,
+    /// What sort of evidence (`tests`, `deploy`, …).
+    pub kind: String,
+    /// The step's JSON document.
+    pub body: serde_json::Value,
+    /// The run's commit.
+    pub commit: Option<String>,
+    /// When the run started (RFC 3339).
+    pub run_started_at: String,
+}
+
 /// A recorded passing step that can stand in for running it again.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PassingRecord {
@@ -840,6 +861,58 @@ impl Ledger {
                 body: serde_json::from_str(&body).ok()?,
             })
         }))
+    }
+
+    /// Evidence recorded by steps, newest run first, at most `per_kind`
+    /// records of each kind; with the step's stage and final status and the
+    /// run's commit and start. A body that is not JSON (written by hand) is
+    /// left out. For reports that read every stage's evidence at once.
+    pub fn step_evidence(&self, per_kind: usize) -> Result<Vec<StepEvidence>, LedgerError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare(
+                "SELECT run_id, step, stage, status, kind, body, git_commit, started_at_ms FROM (
+                   SELECT e.run_id, e.step, s.stage, s.status, e.kind, e.body, r.git_commit,
+                          r.started_at_ms,
+                          ROW_NUMBER() OVER (PARTITION BY e.kind ORDER BY e.run_id DESC, e.step) AS n
+                   FROM evidence e
+                     JOIN steps s ON s.run_id = e.run_id AND s.name = e.step
+                     JOIN runs r ON r.id = e.run_id)
+                 WHERE n <= ?1 ORDER BY run_id DESC, step, kind",
+            )
+            .map_err(self.err("read recorded evidence"))?;
+        let rows = stmt
+            .query_map(params![per_kind.min(i64::MAX as usize) as i64], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, String>(4)?,
+                    r.get::<_, String>(5)?,
+                    r.get::<_, Option<String>>(6)?,
+                    r.get::<_, i64>(7)?,
+                ))
+            })
+            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+            .map_err(self.err("read recorded evidence"))?;
+        Ok(rows
+            .into_iter()
+            .filter_map(
+                |(run_id, step, stage, status, kind, body, commit, started)| {
+                    Some(StepEvidence {
+                        run_id,
+                        step,
+                        stage: stage.parse().ok()?,
+                        status: status.parse().ok()?,
+                        kind,
+                        body: serde_json::from_str(&body).ok()?,
+                        commit,
+                        run_started_at: format_ms(started),
+                    })
+                },
+            )
+            .collect())
     }
 
     /// The id of the newest run, if any.

@@ -57,7 +57,7 @@ pub use kind::{
     CommandEnd, KindParams, KindRegistry, ManifestSection, StepAction, StepContext, StepFailure,
     StepKind,
 };
-pub use ledger::{Evidence, EvidenceRecord, Ledger, LedgerError, RunSummary};
+pub use ledger::{Evidence, EvidenceRecord, Ledger, LedgerError, RunSummary, StepEvidence};
 pub use manifest::{Manifest, ManifestError};
 pub use pipeline::{Action, Pipeline, PipelineError, Step};
 pub use stage::Stage;

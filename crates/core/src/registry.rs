@@ -175,6 +175,31 @@ pub struct StageChange {
     pub reason: String,
 }
 
+/// A version moved into production, as [`Ledger::production_changes`]
+/// lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ProductionChange {
+    /// The model.
+    pub model: String,
+    /// The version promoted.
+    pub number: i64,
+    /// The version that held production before, if any.
+    pub previous: Option<i64>,
+    /// When (RFC 3339).
+    pub at: String,
+    /// Who moved it.
+    pub actor: String,
+    /// Why.
+    pub reason: String,
+}
+
+impl ProductionChange {
+    /// A promotion of an older version than the one it replaced.
+    pub fn is_rollback(&self) -> bool {
+        self.previous.is_some_and(|p| self.number < p)
+    }
+}
+
 /// What [`Ledger::set_model_stage`] did.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct StageTransition {
@@ -677,6 +702,46 @@ impl Ledger {
             to: stage,
             archived,
         })
+    }
+
+    /// Every move of a version into `production`, oldest first, each with
+    /// the version that held production just before it (if any): the
+    /// release history, from which promotions and rollbacks are counted.
+    pub fn production_changes(&self) -> Result<Vec<ProductionChange>, RegistryError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare(
+                "SELECT model, number, at_ms, actor, reason FROM model_stage_changes
+                 WHERE stage = 'production' ORDER BY id",
+            )
+            .map_err(self.err("read the production history"))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, String>(4)?,
+                ))
+            })
+            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+            .map_err(self.err("read the production history"))?;
+        let mut holder: std::collections::HashMap<String, i64> = std::collections::HashMap::new();
+        Ok(rows
+            .into_iter()
+            .map(|(model, number, at, actor, reason)| {
+                let previous = holder.insert(model.clone(), number);
+                ProductionChange {
+                    model,
+                    number,
+                    previous,
+                    at: format_ms(at),
+                    actor,
+                    reason,
+                }
+            })
+            .collect())
     }
 
     /// The stage changes of a version, oldest first.
