@@ -2,6 +2,7 @@
 //! Everything else lives in the libraries; this crate is the only one that
 //! prints.
 
+mod assess;
 mod infra;
 mod model;
 mod output;
@@ -81,6 +82,8 @@ enum Command {
     /// Work with registered model versions
     #[command(subcommand)]
     Model(model::ModelCommand),
+    /// Assess a repository's maturity from evidence (HTML, Markdown or JSON report)
+    Assess(assess::AssessArgs),
 }
 
 #[derive(Subcommand)]
@@ -322,6 +325,7 @@ fn dispatch(cli: Cli) -> Result<u8, Failure> {
         }
         Command::Infra(command) => infra::run(command),
         Command::Model(command) => model::run(command),
+        Command::Assess(args) => assess::run(args),
         Command::Data(DataCommand::InferSchema {
             file,
             output,
