@@ -3,7 +3,9 @@
 use std::path::Path;
 
 fn docs(file: &str) -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs").join(file)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../docs")
+        .join(file)
 }
 
 /// `docs/assess.schema.json` is the schema the code generates. Regenerate
@@ -22,7 +24,12 @@ fn the_documented_json_schema_is_the_generated_one() {
         path.display()
     );
     let schema: serde_json::Value = serde_json::from_str(&generated).unwrap();
-    for field in ["stage_level", "microsoft_level", "ml_test_score", "findings"] {
+    for field in [
+        "stage_level",
+        "microsoft_level",
+        "ml_test_score",
+        "findings",
+    ] {
         assert!(
             schema["required"]
                 .as_array()
@@ -54,11 +61,18 @@ fn every_signal_and_test_is_documented() {
         .collect::<Vec<_>>();
     assert_eq!(signals.len(), 40, "{signals:?}");
     for s in signals {
-        assert!(text.contains(&format!("| `{s}` |")), "{s} is not in the signal table");
+        assert!(
+            text.contains(&format!("| `{s}` |")),
+            "{s} is not in the signal table"
+        );
     }
     let facts = mlops_assess::score::Facts::new(&[]);
     let score = mlops_assess::score::ml_test_score(&facts);
     for t in score.sections.iter().flat_map(|s| &s.tests) {
-        assert!(text.contains(&format!("| {} |", t.id)), "{} is not documented", t.id);
+        assert!(
+            text.contains(&format!("| {} |", t.id)),
+            "{} is not documented",
+            t.id
+        );
     }
 }

@@ -457,6 +457,35 @@ fn the_example_passes_every_stage_and_the_gated_fixture_stops_at_ci() {
         "{s}"
     );
 
+    // The maturity report from that run: stages 1-3 proven by it; the
+    // release, APM and load-test steps pass but show no canary, alerts or
+    // autoscaling, so the climb stops at 3.
+    let o = run(&["assess", ".", "--format", "json", "--no-history"], &iris);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let r: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(r["stage_level"], 3, "{:#}", r["stages"]);
+    let statuses: Vec<&str> = r["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        statuses,
+        [
+            "proven", "proven", "proven", "missing", "missing", "missing"
+        ]
+    );
+    assert_eq!(r["microsoft_level"], 2, "{:#}", r["microsoft"]);
+    let last = r["runs"]["runs"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
+    assert_eq!(last["status"], "passed");
+    assert_eq!(r["stages"][2]["last_passed"]["run_id"], last["run_id"]);
+
     // The pipeline deployed iris to staging through the local provider;
     // take it down again and check that nothing is left running.
     let o = run(&["infra", "destroy", ".", "--env", "staging"], &iris);
@@ -498,6 +527,25 @@ fn the_python_example_passes_with_the_local_provider() {
     assert_eq!(s["status"], "passed", "{s}");
     assert_eq!(step(&s, "tests")["evidence"][0]["kind"], "tests");
     assert_eq!(step(&s, "smoke")["evidence"][0]["body"]["failed"], 0);
+    let o = run(&["assess", ".", "--format", "json", "--no-history"], &wine);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let r: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(r["stage_level"], 3, "{:#}", r["stages"]);
+    assert_eq!(r["stages"][0]["status"], "proven");
+    // pytest run by the pipeline: the test files are automated evidence.
+    assert!(
+        r["evidence"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["signal"] == "unit-tests"
+                && e["source"]["path"]
+                    .as_str()
+                    .is_some_and(|p| p.starts_with("tests/"))
+                && e["automated"] == true),
+        "{:#}",
+        r["evidence"]
+    );
     let o = run(&["infra", "destroy", ".", "--env", "staging"], &wine);
     assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
 }
