@@ -68,7 +68,7 @@ fn main() {
         run_anchor(&root);
         anchor.push(t.elapsed());
         println!(
-            "run {}: assess {:.0?} (no history {:.0?}), anchor {:.0?}; {} files read, {} commits \
+            "run {}: assess {:.2?} (no history {:.2?}), anchor {:.2?}; {} files read, {} commits \
              scanned, {} evidence, level {}",
             i + 1,
             full[i],

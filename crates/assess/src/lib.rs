@@ -15,6 +15,15 @@
 //! Score, each pointing at its evidence, and lists every gap with its next
 //! step. [`render`] writes the [`Report`] as HTML, Markdown or JSON.
 //!
+//! ```no_run
+//! use std::path::Path;
+//!
+//! let report = mlops_assess::assess(Path::new("."), &mlops_assess::Options::default())?;
+//! println!("stage level {}/6", report.stage_level);
+//! print!("{}", mlops_assess::render::markdown(&report));
+//! # Ok::<(), mlops_assess::AssessError>(())
+//! ```
+//!
 //! This crate sits beside the stage crates, not among them: it reads what
 //! every stage records, so it depends on `core` (ledger, stages) and on `ci`
 //! (the secret scan), and no stage crate depends on it.

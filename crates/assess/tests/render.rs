@@ -1108,3 +1108,25 @@ fn chromium_check_flags_console_errors_and_missing_resources() {
     assert_eq!(load.problems().len(), 3);
     assert!(!load.png.is_empty());
 }
+
+/// A real assessment, not a hand-built one: the iris example (its files,
+/// and its ledger when a pipeline ran), rendered and loaded the same way.
+#[test]
+fn chromium_loads_a_real_assessment_without_errors() {
+    let iris = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/iris");
+    let options = mlops_assess::Options {
+        history: false,
+        ..mlops_assess::Options::default()
+    };
+    let report = mlops_assess::assess(&iris, &options).unwrap();
+    assert!(report.evidence.len() > 20, "{:#?}", report.evidence);
+    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    let page = out.join("assess-iris.html");
+    std::fs::write(&page, render::html(&report)).unwrap();
+    let png = out.join("assess-iris.png");
+    let _ = std::fs::remove_file(&png);
+    let load = load_in_chromium(&page, &png, (1280, 2000));
+    assert!(load.problems().is_empty(), "{:#?}", load.problems());
+    assert_eq!(png_size(&load.png), (1280, 2000));
+    println!("screenshot: {}", png.display());
+}
