@@ -55,7 +55,7 @@ pub fn read(root: &Path) -> Result<Option<RunEvidence>, RunsError> {
     let Some(ledger) = Ledger::open_existing(root)? else {
         return Ok(None);
     };
-    let mut runs = ledger.history(usize::MAX)?;
+    let mut runs = ledger.history(i64::MAX as usize)?;
     runs.reverse(); // oldest first
     let records = ledger.step_evidence(MAX_RELEASE_VERDICTS)?;
     let production = ledger.production_changes()?;

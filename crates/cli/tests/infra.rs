@@ -264,3 +264,119 @@ fn bad_input_exits_2_and_says_what_is_wrong() {
     assert!(stderr(&o).contains("flavour"), "{}", both(&o));
     assert!(instance_dirs(dir.path()).is_empty());
 }
+
+/// The `infra-apply` kind as a pipeline step: the first run creates the
+/// services and records what it did; the plan after it is empty; a second
+/// run changes nothing; an unknown service fails the step with its name.
+#[test]
+fn infra_apply_step_converges_and_records_its_actions() {
+    let manifest = WEB.replace(
+        "[iac.steps.ready]\nrun = \"true\"",
+        "[iac.steps.up]\nkind = \"infra-apply\"\nwith = { environment = \"dev\" }",
+    );
+    let dir = project(&manifest);
+    let d = dir.path();
+    let mut cleanup = Cleanup {
+        dir: d.to_path_buf(),
+        pids: Vec::new(),
+    };
+
+    let o = run(&["pipeline", "run", "."], d);
+    cleanup.note_pids();
+    assert_eq!(code(&o), 0, "{}", both(&o));
+    let status = run(&["pipeline", "status", "--json"], d);
+    let s: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    let evidence = &s["steps"][0]["evidence"][0];
+    assert_eq!(evidence["kind"], "infra-apply", "{s:#}");
+    assert_eq!(evidence["body"]["actions"][0]["action"], "create", "{s:#}");
+    assert_eq!(
+        evidence["body"]["instances"][0]["endpoints"]
+            .as_array()
+            .map(Vec::len),
+        Some(2),
+        "{s:#}"
+    );
+    let o = run(&["infra", "plan", "--detailed-exitcode"], d);
+    assert_eq!(code(&o), 0, "nothing left to do: {}", both(&o));
+
+    let o = run(&["pipeline", "run", ".", "--force"], d);
+    assert_eq!(code(&o), 0, "{}", both(&o));
+    let status = run(&["pipeline", "status", "--json"], d);
+    let s: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(
+        s["steps"][0]["evidence"][0]["body"]["actions"],
+        serde_json::json!([]),
+        "a converged environment is left alone: {s:#}"
+    );
+    assert_eq!(instance_dirs(d).len(), 1);
+
+    std::fs::write(
+        d.join("mlops.toml"),
+        manifest.replace(
+            "with = { environment = \"dev\" }",
+            "with = { environment = \"dev\", services = [\"nope\"] }",
+        ),
+    )
+    .unwrap();
+    let o = run(&["pipeline", "run", "."], d);
+    assert_eq!(code(&o), 1, "{}", both(&o));
+    assert!(
+        stdout(&o).contains("no service `nope` in [infra.services]"),
+        "{}",
+        both(&o)
+    );
+    drop(cleanup);
+    assert!(instance_dirs(d).is_empty(), "destroyed");
+}
+
+/// The `environment` kind refuses what it cannot pin, saying which file and
+/// line: a missing requirements file, an unpinned or unhashed requirement,
+/// a Rust project without its lockfile.
+#[test]
+fn environment_step_names_what_is_not_pinned() {
+    let python = r#"[project]
+name = "env"
+
+[infra]
+environment = { python = { requirements = "requirements.txt" } }
+
+[iac.steps.env]
+kind = "environment"
+"#;
+    let dir = project(python);
+    let d = dir.path();
+    let o = run(&["pipeline", "run", "."], d);
+    assert_eq!(code(&o), 1, "{}", both(&o));
+    assert!(
+        stdout(&o).contains("missing requirements file") && stdout(&o).contains("requirements.txt"),
+        "{}",
+        both(&o)
+    );
+
+    std::fs::write(
+        d.join("requirements.txt"),
+        "# comment\nnumpy==2.1.3 --hash=sha256:aaaa\npandas>=2\nscipy==1.14.1\n",
+    )
+    .unwrap();
+    let o = run(&["pipeline", "run", "."], d);
+    assert_eq!(code(&o), 1, "{}", both(&o));
+    let out = stdout(&o);
+    assert!(
+        out.contains("requirements.txt:3: `pandas>=2` is not pinned with `==`"),
+        "{out}"
+    );
+    assert!(
+        out.contains("requirements.txt:4: `scipy==1.14.1` has no `--hash`"),
+        "{out}"
+    );
+    assert!(!out.contains("requirements.txt:2"), "{out}");
+
+    let rust = python.replace(
+        "python = { requirements = \"requirements.txt\" }",
+        "rust = { lockfile = \"Cargo.lock\" }",
+    );
+    std::fs::write(d.join("mlops.toml"), rust).unwrap();
+    let o = run(&["pipeline", "run", "."], d);
+    assert_eq!(code(&o), 1, "{}", both(&o));
+    assert!(stdout(&o).contains("Cargo.lock"), "{}", both(&o));
+}
