@@ -300,7 +300,7 @@ fn dispatch(cli: Cli) -> Result<u8, Failure> {
         Command::Init { path, force } => cmd_init(&path, force),
         Command::Validate { path } => cmd_validate(&path),
         Command::Schema => {
-            let schema = serde_json::to_string_pretty(&manifest::wire::json_schema())?;
+            let schema = serde_json::to_string_pretty(&manifest::wire::json_schema_with(&kinds()))?;
             writeln!(io::stdout().lock(), "{schema}")?;
             Ok(exit::OK)
         }

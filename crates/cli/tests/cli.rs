@@ -422,6 +422,20 @@ fn schema_is_json_schema_of_the_manifest() {
     let step = &schema["$defs"]["StepWire"];
     assert_eq!(step["additionalProperties"], false);
     assert!(step["properties"].get("depends-on").is_some());
+    // Sections the stage crates own are in it too, so editors accept them.
+    let infra = &schema["properties"]["infra"];
+    assert_eq!(infra["title"], "InfraWire", "{infra:#}");
+    assert_eq!(
+        infra["properties"]["services"]["additionalProperties"]["$ref"],
+        "#/$defs/ServiceWire"
+    );
+    let service = &schema["$defs"]["ServiceWire"];
+    assert_eq!(service["additionalProperties"], false);
+    assert_eq!(service["required"], serde_json::json!(["command"]));
+    assert!(
+        service["properties"].get("host-port").is_some(),
+        "{service:#}"
+    );
 }
 
 fn example(name: &str) -> std::path::PathBuf {

@@ -332,6 +332,11 @@ pub trait ManifestSection: Send + Sync + 'static {
     fn name(&self) -> &'static str;
     /// Every problem in the table; empty when it is valid.
     fn check(&self, table: &KindParams<'_>) -> Vec<Diagnostic>;
+    /// The table's JSON Schema, for `mlops schema` (editors). By default
+    /// any table.
+    fn json_schema(&self) -> serde_json::Value {
+        serde_json::json!({ "type": "object" })
+    }
 }
 
 /// The kinds (and manifest sections) the manifest compiler knows.

@@ -26,6 +26,7 @@ use std::time::Duration;
 
 use mlops_core::manifest::{Diagnostic, Diagnostics, relative_path_problem};
 use mlops_core::{KindParams, Manifest, ManifestSection};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
@@ -73,7 +74,7 @@ impl FromStr for ProviderKind {
 }
 
 /// When a replica that exited is started again.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
 #[serde(rename_all = "kebab-case")]
 pub enum RestartPolicy {
     /// Always, whatever the exit status.
@@ -256,6 +257,11 @@ impl ManifestSection for InfraSection {
     fn check(&self, table: &KindParams<'_>) -> Vec<Diagnostic> {
         compile(table).err().unwrap_or_default()
     }
+
+    fn json_schema(&self) -> serde_json::Value {
+        serde_json::to_value(schemars::schema_for!(InfraWire))
+            .expect("a generated schema always serializes")
+    }
 }
 
 /// Registers the section.
@@ -279,81 +285,104 @@ mod millis {
 
 // ---- wire -----------------------------------------------------------------
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 struct InfraWire {
+    #[schemars(with = "Option<String>")]
     provider: Option<Spanned<String>>,
     environment: Option<EnvironmentWire>,
     #[serde(default)]
+    #[schemars(with = "BTreeMap<String, ServiceWire>")]
     services: BTreeMap<Spanned<String>, Spanned<ServiceWire>>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 struct EnvironmentWire {
+    #[schemars(with = "Option<PythonWire>")]
     python: Option<Spanned<PythonWire>>,
+    #[schemars(with = "Option<RustWire>")]
     rust: Option<Spanned<RustWire>>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 struct PythonWire {
+    #[schemars(with = "String")]
     requirements: Spanned<String>,
+    #[schemars(with = "Option<String>")]
     venv: Option<Spanned<String>>,
     python: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 struct RustWire {
+    #[schemars(with = "Option<String>")]
     lockfile: Option<Spanned<String>>,
     #[serde(default)]
     build_args: Vec<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 struct ServiceWire {
+    #[schemars(with = "Vec<String>")]
     command: Spanned<Vec<String>>,
+    #[schemars(with = "Option<i64>")]
     port: Option<Spanned<i64>>,
+    #[schemars(with = "Option<i64>")]
     host_port: Option<Spanned<i64>>,
+    #[schemars(with = "Option<i64>")]
     replicas: Option<Spanned<i64>>,
     restart: Option<RestartPolicy>,
+    #[schemars(with = "Option<HealthWire>")]
     health: Option<Spanned<HealthWire>>,
     resources: Option<ResourcesWire>,
     #[serde(default)]
+    #[schemars(with = "BTreeMap<String, EnvWire>")]
     env: BTreeMap<Spanned<String>, Spanned<EnvWire>>,
+    #[schemars(with = "Option<String>")]
     model_dir: Option<Spanned<String>>,
+    #[schemars(with = "Option<BuildWire>")]
     build: Option<Spanned<BuildWire>>,
     read_only: Option<bool>,
+    #[schemars(with = "Option<String>")]
     user: Option<Spanned<String>>,
+    #[schemars(with = "Option<String>")]
     stop_grace: Option<Spanned<String>>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 struct HealthWire {
+    #[schemars(with = "String")]
     path: Spanned<String>,
+    #[schemars(with = "Option<String>")]
     interval: Option<Spanned<String>>,
+    #[schemars(with = "Option<String>")]
     timeout: Option<Spanned<String>>,
+    #[schemars(with = "Option<String>")]
     deadline: Option<Spanned<String>>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 struct ResourcesWire {
+    #[schemars(with = "Option<f64>")]
     cpus: Option<Spanned<f64>>,
+    #[schemars(with = "Option<String>")]
     memory: Option<Spanned<String>>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(untagged)]
 enum EnvWire {
     Literal(String),
     FromEnv(FromEnvWire),
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 struct FromEnvWire {
     from_env: String,
@@ -361,14 +390,19 @@ struct FromEnvWire {
     secret: bool,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 struct BuildWire {
+    #[schemars(with = "Option<String>")]
     binary: Option<Spanned<String>>,
     #[serde(default)]
+    #[schemars(with = "Vec<String>")]
     files: Vec<Spanned<String>>,
+    #[schemars(with = "Option<String>")]
     dockerfile: Option<Spanned<String>>,
+    #[schemars(with = "Option<String>")]
     context: Option<Spanned<String>>,
+    #[schemars(with = "Option<String>")]
     image: Option<Spanned<String>>,
 }
 

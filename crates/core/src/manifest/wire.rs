@@ -101,3 +101,40 @@ pub fn json_schema() -> serde_json::Value {
     serde_json::to_value(schemars::schema_for!(ManifestWire))
         .expect("a generated schema always serializes")
 }
+
+/// [`json_schema`] with the top-level tables the registry's sections own
+/// (`[infra]`): without them an editor would reject those tables, since the
+/// manifest allows no unknown key.
+pub fn json_schema_with(registry: &crate::KindRegistry) -> serde_json::Value {
+    let mut schema = json_schema();
+    for name in registry.section_names() {
+        let Some(section) = registry.section(name) else {
+            continue;
+        };
+        let mut sub = section.json_schema();
+        // Hoist the section's definitions to the root, where its `$ref`s
+        // point once it is embedded.
+        if let Some(serde_json::Value::Object(defs)) =
+            sub.as_object_mut().and_then(|o| o.remove("$defs"))
+        {
+            let root = schema
+                .as_object_mut()
+                .map(|o| o.entry("$defs").or_insert_with(|| serde_json::json!({})));
+            if let Some(serde_json::Value::Object(root)) = root {
+                for (k, v) in defs {
+                    root.entry(k).or_insert(v);
+                }
+            }
+        }
+        if let Some(o) = sub.as_object_mut() {
+            o.remove("$schema");
+        }
+        if let Some(props) = schema
+            .get_mut("properties")
+            .and_then(serde_json::Value::as_object_mut)
+        {
+            props.insert(name.to_owned(), sub);
+        }
+    }
+    schema
+}
