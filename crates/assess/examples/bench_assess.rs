@@ -223,7 +223,7 @@ fn python_module(n: usize) -> String {
             "def feature_{n}_{f}(frame):\n    \"\"\"Feature {f} of module {n}.\"\"\"\n    values = frame['column_{f}'].to_numpy()\n    return np.log1p(values) * {f}.5 + {n}\n\n"
         ));
     }
-    if n % 40 == 0 {
+    if n.is_multiple_of(40) {
         s.push_str("def train(X, y):\n    return LogisticRegression(random_state=0).fit(X, y)\n");
     }
     s

@@ -64,7 +64,26 @@ pub fn assess(root: &Path, options: &Options) -> Result<Report, AssessError> {
         max_commits: options.max_commits,
         ..ScanConfig::default()
     };
-    let (secret_evidence, secret_summary) = match secret_scan::scan(root, &config) {
+    // A repository without commits (or an unreadable history) still gets
+    // its working tree scanned.
+    let secrets = match secret_scan::scan(root, &config) {
+        Err(e) if config.history => {
+            notes.push(format!(
+                "secret scan: the git history could not be read ({}); only the working tree \
+                 was scanned",
+                error_chain(&e)
+            ));
+            secret_scan::scan(
+                root,
+                &ScanConfig {
+                    history: false,
+                    ..config.clone()
+                },
+            )
+        }
+        other => other,
+    };
+    let (secret_evidence, secret_summary) = match secrets {
         Ok(report) => {
             notes.extend(report.notes.iter().map(|n| format!("secret scan: {n}")));
             if report.findings_omitted > 0 {
@@ -90,7 +109,10 @@ pub fn assess(root: &Path, options: &Options) -> Result<Report, AssessError> {
                                 f.line,
                                 c.get(..12).unwrap_or(c)
                             ),
-                            None => format!("{} committed at {}:{}", f.description, f.file, f.line),
+                            None => format!(
+                                "{} in the working tree at {}:{}",
+                                f.description, f.file, f.line
+                            ),
                         },
                     );
                     e.automated = false;
@@ -138,7 +160,36 @@ pub fn assess(root: &Path, options: &Options) -> Result<Report, AssessError> {
         scanned.manifest,
     );
 
+    // Summaries and commands quote the repository: a secret on a quoted
+    // line must not reach the report (the finding says where it is).
+    let redact = |s: &mut String| {
+        if let std::borrow::Cow::Owned(clean) = secret_scan::redact(s) {
+            *s = clean;
+        }
+    };
+    for e in &mut evidence {
+        redact(&mut e.summary);
+    }
+    let mut automation = scanned.automation;
+    for c in &mut automation {
+        redact(&mut c.command);
+    }
+    let mut findings = findings;
+    for f in &mut findings {
+        redact(&mut f.title);
+    }
+    for n in &mut notes {
+        redact(n);
+    }
+
     let git = git_state(root);
+    if options.history && git.as_ref().is_some_and(|g| g.shallow) {
+        notes.push(
+            "the repository is a shallow clone: commits older than its depth were not scanned \
+             for secrets (fetch the full history, e.g. `fetch-depth: 0` in GitHub Actions)"
+                .to_owned(),
+        );
+    }
     let name = scanned.project_name.clone().unwrap_or_else(|| {
         root.canonicalize()
             .ok()
@@ -173,7 +224,7 @@ pub fn assess(root: &Path, options: &Options) -> Result<Report, AssessError> {
         runs: runs.map(|r| r.history),
         findings,
         evidence,
-        automation: scanned.automation,
+        automation,
         secret_scan: secret_summary,
         notes,
     })
@@ -191,6 +242,7 @@ fn error_chain(e: &SecretScanError) -> String {
 }
 
 struct GitInfo {
+    shallow: bool,
     commit: Option<String>,
     branch: Option<String>,
     commits: Option<usize>,
@@ -215,6 +267,7 @@ fn git_state(root: &Path) -> Option<GitInfo> {
         Some(walk.count())
     });
     Some(GitInfo {
+        shallow: repo.is_shallow(),
         commit,
         branch,
         commits,

@@ -3,8 +3,9 @@
 //! (tests, data validation, model gates, deploys, smoke tests, …) and the
 //! release history of the model registry.
 //!
-//! Reading never writes: a project without a ledger has no run evidence,
-//! and the ledger is opened only if it exists.
+//! A project without a ledger has no run evidence: the ledger is opened
+//! only if it exists (opening migrates an older schema forward, as every
+//! mlops command does).
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;

@@ -186,7 +186,8 @@ pub fn stage_criteria(stage: Stage, facts: &Facts<'_>) -> Vec<Criterion> {
                     !ids.is_empty(),
                     ids,
                     "keep every released model version in a registry (a cd step of kind \
-                     `package`) so `mlops model stage NAME:N production` can put one back",
+                     `package`) so `mlops model stage NAME:N production --reason …` can put \
+                     one back",
                 )
             },
         ],
@@ -261,8 +262,8 @@ pub fn stages(facts: &Facts<'_>, runs: Option<&RunEvidence>) -> Vec<StageAssessm
             next_steps.insert(
                 0,
                 format!(
-                    "make the {stage} stage pass again: it failed in run {} (`mlops status {}` \
-                     shows why)",
+                    "make the {stage} stage pass again: it failed in run {} (`mlops pipeline \
+                     status --run {}` shows why)",
                     last.run_id, last.run_id
                 ),
             );
@@ -821,7 +822,7 @@ pub fn findings(
                     "Stage {} ({}) is not met: the maturity level stops at {}",
                     s.level,
                     s.title,
-                    s.level - 1
+                    stage_level(stages)
                 ),
                 location: None,
                 evidence: s

@@ -157,7 +157,8 @@ fn a_notebook_only_repository_is_done_by_hand() {
 
 #[test]
 fn a_committed_aws_key_is_critical_in_every_format_and_never_shown() {
-    let key = "AKIAQ7XHZ2KD4LMNP3RT";
+    // Split, so that scanning this repository does not find it.
+    let key = &["AKIA", "Q7XHZ2KD4LMNP3RT"].concat();
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     git(d, &["init", "-q"]);
@@ -201,6 +202,62 @@ fn a_committed_aws_key_is_critical_in_every_format_and_never_shown() {
     let r = assess_json(d, &["--no-history"]);
     assert_eq!(r["secret_scan"]["history"], false);
     assert!(evidence_of(&r, "committed-secret").is_empty());
+
+    // A key on a line the report quotes (a CI command) is redacted there
+    // too, in a repository with no commit yet (the tree is still scanned).
+    let fresh = tempfile::tempdir().unwrap();
+    let f = fresh.path();
+    git(f, &["init", "-q"]);
+    write(
+        f,
+        ".github/workflows/ci.yml",
+        &format!(
+            "on: [push]\njobs:\n  t:\n    runs-on: ubuntu-latest\n    steps:\n      - run: AWS_ACCESS_KEY_ID={key} aws s3 cp model.pkl s3://models/\n      - run: pytest -q\n"
+        ),
+    );
+    let r = assess_json(f, &[]);
+    assert_eq!(
+        r["findings"][0]["code"], "committed-secret",
+        "{:#}",
+        r["findings"]
+    );
+    assert!(
+        r["notes"]
+            .to_string()
+            .contains("only the working tree was scanned"),
+        "{:#}",
+        r["notes"]
+    );
+    for format in ["json", "md", "html"] {
+        let o = run(&["assess", ".", "--format", format], f);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        let text = stdout(&o);
+        assert!(!text.contains(key.as_str()), "{format} shows the secret");
+        assert!(
+            text.contains("redacted"),
+            "{format}: the command is kept, redacted"
+        );
+    }
+}
+
+/// A manifest that points a smoke step at a FIFO or a device must not hang
+/// or exhaust the scan.
+#[test]
+fn special_files_named_by_the_manifest_are_not_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let fifo = Command::new("mkfifo")
+        .arg(d.join("req.json"))
+        .status()
+        .unwrap();
+    assert!(fifo.success());
+    write(
+        d,
+        "mlops.toml",
+        "[project]\nname = \"x\"\n\n[iac.steps.a]\nrun = \"true\"\n\n[ci.steps.b]\nrun = \"true\"\n\n[cd.steps.smoke]\nkind = \"smoke\"\nwith = { service = \"s\", requests = \"req.json\" }\n\n[cd.steps.zero]\nkind = \"smoke\"\nwith = { service = \"s\", requests = \"/dev/zero\" }\n",
+    );
+    let r = assess_json(d, &["--no-history"]);
+    assert_eq!(r["repository"]["manifest"], true);
 }
 
 const WELL_RUN_MANIFEST: &str = r#"

@@ -213,7 +213,9 @@ pub fn now_ms() -> i64 {
 
 /// An RFC 3339 timestamp for milliseconds since the epoch.
 pub fn format_ms(ms: i64) -> String {
-    let t = UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64);
+    // RFC 3339 ends at year 9999; a corrupt row must not panic a reader.
+    const LAST_MS: i64 = 253_402_300_799_999;
+    let t = UNIX_EPOCH + Duration::from_millis(ms.clamp(0, LAST_MS) as u64);
     humantime::format_rfc3339_millis(t).to_string()
 }
 

@@ -92,7 +92,11 @@ pub fn html(report: &Report) -> String {
 /// A GitHub-flavoured Markdown summary for a pull-request comment, at most
 /// [`MARKDOWN_LIMIT`] bytes whatever the size of the report.
 pub fn markdown(report: &Report) -> String {
-    markdown::render(report)
+    let mut out = markdown::render(report);
+    if !out.ends_with('\n') {
+        out.push('\n');
+    }
+    out
 }
 
 /// The most bytes [`markdown`] writes: under GitHub's 65,536-character limit

@@ -52,7 +52,7 @@ const RULES: &[CommandRule] = &[
         signal: Signal::Deployment,
         ci_only: false,
         on_install: false,
-        pattern: r"\bkubectl\s+(?:apply|create|set\s+image|rollout\s+restart)\b|\bhelm\s+(?:upgrade|install)\b|\bdocker\s+push\b|\baz\s+ml\s+(?:online-deployment|online-endpoint|model\s+deploy)\b|\bgcloud\s+(?:run|app)\s+deploy\b|\b(?:serverless|sls)\s+deploy\b|\bmlops\s+infra\s+apply\b|\b(?:fly|flyctl)\s+deploy\b|\bterraform\s+apply\b|\bpulumi\s+up\b|\bargocd\s+app\s+sync\b|\baws\s+ecs\s+update-service\b|\bskaffold\s+(?:run|deploy)\b|\bcdk\s+deploy\b|^uses: (?:docker/build-push-action|azure/webapps-deploy|azure/k8s-deploy|google-github-actions/deploy-cloudrun|aws-actions/amazon-ecs-deploy-task-definition)|^task: (?:HelmDeploy|KubernetesManifest|Kubernetes|AzureWebApp\w*|AzureFunctionApp\w*|AzureRmWebAppDeployment|AzureResourceManagerTemplateDeployment|AzureResourceGroupDeployment|AzureContainerApps)@",
+        pattern: r"\bkubectl\s+(?:apply|create|set\s+image|rollout\s+restart)\b|\bhelm\s+(?:upgrade|install)\b|\bdocker\s+push\b|\baz\s+ml\s+(?:online-deployment|online-endpoint|model\s+deploy)\b|\bgcloud\s+(?:run|app)\s+deploy\b|\b(?:serverless|sls)\s+deploy\b|\bmlops\s+infra\s+apply\b|\b(?:fly|flyctl)\s+deploy\b|\bterraform\s+apply\b|\bpulumi\s+up\b|\bargocd\s+app\s+sync\b|\baws\s+ecs\s+update-service\b|\bskaffold\s+(?:run|deploy)\b|\bcdk\s+deploy\b|^uses: (?:azure/webapps-deploy|azure/k8s-deploy|google-github-actions/deploy-cloudrun|aws-actions/amazon-ecs-deploy-task-definition)|^task: (?:HelmDeploy|KubernetesManifest|Kubernetes|AzureWebApp\w*|AzureFunctionApp\w*|AzureRmWebAppDeployment|AzureResourceManagerTemplateDeployment|AzureResourceGroupDeployment|AzureContainerApps)@",
     },
     CommandRule {
         signal: Signal::SmokeTests,
@@ -70,13 +70,13 @@ const RULES: &[CommandRule] = &[
         signal: Signal::Rollback,
         ci_only: false,
         on_install: false,
-        pattern: r"\bkubectl\s+rollout\s+undo\b|\bhelm\s+rollback\b|\bkubectl\s+argo\s+rollouts\s+(?:abort|undo)\b|\bmlops\s+model\s+(?:stage|promote|rollback)\b.*\bproduction\b|\bmlops\b.*\brollback\b",
+        pattern: r"\bkubectl\s+rollout\s+undo\b|\bhelm\s+rollback\b|\bkubectl\s+argo\s+rollouts\s+(?:abort|undo)\b|\bmlops\b.*\brollback\b",
     },
     CommandRule {
         signal: Signal::ProgressiveDelivery,
         ci_only: false,
         on_install: false,
-        pattern: r"\bkubectl\s+argo\s+rollouts\s+(?:promote|set)\b|\bupdate-traffic\b|--traffic\b|\bcanary\b|\bblue-?green\b",
+        pattern: r"\bkubectl\s+argo\s+rollouts\s+(?:promote|set)\b|\bupdate-traffic\b|--traffic\b|\bflagger\b|\bmlops\s+release\b.*\b(?:canary|shadow|blue-?green)\b",
     },
     CommandRule {
         signal: Signal::ReleaseVersioning,

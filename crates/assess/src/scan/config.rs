@@ -36,12 +36,13 @@ pub(super) fn unread(rel: &str, name: &str, kind: Kind, out: &mut Collector) {
                 .run_by(["jmeter".to_owned(), rel.to_owned()]),
         ),
         Kind::GitleaksConfig => {
+            // A configuration nothing runs scans nothing.
             out.push(
                 file(
                     Signal::SecretScanning,
                     format!("{rel}: gitleaks configuration"),
                 )
-                .automated(),
+                .run_by(["gitleaks", "gitleaks-action"]),
             );
         }
         Kind::DvcLock => out.push(
@@ -49,7 +50,7 @@ pub(super) fn unread(rel: &str, name: &str, kind: Kind, out: &mut Collector) {
                 Signal::Reproducibility,
                 format!("{rel}: DVC records the hashes of every stage's inputs and outputs"),
             )
-            .automated(),
+            .run_by(["dvc repro", "dvc exp run"]),
         ),
         Kind::Schema => out.schema_files.push(rel.to_owned()),
         Kind::ParamsYaml => {
@@ -176,7 +177,7 @@ pub(super) fn read(ctx: &FileCtx<'_>, kind: Kind, text: &str, out: &mut Collecto
                         entries.join(", ")
                     ),
                 )
-                .automated(),
+                .run_by(["mlflow run"]),
             );
         }
         Kind::Makefile => makefile(ctx.rel, text, out),
@@ -351,7 +352,9 @@ fn lockfile(rel: &str, lock: Lock, text: &str, out: &mut Collector) {
         Lock::CondaExplicit => count(|l| l.starts_with("http")),
         Lock::Pixi => 0,
     };
-    let summary = if packages > 0 {
+    let summary = if packages == 1 {
+        format!("{rel} pins 1 package")
+    } else if packages > 0 {
         format!("{rel} pins {packages} packages")
     } else {
         format!("{rel} pins the environment")
@@ -825,7 +828,7 @@ fn dvc_yaml(ctx: &FileCtx<'_>, text: &str, out: &mut Collector) {
                 shown.join(", ")
             ),
         )
-        .automated(),
+        .run_by(["dvc repro", "dvc exp run"]),
     );
     let params = find_line(text, |l| {
         let t = l.trim_start().trim_start_matches("- ");
@@ -907,14 +910,29 @@ fn makefile(rel: &str, text: &str, out: &mut Collector) {
 /// The request file of a `smoke` step: cases that expect given outputs
 /// check the model's answers, not only that it answers.
 pub(super) fn smoke_file(root: &Path, rel: &str, step: &Source, out: &mut Collector) {
-    let path = root.join(rel);
-    let Ok(meta) = std::fs::metadata(&path) else {
-        return;
-    };
-    if meta.len() > super::MAX_READ {
+    // The path comes from the manifest: only a regular file inside the
+    // project, and no more than any other file (a FIFO or `/dev/zero` must
+    // not hang or exhaust the scan).
+    let relative = Path::new(rel);
+    if relative.is_absolute()
+        || relative
+            .components()
+            .any(|c| matches!(c, std::path::Component::ParentDir))
+    {
         return;
     }
-    let Ok(text) = std::fs::read_to_string(&path) else {
+    let path = root.join(relative);
+    let Ok(meta) = std::fs::symlink_metadata(&path) else {
+        return;
+    };
+    if !meta.is_file() || meta.len() > super::MAX_READ {
+        return;
+    }
+    let mut bytes = Vec::new();
+    let read = std::fs::File::open(&path).and_then(|f| {
+        std::io::Read::read_to_end(&mut std::io::Read::take(f, super::MAX_READ), &mut bytes)
+    });
+    let (Ok(_), Ok(text)) = (read, String::from_utf8(bytes)) else {
         return;
     };
     let checked = text.matches("\"outputs\"").count();

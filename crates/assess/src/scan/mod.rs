@@ -122,6 +122,23 @@ pub fn scan(root: &Path) -> Result<StaticScan, ScanError> {
             if kind == Kind::Notebook {
                 config::unread(&file.rel, name, kind, &mut out);
             }
+            // A lockfile pins the environment whatever its size (uv and
+            // conda lockfiles of ML projects often pass 1 MiB).
+            if matches!(kind, Kind::Lockfile(_)) && file.len > MAX_READ {
+                out.push(
+                    Evidence::file(
+                        Signal::LockedEnvironment,
+                        file.rel.clone(),
+                        None,
+                        format!(
+                            "{} pins the environment ({:.1} MiB, too large to count its packages)",
+                            file.rel,
+                            file.len as f64 / (1024.0 * 1024.0)
+                        ),
+                    )
+                    .automated(),
+                );
+            }
             continue;
         };
         let ctx = FileCtx {

@@ -253,6 +253,21 @@ pub enum SecretScanError {
     },
 }
 
+/// `text` with every secret any rule finds in it replaced by `[redacted]`,
+/// for text that quotes a repository (a command, a source line) on its way
+/// into a report.
+pub fn redact(text: &str) -> std::borrow::Cow<'_, str> {
+    let hits = rules::scan_text(text, rules::FileClass::ANY);
+    if hits.is_empty() {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = text.to_owned();
+    for hit in hits {
+        out = out.replace(&hit.secret, "[redacted]");
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 /// Scans `root` (a directory) and, if configured and available, its git
 /// history.
 pub fn scan(root: &Path, config: &ScanConfig) -> Result<ScanReport, SecretScanError> {
@@ -402,4 +417,22 @@ pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     message
+}
+
+#[cfg(test)]
+mod redact_tests {
+    use super::redact;
+
+    #[test]
+    fn redact_hides_every_secret_and_keeps_the_rest() {
+        let key = ["AKIA", "Q7XHZ2KD4LMNP3RT"].concat();
+        let line = format!("AWS_ACCESS_KEY_ID={key} aws s3 cp model.pkl s3://bucket/");
+        let out = redact(&line);
+        assert!(!out.contains(&key), "{out}");
+        assert_eq!(
+            out,
+            "AWS_ACCESS_KEY_ID=[redacted] aws s3 cp model.pkl s3://bucket/"
+        );
+        assert!(matches!(redact("pytest -q"), std::borrow::Cow::Borrowed(_)));
+    }
 }

@@ -55,6 +55,12 @@ pub(crate) struct FileClass {
 }
 
 impl FileClass {
+    /// Every rule applies: for text that is not a file (a report line).
+    pub(crate) const ANY: FileClass = FileClass {
+        config: true,
+        lockfile: false,
+    };
+
     /// Classifies a path (relative, `/`-separated).
     pub(crate) fn of(path: &str) -> FileClass {
         let name = path.rsplit('/').next().unwrap_or(path).to_ascii_lowercase();
