@@ -51,6 +51,7 @@ fn main() {
 
     let mut full = Vec::new();
     let mut tree_only = Vec::new();
+    let mut static_scan = Vec::new();
     let mut anchor = Vec::new();
     for i in 0..runs {
         let t = Instant::now();
@@ -65,14 +66,18 @@ fn main() {
         mlops_assess::assess(&root, &no_history).expect("the assessment");
         tree_only.push(t.elapsed());
         let t = Instant::now();
+        mlops_assess::scan::scan(&root).expect("the static scan");
+        static_scan.push(t.elapsed());
+        let t = Instant::now();
         run_anchor(&root);
         anchor.push(t.elapsed());
         println!(
-            "run {}: assess {:.2?} (no history {:.2?}), anchor {:.2?}; {} files read, {} commits \
-             scanned, {} evidence, level {}",
+            "run {}: assess {:.2?} (no history {:.2?}, static scan {:.2?}), anchor {:.2?}; {} files \
+             read, {} commits scanned, {} evidence, level {}",
             i + 1,
             full[i],
             tree_only[i],
+            static_scan[i],
             anchor[i],
             report.repository.files,
             report.secret_scan.commits,
@@ -85,6 +90,7 @@ fn main() {
         median(&mut tree_only),
         median(&mut anchor),
     );
+    let st = median(&mut static_scan);
     println!();
     println!("| | median of {runs} | vs anchor |");
     println!("|---|--:|--:|");
@@ -95,6 +101,10 @@ fn main() {
     println!(
         "| `mlops assess --no-history` | {n:.2?} | {:.2}x |",
         ratio(n, a)
+    );
+    println!(
+        "| static scan only (`mlops_assess::scan::scan`) | {st:.2?} | {:.2}x |",
+        ratio(st, a)
     );
     println!("| anchor: `git log -p \\| grep` + `grep -r` | {a:.2?} | 1.00x |");
 }
