@@ -55,7 +55,7 @@ async fn later_stages_evidence_is_read_and_proves_them() {
         ),
     ];
     let pipeline = Pipeline::new("later", steps, None).unwrap();
-    let mut executor = Executor::new(d).unwrap();
+    let executor = Executor::new(d).unwrap();
     let report = executor
         .run(&pipeline, RunOptions::default())
         .await
