@@ -153,7 +153,6 @@ pub fn assess(root: &Path, options: &Options) -> Result<Report, AssessError> {
     let ml_test_score = score::ml_test_score(&facts);
     let findings = score::findings(
         &facts,
-        &evidence,
         &stages,
         &ml_test_score,
         runs.as_ref(),

@@ -138,7 +138,7 @@ pub fn read(root: &Path) -> Result<Option<RunEvidence>, RunsError> {
     }
     let runs_per_week = match (runs.first(), runs.last()) {
         (Some(first), Some(last)) if runs.len() > 1 => {
-            let span = humanish_span_ms(&first.started_at, &last.started_at);
+            let span = span_ms(&first.started_at, &last.started_at);
             span.filter(|ms| *ms > 0)
                 .map(|ms| (runs.len() - 1) as f64 / (ms as f64 / WEEK_MS))
         }
@@ -183,7 +183,7 @@ pub fn read(root: &Path) -> Result<Option<RunEvidence>, RunsError> {
 const WEEK_MS: f64 = 7.0 * 24.0 * 3600.0 * 1000.0;
 
 /// Milliseconds from `a` to `b`, two timestamps the ledger wrote.
-fn humanish_span_ms(a: &str, b: &str) -> Option<i64> {
+fn span_ms(a: &str, b: &str) -> Option<i64> {
     Some(parse_ms(b)? - parse_ms(a)?)
 }
 

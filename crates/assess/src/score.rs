@@ -773,17 +773,13 @@ fn score_test(r: &Rubric, facts: &Facts<'_>, secrets: &[String]) -> MlTest {
 /// Problems and gaps, most severe first.
 pub fn findings(
     facts: &Facts<'_>,
-    evidence: &[Evidence],
     stages: &[StageAssessment],
     score: &MlTestScore,
     runs: Option<&RunEvidence>,
     manifest: bool,
 ) -> Vec<Finding> {
     let mut out = Vec::new();
-    for e in evidence
-        .iter()
-        .filter(|e| e.signal == Signal::CommittedSecret)
-    {
+    for e in facts.of(Signal::CommittedSecret) {
         out.push(Finding {
             severity: Severity::Critical,
             code: "committed-secret".to_owned(),
@@ -986,7 +982,7 @@ mod tests {
         assert_eq!(stage_level(&s), 2);
         assert!(s[3].met && !s[3].counts);
         assert_eq!(s[0].criteria[0].evidence, vec!["E1"]);
-        let f = findings(&facts, &evidence, &s, &ml_test_score(&facts), None, false);
+        let f = findings(&facts, &s, &ml_test_score(&facts), None, false);
         assert!(
             f.iter()
                 .any(|f| f.code == "stage-missing" && f.title.contains("Stage 3"))
@@ -1043,14 +1039,7 @@ mod tests {
         let t = &score.sections[0].tests[4];
         assert_eq!((t.id.as_str(), t.score), ("data-5", 0.0));
         assert_eq!(t.evidence, vec!["E2"]);
-        let f = findings(
-            &facts,
-            &evidence,
-            &stages(&facts, None),
-            &score,
-            None,
-            false,
-        );
+        let f = findings(&facts, &stages(&facts, None), &score, None, false);
         assert_eq!(f[0].code, "committed-secret");
         assert_eq!(f[0].severity, Severity::Critical);
     }
