@@ -5,18 +5,21 @@
 //! The service comes from `[infra.services]`; the model version's files are
 //! what `{model-dir}` points at. Deploying the version that already runs
 //! healthy is a no-op; a new version starts beside the old one and the old
-//! one stops only once the new one is healthy (with a pinned `host-port`,
-//! which cannot be held twice, the old one stops first). On failure the
-//! message carries the last health error and the tail of the service log.
+//! one stops only once the new one is healthy, has been published (the
+//! `port-file`, written atomically) and the old one has drained for the
+//! service's `drain` time (with a pinned `host-port`, which cannot be held
+//! twice, the old one stops first). On failure the message carries the
+//! last health error and the tail of the service log.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::sync::Arc;
 
 use mlops_core::manifest::Diagnostic;
 use mlops_core::registry::ModelStage;
 use mlops_core::{KindParams, Ledger, Stage, StepAction, StepContext, StepFailure, StepKind};
-use mlops_iac::apply::{self, ApplyContext};
-use mlops_iac::{IacConfig, InfraSpec, ModelRef, ProviderKind};
+use mlops_iac::apply::{self, ApplyContext, OnReady};
+use mlops_iac::{IacConfig, InfraSpec, Instance, ModelRef, ProviderKind};
 use serde::{Deserialize, Serialize};
 
 /// The `deploy` kind.
@@ -168,6 +171,7 @@ async fn run(ctx: &StepContext, config: &IacConfig, d: &Deploy) -> Result<(), St
     let desired = apply::desired_state(&spec, &scope, &ledger, provider.as_ref(), &models)
         .map_err(failure)?;
     let only = [d.service.clone()];
+    let port_file = d.port_file.as_ref().map(|file| ctx.cwd.join(file));
     ctx.log(format!(
         "deploying {} to {kind} `{}` as service `{}`",
         version.id(),
@@ -183,6 +187,18 @@ async fn run(ctx: &StepContext, config: &IacConfig, d: &Deploy) -> Result<(), St
         &ApplyContext {
             actor: format!("step {}", ctx.step),
             step: Some((ctx.run_id, ctx.step.clone())),
+            on_ready: port_file.clone().map(|path| {
+                // A new instance is published before the one it replaces
+                // drains and stops, so a client that reads the port file
+                // always finds a healthy replica. A failed write here is
+                // reported by the write after the apply.
+                let service = d.service.clone();
+                OnReady(Arc::new(move |instance: &Instance| {
+                    if instance.service == service {
+                        let _ = write_port_file(&path, &instance.endpoints());
+                    }
+                }))
+            }),
         },
     )
     .await
@@ -213,22 +229,8 @@ async fn run(ctx: &StepContext, config: &IacConfig, d: &Deploy) -> Result<(), St
             endpoints.join(", ")
         )
     });
-    if let Some(file) = &d.port_file {
-        let port = endpoints
-            .first()
-            .and_then(|e| e.rsplit(':').next())
-            .ok_or_else(|| {
-                failure("the deployed service has no endpoint to write to `port-file`")
-            })?;
-        let path = ctx.cwd.join(file);
-        if let Some(dir) = path.parent() {
-            tokio::fs::create_dir_all(dir)
-                .await
-                .map_err(|e| failure(format!("cannot create {}: {e}", dir.display())))?;
-        }
-        tokio::fs::write(&path, format!("{port}\n"))
-            .await
-            .map_err(|e| failure(format!("cannot write {}: {e}", path.display())))?;
+    if let Some(path) = &port_file {
+        write_port_file(path, &endpoints).map_err(failure)?;
     }
     if d.environment == "staging"
         && version.stage != ModelStage::Staging
@@ -259,4 +261,24 @@ async fn run(ctx: &StepContext, config: &IacConfig, d: &Deploy) -> Result<(), St
         },
     );
     Ok(())
+}
+
+/// Writes the first endpoint's port to `path` (made whole under another
+/// name and renamed into place: a reader never sees a partial file).
+fn write_port_file(path: &Path, endpoints: &[String]) -> Result<(), String> {
+    let port = endpoints
+        .first()
+        .and_then(|e| e.rsplit(':').next())
+        .ok_or("the deployed service has no endpoint to write to `port-file`")?;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    }
+    let tmp = path.with_extension(format!("{}.tmp", std::process::id()));
+    std::fs::write(&tmp, format!("{port}\n"))
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            format!("cannot write {}: {e}", path.display())
+        })
 }

@@ -232,6 +232,7 @@ async fn apply_cmd(target: &Target) -> Result<u8, Failure> {
         &ApplyContext {
             actor: actor(),
             step: None,
+            on_ready: None,
         },
     )
     .await
@@ -272,6 +273,7 @@ async fn destroy(target: &Target) -> Result<u8, Failure> {
         &ApplyContext {
             actor: actor(),
             step: None,
+            on_ready: None,
         },
     )
     .await

@@ -507,6 +507,8 @@ fn the_example_passes_every_stage_and_the_gated_fixture_stops_at_ci() {
     let o = run(&["infra", "status", ".", "--env", "staging"], &iris);
     assert!(stdout(&o).contains("nothing runs"), "{}", stdout(&o));
 
+    the_example_passes_with_the_docker_provider(&iris);
+
     let gated = example("iris-gated");
     let o = run(&["pipeline", "run", "."], &gated);
     assert_eq!(o.status.code(), Some(1), "{}{}", stdout(&o), stderr(&o));
@@ -527,6 +529,117 @@ fn the_example_passes_every_stage_and_the_gated_fixture_stops_at_ci() {
         !iris.join("run/gated.pid").exists(),
         "a gated deploy never started a server"
     );
+}
+
+/// The Docker engine's API over its unix socket: the body of a `GET`, or
+/// why there is none.
+fn docker_get(path: &str) -> Result<String, String> {
+    use std::io::{Read, Write};
+    let host = std::env::var("DOCKER_HOST").unwrap_or_default();
+    let socket = match host.strip_prefix("unix://") {
+        Some(socket) => socket.to_owned(),
+        None if host.is_empty() => "/var/run/docker.sock".to_owned(),
+        None => return Err(format!("DOCKER_HOST={host} is not a unix socket")),
+    };
+    let mut stream = std::os::unix::net::UnixStream::connect(&socket)
+        .map_err(|e| format!("Docker engine not reachable at {socket}: {e}"))?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .map_err(|e| e.to_string())?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: docker\r\n\r\n").map_err(|e| e.to_string())?;
+    let mut answer = String::new();
+    stream
+        .read_to_string(&mut answer)
+        .map_err(|e| format!("reading the engine's answer to {path}: {e}"))?;
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+    if !head.starts_with("HTTP/1.0 200") && !head.starts_with("HTTP/1.1 200") {
+        return Err(format!("GET {path}: {}", head.lines().next().unwrap_or("")));
+    }
+    Ok(body.to_owned())
+}
+
+/// What the engine holds with `label` (containers, images, networks), as
+/// JSON arrays.
+fn docker_labelled(label: &str) -> [Value; 3] {
+    let filter: String = format!(r#"{{"label":["{label}"]}}"#)
+        .bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'.' | b'-' | b'_' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect();
+    ["/containers/json?all=1&", "/images/json?", "/networks?"].map(|what| {
+        let body = docker_get(&format!("{what}filters={filter}")).unwrap();
+        serde_json::from_str(&body).unwrap()
+    })
+}
+
+/// Takes the Docker deployment down when a failed assertion unwinds, so a
+/// failing run leaves nothing in the engine.
+struct DockerDown<'a>(&'a Path);
+
+impl Drop for DockerDown<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let _ = run(
+                &[
+                    "infra",
+                    "destroy",
+                    ".",
+                    "--env",
+                    "staging",
+                    "--provider",
+                    "docker",
+                ],
+                self.0,
+            );
+        }
+    }
+}
+
+/// The iris pipeline again with `--provider docker`: the same environment
+/// and model, deployed as a `FROM scratch` image into the engine, smoke-,
+/// scrape- and load-tested there; then destroyed, leaving nothing labelled
+/// with the project. Skips, saying so, when no engine answers.
+fn the_example_passes_with_the_docker_provider(iris: &Path) {
+    if let Err(why) = docker_get("/_ping") {
+        eprintln!("SKIP: the iris pipeline with --provider docker: {why}");
+        return;
+    }
+    let _down = DockerDown(iris);
+    let o = run(&["pipeline", "run", ".", "--provider", "docker"], iris);
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    let s = status_json(iris);
+    assert_eq!(s["status"], "passed", "{s}");
+    let deploy = &step(&s, "deploy")["evidence"][0]["body"];
+    assert_eq!(deploy["provider"], "docker", "{deploy}");
+    assert_eq!(deploy["noop"], false, "{deploy}");
+    assert_eq!(deploy["endpoints"].as_array().unwrap().len(), 2, "{deploy}");
+    let smoke = &step(&s, "smoke")["evidence"][0]["body"];
+    assert_eq!(smoke["failed"], 0, "{smoke}");
+    for later in ["scrape", "load-check"] {
+        assert_eq!(step(&s, later)["status"], "passed", "{later}");
+    }
+    let [containers, images, _] = docker_labelled("mlops.project=iris");
+    assert_eq!(containers.as_array().unwrap().len(), 2, "{containers:#}");
+    assert_eq!(images.as_array().unwrap().len(), 1, "{images:#}");
+
+    let o = run(
+        &[
+            "infra",
+            "destroy",
+            ".",
+            "--env",
+            "staging",
+            "--provider",
+            "docker",
+        ],
+        iris,
+    );
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    for left in docker_labelled("mlops.project=iris") {
+        assert_eq!(left, serde_json::json!([]), "left in the engine");
+    }
 }
 
 /// The Python example as a data scientist runs it: a virtualenv built from

@@ -35,6 +35,21 @@ pub struct ApplyContext {
     pub actor: String,
     /// The pipeline run and step, when a step applies.
     pub step: Option<(i64, String)>,
+    /// Called with every instance the apply starts or scales, once it is
+    /// healthy and recorded, and before any instance it replaces stops.
+    pub on_ready: Option<OnReady>,
+}
+
+/// A hook that publishes a new instance (its endpoints) to clients before
+/// its predecessor drains and stops: a client that follows the
+/// publication always finds a healthy instance.
+#[derive(Clone)]
+pub struct OnReady(pub std::sync::Arc<dyn Fn(&Instance) + Send + Sync>);
+
+impl std::fmt::Debug for OnReady {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OnReady(..)")
+    }
 }
 
 /// What an apply did.
@@ -91,6 +106,11 @@ fn recorded(
                 Recorded {
                     spec,
                     model_version: r.model_version,
+                    env_digests: r
+                        .state
+                        .get("env")
+                        .and_then(|s| serde_json::from_value(s.clone()).ok())
+                        .unwrap_or_default(),
                 },
             )
         })
@@ -150,7 +170,12 @@ pub async fn apply(
         &ctx.actor,
         ctx.step.as_ref().map(|(run, step)| (*run, step.as_str())),
     )?;
-    let result = run_actions(provider, scope, ledger, desired, &plan, &observed, apply_id).await;
+    let recording = Recording {
+        ledger,
+        apply_id,
+        ctx,
+    };
+    let result = run_actions(provider, scope, desired, &plan, &observed, recording).await;
     let result = match result {
         Ok(()) => match plan_env(provider, scope, ledger, desired, only).await {
             Ok((after, _)) if after.is_empty() => Ok(()),
@@ -175,15 +200,26 @@ pub async fn apply(
     })
 }
 
+/// Where an apply's results go: its ledger record and the caller's hook.
+struct Recording<'a> {
+    ledger: &'a Ledger,
+    apply_id: i64,
+    ctx: &'a ApplyContext,
+}
+
 async fn run_actions(
     provider: &dyn Provider,
     scope: &Scope,
-    ledger: &Ledger,
     desired: &[Desired],
     plan: &Plan,
     observed: &[Instance],
-    apply_id: i64,
+    recording: Recording<'_>,
 ) -> Result<(), InfraError> {
+    let Recording {
+        ledger,
+        apply_id,
+        ctx,
+    } = recording;
     let find_desired = |service: &str| desired.iter().find(|d| d.spec.name == service);
     let find_instance = |id: &str| observed.iter().find(|i| i.id == id);
     let env = scope.environment.as_str();
@@ -194,6 +230,7 @@ async fn run_actions(
             "endpoints": instance.endpoints(),
             "spec": d.spec,
             "model": d.model,
+            "env": d.env_digests,
         });
         ledger.record_infra_service(
             env,
@@ -204,7 +241,11 @@ async fn run_actions(
             d.model.as_ref().map(|m| m.version.as_str()),
             &state,
             apply_id,
-        )
+        )?;
+        if let Some(hook) = &ctx.on_ready {
+            (hook.0)(instance);
+        }
+        Ok::<(), LedgerError>(())
     };
     for action in &plan.actions {
         match action {
@@ -223,8 +264,9 @@ async fn run_actions(
                 let old = find_instance(instance).expect("planned from the observed state");
                 let repairing = matches!(action, Action::Repair { .. });
                 // A pinned port cannot be held twice, and a broken instance
-                // serves nothing: stop first. Otherwise start the new one
-                // and stop the old only when the new one is healthy.
+                // serves nothing: stop first. Otherwise start the new one,
+                // publish it once healthy, let the old one drain, and only
+                // then stop it.
                 if d.spec.host_port.is_some() || repairing {
                     provider.stop(scope, old).await?;
                     let new = provider.start(scope, d).await?;
@@ -232,6 +274,7 @@ async fn run_actions(
                 } else {
                     let new = provider.start(scope, d).await?;
                     record(d, &new)?;
+                    tokio::time::sleep(d.spec.drain).await;
                     provider.stop(scope, old).await?;
                 }
             }

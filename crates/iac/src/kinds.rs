@@ -457,6 +457,7 @@ async fn infra_apply(
         &ApplyContext {
             actor: format!("step {}", ctx.step),
             step: Some((ctx.run_id, ctx.step.clone())),
+            on_ready: None,
         },
     )
     .await

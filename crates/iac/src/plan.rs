@@ -10,6 +10,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
+use std::time::Duration;
 
 use serde::Serialize;
 
@@ -167,6 +168,9 @@ pub struct Recorded {
     pub spec: Option<ServiceSpec>,
     /// The model version.
     pub model_version: Option<String>,
+    /// The digests of the values it read from the caller's environment
+    /// ([`env_digests`]).
+    pub env_digests: BTreeMap<String, String>,
 }
 
 /// Diffs the desired services against the observed instances.
@@ -270,9 +274,19 @@ fn why_replace(d: &Desired, current: &Instance, recorded: Option<&Recorded>) -> 
             fields.sort();
             fields.dedup();
             for field in fields {
-                if field != "replicas" && a.get(field) != b.get(field) {
+                if field != "replicas" && field != "drain" && a.get(field) != b.get(field) {
                     why.push(format!("`{}` changed", field.replace('_', "-")));
                 }
+            }
+        }
+    }
+    if let Some(old) = recorded {
+        let mut vars: Vec<&String> = old.env_digests.keys().chain(d.env_digests.keys()).collect();
+        vars.sort();
+        vars.dedup();
+        for var in vars {
+            if old.env_digests.get(var) != d.env_digests.get(var) {
+                why.push(format!("the value of `{var}` in the environment changed"));
             }
         }
     }
@@ -282,20 +296,34 @@ fn why_replace(d: &Desired, current: &Instance, recorded: Option<&Recorded>) -> 
     why
 }
 
-/// The revision of a service: a digest of its definition (secret values
-/// excluded, only their names), the model version, and the bytes of the
-/// program or binary it runs.
-pub fn revision(spec: &ServiceSpec, model: Option<&ModelRef>, root: &Path) -> String {
+/// The revision of a service: a digest of its definition, the model
+/// version, the digests of the values it reads from the caller's
+/// environment (see [`env_digests`]), and the bytes of the program or
+/// binary it runs.
+pub fn revision(
+    spec: &ServiceSpec,
+    model: Option<&ModelRef>,
+    root: &Path,
+    env_digests: &BTreeMap<String, String>,
+) -> String {
     let mut hasher = blake3::Hasher::new();
-    // The replica count is scale, not identity.
+    // The replica count is scale and the drain a way of stopping, not
+    // identity.
     let shape = ServiceSpec {
         replicas: 0,
+        drain: Duration::ZERO,
         ..spec.clone()
     };
     hasher.update(serde_json::to_string(&shape).unwrap_or_default().as_bytes());
     hasher.update(b"\0model\0");
     if let Some(m) = model {
         hasher.update(m.version.as_bytes());
+    }
+    for (var, digest) in env_digests {
+        hasher.update(b"\0env\0");
+        hasher.update(var.as_bytes());
+        hasher.update(b"=");
+        hasher.update(digest.as_bytes());
     }
     let mut files = Vec::new();
     if spec.command[0].contains('/') {
@@ -351,10 +379,93 @@ pub fn desired(
             }
         }
     }
+    let env_digests = env_digests(root, &from_env).map_err(|e| ProviderError::Invalid {
+        service: spec.name.clone(),
+        detail: e,
+    })?;
     Ok(Desired {
-        revision: revision(spec, model.as_ref(), root),
+        revision: revision(spec, model.as_ref(), root, &env_digests),
         spec: spec.clone(),
         model,
         from_env,
+        env_digests,
     })
+}
+
+/// Where [`env_digests`] keeps its key, under the project.
+pub const REVISION_KEY: &str = ".mlops/infra/revision.key";
+
+/// A digest of each value read from the caller's environment, keyed with
+/// the project's random key ([`REVISION_KEY`]): it changes when the value
+/// does — rotating a secret makes a new revision, so `apply` rolls the
+/// service — and tells nothing about the value to anyone without the key,
+/// so it may be kept in the ledger and in labels.
+pub fn env_digests(
+    root: &Path,
+    from_env: &BTreeMap<String, String>,
+) -> Result<BTreeMap<String, String>, String> {
+    if from_env.is_empty() {
+        return Ok(BTreeMap::new());
+    }
+    let path = root.join(REVISION_KEY);
+    let key = revision_key(&path).map_err(|e| {
+        format!(
+            "cannot read or make the key that digests values from the environment, {}: {e}",
+            path.display()
+        )
+    })?;
+    Ok(from_env
+        .iter()
+        .map(|(var, value)| {
+            let digest = blake3::keyed_hash(&key, value.as_bytes());
+            (var.clone(), digest.to_hex()[..16].to_owned())
+        })
+        .collect())
+}
+
+/// The 32-byte key at `path`, made from the system's random source on first
+/// use (owner-only permissions; when two processes race, the first one
+/// linked in place wins and both use it).
+fn revision_key(path: &Path) -> std::io::Result<[u8; 32]> {
+    use std::io::{Read, Write};
+    use std::os::unix::fs::OpenOptionsExt;
+
+    let read = |path: &Path| -> std::io::Result<[u8; 32]> {
+        let bytes = std::fs::read(path)?;
+        <[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!(
+                    "it holds {} bytes, not a 32-byte key; delete it to make a new one (services reading values from the environment are then replaced once)",
+                    bytes.len()
+                ),
+            )
+        })
+    };
+    match read(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        other => return other,
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut key = [0u8; 32];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut key)?;
+    let tmp = path.with_extension(format!("{}.tmp", std::process::id()));
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .and_then(|mut f| {
+            f.write_all(&key)?;
+            f.sync_all()
+        })
+        .and_then(|()| match std::fs::hard_link(&tmp, path) {
+            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => Err(e),
+            _ => Ok(()),
+        });
+    let _ = std::fs::remove_file(&tmp);
+    written?;
+    read(path)
 }

@@ -63,6 +63,9 @@ pub struct Desired {
     /// ones are passed to the workload and nowhere else.
     #[serde(skip)]
     pub from_env: BTreeMap<String, String>,
+    /// Keyed digests of those values, by variable name
+    /// ([`crate::plan::env_digests`]); they are part of the revision.
+    pub env_digests: BTreeMap<String, String>,
 }
 
 impl std::fmt::Debug for Desired {

@@ -193,6 +193,15 @@ pub struct ServiceSpec {
     /// Time between SIGTERM and SIGKILL when stopping.
     #[serde(with = "millis")]
     pub stop_grace: Duration,
+    /// How long a replaced instance keeps serving after its successor is
+    /// healthy and published, so that clients holding its address finish.
+    /// Not part of the revision: changing it replaces nothing.
+    #[serde(with = "millis", default = "default_drain")]
+    pub drain: Duration,
+}
+
+fn default_drain() -> Duration {
+    DEFAULT_DRAIN
 }
 
 /// The environment the project's code runs in.
@@ -351,6 +360,8 @@ struct ServiceWire {
     user: Option<Spanned<String>>,
     #[schemars(with = "Option<String>")]
     stop_grace: Option<Spanned<String>>,
+    #[schemars(with = "Option<String>")]
+    drain: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, JsonSchema)]
@@ -412,6 +423,7 @@ const DEFAULT_INTERVAL: Duration = Duration::from_secs(1);
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
 const DEFAULT_DEADLINE: Duration = Duration::from_secs(60);
 const DEFAULT_GRACE: Duration = Duration::from_secs(10);
+const DEFAULT_DRAIN: Duration = Duration::from_secs(1);
 const MAX_REPLICAS: i64 = 64;
 /// `nobody:nogroup` — no service runs as root unless it says so.
 const DEFAULT_USER: &str = "65534:65534";
@@ -852,6 +864,13 @@ fn compile_service(
         DEFAULT_GRACE,
         errors,
     );
+    // Unlike the other durations, no drain at all is a valid choice.
+    let drain = match wire.drain.as_ref() {
+        Some(d) if humantime::parse_duration(d.get_ref()).is_ok_and(|d| d.is_zero()) => {
+            Duration::ZERO
+        }
+        d => duration(&what("drain"), d, DEFAULT_DRAIN, errors),
+    };
     let user = wire
         .user
         .map(|u| u.into_inner())
@@ -874,6 +893,7 @@ fn compile_service(
         read_only: wire.read_only.unwrap_or(true),
         user,
         stop_grace,
+        drain,
     })
 }
 

@@ -134,6 +134,7 @@ impl Project {
             }),
             revision: "rev1".into(),
             from_env: BTreeMap::from([("TEST_TOKEN".to_owned(), SECRET.to_owned())]),
+            env_digests: BTreeMap::new(),
         }
     }
 }
@@ -194,6 +195,7 @@ fn iris_spec(replicas: u32) -> ServiceSpec {
         read_only: true,
         user: "65534:65534".into(),
         stop_grace: Duration::from_secs(2),
+        drain: Duration::ZERO,
     }
 }
 

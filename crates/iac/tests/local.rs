@@ -58,6 +58,7 @@ async fn converge(scope: &Scope, ledger: &Ledger) -> Result<apply::ApplyReport, 
         &ApplyContext {
             actor: "test".into(),
             step: None,
+            on_ready: None,
         },
     )
     .await
@@ -321,13 +322,16 @@ stop-grace = "2s"
 
     let spec = InfraSpec::load(&scope.root).unwrap();
     let p = provider();
-    let mut env = std::collections::BTreeMap::new();
-    env.insert(var.clone(), secret.clone());
-    let desired: Vec<_> = spec
-        .services
-        .values()
-        .map(|s| mlops_iac::plan::desired(s, None, &scope.root, |v| env.get(v).cloned()).unwrap())
-        .collect();
+    let desired_with = |value: &str| -> Vec<_> {
+        let env = BTreeMap::from([(var.clone(), value.to_owned())]);
+        spec.services
+            .values()
+            .map(|s| {
+                mlops_iac::plan::desired(s, None, &scope.root, |v| env.get(v).cloned()).unwrap()
+            })
+            .collect()
+    };
+    let desired = desired_with(&secret);
     apply::apply(
         &p,
         &scope,
@@ -342,11 +346,61 @@ stop-grace = "2s"
         std::fs::read_to_string(scope.root.join("seen.txt")).unwrap(),
         secret
     );
-    // Nowhere in the state directory (instance files, logs, the ledger).
+    let planned = |desired: Vec<mlops_iac::Desired>| {
+        let (p, scope, ledger) = (&p, &scope, &ledger);
+        async move {
+            apply::plan_env(p, scope, ledger, &desired, None)
+                .await
+                .unwrap()
+                .0
+        }
+    };
+    assert!(planned(desired_with(&secret)).await.is_empty());
+
+    // Rotating the secret is a new revision: the plan names the variable
+    // (never the value) and the apply rolls the service onto the new one.
+    let rotated = format!("{secret}-rotated");
+    let plan = planned(desired_with(&rotated)).await;
+    assert!(
+        matches!(
+            &plan.actions[..],
+            [Action::Replace { why, .. }]
+                if why == &[format!("the value of `{var}` in the environment changed")]
+        ),
+        "{:?}",
+        plan.actions
+    );
+    apply::apply(
+        &p,
+        &scope,
+        &ledger,
+        &desired_with(&rotated),
+        None,
+        &ApplyContext::default(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        std::fs::read_to_string(scope.root.join("seen.txt")).unwrap(),
+        rotated
+    );
+    assert!(planned(desired_with(&rotated)).await.is_empty());
+    // The values' digests are keyed by a random key only the owner reads.
+    let key = scope.root.join(mlops_iac::plan::REVISION_KEY);
+    let meta = std::fs::metadata(&key).unwrap();
+    assert_eq!(meta.len(), 32);
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777,
+        0o600
+    );
+
+    // Neither value is anywhere in the state directory (instance files,
+    // logs, the ledger).
     for entry in walk(&scope.root.join(".mlops")) {
         let bytes = std::fs::read(&entry).unwrap();
+        let text = String::from_utf8_lossy(&bytes);
         assert!(
-            !String::from_utf8_lossy(&bytes).contains(&secret),
+            !text.contains(&secret),
             "the secret leaked into {}",
             entry.display()
         );

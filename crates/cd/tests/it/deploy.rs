@@ -1,7 +1,13 @@
 //! The `deploy` and `smoke` kinds with real processes: the `iris` example
 //! served by the local provider's supervisor, two replicas, in `staging`.
 
+use std::collections::BTreeSet;
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use mlops_core::ledger::StepSummary;
 use mlops_core::registry::ModelStage;
@@ -222,6 +228,7 @@ impl Cleanup {
                 &ApplyContext {
                     actor: "test cleanup".to_owned(),
                     step: None,
+                    on_ready: None,
                 },
             )
             .await
@@ -327,11 +334,88 @@ fn package_deploy_and_smoke_pass_and_a_second_run_is_a_noop() {
     cleanup.finish();
 }
 
+/// A client that finds the service through the deploy's port file: it
+/// reads the file and asks for readiness, again and again, until stopped.
+struct Prober {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<Probes>,
+}
+
+#[derive(Debug, Default)]
+struct Probes {
+    answered: usize,
+    failures: Vec<String>,
+    ports: BTreeSet<u16>,
+}
+
+impl Prober {
+    fn start(port_file: PathBuf) -> Prober {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut probes = Probes::default();
+            while !flag.load(Ordering::Relaxed) {
+                match Self::probe(&port_file) {
+                    Ok(port) => {
+                        probes.answered += 1;
+                        probes.ports.insert(port);
+                    }
+                    Err(e) => probes.failures.push(e),
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            probes
+        });
+        Prober { stop, thread }
+    }
+
+    fn probe(port_file: &Path) -> Result<u16, String> {
+        let text = std::fs::read_to_string(port_file)
+            .map_err(|e| format!("{}: {e}", port_file.display()))?;
+        let port: u16 = text
+            .trim()
+            .parse()
+            .map_err(|e| format!("the port file holds {text:?}: {e}"))?;
+        let mut stream = TcpStream::connect(("127.0.0.1", port))
+            .map_err(|e| format!("connect to port {port}: {e}"))?;
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .map_err(|e| e.to_string())?;
+        stream
+            .write_all(
+                b"GET /v2/health/ready HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
+            )
+            .map_err(|e| format!("send to port {port}: {e}"))?;
+        let mut answer = String::new();
+        stream
+            .read_to_string(&mut answer)
+            .map_err(|e| format!("read from port {port}: {e}"))?;
+        match answer.lines().next() {
+            Some(status) if status.starts_with("HTTP/1.1 200") => Ok(port),
+            status => Err(format!("port {port} answered {status:?}")),
+        }
+    }
+
+    fn finish(self) -> Probes {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().expect("the prober does not panic")
+    }
+}
+
+/// A new version replaces the running one without a gap in readiness: a
+/// client following the port file is answered "ready" by every probe while
+/// the replace happens (new instance healthy, published, old one drained,
+/// then stopped).
 #[test]
 fn a_new_version_replaces_the_running_one() {
     let dir = project();
     let mut cleanup = Cleanup::new(dir.path());
-    let run = run_pipeline(dir.path(), &healthy_manifest(None));
+    let with_port_file = healthy_manifest(None).replace(
+        &format!("environment = \"{ENV}\" }}"),
+        &format!("environment = \"{ENV}\", port-file = \"iris.port\" }}"),
+    );
+    assert!(with_port_file.contains("port-file"));
+    let run = run_pipeline(dir.path(), &with_port_file);
     cleanup.note_pids();
     assert_passed(step(&run, "deploy"));
     let first = evidence(step(&run, "deploy"), "deploy");
@@ -360,7 +444,9 @@ fn a_new_version_replaces_the_running_one() {
         "other data trains another model"
     );
 
-    let run = run_pipeline(dir.path(), &healthy_manifest(None));
+    let prober = Prober::start(dir.path().join("iris.port"));
+    let run = run_pipeline(dir.path(), &with_port_file);
+    let probes = prober.finish();
     cleanup.note_pids();
     assert_passed(step(&run, "package"));
     assert_eq!(evidence(step(&run, "package"), "package")["version"], 2);
@@ -384,6 +470,18 @@ fn a_new_version_replaces_the_running_one() {
     // The old supervisor is gone once the new one is healthy.
     let old_pid = cleanup.pids[0];
     assert!(!alive(old_pid), "the old supervisor {old_pid} still runs");
+
+    // Every probe during the replace was answered, first by the old
+    // instance and then by the new one.
+    assert!(probes.failures.is_empty(), "{probes:?}");
+    let new_port: u16 = second["endpoints"][0]
+        .as_str()
+        .and_then(|e| e.rsplit(':').next())
+        .and_then(|p| p.parse().ok())
+        .expect("an endpoint");
+    assert!(probes.ports.contains(&new_port), "{probes:?} vs {new_port}");
+    assert!(probes.ports.len() >= 2, "{probes:?}");
+    assert!(probes.answered >= 20, "{probes:?}");
 
     let ledger = Ledger::open(dir.path()).unwrap();
     let services = ledger.infra_services(ENV, "local").unwrap();

@@ -188,6 +188,7 @@ impl DockerProvider {
                     model: blueprint.model.clone(),
                     revision: blueprint.revision.clone(),
                     from_env,
+                    env_digests: BTreeMap::new(),
                 },
                 instance: id.to_owned(),
                 image_id: blueprint.image_id.clone(),

@@ -111,6 +111,7 @@ pub async fn supervise(dir: &Path) -> Result<(), String> {
         model: instance.model.clone(),
         revision: instance.revision.clone(),
         from_env: BTreeMap::new(),
+        env_digests: BTreeMap::new(),
     };
     // Values read from the caller's environment arrive in ours.
     for value in desired.spec.env.values() {
