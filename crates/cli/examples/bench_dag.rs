@@ -6,7 +6,22 @@
 //! target/release/examples/bench_dag --steps 10000 --runs 5 --jobs 2
 //! ```
 //!
-//! `--only shell` or `--only in-process` runs one half.
+//! `--only shell` or `--only in-process` runs one half; `--shape NAME`
+//! (`fan-out`, `chain`, `layered`) one shape. `--compare PATH` runs a second
+//! `mlops` binary alternately with the other two, on its own copy of each
+//! DAG, and adds its column: before/after numbers for shell steps from one
+//! invocation.
+//!
+//! `--dir DIR` puts the scratch projects in DIR and leaves them there. By
+//! default they go to the system's temporary directory and are removed at
+//! exit, which on ext4 without a journal makes file creation near them
+//! slower for the next few minutes (another invocation pays for it).
+//!
+//! Before the shell table, the benchmark times creating 1,000 empty files
+//! in its scratch directory: mlops creates one log file per step and ninja
+//! none, and on ext4 without a journal that cost swings with how many files
+//! were deleted nearby in the last minutes (see docs/benchmarks.md), so the
+//! line says what the file system charged during this run.
 //!
 //! Each shape is written once as `mlops.toml` and as `build.ninja` (same
 //! nodes, same edges, `true` as every command, run through `/bin/sh -c` by
@@ -28,6 +43,9 @@ struct Args {
     mlops: PathBuf,
     ninja: String,
     only: Option<String>,
+    shape: Option<String>,
+    compare: Option<PathBuf>,
+    dir: Option<PathBuf>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -44,6 +62,9 @@ fn parse_args() -> Result<Args, String> {
         mlops: default_mlops,
         ninja: "ninja".to_owned(),
         only: None,
+        shape: None,
+        compare: None,
+        dir: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -55,11 +76,30 @@ fn parse_args() -> Result<Args, String> {
             "--mlops" => args.mlops = PathBuf::from(value()?),
             "--ninja" => args.ninja = value()?,
             "--only" => args.only = Some(value()?),
+            "--shape" => args.shape = Some(value()?),
+            "--compare" => args.compare = Some(PathBuf::from(value()?)),
+            "--dir" => args.dir = Some(PathBuf::from(value()?)),
             other => return Err(format!("unknown argument {other}; see the module docs")),
         }
     }
     if args.steps < 2 || args.runs == 0 || args.jobs == 0 {
         return Err("--steps must be at least 2, --runs and --jobs at least 1".to_owned());
+    }
+    if let Some(only) = args
+        .only
+        .as_deref()
+        .filter(|o| !["shell", "in-process"].contains(o))
+    {
+        return Err(format!("--only {only}: expected `shell` or `in-process`"));
+    }
+    if let Some(shape) = args
+        .shape
+        .as_deref()
+        .filter(|s| !["fan-out", "chain", "layered"].contains(s))
+    {
+        return Err(format!(
+            "--shape {shape}: expected `fan-out`, `chain` or `layered`"
+        ));
     }
     Ok(args)
 }
@@ -130,6 +170,18 @@ fn write_projects(dir: &Path, dag: &Dag) -> std::io::Result<()> {
     std::fs::write(dir.join("build.ninja"), ninja)
 }
 
+/// A scratch directory: in the system's temporary directory, removed at
+/// exit; or, with `--dir DIR`, in DIR and left there.
+fn scratch(args: &Args) -> Result<tempfile::TempDir, String> {
+    let mut builder = tempfile::Builder::new();
+    builder.prefix("bench-dag-");
+    let dir = match &args.dir {
+        Some(parent) => builder.disable_cleanup(true).tempdir_in(parent),
+        None => builder.tempdir(),
+    };
+    dir.map_err(|e| format!("cannot create a scratch directory: {e}"))
+}
+
 fn time(mut cmd: Command) -> Result<Duration, String> {
     let start = Instant::now();
     let status = cmd
@@ -154,11 +206,32 @@ fn shell_shape(
     name: &str,
     dag: &Dag,
     keep: &mut Vec<tempfile::TempDir>,
-) -> Result<(Duration, Duration), String> {
-    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+) -> Result<(), String> {
+    let dir = scratch(args)?;
     write_projects(dir.path(), dag).map_err(|e| e.to_string())?;
-    let (mut ninja_times, mut mlops_times) = (Vec::new(), Vec::new());
-    for _ in 0..args.runs {
+    // The other binary gets its own copy: its ledger may have another
+    // schema, and each tool should find only its own runs.
+    let compare_dir = match &args.compare {
+        Some(_) => {
+            let d = scratch(args)?;
+            write_projects(d.path(), dag).map_err(|e| e.to_string())?;
+            Some(d)
+        }
+        None => None,
+    };
+    let mlops_run = |binary: &Path, dir: &Path| {
+        // The ledger and logs stay, as in real use: deleting tens of
+        // thousands of files right before a run makes ext4's inode
+        // allocation scan them (`recently_deleted`), a cost no user pays.
+        let mut mlops = Command::new(binary);
+        mlops
+            .args(["pipeline", "run", "--jobs", &args.jobs.to_string()])
+            .arg(dir);
+        time(mlops)
+    };
+    let (mut ninja_times, mut mlops_times, mut compare_times) =
+        (Vec::new(), Vec::new(), Vec::new());
+    for run in 0..args.runs {
         let _ = std::fs::remove_file(dir.path().join(".ninja_log"));
         let mut ninja = Command::new(&args.ninja);
         ninja
@@ -167,26 +240,47 @@ fn shell_shape(
             .arg("-j")
             .arg(args.jobs.to_string());
         ninja_times.push(time(ninja)?);
-
-        // The ledger and logs stay, as in real use: deleting tens of
-        // thousands of files right before a run makes ext4's inode
-        // allocation scan them (`recently_deleted`), a cost no user pays.
-        let mut mlops = Command::new(&args.mlops);
-        mlops
-            .args(["pipeline", "run", "--jobs", &args.jobs.to_string()])
-            .arg(dir.path());
-        mlops_times.push(time(mlops)?);
+        match (&args.compare, &compare_dir) {
+            (Some(other), Some(other_dir)) => {
+                // Alternate which mlops goes first after ninja.
+                if run % 2 == 0 {
+                    mlops_times.push(mlops_run(&args.mlops, dir.path())?);
+                    compare_times.push(mlops_run(other, other_dir.path())?);
+                } else {
+                    compare_times.push(mlops_run(other, other_dir.path())?);
+                    mlops_times.push(mlops_run(&args.mlops, dir.path())?);
+                }
+            }
+            _ => mlops_times.push(mlops_run(&args.mlops, dir.path())?),
+        }
     }
-    let (n, m) = (median(ninja_times), median(mlops_times));
-    println!(
-        "| {name:<8} | {:>6} | {:>9.2} | {:>9.2} | {:>5.2}x |",
+    let n = median(ninja_times).as_secs_f64();
+    let m = median(mlops_times).as_secs_f64();
+    let mut row = format!(
+        "| {name:<8} | {:>6} | {n:>9.2} | {m:>9.2} | {:>5.2}x |",
         dag.len(),
-        n.as_secs_f64(),
-        m.as_secs_f64(),
-        m.as_secs_f64() / n.as_secs_f64()
+        m / n
     );
+    if !compare_times.is_empty() {
+        let c = median(compare_times).as_secs_f64();
+        let _ = write!(row, " {c:>11.2} | {:>5.2}x |", c / n);
+    }
+    println!("{row}");
     keep.push(dir);
-    Ok((n, m))
+    keep.extend(compare_dir);
+    Ok(())
+}
+
+/// Microseconds to create (and close) one empty file in a new directory
+/// under `parent`, over 1,000 files; the files stay until the end.
+fn file_creation_cost(parent: &Path) -> Result<f64, String> {
+    let dir = parent.join("file-creation");
+    std::fs::create_dir(&dir).map_err(|e| e.to_string())?;
+    let start = Instant::now();
+    for i in 0..1000 {
+        std::fs::File::create(dir.join(format!("f{i}.log"))).map_err(|e| e.to_string())?;
+    }
+    Ok(start.elapsed().as_secs_f64() * 1e6 / 1000.0)
 }
 
 fn in_process(
@@ -209,7 +303,7 @@ fn in_process(
     let pipeline = Pipeline::new("bench", steps, None).map_err(|e| format!("{e:?}"))?;
     let mut times = Vec::new();
     for _ in 0..args.runs {
-        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let dir = scratch(args)?;
         let executor = Executor::new(dir.path()).map_err(|e| e.to_string())?;
         let opts = RunOptions {
             jobs: args.jobs,
@@ -243,11 +337,15 @@ fn main() {
             std::process::exit(2);
         }
     };
-    let shapes: [(&str, Dag); 3] = [
-        ("fan-out", fan_out(args.steps)),
-        ("chain", chain(args.steps)),
-        ("layered", layered(args.steps)),
-    ];
+    let shapes: Vec<(&str, Dag)> = [
+        ("fan-out", fan_out as fn(usize) -> Dag),
+        ("chain", chain),
+        ("layered", layered),
+    ]
+    .into_iter()
+    .filter(|(name, _)| args.shape.as_deref().is_none_or(|s| s == *name))
+    .map(|(name, make)| (name, make(args.steps)))
+    .collect();
     // Scratch directories are removed only at exit, for the same reason the
     // ledger is kept between runs.
     let mut keep = Vec::new();
@@ -257,8 +355,28 @@ fn main() {
             "shell steps (`true`), --jobs {}, median of {} runs, ledger kept between runs\n",
             args.jobs, args.runs
         );
-        println!("| shape    |  steps | ninja (s) | mlops (s) | ratio  |");
-        println!("|----------|-------:|----------:|----------:|-------:|");
+        let scratch = scratch(&args).unwrap_or_else(|e| {
+            eprintln!("error: {e}");
+            std::process::exit(1);
+        });
+        match file_creation_cost(scratch.path()) {
+            Ok(us) => {
+                println!("creating an empty file here costs {us:.1} µs (ext4 inode allocation)\n")
+            }
+            Err(e) => eprintln!("warning: cannot time file creation: {e}"),
+        }
+        keep.push(scratch);
+        if args.compare.is_some() {
+            println!(
+                "| shape    |  steps | ninja (s) | mlops (s) | ratio  | compare (s) | ratio  |"
+            );
+            println!(
+                "|----------|-------:|----------:|----------:|-------:|------------:|-------:|"
+            );
+        } else {
+            println!("| shape    |  steps | ninja (s) | mlops (s) | ratio  |");
+            println!("|----------|-------:|----------:|----------:|-------:|");
+        }
         for (name, dag) in &shapes {
             if let Err(e) = shell_shape(&args, name, dag, &mut keep) {
                 eprintln!("error: {name}: {e}");

@@ -135,7 +135,7 @@ impl StepContext {
             command,
             cwd: &self.cwd,
             env,
-            log: log.as_ref(),
+            log,
             timeout: None,
             cancel: &self.cancel,
             kill_grace: self.kill_grace,

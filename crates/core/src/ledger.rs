@@ -140,6 +140,57 @@ const MIGRATIONS: &[&str] = &[
         FOREIGN KEY (model, number) REFERENCES model_versions(model, number)
     );
     ",
+    // 4: step rows keyed by (run, plan position), integers, and step
+    // definitions stored once instead of a fingerprint per row. The status
+    // check is a chain of comparisons: SQLite evaluates an `IN` list of more
+    // than two constants through a temporary b-tree, built again for every
+    // row written. Foreign keys are off while migrating, so dropping the old
+    // table does not cascade to the evidence that refers to it by name.
+    "
+    CREATE TABLE step_definitions (
+        id              INTEGER PRIMARY KEY,
+        name            TEXT NOT NULL,
+        fingerprint     TEXT NOT NULL,
+        UNIQUE (name, fingerprint)
+    );
+    INSERT INTO step_definitions (name, fingerprint)
+        SELECT name, fingerprint FROM steps
+        GROUP BY name, fingerprint ORDER BY MIN(run_id), MIN(position), name;
+    CREATE TABLE steps_v4 (
+        run_id          INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+        position        INTEGER NOT NULL,
+        name            TEXT NOT NULL,
+        stage           TEXT NOT NULL,
+        definition      INTEGER NOT NULL REFERENCES step_definitions(id),
+        status          TEXT NOT NULL CHECK (status = 'pending' OR status = 'passed'
+                            OR status = 'failed' OR status = 'cached' OR status = 'gated'
+                            OR status = 'timed-out' OR status = 'cancelled'),
+        started_at_ms   INTEGER,
+        finished_at_ms  INTEGER,
+        duration_ms     INTEGER,
+        attempts        INTEGER NOT NULL DEFAULT 0,
+        exit_code       INTEGER,
+        input_hash      TEXT,
+        output_hash     TEXT,
+        log_path        TEXT,
+        reason          TEXT,
+        cached_from     INTEGER,
+        PRIMARY KEY (run_id, position),
+        UNIQUE (run_id, name)
+    ) WITHOUT ROWID;
+    INSERT INTO steps_v4 (run_id, position, name, stage, definition, status, started_at_ms,
+                          finished_at_ms, duration_ms, attempts, exit_code, input_hash,
+                          output_hash, log_path, reason, cached_from)
+        SELECT s.run_id, ROW_NUMBER() OVER (PARTITION BY s.run_id ORDER BY s.position, s.name) - 1,
+               s.name, s.stage, d.id, s.status, s.started_at_ms, s.finished_at_ms, s.duration_ms,
+               s.attempts, s.exit_code, s.input_hash, s.output_hash, s.log_path, s.reason,
+               s.cached_from
+        FROM steps s JOIN step_definitions d ON d.name = s.name AND d.fingerprint = s.fingerprint;
+    DROP INDEX steps_by_definition;
+    DROP TABLE steps;
+    ALTER TABLE steps_v4 RENAME TO steps;
+    CREATE INDEX steps_by_definition ON steps (definition, input_hash, status);
+    ",
 ];
 
 /// A ledger failure.
@@ -187,14 +238,14 @@ pub enum LedgerError {
         source: std::io::Error,
     },
     /// A write for a step the run did not plan.
-    #[error("ledger {path}: run {run_id} has no planned step `{step}`")]
+    #[error("ledger {path}: run {run_id} has no planned step at position {position}")]
     UnplannedStep {
         /// The database file.
         path: PathBuf,
         /// The run.
         run_id: i64,
-        /// The step.
-        step: String,
+        /// The position in the plan that has no step.
+        position: usize,
     },
     /// Another process holds the project lock.
     #[error("another mlops run is in progress in {dir} (it holds {dir}/{LOCK_FILE})")]
@@ -295,13 +346,16 @@ pub struct EvidenceRecord {
     pub body: serde_json::Value,
 }
 
-/// One state change of a run, for [`Ledger::apply`].
+/// One state change of a run, for [`Ledger::apply`]. Steps are named by
+/// their position in the plan the run was begun (or reopened) with: the
+/// index into the `steps` given to [`Ledger::begin_run`] or
+/// [`Ledger::reopen_run`].
 #[derive(Debug, Clone)]
 pub enum LedgerWrite {
     /// A step attempt started.
     StepStarted {
-        /// Step name.
-        step: String,
+        /// The step's position in the plan.
+        position: usize,
         /// 1-based attempt.
         attempt: u32,
         /// When.
@@ -311,8 +365,8 @@ pub enum LedgerWrite {
     },
     /// A step reached its final status.
     StepFinished {
-        /// Step name.
-        step: String,
+        /// The step's position in the plan.
+        position: usize,
         /// The record.
         record: StepOutcomeRecord,
     },
@@ -464,8 +518,11 @@ impl Ledger {
         let mut conn = Connection::open(&path).map_err(sql("open the database"))?;
         conn.busy_timeout(Duration::from_secs(10))
             .map_err(sql("set the busy timeout"))?;
+        // Foreign keys are enforced only after the migrations: a migration
+        // that rebuilds a table must not cascade deletes (SQLite ignores the
+        // pragma inside a transaction).
         conn.execute_batch(
-            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = OFF;",
         )
         .map_err(sql("configure the database"))?;
         // Two processes may open a new ledger at once: migrate under an
@@ -491,6 +548,8 @@ impl Ledger {
         tx.pragma_update(None, "user_version", known)
             .map_err(sql("record the schema version"))?;
         tx.commit().map_err(sql("commit a migration"))?;
+        conn.execute_batch("PRAGMA foreign_keys = ON;")
+            .map_err(sql("configure the database"))?;
         Ok(Ledger {
             conn: Arc::new(Mutex::new(conn)),
             dir,
@@ -536,14 +595,14 @@ impl Ledger {
 
     /// A step update must hit its planned row; no row means the step was
     /// never planned in this run, and its evidence would be lost silently.
-    fn expect_row(&self, rows: usize, run_id: i64, step: &str) -> Result<(), LedgerError> {
+    fn expect_row(&self, rows: usize, run_id: i64, position: usize) -> Result<(), LedgerError> {
         if rows == 1 {
             Ok(())
         } else {
             Err(LedgerError::UnplannedStep {
                 path: self.path.clone(),
                 run_id,
-                step: step.to_owned(),
+                position,
             })
         }
     }
@@ -577,7 +636,8 @@ impl Ledger {
     }
 
     /// Records a new run and its planned steps as `pending`, in one
-    /// transaction. Returns the run id.
+    /// transaction. Returns the run id. A step's position in `steps` is how
+    /// [`LedgerWrite`]s name it.
     pub fn begin_run(
         &self,
         project: &str,
@@ -594,33 +654,98 @@ impl Ledger {
         )
         .map_err(self.err("record a run"))?;
         let run_id = tx.last_insert_rowid();
-        {
-            let mut insert = tx
-                .prepare(
-                    "INSERT INTO steps (run_id, name, stage, position, status, fingerprint)
-                     VALUES (?1, ?2, ?3, ?4, 'pending', ?5)",
-                )
-                .map_err(self.err("record the planned steps"))?;
-            for (i, s) in steps.iter().enumerate() {
-                insert
-                    .execute(params![
-                        run_id,
-                        s.name,
-                        s.stage.name(),
-                        i as i64,
-                        s.fingerprint
-                    ])
-                    .map_err(self.err("record the planned steps"))?;
-            }
-        }
+        let definitions = self.definitions(&tx, steps)?;
+        self.insert_pending(&tx, run_id, steps, &definitions)
+            .map_err(self.err("record the planned steps"))?;
         tx.commit().map_err(self.err("commit a new run"))?;
         Ok(run_id)
     }
 
+    /// The id of each step's definition (name and fingerprint), recording
+    /// the ones the ledger has not seen. New ids follow plan order, which
+    /// keeps the `steps_by_definition` index appended to, not scattered.
+    fn definitions(
+        &self,
+        tx: &rusqlite::Transaction<'_>,
+        steps: &[PlannedStep],
+    ) -> Result<Vec<i64>, LedgerError> {
+        let mut find = tx
+            .prepare_cached("SELECT id FROM step_definitions WHERE name = ?1 AND fingerprint = ?2")
+            .map_err(self.err("look up step definitions"))?;
+        let mut insert = tx
+            .prepare_cached("INSERT INTO step_definitions (name, fingerprint) VALUES (?1, ?2)")
+            .map_err(self.err("record step definitions"))?;
+        steps
+            .iter()
+            .map(|s| {
+                let found: Option<i64> = find
+                    .query_row(params![s.name, s.fingerprint], |r| r.get(0))
+                    .optional()
+                    .map_err(self.err("look up step definitions"))?;
+                match found {
+                    Some(id) => Ok(id),
+                    None => insert
+                        .insert(params![s.name, s.fingerprint])
+                        .map_err(self.err("record step definitions")),
+                }
+            })
+            .collect()
+    }
+
+    /// Inserts `steps` (positions from 0) as pending rows of a run, many
+    /// rows per statement.
+    fn insert_pending(
+        &self,
+        tx: &rusqlite::Transaction<'_>,
+        run_id: i64,
+        steps: &[PlannedStep],
+        definitions: &[i64],
+    ) -> rusqlite::Result<()> {
+        /// Rows per statement: 4 parameters each, well under SQLite's limit
+        /// of 32,766.
+        const ROWS: usize = 128;
+        let sql = |rows: usize| {
+            let mut sql = String::from(
+                "INSERT INTO steps (run_id, position, name, stage, definition, status) VALUES ",
+            );
+            for row in 0..rows {
+                let p = 2 + 4 * row;
+                if row > 0 {
+                    sql.push_str(", ");
+                }
+                sql.push_str(&format!(
+                    "(?1, ?{}, ?{}, ?{}, ?{}, 'pending')",
+                    p,
+                    p + 1,
+                    p + 2,
+                    p + 3
+                ));
+            }
+            sql
+        };
+        let mut start = 0;
+        for chunk in steps.chunks(ROWS) {
+            let mut insert = tx.prepare_cached(&sql(chunk.len()))?;
+            insert.raw_bind_parameter(1, run_id)?;
+            for (k, s) in chunk.iter().enumerate() {
+                let p = 2 + 4 * k;
+                insert.raw_bind_parameter(p, (start + k) as i64)?;
+                insert.raw_bind_parameter(p + 1, &s.name)?;
+                insert.raw_bind_parameter(p + 2, s.stage.name())?;
+                insert.raw_bind_parameter(p + 3, definitions[start + k])?;
+            }
+            insert.raw_execute()?;
+            start += chunk.len();
+        }
+        Ok(())
+    }
+
     /// Reopens a run for `--resume`: marks it running again and resets every
     /// step that is not kept (`keep`: steps whose passing record still holds)
-    /// to `pending`, in one transaction. Steps of the plan that the run did
-    /// not have are added.
+    /// to `pending`, dropping what it recorded, in one transaction. Steps of
+    /// the plan that the run did not have are added; steps it had that are
+    /// no longer planned are removed. Positions follow `steps`, as in
+    /// [`Ledger::begin_run`].
     pub fn reopen_run(
         &self,
         run_id: i64,
@@ -637,7 +762,7 @@ impl Ledger {
         tx.execute("DELETE FROM gates WHERE run_id = ?1", params![run_id])
             .map_err(self.err("reopen a run"))?;
         // Steps no longer in the plan would otherwise keep their old status
-        // and colour the resumed run.
+        // and colour the resumed run (their evidence goes with them).
         let planned: Vec<&str> = steps.iter().map(|s| s.name.as_str()).collect();
         let planned = serde_json::to_string(&planned).unwrap_or_else(|_| "[]".to_owned());
         tx.execute(
@@ -645,14 +770,22 @@ impl Ledger {
             params![run_id, planned],
         )
         .map_err(self.err("reopen a run"))?;
+        // Positions are the primary key: park the old ones below zero so
+        // that renumbering never collides with a row not yet moved.
+        tx.execute(
+            "UPDATE steps SET position = -1 - position WHERE run_id = ?1",
+            params![run_id],
+        )
+        .map_err(self.err("reset steps for a resume"))?;
+        let definitions = self.definitions(&tx, steps)?;
         {
             let mut upsert = tx
                 .prepare(
-                    "INSERT INTO steps (run_id, name, stage, position, status, fingerprint)
-                     VALUES (?1, ?2, ?3, ?4, 'pending', ?5)
+                    "INSERT INTO steps (run_id, position, name, stage, definition, status)
+                     VALUES (?1, ?2, ?3, ?4, ?5, 'pending')
                      ON CONFLICT (run_id, name) DO UPDATE SET
-                        stage = excluded.stage, position = excluded.position,
-                        status = 'pending', fingerprint = excluded.fingerprint,
+                        position = excluded.position, stage = excluded.stage,
+                        definition = excluded.definition, status = 'pending',
                         started_at_ms = NULL, finished_at_ms = NULL, duration_ms = NULL,
                         attempts = 0, exit_code = NULL, input_hash = NULL, output_hash = NULL,
                         reason = NULL, cached_from = NULL",
@@ -660,6 +793,11 @@ impl Ledger {
                 .map_err(self.err("reset steps for a resume"))?;
             let mut reposition = tx
                 .prepare("UPDATE steps SET position = ?3 WHERE run_id = ?1 AND name = ?2")
+                .map_err(self.err("reset steps for a resume"))?;
+            // What an earlier execution of a step recorded does not describe
+            // the one about to run.
+            let mut forget = tx
+                .prepare("DELETE FROM evidence WHERE run_id = ?1 AND step = ?2")
                 .map_err(self.err("reset steps for a resume"))?;
             for (i, s) in steps.iter().enumerate() {
                 if keep.contains(&s.name) {
@@ -670,11 +808,14 @@ impl Ledger {
                     upsert
                         .execute(params![
                             run_id,
+                            i as i64,
                             s.name,
                             s.stage.name(),
-                            i as i64,
-                            s.fingerprint
+                            definitions[i]
                         ])
+                        .map_err(self.err("reset steps for a resume"))?;
+                    forget
+                        .execute(params![run_id, s.name])
                         .map_err(self.err("reset steps for a resume"))?;
                 }
             }
@@ -684,9 +825,9 @@ impl Ledger {
     }
 
     /// Applies state changes of one run in one transaction: all of them are
-    /// recorded, or none. The executor groups the changes of one scheduling
-    /// turn this way, so a killed run leaves a ledger that describes a real
-    /// moment of the run.
+    /// recorded, or none. The executor groups the changes of a few
+    /// milliseconds this way, so a killed run leaves a ledger that describes
+    /// a real moment of the run.
     pub fn apply<'w>(
         &self,
         run_id: i64,
@@ -703,7 +844,7 @@ impl Ledger {
         for w in writes {
             match w {
                 LedgerWrite::StepStarted {
-                    step,
+                    position,
                     attempt,
                     at_ms,
                     log_path,
@@ -711,18 +852,18 @@ impl Ledger {
                     let n = tx
                         .prepare_cached(STEP_STARTED_SQL)
                         .and_then(|mut st| {
-                            st.execute(params![run_id, step, at_ms, attempt, log_path])
+                            st.execute(params![run_id, *position as i64, at_ms, attempt, log_path])
                         })
                         .map_err(self.err("record a step start"))?;
-                    self.expect_row(n, run_id, step)?;
+                    self.expect_row(n, run_id, *position)?;
                 }
-                LedgerWrite::StepFinished { step, record } => {
+                LedgerWrite::StepFinished { position, record } => {
                     let n = tx
                         .prepare_cached(STEP_FINISHED_SQL)
                         .and_then(|mut st| {
                             st.execute(params![
                                 run_id,
-                                step,
+                                *position as i64,
                                 record.status.unwrap_or(StepStatus::Pending).as_str(),
                                 record.started_at_ms,
                                 record.finished_at_ms,
@@ -737,20 +878,20 @@ impl Ledger {
                             ])
                         })
                         .map_err(self.err("record a step result"))?;
-                    self.expect_row(n, run_id, step)?;
-                    // What an earlier execution of the step in this run (before
-                    // a resume) recorded does not describe this one.
-                    tx.prepare_cached("DELETE FROM evidence WHERE run_id = ?1 AND step = ?2")
-                        .and_then(|mut st| st.execute(params![run_id, step]))
-                        .map_err(self.err("record step evidence"))?;
+                    self.expect_row(n, run_id, *position)?;
+                    // A step ends once per execution, and `reopen_run`
+                    // forgets what an earlier execution recorded; replacing
+                    // keeps one body per kind all the same.
                     if !record.evidence.is_empty() {
                         let mut st = tx
                             .prepare_cached(
-                                "INSERT INTO evidence (run_id, step, kind, body) VALUES (?1, ?2, ?3, ?4)",
+                                "INSERT OR REPLACE INTO evidence (run_id, step, kind, body)
+                                 SELECT run_id, name, ?3, ?4 FROM steps
+                                 WHERE run_id = ?1 AND position = ?2",
                             )
                             .map_err(self.err("record step evidence"))?;
                         for (kind, body) in &record.evidence {
-                            st.execute(params![run_id, step, kind, body])
+                            st.execute(params![run_id, *position as i64, kind, body])
                                 .map_err(self.err("record step evidence"))?;
                         }
                     }
@@ -803,8 +944,9 @@ impl Ledger {
         let row = match commit {
             None => conn
                 .query_row(
-                    "SELECT s.run_id, s.output_hash FROM steps s
-                     WHERE s.name = ?1 AND s.fingerprint = ?2 AND s.input_hash = ?3
+                    "SELECT s.run_id, s.output_hash
+                     FROM step_definitions d JOIN steps s ON s.definition = d.id
+                     WHERE d.name = ?1 AND d.fingerprint = ?2 AND s.input_hash = ?3
                        AND s.status IN ('passed', 'cached')
                      ORDER BY s.run_id DESC LIMIT 1",
                     params![step, fingerprint, input_hash],
@@ -818,8 +960,10 @@ impl Ledger {
                 .optional(),
             Some(commit) => conn
                 .query_row(
-                    "SELECT s.run_id, s.output_hash FROM steps s JOIN runs r ON r.id = s.run_id
-                     WHERE s.name = ?1 AND s.fingerprint = ?2 AND s.input_hash = ?3
+                    "SELECT s.run_id, s.output_hash
+                     FROM step_definitions d JOIN steps s ON s.definition = d.id
+                       JOIN runs r ON r.id = s.run_id
+                     WHERE d.name = ?1 AND d.fingerprint = ?2 AND s.input_hash = ?3
                        AND s.status IN ('passed', 'cached') AND r.git_commit IS ?4
                      ORDER BY s.run_id DESC LIMIT 1",
                     params![step, fingerprint, input_hash, commit],
@@ -941,9 +1085,11 @@ impl Ledger {
         run.interrupted = run.status == RunStatus::Running && !locked;
         let mut stmt = conn
             .prepare(
-                "SELECT name, stage, status, attempts, duration_ms, exit_code, started_at_ms, reason, log_path,
-                        cached_from, fingerprint, input_hash, output_hash
-                 FROM steps WHERE run_id = ?1 ORDER BY position",
+                "SELECT s.name, s.stage, s.status, s.attempts, s.duration_ms, s.exit_code,
+                        s.started_at_ms, s.reason, s.log_path, s.cached_from, d.fingerprint,
+                        s.input_hash, s.output_hash
+                 FROM steps s JOIN step_definitions d ON d.id = s.definition
+                 WHERE s.run_id = ?1 ORDER BY s.position",
             )
             .map_err(self.err("read the steps of a run"))?;
         let steps = stmt
@@ -1097,12 +1243,12 @@ impl Ledger {
 
 const STEP_STARTED_SQL: &str =
     "UPDATE steps SET started_at_ms = COALESCE(started_at_ms, ?3), attempts = ?4, log_path = ?5
-     WHERE run_id = ?1 AND name = ?2";
+     WHERE run_id = ?1 AND position = ?2";
 
 const STEP_FINISHED_SQL: &str = "UPDATE steps SET status = ?3, started_at_ms = COALESCE(?4, started_at_ms), finished_at_ms = ?5,
         duration_ms = ?6, attempts = ?7, exit_code = ?8, input_hash = ?9, output_hash = ?10,
         log_path = COALESCE(?11, log_path), reason = ?12, cached_from = ?13
-     WHERE run_id = ?1 AND name = ?2";
+     WHERE run_id = ?1 AND position = ?2";
 
 const GATE_SQL: &str = "INSERT OR REPLACE INTO gates (run_id, stage, status, decided_at_ms, reason) VALUES (?1, ?2, ?3, ?4, ?5)";
 
@@ -1145,5 +1291,251 @@ pub struct RunLock {
 impl RunLock {
     pub(crate) fn from_file(file: File) -> Self {
         RunLock { _file: file }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn planned(names: &[&str]) -> Vec<PlannedStep> {
+        names
+            .iter()
+            .map(|n| PlannedStep {
+                name: (*n).to_owned(),
+                stage: Stage::Iac,
+                fingerprint: format!("fingerprint of {n}"),
+            })
+            .collect()
+    }
+
+    fn finished(position: usize, status: StepStatus, evidence: &[&str]) -> LedgerWrite {
+        LedgerWrite::StepFinished {
+            position,
+            record: StepOutcomeRecord {
+                status: Some(status),
+                started_at_ms: Some(1),
+                finished_at_ms: 2,
+                duration_ms: Some(1),
+                attempts: 1,
+                input_hash: Some("inputs".to_owned()),
+                evidence: evidence
+                    .iter()
+                    .map(|k| ((*k).to_owned(), format!("{{\"kind\":\"{k}\"}}")))
+                    .collect(),
+                ..StepOutcomeRecord::default()
+            },
+        }
+    }
+
+    /// (name, status, fingerprint, evidence kinds) of each step, in plan
+    /// order.
+    fn steps_of(ledger: &Ledger, run_id: i64) -> Vec<(String, StepStatus, String, Vec<String>)> {
+        ledger
+            .run(run_id)
+            .unwrap()
+            .unwrap()
+            .steps
+            .into_iter()
+            .map(|s| {
+                let kinds = s.evidence.into_iter().map(|e| e.kind).collect();
+                (s.name, s.status, s.fingerprint, kinds)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_ledger_of_schema_3_opens_migrated_with_its_runs_and_evidence() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join(STATE_DIR);
+        std::fs::create_dir_all(&state).unwrap();
+        {
+            // The schema and rows as mlops wrote them before version 4.
+            let conn = Connection::open(state.join(DB_FILE)).unwrap();
+            for migration in &MIGRATIONS[..3] {
+                conn.execute_batch(migration).unwrap();
+            }
+            conn.execute_batch(
+                "PRAGMA user_version = 3;
+                 INSERT INTO runs (id, project, started_at_ms, finished_at_ms, status, selection, pid)
+                   VALUES (1, 'p', 10, 20, 'passed', 'all', 1), (2, 'p', 30, NULL, 'running', 'all', 1);
+                 INSERT INTO steps (run_id, name, stage, position, status, fingerprint, input_hash,
+                                    output_hash, attempts)
+                   VALUES (1, 'build', 'iac', 0, 'passed', 'fp-build', 'in-1', 'out-1', 1),
+                          (1, 'test', 'ci', 1, 'passed', 'fp-test', 'in-2', NULL, 1),
+                          (2, 'build', 'iac', 0, 'cached', 'fp-build', 'in-1', 'out-1', 0),
+                          (2, 'test', 'ci', 1, 'pending', 'fp-test-2', NULL, NULL, 0);
+                 UPDATE steps SET cached_from = 1 WHERE run_id = 2 AND name = 'build';
+                 INSERT INTO evidence (run_id, step, kind, body)
+                   VALUES (1, 'test', 'tests', '{\"passed\":3}');",
+            )
+            .unwrap();
+        }
+
+        let ledger = Ledger::open(dir.path()).unwrap();
+        let version: i64 = ledger
+            .conn()
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, MIGRATIONS.len() as i64);
+        assert_eq!(
+            steps_of(&ledger, 1),
+            vec![
+                (
+                    "build".to_owned(),
+                    StepStatus::Passed,
+                    "fp-build".to_owned(),
+                    vec![]
+                ),
+                (
+                    "test".to_owned(),
+                    StepStatus::Passed,
+                    "fp-test".to_owned(),
+                    vec!["tests".to_owned()]
+                ),
+            ]
+        );
+        assert_eq!(
+            steps_of(&ledger, 2)
+                .into_iter()
+                .map(|(name, status, fingerprint, _)| (name, status, fingerprint))
+                .collect::<Vec<_>>(),
+            vec![
+                (
+                    "build".to_owned(),
+                    StepStatus::Cached,
+                    "fp-build".to_owned()
+                ),
+                (
+                    "test".to_owned(),
+                    StepStatus::Pending,
+                    "fp-test-2".to_owned()
+                ),
+            ]
+        );
+        assert_eq!(
+            ledger
+                .find_passing("build", "fp-build", "in-1", None)
+                .unwrap(),
+            Some(PassingRecord {
+                run_id: 2,
+                output_hash: Some("out-1".to_owned())
+            })
+        );
+        assert_eq!(
+            ledger
+                .find_passing("test", "fp-test-2", "in-2", None)
+                .unwrap(),
+            None
+        );
+        let earlier = ledger.latest_evidence("test", "tests", 2).unwrap().unwrap();
+        assert_eq!(earlier.run_id, 1);
+        assert_eq!(earlier.body, serde_json::json!({ "passed": 3 }));
+        let dangling: i64 = ledger
+            .conn()
+            .query_row("SELECT COUNT(*) FROM pragma_foreign_key_check", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(dangling, 0);
+
+        // The migrated ledger takes new runs, and the old rows still count
+        // as passing records.
+        let run = ledger
+            .begin_run("p", &GitState::default(), "all", &planned(&["build"]))
+            .unwrap();
+        assert_eq!(run, 3);
+        ledger
+            .apply(run, &[finished(0, StepStatus::Passed, &[])])
+            .unwrap();
+        assert_eq!(
+            ledger
+                .find_passing("build", "fingerprint of build", "inputs", None)
+                .unwrap()
+                .map(|r| r.run_id),
+            Some(3)
+        );
+    }
+
+    #[test]
+    fn reopening_a_run_renumbers_its_steps_and_forgets_what_reruns_recorded() {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = Ledger::open(dir.path()).unwrap();
+        let run = ledger
+            .begin_run("p", &GitState::default(), "all", &planned(&["a", "b", "c"]))
+            .unwrap();
+        ledger
+            .apply(
+                run,
+                &[
+                    finished(0, StepStatus::Passed, &["tests"]),
+                    finished(1, StepStatus::Passed, &["tests"]),
+                    finished(2, StepStatus::Failed, &["tests"]),
+                ],
+            )
+            .unwrap();
+
+        // The plan changed: `b` is gone, `d` is new, `c` moved first; `a`
+        // is kept, `c` reruns.
+        ledger
+            .reopen_run(run, &planned(&["c", "a", "d"]), &["a".to_owned()])
+            .unwrap();
+        assert_eq!(
+            steps_of(&ledger, run),
+            vec![
+                (
+                    "c".to_owned(),
+                    StepStatus::Pending,
+                    "fingerprint of c".to_owned(),
+                    vec![]
+                ),
+                (
+                    "a".to_owned(),
+                    StepStatus::Passed,
+                    "fingerprint of a".to_owned(),
+                    vec!["tests".to_owned()]
+                ),
+                (
+                    "d".to_owned(),
+                    StepStatus::Pending,
+                    "fingerprint of d".to_owned(),
+                    vec![]
+                ),
+            ]
+        );
+
+        // `b` left the plan, and its evidence with it.
+        let orphans: i64 = ledger
+            .conn()
+            .query_row(
+                "SELECT COUNT(*) FROM evidence WHERE run_id = ?1 AND step = 'b'",
+                params![run],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(orphans, 0);
+
+        // Writes name steps by their new positions.
+        ledger
+            .apply(
+                run,
+                &[
+                    finished(0, StepStatus::Passed, &["scan"]),
+                    finished(2, StepStatus::Passed, &[]),
+                ],
+            )
+            .unwrap();
+        let steps = steps_of(&ledger, run);
+        assert_eq!(steps[0].1, StepStatus::Passed);
+        assert_eq!(steps[0].3, vec!["scan".to_owned()]);
+        assert_eq!(steps[2].1, StepStatus::Passed);
+
+        let unplanned = ledger
+            .apply(run, &[finished(3, StepStatus::Passed, &[])])
+            .unwrap_err();
+        assert!(
+            matches!(unplanned, LedgerError::UnplannedStep { position: 3, .. }),
+            "{unplanned}"
+        );
     }
 }

@@ -354,9 +354,14 @@ pub enum Node {
     Gate(Stage),
 }
 
-/// A validated pipeline and its gated DAG.
+/// A validated pipeline and its gated DAG. Cloning is cheap: clones share
+/// the steps and the graph, which never change after [`Pipeline::new`].
 #[derive(Debug, Clone)]
-pub struct Pipeline {
+pub struct Pipeline(Arc<Validated>);
+
+/// What [`Pipeline::new`] validated and built.
+#[derive(Debug)]
+struct Validated {
     project: String,
     steps: Vec<Step>,
     stages: Vec<Stage>,
@@ -521,7 +526,7 @@ impl Pipeline {
         if !errors.is_empty() {
             return Err(errors);
         }
-        Ok(Pipeline {
+        Ok(Pipeline(Arc::new(Validated {
             project: project.into(),
             steps,
             stages,
@@ -529,37 +534,38 @@ impl Pipeline {
             step_nodes,
             gate_nodes,
             by_name,
-        })
+        })))
     }
 
     /// The project's name.
     pub fn project(&self) -> &str {
-        &self.project
+        &self.0.project
     }
 
     /// The steps, in declaration order.
     pub fn steps(&self) -> &[Step] {
-        &self.steps
+        &self.0.steps
     }
 
     /// The enabled stages, in order.
     pub fn stages(&self) -> &[Stage] {
-        &self.stages
+        &self.0.stages
     }
 
     /// The step with this name.
     pub fn step(&self, name: &str) -> Option<&Step> {
-        self.by_name.get(name).map(|&i| &self.steps[i])
+        self.0.by_name.get(name).map(|&i| &self.0.steps[i])
     }
 
     /// The index of the step with this name.
     pub fn step_index(&self, name: &str) -> Option<usize> {
-        self.by_name.get(name).copied()
+        self.0.by_name.get(name).copied()
     }
 
     /// The steps of one stage, in declaration order.
     pub fn stage_steps(&self, stage: Stage) -> impl Iterator<Item = (usize, &Step)> {
-        self.steps
+        self.0
+            .steps
             .iter()
             .enumerate()
             .filter(move |(_, s)| s.stage == stage)
@@ -567,17 +573,17 @@ impl Pipeline {
 
     /// The gated DAG. Edges point from a prerequisite to what waits on it.
     pub fn graph(&self) -> &DiGraph<Node, ()> {
-        &self.graph
+        &self.0.graph
     }
 
     /// The graph node of a step.
     pub fn step_node(&self, index: usize) -> NodeIndex {
-        self.step_nodes[index]
+        self.0.step_nodes[index]
     }
 
     /// The graph node of a stage's gate.
     pub fn gate_node(&self, stage: Stage) -> Option<NodeIndex> {
-        self.gate_nodes.get(&stage).copied()
+        self.0.gate_nodes.get(&stage).copied()
     }
 
     /// Steps in an order that respects every edge: stage by stage, and within
@@ -585,17 +591,18 @@ impl Pipeline {
     pub fn ordered_steps(&self) -> Vec<usize> {
         // Kahn's algorithm over the step graph, picking the lowest index
         // among ready steps so the order is stable and readable.
-        let n = self.steps.len();
+        let n = self.0.steps.len();
         let mut indegree = vec![0usize; n];
-        for (i, &node) in self.step_nodes.iter().enumerate() {
+        for (i, &node) in self.0.step_nodes.iter().enumerate() {
             indegree[i] = self
+                .0
                 .graph
                 .edges_directed(node, petgraph::Direction::Incoming)
-                .filter(|e| matches!(self.graph[e.source()], Node::Step(_)))
+                .filter(|e| matches!(self.0.graph[e.source()], Node::Step(_)))
                 .count();
         }
         let mut order = Vec::with_capacity(n);
-        for &stage in &self.stages {
+        for &stage in &self.0.stages {
             let mut ready: std::collections::BTreeSet<usize> = self
                 .stage_steps(stage)
                 .filter(|(i, _)| indegree[*i] == 0)
@@ -603,10 +610,10 @@ impl Pipeline {
                 .collect();
             while let Some(i) = ready.pop_first() {
                 order.push(i);
-                for e in self.graph.edges(self.step_nodes[i]) {
-                    if let Node::Step(j) = self.graph[e.target()] {
+                for e in self.0.graph.edges(self.0.step_nodes[i]) {
+                    if let Node::Step(j) = self.0.graph[e.target()] {
                         indegree[j] -= 1;
-                        if indegree[j] == 0 && self.steps[j].stage == stage {
+                        if indegree[j] == 0 && self.0.steps[j].stage == stage {
                             ready.insert(j);
                         }
                     }
@@ -617,10 +624,11 @@ impl Pipeline {
             if let Some(next) = stage.next() {
                 for (j, _) in self.stage_steps(next) {
                     indegree[j] = self
+                        .0
                         .graph
-                        .edges_directed(self.step_nodes[j], petgraph::Direction::Incoming)
-                        .filter(|e| match self.graph[e.source()] {
-                            Node::Step(k) => self.steps[k].stage == next,
+                        .edges_directed(self.0.step_nodes[j], petgraph::Direction::Incoming)
+                        .filter(|e| match self.0.graph[e.source()] {
+                            Node::Step(k) => self.0.steps[k].stage == next,
                             Node::Gate(_) => false,
                         })
                         .count();
@@ -636,9 +644,9 @@ impl Pipeline {
         let q = |s: &str| format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""));
         out.push_str(&format!(
             "digraph {} {{\n  rankdir=LR;\n  node [shape=box];\n",
-            q(&self.project)
+            q(&self.0.project)
         ));
-        for &stage in &self.stages {
+        for &stage in &self.0.stages {
             out.push_str(&format!(
                 "  subgraph {} {{\n    label={};\n",
                 q(&format!("cluster_{stage}")),
@@ -653,9 +661,9 @@ impl Pipeline {
                 q(&format!("{stage} gate"))
             ));
         }
-        for edge in self.graph.edge_references() {
-            let name = |n: NodeIndex| match self.graph[n] {
-                Node::Step(i) => q(&self.steps[i].name),
+        for edge in self.0.graph.edge_references() {
+            let name = |n: NodeIndex| match self.0.graph[n] {
+                Node::Step(i) => q(&self.0.steps[i].name),
                 Node::Gate(s) => q(&format!("gate:{s}")),
             };
             out.push_str(&format!(

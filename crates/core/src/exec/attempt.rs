@@ -34,16 +34,19 @@ pub(crate) struct ShellAttempt<'a> {
     pub(crate) command: &'a str,
     pub(crate) cwd: &'a Path,
     pub(crate) env: Vec<(String, String)>,
-    pub(crate) log: Option<&'a std::fs::File>,
+    /// The step's log, for stdout and stderr (a descriptor of its own,
+    /// sharing the log's file position).
+    pub(crate) log: Option<std::fs::File>,
     pub(crate) timeout: Option<Duration>,
     pub(crate) cancel: &'a CancellationToken,
     pub(crate) kill_grace: Duration,
 }
 
-fn stdio_for(log: Option<&std::fs::File>) -> Stdio {
-    match log.and_then(|f| f.try_clone().ok()) {
-        Some(f) => Stdio::from(f),
-        None => Stdio::null(),
+/// Stdout and stderr of a shell: both the log, or nothing.
+fn stdio_for(log: Option<std::fs::File>) -> (Stdio, Stdio) {
+    match log.and_then(|f| Some((f.try_clone().ok()?, f))) {
+        Some((out, err)) => (Stdio::from(out), Stdio::from(err)),
+        None => (Stdio::null(), Stdio::null()),
     }
 }
 
@@ -56,26 +59,29 @@ async fn deadline(timeout: Option<Duration>) {
 }
 
 pub(crate) async fn run_shell(a: ShellAttempt<'_>) -> AttemptEnd {
-    if !a.cwd.is_dir() {
-        return AttemptEnd::Failed {
-            exit_code: None,
-            reason: format!("working directory {} does not exist", a.cwd.display()),
-        };
-    }
+    let (stdout, stderr) = stdio_for(a.log);
     let mut cmd = tokio::process::Command::new("/bin/sh");
     cmd.arg("-c")
         .arg(a.command)
         .current_dir(a.cwd)
         .envs(a.env)
         .stdin(Stdio::null())
-        .stdout(stdio_for(a.log))
-        .stderr(stdio_for(a.log))
+        .stdout(stdout)
+        .stderr(stderr)
         // Own process group: a timeout or Ctrl-C kills the whole tree, and
         // the terminal's Ctrl-C reaches only us, not the steps.
         .process_group(0)
         .kill_on_drop(true);
     let mut child = match cmd.spawn() {
         Ok(c) => c,
+        // Checked only now, not before every step: the common case pays
+        // nothing for the clearer message.
+        Err(_) if !a.cwd.is_dir() => {
+            return AttemptEnd::Failed {
+                exit_code: None,
+                reason: format!("working directory {} does not exist", a.cwd.display()),
+            };
+        }
         Err(e) => {
             return AttemptEnd::Failed {
                 exit_code: None,

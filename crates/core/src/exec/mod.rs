@@ -1,21 +1,23 @@
 //! The executor: runs a [`Pipeline`] on tokio, stage gate by stage gate.
 //!
-//! A single coordinator owns the schedule and every ledger write; each step
-//! runs in its own task (hash inputs, consult the cache, attempt with
-//! timeout and retries, hash outputs) and reports back. A step of a later
-//! stage starts only after the gate of the stage before it passed; when a
-//! gate fails, every later step ends `gated`, with the reason naming the stage
-//! and the step that failed. Runs that select a later stage (`--stage`,
-//! `--from`) are refused unless the ledger proves every earlier stage for
-//! the current commit, definitions and inputs.
+//! A single coordinator, a tokio task of its own, owns the schedule and
+//! decides every ledger write; each step is a future it polls (hash inputs,
+//! consult the cache, attempt with timeout and retries, hash outputs) that
+//! reports back. The writes are committed in groups by the ledger writer
+//! (`writer`), a thread of its own, so the coordinator never waits for
+//! SQLite. A step of a later stage starts only after the gate of the stage
+//! before it passed; when a gate fails, every later step ends `gated`, with
+//! the reason naming the stage and the step that failed. Runs that select a
+//! later stage (`--stage`, `--from`) are refused unless the ledger proves
+//! every earlier stage for the current commit, definitions and inputs.
 
 pub(crate) mod attempt;
 mod hash;
+mod writer;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
@@ -35,6 +37,7 @@ use crate::stage::Stage;
 use crate::status::{RunStatus, StageStatus, StepStatus};
 use attempt::{AttemptEnd, ShellAttempt};
 use hash::{hash_inputs, hash_outputs};
+use writer::LedgerWriter;
 
 /// Which stages a run covers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -168,6 +171,16 @@ pub enum ExecError {
     /// `changed_since` could not be evaluated.
     #[error(transparent)]
     ChangedSince(#[from] crate::git::ChangedError),
+    /// The thread committing the run's state changes stopped (it panicked),
+    /// so some of them may not be recorded.
+    #[error("the ledger writer stopped before recording every change of the run")]
+    LedgerWriterStopped,
+    /// The thread committing the run's state changes could not be started.
+    #[error("cannot start the ledger writer thread")]
+    LedgerWriterStart(#[source] std::io::Error),
+    /// The runtime shut down while the run's task was still going.
+    #[error("the run stopped before it ended: the async runtime shut down")]
+    RuntimeShutdown,
     /// The run's log directory could not be created.
     #[error("cannot create the log directory {path}")]
     LogDir {
@@ -295,7 +308,31 @@ impl Executor {
 
     /// Runs the pipeline. `Ok` carries the report of a run that happened,
     /// whatever its status; `Err` means it could not be carried out at all.
+    ///
+    /// The run is a task of its own on the current tokio runtime, so that
+    /// the coordinator is woken on the worker thread that saw a step's
+    /// process exit, like ninja's single event loop, instead of on the
+    /// thread awaiting this future (a `block_on` thread never polls the
+    /// runtime's I/O driver). Dropping the returned future aborts that
+    /// task: running steps are stopped as if this future itself were
+    /// dropped.
     pub async fn run(&self, pipeline: &Pipeline, opts: RunOptions) -> Result<RunReport, ExecError> {
+        let executor = Executor {
+            root: self.root.clone(),
+            ledger: self.ledger.clone(),
+            bus: self.bus.clone(),
+        };
+        let pipeline = pipeline.clone();
+        let task = tokio::spawn(async move { executor.run_here(&pipeline, opts).await });
+        AbortOnDrop(task).await
+    }
+
+    /// [`Executor::run`], on the task it is called in.
+    async fn run_here(
+        &self,
+        pipeline: &Pipeline,
+        opts: RunOptions,
+    ) -> Result<RunReport, ExecError> {
         let started = Instant::now();
         let _lock = self.lock().await?;
         let root = self.root.clone();
@@ -346,22 +383,22 @@ impl Executor {
                 ))
             }
         };
-        let fingerprints: Vec<Arc<str>> = pipeline
-            .steps()
-            .iter()
-            .map(|s| Arc::from(s.fingerprint()))
-            .collect();
         let order = pipeline.ordered_steps();
+        // The ledger names a step by its position in this plan; fingerprints
+        // are computed here, once per run.
+        let mut positions = vec![None; pipeline.steps().len()];
         let planned: Vec<PlannedStep> = order
             .iter()
             .copied()
             .filter(|&i| included[i])
-            .map(|i| {
+            .enumerate()
+            .map(|(position, i)| {
+                positions[i] = Some(position);
                 let s = &pipeline.steps()[i];
                 PlannedStep {
                     name: s.name.clone(),
                     stage: s.stage,
-                    fingerprint: fingerprints[i].to_string(),
+                    fingerprint: s.fingerprint(),
                 }
             })
             .collect();
@@ -425,6 +462,13 @@ impl Executor {
             });
         }
 
+        let writer = match LedgerWriter::start(self.ledger.clone(), run_id, opts.cancel.clone()) {
+            Ok(w) => w,
+            Err(e) => {
+                let _ = self.ledger.finish_run(run_id, RunStatus::Failed);
+                return Err(ExecError::LedgerWriterStart(e));
+            }
+        };
         let mut coordinator = Coordinator {
             exec: self,
             pipeline,
@@ -440,7 +484,9 @@ impl Executor {
             results: vec![None; pipeline.steps().len()],
             stage_started: BTreeMap::new(),
             writes: Vec::new(),
-            fingerprints,
+            writer,
+            positions,
+            planned: &planned,
             fatal: None,
             affected: affected.map(|(rev, a, _)| (rev, a)),
         };
@@ -648,6 +694,34 @@ impl Executor {
     }
 }
 
+/// Awaits a spawned run and aborts it when dropped first.
+struct AbortOnDrop(tokio::task::JoinHandle<Result<RunReport, ExecError>>);
+
+impl std::future::Future for AbortOnDrop {
+    type Output = Result<RunReport, ExecError>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.0)
+            .poll(cx)
+            .map(|joined| match joined {
+                Ok(result) => result,
+                // A panic in the run is the caller's panic, as it was before
+                // the run had a task of its own.
+                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                Err(_) => Err(ExecError::RuntimeShutdown),
+            })
+    }
+}
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 fn short(commit: &str) -> String {
     commit.chars().take(12).collect()
 }
@@ -668,17 +742,22 @@ struct Coordinator<'a> {
     /// Final (status, attempts, reason) per step index.
     results: Vec<Option<(StepStatus, u32, Option<String>)>>,
     stage_started: BTreeMap<Stage, Instant>,
-    /// State changes not yet committed; flushed as one transaction before
-    /// the coordinator waits for anything.
+    /// State changes not yet handed to the writer; handed over as one group
+    /// (one transaction) at most [`FLUSH_EVERY`] after the first of them.
     writes: Vec<LedgerWrite>,
-    /// Step fingerprints, computed once per run.
-    fingerprints: Vec<Arc<str>>,
+    /// Commits the groups, off the coordinator's thread.
+    writer: LedgerWriter,
+    /// Each step's position in the plan (`None`: not in this run), which is
+    /// how ledger writes name it.
+    positions: Vec<Option<usize>>,
+    /// The plan, with the fingerprints computed once per run.
+    planned: &'a [PlannedStep],
     fatal: Option<ExecError>,
     /// With `changed_since`: the revision and which steps it affects.
     affected: Option<(String, Vec<bool>)>,
 }
 
-impl Coordinator<'_> {
+impl<'a> Coordinator<'a> {
     async fn drive(&mut self, kept: BTreeMap<usize, (StepStatus, Option<i64>)>) -> RunStatus {
         let graph = self.pipeline.graph();
         self.pending_preds = graph
@@ -735,12 +814,12 @@ impl Coordinator<'_> {
         // Step futures are polled here, by the coordinator, like ninja's
         // single event loop: no thread hand-off per step. Blocking work
         // (hashing) goes to the blocking pool; processes run on their own.
-        let mut running: FuturesUnordered<crate::kind::BoxFuture<(usize, StepResult)>> =
-            FuturesUnordered::new();
+        let mut running: FuturesUnordered<StepFuture<'a>> = FuturesUnordered::new();
         let mut last_flush = Instant::now();
         let jobs = self.opts.jobs.max(1);
         let cancel = self.opts.cancel.clone();
         loop {
+            self.check_writer();
             while let Some(node) = self.ready.pop_front() {
                 match graph[node] {
                     Node::Gate(stage) => self.decide_gate(node, stage),
@@ -773,15 +852,20 @@ impl Coordinator<'_> {
                             self.ready.push_front(node);
                             break;
                         }
+                        // Included steps are the planned ones.
+                        let Some(position) = self.positions[i] else {
+                            continue;
+                        };
                         self.start_stage(self.pipeline.steps()[i].stage);
-                        running.push(Box::pin(self.step_job(i, tx.clone()).run()));
+                        running.push(Box::pin(self.step_job(i, position, tx.clone()).run()));
                     }
                 }
             }
-            // Group commit: state changes reach the ledger at most
-            // FLUSH_EVERY after they happen, many per transaction when steps
-            // are short; a killed run loses at most that window (those steps
-            // rerun on --resume).
+            // Group commit: state changes go to the ledger writer at most
+            // FLUSH_EVERY after they happen, and it commits them right away,
+            // many per transaction when steps are short; a killed run loses
+            // at most what was not committed yet (those steps rerun on
+            // --resume).
             if !self.writes.is_empty() && last_flush.elapsed() >= FLUSH_EVERY {
                 self.flush();
                 last_flush = Instant::now();
@@ -811,6 +895,9 @@ impl Coordinator<'_> {
             self.on_message(message);
         }
         self.flush();
+        // Everything is recorded before the run's end is.
+        self.writer.finish();
+        self.check_writer();
 
         // Every included step must have ended; one that did not would be a
         // scheduling bug, and it must never let a run pass.
@@ -839,34 +926,18 @@ impl Coordinator<'_> {
         }
     }
 
-    /// Commits the pending state changes. A ledger that cannot record
-    /// evidence ends the run: running steps are cancelled.
+    /// Hands the pending state changes to the writer as one group.
     fn flush(&mut self) {
-        if self.writes.is_empty() {
-            return;
+        self.writer.submit(std::mem::take(&mut self.writes));
+    }
+
+    /// A ledger that cannot record evidence ends the run: the writer has
+    /// cancelled the running steps; the run reports why.
+    fn check_writer(&mut self) {
+        if let Some(e) = self.writer.take_failure() {
+            self.opts.cancel.cancel();
+            self.fatal.get_or_insert(e);
         }
-        // A step that started and finished within one window needs only its
-        // final update: it carries the start time, attempts and log too.
-        let finished: std::collections::HashSet<&str> = self
-            .writes
-            .iter()
-            .filter_map(|w| match w {
-                LedgerWrite::StepFinished { step, .. } => Some(step.as_str()),
-                _ => None,
-            })
-            .collect();
-        let writes: Vec<&LedgerWrite> = self
-            .writes
-            .iter()
-            .filter(|w| !matches!(w, LedgerWrite::StepStarted { step, .. } if finished.contains(step.as_str())))
-            .collect();
-        if let Err(e) = self.exec.ledger.apply(self.run_id, writes) {
-            if self.fatal.is_none() {
-                self.opts.cancel.cancel();
-            }
-            self.fatal.get_or_insert(ExecError::Ledger(e));
-        }
-        self.writes.clear();
     }
 
     fn on_message(&mut self, message: TaskMessage) {
@@ -878,12 +949,15 @@ impl Coordinator<'_> {
                 log,
             } => {
                 let step = &self.pipeline.steps()[index];
-                self.writes.push(LedgerWrite::StepStarted {
-                    step: step.name.clone(),
-                    attempt,
-                    at_ms,
-                    log_path: log.clone(),
-                });
+                // Only planned steps run, so the position is always there.
+                if let Some(position) = self.positions[index] {
+                    self.writes.push(LedgerWrite::StepStarted {
+                        position,
+                        attempt,
+                        at_ms,
+                        log_path: log.clone(),
+                    });
+                }
                 self.exec.bus.emit(Event::StepStarted {
                     run_id: self.run_id,
                     step: step.name.clone(),
@@ -941,10 +1015,11 @@ impl Coordinator<'_> {
             cached_from: result.cached_from,
             evidence: result.evidence,
         };
-        self.writes.push(LedgerWrite::StepFinished {
-            step: step.name.clone(),
-            record,
-        });
+        // Only planned steps end here (kept ones are not rewritten).
+        if let Some(position) = self.positions[i] {
+            self.writes
+                .push(LedgerWrite::StepFinished { position, record });
+        }
         self.exec.bus.emit(Event::StepFinished {
             run_id: self.run_id,
             step: step.name.clone(),
@@ -1050,23 +1125,34 @@ impl Coordinator<'_> {
         }
     }
 
-    fn step_job(&self, index: usize, tx: mpsc::UnboundedSender<TaskMessage>) -> StepJob {
-        let step = self.pipeline.steps()[index].clone();
+    /// The job of a planned step. It borrows the pipeline, the plan and the
+    /// options rather than copying them: step futures live only as long as
+    /// the coordinator's loop that polls them.
+    fn step_job(
+        &self,
+        index: usize,
+        position: usize,
+        tx: mpsc::UnboundedSender<TaskMessage>,
+    ) -> StepJob<'a> {
+        let step = &self.pipeline.steps()[index];
+        let mut log_name = String::with_capacity(step.name.len() + 4);
+        log_name.push_str(&step.name);
+        log_name.push_str(".log");
         StepJob {
             index,
             run_id: self.run_id,
-            root: self.exec.root.clone(),
-            ledger: self.exec.ledger.clone(),
-            log_path: self.log_dir.join(format!("{}.log", step.name)),
+            root: &self.exec.root,
+            ledger: &self.exec.ledger,
+            log_path: self.log_dir.join(log_name),
             step,
-            fingerprint: self.fingerprints[index].clone(),
+            fingerprint: &self.planned[position].fingerprint,
             reuse: match &self.affected {
                 _ if self.opts.force => Reuse::Never,
                 None => Reuse::IfInputsDeclared,
                 Some((_, affected)) if affected[index] => Reuse::Never,
                 Some((rev, _)) => Reuse::Unchanged(rev.clone()),
             },
-            cancel: self.opts.cancel.child_token(),
+            cancel: &self.opts.cancel,
             kill_grace: self.opts.kill_grace,
             tx,
         }
@@ -1132,22 +1218,27 @@ fn affected_steps(pipeline: &Pipeline, root: &Path, changed: &[PathBuf]) -> Vec<
     }
 }
 
-/// Everything a step task needs, owned.
-struct StepJob {
+/// A running step, polled by the coordinator; yields its index and result.
+type StepFuture<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = (usize, StepResult)> + Send + 'a>>;
+
+/// Everything a step's future needs; borrowed from the run.
+struct StepJob<'a> {
     index: usize,
     run_id: i64,
-    root: PathBuf,
-    ledger: Ledger,
+    root: &'a Path,
+    ledger: &'a Ledger,
     log_path: PathBuf,
-    step: Step,
-    fingerprint: Arc<str>,
+    step: &'a Step,
+    fingerprint: &'a str,
     reuse: Reuse,
-    cancel: CancellationToken,
+    /// The run's token: cancelling the run stops the step.
+    cancel: &'a CancellationToken,
     kill_grace: Duration,
     tx: mpsc::UnboundedSender<TaskMessage>,
 }
 
-impl StepJob {
+impl StepJob<'_> {
     async fn run(self) -> (usize, StepResult) {
         let index = self.index;
         (index, self.execute().await)
@@ -1165,7 +1256,7 @@ impl StepJob {
         let input_hash = if self.step.inputs.is_empty() {
             hash::NO_INPUTS.to_owned()
         } else {
-            let (root, inputs) = (self.root.clone(), self.step.inputs.clone());
+            let (root, inputs) = (self.root.to_path_buf(), self.step.inputs.clone());
             match tokio::task::spawn_blocking(move || hash_inputs(&root, &inputs)).await {
                 Ok(Ok(h)) => h,
                 Ok(Err(e)) => return fail(result, format!("inputs: {e}")),
@@ -1173,7 +1264,7 @@ impl StepJob {
             }
         };
         result.input_hash = Some(input_hash.clone());
-        let fingerprint: &str = &self.fingerprint;
+        let fingerprint = self.fingerprint;
 
         let reuse = match &self.reuse {
             Reuse::Never => false,
@@ -1207,16 +1298,13 @@ impl StepJob {
             Action::Shell { .. } => std::fs::File::create(&self.log_path).ok(),
             Action::Task { .. } => None,
         };
-        let step_log = StepLog::new(
-            self.log_path.clone(),
-            log_file.as_ref().and_then(|f| f.try_clone().ok()),
-        );
+        let step_log = StepLog::new(self.log_path.clone(), log_file);
         result.log_path = step_log
             .written_path()
             .map(|p| p.to_string_lossy().into_owned());
         let cwd = match &self.step.cwd {
             Some(c) => self.root.join(c),
-            None => self.root.clone(),
+            None => self.root.to_path_buf(),
         };
 
         let started = Instant::now();
@@ -1243,9 +1331,9 @@ impl StepJob {
                         command,
                         cwd: &cwd,
                         env: self.shell_env(),
-                        log: log_file.as_ref(),
+                        log: step_log.file(),
                         timeout: self.step.timeout,
-                        cancel: &self.cancel,
+                        cancel: self.cancel,
                         kill_grace: self.kill_grace,
                     })
                     .await
@@ -1256,7 +1344,7 @@ impl StepJob {
                         step: self.step.name.clone(),
                         stage: self.step.stage,
                         attempt,
-                        project_root: self.root.clone(),
+                        project_root: self.root.to_path_buf(),
                         cwd: cwd.clone(),
                         env: self.step.env.clone(),
                         cancel: self.cancel.child_token(),
@@ -1268,7 +1356,7 @@ impl StepJob {
                         action.clone(),
                         ctx,
                         self.step.timeout,
-                        &self.cancel,
+                        self.cancel,
                         self.kill_grace,
                     )
                     .await
@@ -1305,7 +1393,7 @@ impl StepJob {
                 result.status = Some(StepStatus::Passed);
             }
             AttemptEnd::Passed => {
-                let (root, outputs) = (self.root.clone(), self.step.outputs.clone());
+                let (root, outputs) = (self.root.to_path_buf(), self.step.outputs.clone());
                 match tokio::task::spawn_blocking(move || hash_outputs(&root, &outputs)).await {
                     Ok(Ok(h)) => {
                         result.output_hash = h;
@@ -1378,7 +1466,7 @@ impl StepJob {
         else {
             return Ok(None);
         };
-        let (root, outputs) = (self.root.clone(), self.step.outputs.clone());
+        let (root, outputs) = (self.root.to_path_buf(), self.step.outputs.clone());
         let current = tokio::task::spawn_blocking(move || hash_outputs(&root, &outputs).ok())
             .await
             .ok()

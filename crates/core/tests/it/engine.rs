@@ -370,13 +370,23 @@ async fn unchanged_inputs_are_cached_until_something_changes() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn missing_inputs_and_outputs_fail_the_step() {
+async fn missing_inputs_outputs_or_directory_fail_the_step() {
     let dir = tempfile::tempdir().unwrap();
     let p = pipeline(vec![
         Step::shell("needs", Stage::Iac, "true").inputs(["data/*.csv"]),
         Step::shell("makes", Stage::Iac, "true").outputs(["model.json"]),
+        Step::shell("elsewhere", Stage::Iac, "true").cwd("missing"),
     ]);
     let report = run(dir.path(), &p, RunOptions::default()).await;
+    let missing = dir.path().canonicalize().unwrap().join("missing");
+    assert_eq!(
+        report.step("elsewhere").unwrap().reason,
+        Some(format!(
+            "working directory {} does not exist",
+            missing.display()
+        ))
+    );
+    assert_eq!(status(&report, "elsewhere"), StepStatus::Failed);
     assert_eq!(
         report.step("needs").unwrap().reason.as_deref(),
         Some("inputs: input pattern `data/*.csv` matches no file")
