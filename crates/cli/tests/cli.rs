@@ -574,6 +574,17 @@ fn docker_labelled(label: &str) -> [Value; 3] {
     })
 }
 
+/// `mlops infra destroy` of the Docker deployment to staging.
+const DOCKER_DESTROY: &[&str] = &[
+    "infra",
+    "destroy",
+    ".",
+    "--env",
+    "staging",
+    "--provider",
+    "docker",
+];
+
 /// Takes the Docker deployment down when a failed assertion unwinds, so a
 /// failing run leaves nothing in the engine.
 struct DockerDown<'a>(&'a Path);
@@ -581,18 +592,7 @@ struct DockerDown<'a>(&'a Path);
 impl Drop for DockerDown<'_> {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            let _ = run(
-                &[
-                    "infra",
-                    "destroy",
-                    ".",
-                    "--env",
-                    "staging",
-                    "--provider",
-                    "docker",
-                ],
-                self.0,
-            );
+            let _ = run(DOCKER_DESTROY, self.0);
         }
     }
 }
@@ -624,18 +624,7 @@ fn the_example_passes_with_the_docker_provider(iris: &Path) {
     assert_eq!(containers.as_array().unwrap().len(), 2, "{containers:#}");
     assert_eq!(images.as_array().unwrap().len(), 1, "{images:#}");
 
-    let o = run(
-        &[
-            "infra",
-            "destroy",
-            ".",
-            "--env",
-            "staging",
-            "--provider",
-            "docker",
-        ],
-        iris,
-    );
+    let o = run(DOCKER_DESTROY, iris);
     assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
     for left in docker_labelled("mlops.project=iris") {
         assert_eq!(left, serde_json::json!([]), "left in the engine");

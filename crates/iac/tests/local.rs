@@ -331,17 +331,16 @@ stop-grace = "2s"
             })
             .collect()
     };
-    let desired = desired_with(&secret);
-    apply::apply(
-        &p,
-        &scope,
-        &ledger,
-        &desired,
-        None,
-        &ApplyContext::default(),
-    )
-    .await
-    .unwrap();
+    let apply_with = |value: String| {
+        let (p, scope, ledger) = (&p, &scope, &ledger);
+        let desired = desired_with(&value);
+        async move {
+            apply::apply(p, scope, ledger, &desired, None, &ApplyContext::default())
+                .await
+                .unwrap()
+        }
+    };
+    apply_with(secret.clone()).await;
     assert_eq!(
         std::fs::read_to_string(scope.root.join("seen.txt")).unwrap(),
         secret
@@ -370,16 +369,7 @@ stop-grace = "2s"
         "{:?}",
         plan.actions
     );
-    apply::apply(
-        &p,
-        &scope,
-        &ledger,
-        &desired_with(&rotated),
-        None,
-        &ApplyContext::default(),
-    )
-    .await
-    .unwrap();
+    apply_with(rotated.clone()).await;
     assert_eq!(
         std::fs::read_to_string(scope.root.join("seen.txt")).unwrap(),
         rotated
