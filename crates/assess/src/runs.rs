@@ -51,9 +51,10 @@ pub enum RunsError {
     Registry(#[from] RegistryError),
 }
 
-/// Reads the ledger of the project at `root`; `None` when there is none.
+/// Reads the ledger of the project at `root` (a read-only snapshot: see
+/// [`Ledger::open_snapshot`]); `None` when there is none.
 pub fn read(root: &Path) -> Result<Option<RunEvidence>, RunsError> {
-    let Some(ledger) = Ledger::open_existing(root)? else {
+    let Some(ledger) = Ledger::open_snapshot(root)? else {
         return Ok(None);
     };
     let mut runs = ledger.history(i64::MAX as usize)?;

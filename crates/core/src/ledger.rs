@@ -557,6 +557,71 @@ impl Ledger {
         })
     }
 
+    /// The project's ledger as it is now, for reading, or `None` when the
+    /// project has none. Nothing in the project is written: the file is
+    /// opened read-only (SQLite reads a WAL database without its `-shm`
+    /// file where that cannot be made, as in a read-only checkout), and a
+    /// ledger of an older schema is copied into memory and migrated there.
+    /// Writes through the returned ledger fail (on the file) or are lost (in
+    /// memory).
+    pub fn open_snapshot(project_root: &Path) -> Result<Option<Ledger>, LedgerError> {
+        let dir = project_root.join(STATE_DIR);
+        let path = dir.join(DB_FILE);
+        if !path.is_file() {
+            return Ok(None);
+        }
+        let sql = |what| {
+            let path = path.clone();
+            move |source| LedgerError::Sql { path, what, source }
+        };
+        let version = |conn: &Connection| -> rusqlite::Result<i64> {
+            conn.query_row("PRAGMA user_version", [], |r| r.get(0))
+        };
+        let flags =
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let source = Connection::open_with_flags(&path, flags)
+            .map_err(sql("open the database read-only"))?;
+        let found = version(&source).map_err(sql("read the schema version"))?;
+        source
+            .busy_timeout(Duration::from_secs(10))
+            .map_err(sql("set the busy timeout"))?;
+        let known = MIGRATIONS.len() as i64;
+        if found > known {
+            return Err(LedgerError::TooNew { path, found, known });
+        }
+        let conn = if found == known {
+            source
+        } else {
+            let mut memory = Connection::open_in_memory().map_err(sql("copy the database"))?;
+            rusqlite::backup::Backup::new(&source, &mut memory)
+                .and_then(|b| b.run_to_completion(1024, Duration::ZERO, None))
+                .map_err(sql("copy the database"))?;
+            // As in `open`: a migration that rebuilds a table must not
+            // cascade deletes (the bundled SQLite enforces foreign keys by
+            // default).
+            memory
+                .execute_batch("PRAGMA foreign_keys = OFF;")
+                .map_err(sql("configure the database"))?;
+            let tx = memory.transaction().map_err(sql("begin a migration"))?;
+            for migration in MIGRATIONS.iter().skip(found as usize) {
+                tx.execute_batch(migration)
+                    .map_err(sql("migrate the schema"))?;
+            }
+            tx.pragma_update(None, "user_version", known)
+                .map_err(sql("record the schema version"))?;
+            tx.commit().map_err(sql("commit a migration"))?;
+            memory
+                .execute_batch("PRAGMA foreign_keys = ON;")
+                .map_err(sql("configure the database"))?;
+            memory
+        };
+        Ok(Some(Ledger {
+            conn: Arc::new(Mutex::new(conn)),
+            dir,
+            path,
+        }))
+    }
+
     /// Opens the ledger only if the project has one; never creates it.
     pub fn open_existing(project_root: &Path) -> Result<Option<Ledger>, LedgerError> {
         if project_root.join(STATE_DIR).join(DB_FILE).is_file() {
@@ -1344,8 +1409,8 @@ mod tests {
             .collect()
     }
 
-    #[test]
-    fn a_ledger_of_schema_3_opens_migrated_with_its_runs_and_evidence() {
+    /// A project whose ledger has schema 3 and the rows mlops wrote then.
+    fn schema_3_project() -> tempfile::TempDir {
         let dir = tempfile::tempdir().unwrap();
         let state = dir.path().join(STATE_DIR);
         std::fs::create_dir_all(&state).unwrap();
@@ -1371,30 +1436,84 @@ mod tests {
             )
             .unwrap();
         }
+        dir
+    }
 
+    /// The steps of run 1 of [`schema_3_project`].
+    fn schema_3_run_1() -> Vec<(String, StepStatus, String, Vec<String>)> {
+        vec![
+            (
+                "build".to_owned(),
+                StepStatus::Passed,
+                "fp-build".to_owned(),
+                vec![],
+            ),
+            (
+                "test".to_owned(),
+                StepStatus::Passed,
+                "fp-test".to_owned(),
+                vec!["tests".to_owned()],
+            ),
+        ]
+    }
+
+    #[test]
+    fn a_snapshot_reads_an_old_ledger_without_changing_it() {
+        let dir = schema_3_project();
+        let file = dir.path().join(STATE_DIR).join(DB_FILE);
+        let before = std::fs::read(&file).unwrap();
+        let snapshot = Ledger::open_snapshot(dir.path()).unwrap().unwrap();
+        assert_eq!(steps_of(&snapshot, 1), schema_3_run_1());
+        assert_eq!(snapshot.history(10).unwrap().len(), 2);
+        drop(snapshot);
+        assert_eq!(
+            std::fs::read(&file).unwrap(),
+            before,
+            "the file is untouched"
+        );
+        let conn = Connection::open(&file).unwrap();
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, 3);
+        assert!(
+            Ledger::open_snapshot(&dir.path().join("elsewhere"))
+                .unwrap()
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn a_snapshot_reads_a_ledger_whose_shared_memory_file_cannot_be_made() {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = Ledger::open(dir.path()).unwrap();
+        let run = ledger
+            .begin_run("p", &GitState::default(), "all", &planned(&["a"]))
+            .unwrap();
+        ledger.finish_run(run, RunStatus::Passed).unwrap();
+        drop(ledger);
+        // What a read-only checkout does to SQLite: no `-shm` beside the
+        // database can be made (a directory stands in its way here, since
+        // the tests may run as root, whom permissions do not stop).
+        let shm = dir.path().join(STATE_DIR).join(format!("{DB_FILE}-shm"));
+        let _ = std::fs::remove_file(&shm);
+        std::fs::create_dir(&shm).unwrap();
+        let snapshot = Ledger::open_snapshot(dir.path()).unwrap().unwrap();
+        let runs = snapshot.history(10).unwrap();
+        assert_eq!(runs.len(), 1);
+        assert_eq!(runs[0].status, RunStatus::Passed);
+    }
+
+    #[test]
+    fn a_ledger_of_schema_3_opens_migrated_with_its_runs_and_evidence() {
+        let dir = schema_3_project();
         let ledger = Ledger::open(dir.path()).unwrap();
         let version: i64 = ledger
             .conn()
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .unwrap();
         assert_eq!(version, MIGRATIONS.len() as i64);
-        assert_eq!(
-            steps_of(&ledger, 1),
-            vec![
-                (
-                    "build".to_owned(),
-                    StepStatus::Passed,
-                    "fp-build".to_owned(),
-                    vec![]
-                ),
-                (
-                    "test".to_owned(),
-                    StepStatus::Passed,
-                    "fp-test".to_owned(),
-                    vec!["tests".to_owned()]
-                ),
-            ]
-        );
+        assert_eq!(steps_of(&ledger, 1), schema_3_run_1());
         assert_eq!(
             steps_of(&ledger, 2)
                 .into_iter()
