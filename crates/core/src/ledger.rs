@@ -574,14 +574,13 @@ impl Ledger {
             let path = path.clone();
             move |source| LedgerError::Sql { path, what, source }
         };
-        let version = |conn: &Connection| -> rusqlite::Result<i64> {
-            conn.query_row("PRAGMA user_version", [], |r| r.get(0))
-        };
         let flags =
             rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let source = Connection::open_with_flags(&path, flags)
             .map_err(sql("open the database read-only"))?;
-        let found = version(&source).map_err(sql("read the schema version"))?;
+        let found: i64 = source
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(sql("read the schema version"))?;
         source
             .busy_timeout(Duration::from_secs(10))
             .map_err(sql("set the busy timeout"))?;
