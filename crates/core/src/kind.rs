@@ -136,6 +136,7 @@ impl StepContext {
             cwd: &self.cwd,
             env,
             log,
+            unnamed: None,
             timeout: None,
             cancel: &self.cancel,
             kill_grace: self.kill_grace,
@@ -192,12 +193,12 @@ struct LogInner {
 }
 
 impl StepLog {
-    /// A log at `path`, adopting `file` if it is already open.
-    pub(crate) fn new(path: PathBuf, file: Option<std::fs::File>) -> Self {
+    /// A log at `path`, made on its first line.
+    pub(crate) fn new(path: PathBuf) -> Self {
         StepLog {
             inner: Arc::new(LogInner {
                 path,
-                file: Mutex::new(file),
+                file: Mutex::new(None),
             }),
         }
     }

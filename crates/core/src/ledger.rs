@@ -1311,7 +1311,7 @@ const STEP_STARTED_SQL: &str =
 
 const STEP_FINISHED_SQL: &str = "UPDATE steps SET status = ?3, started_at_ms = COALESCE(?4, started_at_ms), finished_at_ms = ?5,
         duration_ms = ?6, attempts = ?7, exit_code = ?8, input_hash = ?9, output_hash = ?10,
-        log_path = COALESCE(?11, log_path), reason = ?12, cached_from = ?13
+        log_path = ?11, reason = ?12, cached_from = ?13
      WHERE run_id = ?1 AND position = ?2";
 
 const GATE_SQL: &str = "INSERT OR REPLACE INTO gates (run_id, stage, status, decided_at_ms, reason) VALUES (?1, ?2, ?3, ?4, ?5)";

@@ -15,6 +15,7 @@ use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use tokio_util::sync::CancellationToken;
 
+use super::logfile::{NAME_AFTER, ShellLog};
 use crate::kind::{StepAction, StepContext};
 
 /// How one attempt ended.
@@ -30,13 +31,16 @@ pub(crate) enum AttemptEnd {
 }
 
 /// What a shell attempt needs.
-pub(crate) struct ShellAttempt<'a> {
+pub(crate) struct ShellAttempt<'a, 'b> {
     pub(crate) command: &'a str,
     pub(crate) cwd: &'a Path,
     pub(crate) env: Vec<(String, String)>,
-    /// The step's log, for stdout and stderr (a descriptor of its own,
-    /// sharing the log's file position).
+    /// The step's log, for stdout and stderr.
     pub(crate) log: Option<std::fs::File>,
+    /// A shell step's log that has no name yet: named if the attempt runs
+    /// for [`NAME_AFTER`], and told whether the attempt left processes
+    /// behind.
+    pub(crate) unnamed: Option<&'a mut ShellLog<'b>>,
     pub(crate) timeout: Option<Duration>,
     pub(crate) cancel: &'a CancellationToken,
     pub(crate) kill_grace: Duration,
@@ -58,10 +62,11 @@ async fn deadline(timeout: Option<Duration>) {
     }
 }
 
-pub(crate) async fn run_shell(a: ShellAttempt<'_>) -> AttemptEnd {
+pub(crate) async fn run_shell(a: ShellAttempt<'_, '_>) -> AttemptEnd {
+    let mut log = a.unnamed;
     let (stdout, stderr) = stdio_for(a.log);
-    let mut cmd = tokio::process::Command::new("/bin/sh");
-    cmd.arg("-c")
+    let spawned = tokio::process::Command::new("/bin/sh")
+        .arg("-c")
         .arg(a.command)
         .current_dir(a.cwd)
         .envs(a.env)
@@ -71,8 +76,12 @@ pub(crate) async fn run_shell(a: ShellAttempt<'_>) -> AttemptEnd {
         // Own process group: a timeout or Ctrl-C kills the whole tree, and
         // the terminal's Ctrl-C reaches only us, not the steps.
         .process_group(0)
-        .kill_on_drop(true);
-    let mut child = match cmd.spawn() {
+        .kill_on_drop(true)
+        // The command (and with it this process's copy of the log's
+        // descriptors) is dropped here, so the step's processes are the
+        // only holders of their output.
+        .spawn();
+    let mut child = match spawned {
         Ok(c) => c,
         // Checked only now, not before every step: the common case pays
         // nothing for the clearer message.
@@ -95,29 +104,49 @@ pub(crate) async fn run_shell(a: ShellAttempt<'_>) -> AttemptEnd {
     // Disarmed once the attempt ends: a server a step starts in the
     // background may stay in the group and must outlive the step.
     let mut guard = GroupGuard(pgid);
-    let end = tokio::select! {
-        status = child.wait() => match status {
-            Ok(s) if s.success() => AttemptEnd::Passed,
-            Ok(s) => AttemptEnd::Failed {
-                exit_code: s.code(),
-                reason: match (s.code(), s.signal()) {
-                    (Some(code), _) => format!("exit status {code}"),
-                    (None, Some(sig)) => format!("killed by signal {sig}"),
-                    (None, None) => "ended abnormally".to_owned(),
+    let deadline = deadline(a.timeout);
+    tokio::pin!(deadline);
+    let name_after = tokio::time::sleep(NAME_AFTER);
+    tokio::pin!(name_after);
+    let end = loop {
+        tokio::select! {
+            status = child.wait() => break match status {
+                Ok(s) if s.success() => AttemptEnd::Passed,
+                Ok(s) => AttemptEnd::Failed {
+                    exit_code: s.code(),
+                    reason: match (s.code(), s.signal()) {
+                        (Some(code), _) => format!("exit status {code}"),
+                        (None, Some(sig)) => format!("killed by signal {sig}"),
+                        (None, None) => "ended abnormally".to_owned(),
+                    },
                 },
+                Err(e) => AttemptEnd::Failed { exit_code: None, reason: format!("cannot wait for the step: {e}") },
             },
-            Err(e) => AttemptEnd::Failed { exit_code: None, reason: format!("cannot wait for the step: {e}") },
-        },
-        () = deadline(a.timeout) => {
-            kill_group(&mut child, pgid, a.kill_grace).await;
-            AttemptEnd::TimedOut
-        }
-        () = a.cancel.cancelled() => {
-            kill_group(&mut child, pgid, a.kill_grace).await;
-            AttemptEnd::Cancelled
+            () = &mut deadline => {
+                kill_group(&mut child, pgid, a.kill_grace).await;
+                break AttemptEnd::TimedOut;
+            }
+            () = a.cancel.cancelled() => {
+                kill_group(&mut child, pgid, a.kill_grace).await;
+                break AttemptEnd::Cancelled;
+            }
+            // A step that runs for a while gets its log's name now: it can
+            // be followed, and it outlives a killed mlops.
+            () = &mut name_after, if log.as_ref().is_some_and(|l| !l.is_named()) => {
+                if let Some(l) = log.as_mut() {
+                    l.name();
+                }
+            }
         }
     };
     guard.0 = None;
+    // A server the step started in the background may still write to the
+    // log.
+    if let (Some(l), Some(pgid)) = (log, pgid)
+        && killpg(pgid, None).is_ok()
+    {
+        l.left_running();
+    }
     end
 }
 

@@ -13,6 +13,7 @@
 
 pub(crate) mod attempt;
 mod hash;
+mod logfile;
 mod writer;
 
 use std::collections::{BTreeMap, VecDeque};
@@ -37,6 +38,7 @@ use crate::stage::Stage;
 use crate::status::{RunStatus, StageStatus, StepStatus};
 use attempt::{AttemptEnd, ShellAttempt};
 use hash::{hash_inputs, hash_outputs};
+use logfile::{LogFiles, ShellLog};
 use writer::LedgerWriter;
 
 /// Which stages a run covers.
@@ -469,8 +471,10 @@ impl Executor {
                 return Err(ExecError::LedgerWriterStart(e));
             }
         };
+        let log_files = LogFiles::new(&log_dir);
         let mut coordinator = Coordinator {
             exec: self,
+            log_files: &log_files,
             pipeline,
             run_id,
             opts: &opts,
@@ -735,6 +739,8 @@ struct Coordinator<'a> {
     selection: Selection,
     included: Vec<bool>,
     log_dir: PathBuf,
+    /// Where shell steps write their output.
+    log_files: &'a LogFiles,
     pending_preds: Vec<usize>,
     blocker: Vec<Option<Blocker>>,
     done: Vec<bool>,
@@ -1143,6 +1149,7 @@ impl<'a> Coordinator<'a> {
             run_id: self.run_id,
             root: &self.exec.root,
             ledger: &self.exec.ledger,
+            log_files: self.log_files,
             log_path: self.log_dir.join(log_name),
             step,
             fingerprint: &self.planned[position].fingerprint,
@@ -1228,6 +1235,7 @@ struct StepJob<'a> {
     run_id: i64,
     root: &'a Path,
     ledger: &'a Ledger,
+    log_files: &'a LogFiles,
     log_path: PathBuf,
     step: &'a Step,
     fingerprint: &'a str,
@@ -1290,18 +1298,20 @@ impl StepJob<'_> {
             }
         }
 
-        // Shell steps write stdout and stderr straight into the log file
-        // (a file, not a pipe, so a server the step leaves running in the
-        // background keeps a valid descriptor). In-process steps open it on
-        // their first line.
-        let log_file = match self.step.action {
-            Action::Shell { .. } => std::fs::File::create(&self.log_path).ok(),
-            Action::Task { .. } => None,
+        // Shell steps write stdout and stderr straight into their log file
+        // (`logfile`); in-process steps open it on their first line.
+        let mut log = match self.step.action {
+            Action::Shell { .. } => Log::Shell(self.log_files.open(self.log_path.clone())),
+            Action::Task { .. } => Log::Task(StepLog::new(self.log_path.clone())),
         };
-        let step_log = StepLog::new(self.log_path.clone(), log_file);
-        result.log_path = step_log
-            .written_path()
-            .map(|p| p.to_string_lossy().into_owned());
+        // Where the log will be: a shell step's file gets its name soon
+        // after the step starts, unless the step ends first having written
+        // nothing.
+        result.log_path = match &log {
+            Log::Shell(shell) => shell.as_ref().map(|_| self.log_path.as_path()),
+            Log::Task(task) => task.written_path(),
+        }
+        .map(|p| p.to_string_lossy().into_owned());
         let cwd = match &self.step.cwd {
             Some(c) => self.root.join(c),
             None => self.root.to_path_buf(),
@@ -1315,7 +1325,7 @@ impl StepJob<'_> {
         for attempt in 1..=max_attempts {
             result.attempts = attempt;
             if attempt > 1 {
-                step_log.line(&format!(
+                log.line(&format!(
                     "--- mlops: attempt {attempt} of {max_attempts} ---"
                 ));
             }
@@ -1331,7 +1341,14 @@ impl StepJob<'_> {
                         command,
                         cwd: &cwd,
                         env: self.shell_env(),
-                        log: step_log.file(),
+                        log: match &mut log {
+                            Log::Shell(Some(shell)) => shell.for_child(),
+                            _ => None,
+                        },
+                        unnamed: match &mut log {
+                            Log::Shell(shell) => shell.as_mut(),
+                            Log::Task(_) => None,
+                        },
                         timeout: self.step.timeout,
                         cancel: self.cancel,
                         kill_grace: self.kill_grace,
@@ -1348,7 +1365,10 @@ impl StepJob<'_> {
                         cwd: cwd.clone(),
                         env: self.step.env.clone(),
                         cancel: self.cancel.child_token(),
-                        log: step_log.clone(),
+                        log: match &log {
+                            Log::Task(task) => task.clone(),
+                            Log::Shell(_) => StepLog::new(self.log_path.clone()),
+                        },
                         evidence: evidence.clone(),
                         kill_grace: self.kill_grace,
                     };
@@ -1371,7 +1391,7 @@ impl StepJob<'_> {
                 break;
             }
             let delay = self.step.backoff_before(attempt);
-            step_log.line(&format!(
+            log.line(&format!(
                 "--- mlops: attempt {attempt} {retry_reason}; retrying in {delay:?} ---"
             ));
             let _ = self.tx.send(TaskMessage::Retrying {
@@ -1426,9 +1446,11 @@ impl StepJob<'_> {
                 result.reason = Some("the run was cancelled".to_owned());
             }
         }
-        result.log_path = step_log
-            .written_path()
-            .map(|p| p.to_string_lossy().into_owned());
+        result.log_path = match log {
+            Log::Shell(shell) => shell.and_then(ShellLog::finish),
+            Log::Task(task) => task.written_path().map(Path::to_path_buf),
+        }
+        .map(|p| p.to_string_lossy().into_owned());
         if result.status != Some(StepStatus::Passed) {
             result.log_tail = result
                 .log_path
@@ -1475,6 +1497,24 @@ impl StepJob<'_> {
             Some(h) if h == record.output_hash => Some((record.run_id, h)),
             _ => None,
         })
+    }
+}
+
+/// A step's log: a shell step's file (if one could be made), or the lines
+/// of an in-process step.
+enum Log<'a> {
+    Shell(Option<ShellLog<'a>>),
+    Task(StepLog),
+}
+
+impl Log<'_> {
+    /// A line of mlops's own.
+    fn line(&mut self, line: &str) {
+        match self {
+            Log::Shell(Some(shell)) => shell.line(line),
+            Log::Shell(None) => {}
+            Log::Task(task) => task.line(line),
+        }
     }
 }
 

@@ -70,6 +70,131 @@ fn git(dir: &Path, args: &[&str]) {
     );
 }
 
+/// Waits up to five seconds for a file to hold `want`.
+fn eventually_reads(path: &Path, want: &str) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let got = std::fs::read_to_string(path).unwrap_or_default();
+        if got == want || std::time::Instant::now() > deadline {
+            return got;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A shell step that prints nothing leaves no log (its file goes to the
+/// next step); one that prints, runs for a while (its log can be followed
+/// while it runs), is retried, or leaves something behind that may still
+/// print gets `<step>.log` with everything written to it, late output
+/// included, whether the writer stayed in the step's process group or not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_file_exists_for_every_step_that_has_something_to_say() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut steps: Vec<Step> = (0..20)
+        .map(|i| {
+            let step = Step::shell(format!("quiet{i}"), Stage::Iac, "true");
+            if i == 0 {
+                step
+            } else {
+                step.depends_on([format!("quiet{}", i - 1)])
+            }
+        })
+        .collect();
+    steps.extend([
+        Step::shell("talks", Stage::Iac, "echo out; echo err >&2"),
+        Step::shell("slow", Stage::Iac, "sleep 0.6"),
+        // Runs beside `slow` and must find its log while it runs.
+        Step::shell(
+            "follows",
+            Stage::Iac,
+            "sleep 0.3; test -e .mlops/runs/$MLOPS_RUN_ID/slow.log",
+        ),
+        Step::shell(
+            "group",
+            Stage::Iac,
+            "(sleep 0.3; echo late from the group) &",
+        ),
+        // Its writer has left the group (and said so) before it ends.
+        Step::shell(
+            "detached",
+            Stage::Iac,
+            "setsid sh -c 'touch left; sleep 0.3; echo late from another session' & \
+             while [ ! -e left ]; do :; done",
+        ),
+        Step::shell(
+            "flaky",
+            Stage::Iac,
+            "test -e flaked || { touch flaked; exit 1; }",
+        )
+        .retries(1)
+        .retry_backoff(Duration::from_millis(1)),
+    ]);
+    let p = pipeline(steps);
+    let report = run(
+        dir.path(),
+        &p,
+        RunOptions {
+            jobs: 8,
+            ..RunOptions::default()
+        },
+    )
+    .await;
+    assert_eq!(report.status, RunStatus::Passed, "{report:?}");
+
+    let logs = dir.path().join(".mlops/runs/1");
+    let mut names: Vec<String> = std::fs::read_dir(&logs)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "detached.log",
+            "flaky.log",
+            "follows.log",
+            "group.log",
+            "slow.log",
+            "talks.log"
+        ]
+    );
+    let summary = Executor::new(dir.path())
+        .unwrap()
+        .ledger()
+        .run(report.run_id)
+        .unwrap()
+        .unwrap();
+    for step in &summary.steps {
+        let expected = names.contains(&format!("{}.log", step.name)).then(|| {
+            logs.join(format!("{}.log", step.name))
+                .display()
+                .to_string()
+        });
+        assert_eq!(
+            step.log, expected,
+            "the log the ledger names for {}",
+            step.name
+        );
+    }
+    assert_eq!(
+        std::fs::read_to_string(logs.join("talks.log")).unwrap(),
+        "out\nerr\n"
+    );
+    let flaky = std::fs::read_to_string(logs.join("flaky.log")).unwrap();
+    assert!(
+        flaky.starts_with("--- mlops: attempt 1 exit status 1; retrying in"),
+        "{flaky}"
+    );
+    assert_eq!(
+        eventually_reads(&logs.join("group.log"), "late from the group\n"),
+        "late from the group\n"
+    );
+    assert_eq!(
+        eventually_reads(&logs.join("detached.log"), "late from another session\n"),
+        "late from another session\n"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn later_stages_are_gated_when_a_stage_fails() {
     let dir = tempfile::tempdir().unwrap();
