@@ -24,6 +24,13 @@ fn resume() -> RunOptions {
     }
 }
 
+fn jobs(jobs: usize) -> RunOptions {
+    RunOptions {
+        jobs,
+        ..RunOptions::default()
+    }
+}
+
 fn only(stage: Stage) -> RunOptions {
     RunOptions {
         selection: Selection::Stage(stage),
@@ -130,15 +137,7 @@ async fn a_log_file_exists_for_every_step_that_has_something_to_say() {
         .retry_backoff(Duration::from_millis(1)),
     ]);
     let p = pipeline(steps);
-    let report = run(
-        dir.path(),
-        &p,
-        RunOptions {
-            jobs: 8,
-            ..RunOptions::default()
-        },
-    )
-    .await;
+    let report = run(dir.path(), &p, jobs(8)).await;
     assert_eq!(report.status, RunStatus::Passed, "{report:?}");
 
     let logs = dir.path().join(".mlops/runs/1");
@@ -281,15 +280,7 @@ async fn independent_steps_run_in_parallel_up_to_jobs() {
         Step::shell("a", Stage::Iac, wait_for("a", "b")),
         Step::shell("b", Stage::Iac, wait_for("b", "a")),
     ]);
-    let report = run(
-        dir.path(),
-        &p,
-        RunOptions {
-            jobs: 2,
-            ..RunOptions::default()
-        },
-    )
-    .await;
+    let report = run(dir.path(), &p, jobs(2)).await;
     assert_eq!(report.status, RunStatus::Passed, "{report:?}");
 
     let dir = tempfile::tempdir().unwrap();
@@ -297,15 +288,7 @@ async fn independent_steps_run_in_parallel_up_to_jobs() {
         Step::shell("a", Stage::Iac, wait_for("a", "b")).timeout(Duration::from_millis(800)),
         Step::shell("b", Stage::Iac, wait_for("b", "a")).timeout(Duration::from_millis(800)),
     ]);
-    let report = run(
-        dir.path(),
-        &p,
-        RunOptions {
-            jobs: 1,
-            ..RunOptions::default()
-        },
-    )
-    .await;
+    let report = run(dir.path(), &p, jobs(1)).await;
     assert_eq!(
         report.status,
         RunStatus::Failed,
