@@ -66,23 +66,18 @@ impl LogFiles {
     /// effort, and the step then writes to `/dev/null`.
     pub(crate) fn open(&self, path: PathBuf) -> Option<ShellLog<'_>> {
         #[cfg(target_os = "linux")]
-        if let Some((file, watch)) = self.unnamed.as_ref().and_then(unnamed::Unnamed::take) {
-            return Some(ShellLog {
-                files: self,
-                path,
-                file: Some(file),
-                watch: Some(watch),
-                given: 0,
-                shared: false,
-                left_running: false,
-            });
-        }
-        let file = File::create(&path).ok()?;
+        let unnamed = self.unnamed.as_ref().and_then(unnamed::Unnamed::take);
+        #[cfg(not(target_os = "linux"))]
+        let unnamed: Option<(File, Watch)> = None;
+        let (file, watch) = match unnamed {
+            Some((file, watch)) => (file, Some(watch)),
+            None => (File::create(&path).ok()?, None),
+        };
         Some(ShellLog {
             files: self,
             path,
             file: Some(file),
-            watch: None,
+            watch,
             given: 0,
             shared: false,
             left_running: false,
@@ -247,16 +242,12 @@ mod unnamed {
 
         /// A spare file, or a new unnamed one with its watch.
         pub(super) fn take(&self) -> Option<(File, WatchDescriptor)> {
-            if let Some((file, watch)) = {
-                let mut state = self.state();
-                let spare = state.spare.pop();
-                if let Some((_, watch)) = &spare {
-                    state.closed.insert(*watch, 0);
-                }
-                spare
-            } {
+            let mut state = self.state();
+            if let Some((file, watch)) = state.spare.pop() {
+                state.closed.insert(watch, 0);
                 return Some((file, watch));
             }
+            drop(state);
             if !self.works.load(Ordering::Relaxed) {
                 return None;
             }
