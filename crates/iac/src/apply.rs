@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use mlops_core::{Ledger, LedgerError};
 use serde::Serialize;
 
-use crate::plan::{Action, Plan, Recorded, desired as desired_of, plan};
+use crate::plan::{Action, Plan, Recorded, desired as desired_of, plan, wanted_replicas};
 use crate::provider::{Desired, Instance, ModelRef, Provider, ProviderError, Scope};
 use crate::spec::InfraSpec;
 
@@ -26,6 +26,15 @@ pub enum InfraError {
     /// A service named on the command line is not declared.
     #[error("no service `{0}` in [infra.services]")]
     UnknownService(String),
+    /// A controller asked for what it does not own or what the manifest
+    /// does not allow ([`crate::ownership`]).
+    #[error("controller `{controller}`: {detail}")]
+    Refused {
+        /// The controller.
+        controller: String,
+        /// What it asked and why not.
+        detail: String,
+    },
 }
 
 /// Who applies, and for which step.
@@ -59,8 +68,17 @@ pub struct ApplyReport {
     pub apply_id: Option<i64>,
     /// The actions taken.
     pub actions: Vec<Action>,
-    /// The instances running afterwards, per service.
+    /// The instances running afterwards, per service: the one `apply`
+    /// manages first, then those controllers own.
     pub instances: Vec<Instance>,
+}
+
+/// Puts each service's managed instance before the ones controllers own, so
+/// that a caller looking for "the" instance of a service finds the stable
+/// one, not a canary.
+fn managed_first(mut instances: Vec<Instance>) -> Vec<Instance> {
+    instances.sort_by(|a, b| (&a.service, a.owner.is_some()).cmp(&(&b.service, b.owner.is_some())));
+    instances
 }
 
 /// The desired state of every declared service (or only `only`): the model
@@ -136,6 +154,24 @@ pub async fn plan_env(
     Ok((plan, observed))
 }
 
+/// Takes the project's infrastructure lock (waiting for another apply or
+/// controller to finish) off the async threads.
+pub(crate) async fn lock_infra(
+    ledger: &Ledger,
+    provider: &dyn Provider,
+) -> Result<mlops_core::ledger::RunLock, InfraError> {
+    let lock_ledger = ledger.clone();
+    Ok(
+        tokio::task::spawn_blocking(move || lock_ledger.lock_infra())
+            .await
+            .map_err(|e| ProviderError::Backend {
+                provider: provider.kind(),
+                what: "wait for the infrastructure lock".into(),
+                detail: e.to_string(),
+            })??,
+    )
+}
+
 /// Applies `plan` and checks that a fresh plan is empty. Every apply is
 /// recorded in the ledger, failed ones with their error.
 pub async fn apply(
@@ -146,20 +182,13 @@ pub async fn apply(
     only: Option<&[String]>,
     ctx: &ApplyContext,
 ) -> Result<ApplyReport, InfraError> {
-    let lock_ledger = ledger.clone();
-    let _lock = tokio::task::spawn_blocking(move || lock_ledger.lock_infra())
-        .await
-        .map_err(|e| ProviderError::Backend {
-            provider: provider.kind(),
-            what: "wait for the infrastructure lock".into(),
-            detail: e.to_string(),
-        })??;
+    let _lock = lock_infra(ledger, provider).await?;
     let (plan, observed) = plan_env(provider, scope, ledger, desired, only).await?;
     if plan.is_empty() {
         return Ok(ApplyReport {
             apply_id: None,
             actions: Vec::new(),
-            instances: observed,
+            instances: managed_first(observed),
         });
     }
     let actions_json = serde_json::to_value(&plan.actions).unwrap_or_default();
@@ -196,7 +225,7 @@ pub async fn apply(
     Ok(ApplyReport {
         apply_id: Some(apply_id),
         actions: plan.actions,
-        instances,
+        instances: managed_first(instances),
     })
 }
 
@@ -237,7 +266,7 @@ async fn run_actions(
             kind,
             &d.spec.name,
             &d.revision,
-            d.spec.replicas,
+            instance.desired_replicas,
             d.model.as_ref().map(|m| m.version.as_str()),
             &state,
             apply_id,
@@ -260,8 +289,13 @@ async fn run_actions(
             | Action::Repair {
                 service, instance, ..
             } => {
-                let d = find_desired(service).expect("planned from the desired state");
+                let declared = find_desired(service).expect("planned from the desired state");
                 let old = find_instance(instance).expect("planned from the observed state");
+                // The successor keeps the count a controller chose within
+                // the declared range.
+                let mut successor = declared.clone();
+                successor.spec.replicas = wanted_replicas(&declared.spec, old.desired_replicas);
+                let d = &successor;
                 let repairing = matches!(action, Action::Repair { .. });
                 // A pinned port cannot be held twice, and a broken instance
                 // serves nothing: stop first. Otherwise start the new one,
@@ -312,14 +346,7 @@ pub async fn destroy(
     only: Option<&[String]>,
     ctx: &ApplyContext,
 ) -> Result<ApplyReport, InfraError> {
-    let lock_ledger = ledger.clone();
-    let _lock = tokio::task::spawn_blocking(move || lock_ledger.lock_infra())
-        .await
-        .map_err(|e| ProviderError::Backend {
-            provider: provider.kind(),
-            what: "wait for the infrastructure lock".into(),
-            detail: e.to_string(),
-        })??;
+    let _lock = lock_infra(ledger, provider).await?;
     let mut observed = provider.observe(scope).await?;
     if let Some(only) = only {
         observed.retain(|i| only.contains(&i.service));

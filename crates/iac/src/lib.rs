@@ -7,6 +7,7 @@ pub mod docker;
 pub mod health;
 pub mod kinds;
 pub mod local;
+pub mod ownership;
 pub mod plan;
 pub mod provider;
 pub mod spec;
@@ -15,8 +16,9 @@ pub use apply::{ApplyContext, ApplyReport, InfraError};
 pub use docker::DockerProvider;
 pub use kinds::{IacConfig, register, summarize};
 pub use local::{LocalProvider, SupervisorCommand};
-pub use plan::{Action, Plan};
+pub use ownership::Controller;
+pub use plan::{Action, Owned, Plan};
 pub use provider::{
     Desired, Instance, ModelRef, Provider, ProviderError, Replica, ReplicaState, Scope,
 };
-pub use spec::{InfraSpec, ProviderKind, ServiceSpec};
+pub use spec::{InfraSpec, ProviderKind, ReplicaRange, ServiceSpec};

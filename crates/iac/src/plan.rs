@@ -6,6 +6,12 @@
 //! stop old), scale, repair (drift: a replica or supervisor killed, a
 //! container stopped behind our back — a fresh instance replaces it), or
 //! remove (a service no longer declared, a leftover instance).
+//!
+//! What a controller owns is not the plan's to change: an instance a
+//! controller started ([`Instance::owner`]) and a replica count within a
+//! declared range ([`ServiceSpec::replica_range`]) are listed in
+//! [`Plan::owned`] and left alone; a count outside the range is scaled back
+//! to its nearest bound.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -145,6 +151,87 @@ fn short(revision: &str) -> &str {
     &revision[..revision.len().min(12)]
 }
 
+/// Something a controller owns, which `plan` shows and leaves alone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(tag = "owns", rename_all = "kebab-case")]
+pub enum Owned {
+    /// A whole instance the controller started (a canary): never removed,
+    /// repaired, replaced or scaled by `apply`.
+    Instance {
+        /// The service.
+        service: String,
+        /// The instance.
+        instance: String,
+        /// The controller.
+        owner: String,
+        /// Its revision.
+        revision: String,
+        /// The model version it serves.
+        model_version: Option<String>,
+        /// Its replica count.
+        replicas: u32,
+        /// Whether the service is still declared.
+        declared: bool,
+    },
+    /// The replica count of a declared service's instance, within the
+    /// declared range: the controller moves it, `apply` does not.
+    Replicas {
+        /// The service.
+        service: String,
+        /// The instance.
+        instance: String,
+        /// The controller.
+        owner: String,
+        /// The count now.
+        replicas: u32,
+        /// The declared range.
+        min: u32,
+        /// The declared range.
+        max: u32,
+    },
+}
+
+impl fmt::Display for Owned {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Owned::Instance {
+                service,
+                instance,
+                owner,
+                revision,
+                model_version,
+                replicas,
+                declared,
+            } => {
+                write!(
+                    f,
+                    "= {service}/{instance} owned by {owner} (revision {}, {replicas} replica{}",
+                    short(revision),
+                    plural(*replicas)
+                )?;
+                if let Some(v) = model_version {
+                    write!(f, ", model {v}")?;
+                }
+                if !declared {
+                    write!(f, "; the service is no longer declared")?;
+                }
+                write!(f, ")")
+            }
+            Owned::Replicas {
+                service,
+                instance,
+                owner,
+                replicas,
+                min,
+                max,
+            } => write!(
+                f,
+                "= {service}/{instance} replicas owned by {owner} ({replicas}, within {min}..={max})"
+            ),
+        }
+    }
+}
+
 /// What an apply would do, in order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
 pub struct Plan {
@@ -152,6 +239,8 @@ pub struct Plan {
     pub actions: Vec<Action>,
     /// Services that already match.
     pub unchanged: Vec<String>,
+    /// What controllers own, left alone (not changes).
+    pub owned: Vec<Owned>,
 }
 
 impl Plan {
@@ -173,7 +262,30 @@ pub struct Recorded {
     pub env_digests: BTreeMap<String, String>,
 }
 
-/// Diffs the desired services against the observed instances.
+/// The replica count `apply` wants for an instance of `spec` that has
+/// `current` replicas: the fixed count, or, with a range, the current count
+/// brought into the range (unchanged when already in it).
+pub fn wanted_replicas(spec: &ServiceSpec, current: u32) -> u32 {
+    let (min, max) = spec.replica_bounds();
+    current.clamp(min, max)
+}
+
+fn owned_instance(instance: &Instance, owner: &str, declared: bool) -> Owned {
+    Owned::Instance {
+        service: instance.service.clone(),
+        instance: instance.id.clone(),
+        owner: owner.to_owned(),
+        revision: instance.revision.clone(),
+        model_version: instance.model_version.clone(),
+        replicas: instance.desired_replicas,
+        declared,
+    }
+}
+
+/// Diffs the desired services against the observed instances. Instances a
+/// controller owns ([`Instance::owner`]) are listed in [`Plan::owned`] and
+/// never changed; a replica count within a declared range is the range
+/// owner's and is not scaled.
 pub fn plan(
     desired: &[Desired],
     observed: &[Instance],
@@ -182,10 +294,16 @@ pub fn plan(
     let mut plan = Plan::default();
     let mut by_service: BTreeMap<&str, Vec<&Instance>> = BTreeMap::new();
     for instance in observed {
-        by_service
-            .entry(&instance.service)
-            .or_default()
-            .push(instance);
+        match &instance.owner {
+            Some(owner) => {
+                let declared = desired.iter().any(|d| d.spec.name == instance.service);
+                plan.owned.push(owned_instance(instance, owner, declared));
+            }
+            None => by_service
+                .entry(&instance.service)
+                .or_default()
+                .push(instance),
+        }
     }
     for d in desired {
         let name = d.spec.name.as_str();
@@ -209,30 +327,41 @@ pub fn plan(
                 to: d.revision.clone(),
                 why: why_replace(d, current, recorded.get(name)),
             }),
-            Some(current)
-                if !current.problems.is_empty()
+            Some(current) => {
+                let want = wanted_replicas(&d.spec, current.desired_replicas);
+                let broken = !current.problems.is_empty()
                     || current.replicas.iter().any(|r| {
-                        r.index < d.spec.replicas.min(current.desired_replicas)
+                        r.index < want.min(current.desired_replicas)
                             && !(r.state == crate::ReplicaState::Running && r.healthy)
                     })
-                    || (current.replicas.len()
-                        < current.desired_replicas.min(d.spec.replicas) as usize) =>
-            {
-                plan.actions.push(Action::Repair {
-                    service: name.to_owned(),
-                    instance: current.id.clone(),
-                    drift: current.drift(),
-                })
+                    || current.replicas.len() < current.desired_replicas.min(want) as usize;
+                if broken {
+                    plan.actions.push(Action::Repair {
+                        service: name.to_owned(),
+                        instance: current.id.clone(),
+                        drift: current.drift(),
+                    })
+                } else if current.desired_replicas != want {
+                    plan.actions.push(Action::Scale {
+                        service: name.to_owned(),
+                        instance: current.id.clone(),
+                        from: current.desired_replicas,
+                        to: want,
+                    })
+                } else {
+                    plan.unchanged.push(name.to_owned());
+                    if let Some(range) = &d.spec.replica_range {
+                        plan.owned.push(Owned::Replicas {
+                            service: name.to_owned(),
+                            instance: current.id.clone(),
+                            owner: range.owner.clone(),
+                            replicas: want,
+                            min: range.min,
+                            max: range.max,
+                        });
+                    }
+                }
             }
-            Some(current) if current.desired_replicas != d.spec.replicas => {
-                plan.actions.push(Action::Scale {
-                    service: name.to_owned(),
-                    instance: current.id.clone(),
-                    from: current.desired_replicas,
-                    to: d.spec.replicas,
-                })
-            }
-            Some(_) => plan.unchanged.push(name.to_owned()),
         }
         for extra in rest {
             plan.actions.push(Action::Remove {
@@ -274,7 +403,9 @@ fn why_replace(d: &Desired, current: &Instance, recorded: Option<&Recorded>) -> 
             fields.sort();
             fields.dedup();
             for field in fields {
-                if field != "replicas" && field != "drain" && a.get(field) != b.get(field) {
+                if !["replicas", "replica_range", "drain"].contains(&field.as_str())
+                    && a.get(field) != b.get(field)
+                {
                     why.push(format!("`{}` changed", field.replace('_', "-")));
                 }
             }
@@ -307,10 +438,11 @@ pub fn revision(
     env_digests: &BTreeMap<String, String>,
 ) -> String {
     let mut hasher = blake3::Hasher::new();
-    // The replica count is scale and the drain a way of stopping, not
-    // identity.
+    // The replica count (fixed or a range) is scale and the drain a way of
+    // stopping, not identity.
     let shape = ServiceSpec {
         replicas: 0,
+        replica_range: None,
         drain: Duration::ZERO,
         ..spec.clone()
     };
@@ -389,6 +521,7 @@ pub fn desired(
         model,
         from_env,
         env_digests,
+        owner: None,
     })
 }
 

@@ -7,6 +7,12 @@
 //! A provider only ever observes or touches what it created itself (the
 //! local provider: instance directories under `.mlops/infra/local/`; the
 //! Docker provider: objects labelled with the project).
+//!
+//! An instance may be *owned* by a controller ([`Instance::owner`], set from
+//! [`Desired::owner`] when it starts): the provider records the owner on the
+//! instance (the local provider in `instance.json`, the Docker provider in
+//! the `mlops.owner` label and its record) so that every later `observe`
+//! sees it.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -66,6 +72,11 @@ pub struct Desired {
     /// Keyed digests of those values, by variable name
     /// ([`crate::plan::env_digests`]); they are part of the revision.
     pub env_digests: BTreeMap<String, String>,
+    /// The controller the instance will belong to ([`crate::ownership`]);
+    /// `None` for what `apply` starts. Recorded on the instance, not part
+    /// of the revision.
+    #[serde(default)]
+    pub owner: Option<String>,
 }
 
 impl std::fmt::Debug for Desired {
@@ -75,6 +86,7 @@ impl std::fmt::Debug for Desired {
             .field("model", &self.model)
             .field("revision", &self.revision)
             .field("from_env", &self.from_env.keys().collect::<Vec<_>>())
+            .field("owner", &self.owner)
             .finish()
     }
 }
@@ -136,6 +148,12 @@ pub struct Instance {
     /// Problems the provider sees: the supervisor died, a container was
     /// changed by hand, …
     pub problems: Vec<String>,
+    /// The controller that started it and owns it (`release` for a
+    /// canary), recorded on the instance itself; `None` when `apply` owns
+    /// it. `plan` never removes, repairs, replaces or scales an owned
+    /// instance; only its controller and `destroy` stop it.
+    #[serde(default)]
+    pub owner: Option<String>,
 }
 
 impl Instance {

@@ -171,8 +171,17 @@ pub struct ServiceSpec {
     pub port: u16,
     /// A fixed loopback port to publish on (one replica only).
     pub host_port: Option<u16>,
-    /// How many replicas.
+    /// How many replicas: the fixed count, or, with a
+    /// [`Self::replica_range`], its minimum (what a new instance starts
+    /// with).
     pub replicas: u32,
+    /// `replicas = { min, max }`: the count belongs to a controller (the
+    /// autoscaler), which moves it within the range; `plan` leaves it alone
+    /// there and brings it back only from outside. Not part of the
+    /// revision. Absent for a fixed count (and then not serialized, so a
+    /// fixed spec's revision is what it always was).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica_range: Option<ReplicaRange>,
     /// When exited replicas restart.
     pub restart: RestartPolicy,
     /// The health check.
@@ -202,6 +211,39 @@ pub struct ServiceSpec {
 
 fn default_drain() -> Duration {
     DEFAULT_DRAIN
+}
+
+/// The controller that owns a declared range's replica count unless the
+/// range names another.
+pub const AUTOSCALER: &str = "autoscaler";
+
+/// A replica count a controller owns: `replicas = { min = 1, max = 4 }`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicaRange {
+    /// The fewest replicas (at least 1).
+    pub min: u32,
+    /// The most replicas.
+    pub max: u32,
+    /// The controller that moves the count within the range (`owner`,
+    /// default [`AUTOSCALER`]).
+    pub owner: String,
+}
+
+impl ServiceSpec {
+    /// The replica counts `plan` accepts: `(min, max)`, equal for a fixed
+    /// count.
+    pub fn replica_bounds(&self) -> (u32, u32) {
+        match &self.replica_range {
+            Some(r) => (r.min, r.max),
+            None => (self.replicas, self.replicas),
+        }
+    }
+
+    /// The controller that owns the replica count, when a range hands it
+    /// to one.
+    pub fn replicas_owner(&self) -> Option<&str> {
+        self.replica_range.as_ref().map(|r| r.owner.as_str())
+    }
 }
 
 /// The environment the project's code runs in.
@@ -342,8 +384,8 @@ struct ServiceWire {
     port: Option<Spanned<i64>>,
     #[schemars(with = "Option<i64>")]
     host_port: Option<Spanned<i64>>,
-    #[schemars(with = "Option<i64>")]
-    replicas: Option<Spanned<i64>>,
+    #[schemars(with = "Option<ReplicasWire>")]
+    replicas: Option<Spanned<ReplicasWire>>,
     restart: Option<RestartPolicy>,
     #[schemars(with = "Option<HealthWire>")]
     health: Option<Spanned<HealthWire>>,
@@ -362,6 +404,50 @@ struct ServiceWire {
     stop_grace: Option<Spanned<String>>,
     #[schemars(with = "Option<String>")]
     drain: Option<Spanned<String>>,
+}
+
+/// `replicas = 2` or `replicas = { min = 1, max = 4, owner = "autoscaler" }`.
+#[derive(JsonSchema)]
+#[serde(untagged)]
+enum ReplicasWire {
+    Count(i64),
+    Range(RangeWire),
+}
+
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RangeWire {
+    min: i64,
+    max: i64,
+    owner: Option<String>,
+}
+
+// By hand rather than `untagged`, so that a wrong key or type in a range
+// says which instead of "did not match any variant".
+impl<'de> Deserialize<'de> for ReplicasWire {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = ReplicasWire;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a replica count or a range `{ min = 1, max = 4 }`")
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<ReplicasWire, E> {
+                Ok(ReplicasWire::Count(v))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<ReplicasWire, E> {
+                Ok(ReplicasWire::Count(i64::try_from(v).unwrap_or(i64::MAX)))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<ReplicasWire, A::Error> {
+                RangeWire::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(ReplicasWire::Range)
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
 }
 
 #[derive(Deserialize, JsonSchema)]
@@ -678,27 +764,20 @@ fn compile_service(
         .host_port
         .as_ref()
         .and_then(|p| port(&what("host-port"), p, errors));
-    let replicas = match &wire.replicas {
-        None => 1,
-        Some(r) if (0..=MAX_REPLICAS).contains(r.get_ref()) => *r.get_ref() as u32,
-        Some(r) => {
-            errors.push(Diagnostic::new(
-                format!(
-                    "`{}` must be between 0 and {MAX_REPLICAS}, found {}",
-                    what("replicas"),
-                    r.get_ref()
-                ),
-                Some(r.span()),
-            ));
-            1
-        }
-    };
-    if host_port.is_some() && replicas > 1 {
+    let (replicas, replica_range) =
+        compile_replicas(&what("replicas"), wire.replicas.as_ref(), errors);
+    let most = replica_range.as_ref().map_or(replicas, |r| r.max);
+    if host_port.is_some() && most > 1 {
         errors.push(
             Diagnostic::new(
                 format!(
-                    "`{}` pins one port, but the service has {replicas} replicas",
-                    what("host-port")
+                    "`{}` pins one port, but the service has {} replicas",
+                    what("host-port"),
+                    if replica_range.is_some() {
+                        format!("up to {most}")
+                    } else {
+                        most.to_string()
+                    }
                 ),
                 wire.host_port.as_ref().map(|p| p.span()),
             )
@@ -884,6 +963,7 @@ fn compile_service(
         port: port_value,
         host_port,
         replicas,
+        replica_range,
         restart: wire.restart.unwrap_or_default(),
         health: health?,
         resources,
@@ -895,6 +975,70 @@ fn compile_service(
         stop_grace,
         drain,
     })
+}
+
+/// `replicas`: a fixed count (0 to [`MAX_REPLICAS`], default 1), or a
+/// range whose count a controller owns (1 <= min <= max <= [`MAX_REPLICAS`];
+/// a new instance starts at `min`). Scaling to zero is a fixed `0`: a range
+/// starting at 0 would need `plan` to tell "scaled to zero" from "never
+/// created", which it does not yet.
+fn compile_replicas(
+    what: &str,
+    value: Option<&Spanned<ReplicasWire>>,
+    errors: &mut Vec<Diagnostic>,
+) -> (u32, Option<ReplicaRange>) {
+    let Some(value) = value else {
+        return (1, None);
+    };
+    let span = value.span();
+    match value.get_ref() {
+        ReplicasWire::Count(n) if (0..=MAX_REPLICAS).contains(n) => (*n as u32, None),
+        ReplicasWire::Count(n) => {
+            errors.push(Diagnostic::new(
+                format!("`{what}` must be between 0 and {MAX_REPLICAS}, found {n}"),
+                Some(span),
+            ));
+            (1, None)
+        }
+        ReplicasWire::Range(RangeWire { min, max, owner }) => {
+            let before = errors.len();
+            if !(1..=MAX_REPLICAS).contains(min) {
+                errors.push(
+                    Diagnostic::new(
+                        format!("`{what}.min` must be between 1 and {MAX_REPLICAS}, found {min}"),
+                        Some(span.clone()),
+                    )
+                    .with_help("a range cannot start at 0 yet; write `replicas = 0` to run none"),
+                );
+            }
+            if !(1..=MAX_REPLICAS).contains(max) {
+                errors.push(Diagnostic::new(
+                    format!("`{what}.max` must be between 1 and {MAX_REPLICAS}, found {max}"),
+                    Some(span.clone()),
+                ));
+            } else if max < min {
+                errors.push(Diagnostic::new(
+                    format!("`{what}.max` ({max}) is less than `{what}.min` ({min})"),
+                    Some(span.clone()),
+                ));
+            }
+            let owner = owner.clone().unwrap_or_else(|| AUTOSCALER.to_owned());
+            if !is_name(&owner) {
+                errors.push(
+                    Diagnostic::new(
+                        format!("invalid controller name `{owner}` in `{what}.owner`"),
+                        Some(span),
+                    )
+                    .with_help("use lowercase letters, digits and `-`, starting with a letter (at most 40)"),
+                );
+            }
+            if errors.len() > before {
+                return (1, None);
+            }
+            let (min, max) = (*min as u32, *max as u32);
+            (min, Some(ReplicaRange { min, max, owner }))
+        }
+    }
 }
 
 #[cfg(test)]

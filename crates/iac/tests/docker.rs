@@ -135,6 +135,7 @@ impl Project {
             revision: "rev1".into(),
             from_env: BTreeMap::from([("TEST_TOKEN".to_owned(), SECRET.to_owned())]),
             env_digests: BTreeMap::new(),
+            owner: None,
         }
     }
 }
@@ -161,6 +162,7 @@ fn iris_spec(replicas: u32) -> ServiceSpec {
         port: 8080,
         host_port: None,
         replicas,
+        replica_range: None,
         restart: RestartPolicy::OnFailure,
         health: HealthSpec {
             path: "/v2/health/ready".into(),

@@ -109,6 +109,7 @@ impl DockerProvider {
                     image: image.reference.clone(),
                     image_id: image.id.clone(),
                     desired_replicas: spec.replicas,
+                    owner: desired.owner.clone(),
                 },
             )
         });
@@ -189,6 +190,7 @@ impl DockerProvider {
                     revision: blueprint.revision.clone(),
                     from_env,
                     env_digests: BTreeMap::new(),
+                    owner: blueprint.owner.clone(),
                 },
                 instance: id.to_owned(),
                 image_id: blueprint.image_id.clone(),
@@ -267,6 +269,7 @@ impl DockerProvider {
                 .unwrap_or_else(|| inspect.image.clone().unwrap_or_default()),
             image_id: inspect.image.unwrap_or_default(),
             desired_replicas,
+            owner: label(container, labels::OWNER).map(str::to_owned),
             spec,
         }))
     }

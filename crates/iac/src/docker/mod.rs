@@ -22,6 +22,9 @@
 //!   carry the count they were created with, the fallback when the record
 //!   is gone), and an instance scaled to zero is still known.
 //!
+//! A controller's instance carries its owner in the `mlops.owner` label of
+//! every container and in its record.
+//!
 //! Health is checked from the host (`GET` on the published port), never by a
 //! Docker `HEALTHCHECK`: `FROM scratch` images have no shell to run one.
 //! Secret values go into the containers' environment and nowhere else: not
@@ -78,6 +81,9 @@ pub mod labels {
     pub const SPEC: &str = "mlops.spec";
     /// The image reference the container was created from.
     pub const IMAGE: &str = "mlops.image";
+    /// The controller that owns the instance (containers of a controller's
+    /// instance only).
+    pub const OWNER: &str = "mlops.owner";
 }
 
 /// Where the model directory is mounted (read-only) in every container:

@@ -28,6 +28,7 @@ struct Identity {
     model_version: Option<String>,
     spec: Option<ServiceSpec>,
     desired_replicas: u32,
+    owner: Option<String>,
 }
 
 impl DockerProvider {
@@ -158,6 +159,7 @@ impl DockerProvider {
                 (labels::SERVICE, Some(identity.service.as_str())),
                 (labels::REVISION, Some(identity.revision.as_str())),
                 (labels::MODEL_VERSION, identity.model_version.as_deref()),
+                (labels::OWNER, identity.owner.as_deref()),
             ] {
                 let actual = label(container, key);
                 if actual != expected {
@@ -273,6 +275,7 @@ impl DockerProvider {
             desired_replicas: identity.desired_replicas,
             replicas,
             problems,
+            owner: identity.owner,
         })
     }
 }
@@ -290,6 +293,7 @@ fn identity(
             model_version: r.model.as_ref().map(|m| m.version.clone()),
             spec: Some(r.spec.clone()),
             desired_replicas: r.desired_replicas,
+            owner: r.owner.clone(),
         };
     }
     let first = members.first().map(|(c, _)| c);
@@ -311,6 +315,9 @@ fn identity(
             .filter_map(|(c, _)| label(c, labels::DESIRED_REPLICAS)?.parse().ok())
             .max()
             .unwrap_or(members.len() as u32),
+        owner: first
+            .and_then(|c| label(c, labels::OWNER))
+            .map(str::to_owned),
     }
 }
 

@@ -28,6 +28,9 @@ pub(super) struct InstanceRecord {
     /// The image's id when the instance started.
     pub(super) image_id: String,
     pub(super) desired_replicas: u32,
+    /// The controller that owns the instance, if one does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) owner: Option<String>,
 }
 
 fn env_dir(scope: &Scope) -> PathBuf {

@@ -132,6 +132,9 @@ impl ReplicaTemplate {
         if let Some(model) = &self.desired.model {
             container_labels.insert(labels::MODEL_VERSION.to_owned(), model.version.clone());
         }
+        if let Some(owner) = &self.desired.owner {
+            container_labels.insert(labels::OWNER.to_owned(), owner.clone());
+        }
         let port = port_key(spec.port);
         let restart = match spec.restart {
             RestartPolicy::Always => RestartPolicyNameEnum::ALWAYS,

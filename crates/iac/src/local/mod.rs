@@ -4,10 +4,11 @@
 //! their health. Needs nothing installed.
 //!
 //! An instance lives in `.mlops/infra/local/<environment>/<service>/<id>/`:
-//! `instance.json` (what to run; never a secret value), `replicas` (the
-//! desired count), `status.json` (written by the supervisor),
-//! `supervisor.pid`, `supervisor.log` and `replica-<n>.log`. The provider
-//! owns exactly what is under that directory.
+//! `instance.json` (what to run and, for a controller's instance, its
+//! owner; never a secret value), `replicas` (the desired count),
+//! `status.json` (written by the supervisor), `supervisor.pid`,
+//! `supervisor.log` and `replica-<n>.log`. The provider owns exactly what
+//! is under that directory.
 
 pub mod supervisor;
 
@@ -51,6 +52,9 @@ pub(crate) struct InstanceFile {
     pub(crate) root: PathBuf,
     pub(crate) replicas: u32,
     pub(crate) created_ms: i64,
+    /// The controller that owns the instance, if one does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) owner: Option<String>,
 }
 
 /// How to start a supervisor: a program that, given an instance directory
@@ -222,6 +226,7 @@ async fn inspect(found: &Found) -> Instance {
         desired_replicas,
         replicas,
         problems,
+        owner: found.file.owner.clone(),
     }
 }
 
@@ -295,6 +300,7 @@ impl LocalProvider {
             root: scope.root.clone(),
             replicas: spec.replicas,
             created_ms: mlops_core::ledger::now_ms(),
+            owner: desired.owner.clone(),
         };
         let json = serde_json::to_vec_pretty(&file).map_err(|e| invalid(e.to_string()))?;
         write_atomic(&dir.join(INSTANCE_FILE), &json).map_err(|e| backend("cannot write to", e))?;

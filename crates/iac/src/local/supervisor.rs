@@ -112,6 +112,7 @@ pub async fn supervise(dir: &Path) -> Result<(), String> {
         revision: instance.revision.clone(),
         from_env: BTreeMap::new(),
         env_digests: BTreeMap::new(),
+        owner: instance.owner.clone(),
     };
     // Values read from the caller's environment arrive in ours.
     for value in desired.spec.env.values() {
