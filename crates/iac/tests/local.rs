@@ -412,3 +412,202 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+/// Controllers own what they change: a canary the "release" controller
+/// starts and a replica count the "autoscaler" moves within the declared
+/// range survive `apply`, and the plan shows them as owned, not as changes;
+/// a count outside the range is brought back into it; `destroy` removes
+/// everything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_controllers_own_survives_apply_and_destroy_removes_it() {
+    use mlops_iac::{Controller, Owned};
+
+    let ranged = WEB.replace("replicas = 2", "replicas = { min = 1, max = 3 }");
+    let (_dir, scope) = project(&ranged);
+    let ledger = Ledger::open(&scope.root).unwrap();
+    let first = plan(&scope, &ledger).await;
+    assert!(
+        matches!(
+            first.actions.as_slice(),
+            [Action::Create { replicas: 1, .. }]
+        ),
+        "a range starts at its min: {first:?}"
+    );
+    let applied = converge(&scope, &ledger).await.unwrap();
+    let stable = applied.instances[0].clone();
+    assert_eq!(stable.desired_replicas, 1);
+    assert_eq!(stable.owner, None);
+
+    // The hand-made controllers.
+    let p = provider();
+    let spec = InfraSpec::load(&scope.root).unwrap();
+    let autoscaler = Controller::new("autoscaler", &p, &scope, &ledger).unwrap();
+    let release = Controller::new("release", &p, &scope, &ledger).unwrap();
+    let scaled = autoscaler.scale(&spec, &stable.id, 2).await.unwrap();
+    assert_eq!(scaled.endpoints().len(), 2);
+    let canary = release.start(&spec, "web", None, 1).await.unwrap();
+    assert_eq!(canary.owner.as_deref(), Some("release"));
+    assert!(get(&canary.endpoints()[0]).await, "the canary answers");
+
+    // What a controller may not do.
+    for (result, expect) in [
+        (
+            autoscaler.scale(&spec, &stable.id, 4).await.map(|_| ()),
+            "`web` declares 1 to 3 replicas, not 4",
+        ),
+        (
+            release.scale(&spec, &stable.id, 3).await.map(|_| ()),
+            "the replica count of `web` is owned by `autoscaler`",
+        ),
+        (autoscaler.stop(&canary.id).await, "is owned by `release`"),
+        (
+            release.stop(&stable.id).await,
+            "is the one `infra apply` runs",
+        ),
+    ] {
+        let err = result.unwrap_err().to_string();
+        assert!(err.contains(expect), "{err}");
+    }
+
+    // The plan shows what the controllers own and changes nothing.
+    let owned = plan(&scope, &ledger).await;
+    assert!(owned.is_empty(), "{owned:?}");
+    assert_eq!(owned.owned.len(), 2, "{owned:?}");
+    assert!(owned.owned.iter().any(|o| matches!(
+        o,
+        Owned::Instance { instance, owner, .. } if instance == &canary.id && owner == "release"
+    )));
+    assert!(owned.owned.iter().any(|o| matches!(
+        o,
+        Owned::Replicas { instance, owner, replicas: 2, min: 1, max: 3, .. }
+            if instance == &stable.id && owner == "autoscaler"
+    )));
+    let lines: Vec<String> = owned.owned.iter().map(ToString::to_string).collect();
+    assert!(
+        lines.contains(&format!(
+            "= web/{} replicas owned by autoscaler (2, within 1..=3)",
+            stable.id
+        )),
+        "{lines:?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with(&format!("= web/{} owned by release (", canary.id))),
+        "{lines:?}"
+    );
+    let again = converge(&scope, &ledger).await.unwrap();
+    assert!(again.actions.is_empty(), "{:?}", again.actions);
+    assert_eq!(again.instances.len(), 2);
+    assert_eq!(
+        again.instances[0].id, stable.id,
+        "the managed instance comes first"
+    );
+    assert_eq!(again.instances[0].desired_replicas, 2);
+    assert!(
+        get(&canary.endpoints()[0]).await,
+        "the canary still answers"
+    );
+
+    // Outside the range (the manifest moved it): back to the nearest bound,
+    // in place; the canary stays.
+    write_manifest(
+        &scope.root,
+        &WEB.replace("replicas = 2", "replicas = { min = 3, max = 4 }"),
+    );
+    let outside = plan(&scope, &ledger).await;
+    assert!(
+        matches!(
+            outside.actions.as_slice(),
+            [Action::Scale { from: 2, to: 3, .. }]
+        ),
+        "{outside:?}"
+    );
+    let back = converge(&scope, &ledger).await.unwrap();
+    assert_eq!(back.instances[0].id, stable.id);
+    assert_eq!(back.instances[0].endpoints().len(), 3);
+    assert_eq!(release.owned().await.unwrap().len(), 1);
+
+    // A fixed count is apply's again: the autoscaler may not move it.
+    write_manifest(&scope.root, &WEB.replace("replicas = 2", "replicas = 3"));
+    let spec = InfraSpec::load(&scope.root).unwrap();
+    let err = autoscaler
+        .scale(&spec, &stable.id, 2)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("fixed replica count (3)"), "{err}");
+    assert!(plan(&scope, &ledger).await.is_empty());
+
+    // Every controller change is in the ledger, under its name.
+    let applies = ledger.infra_applies(Some("dev"), 100).unwrap();
+    assert!(
+        applies
+            .iter()
+            .any(|a| a.actor == "controller release" && a.status == "applied"),
+        "{applies:?}"
+    );
+    assert_eq!(
+        applies
+            .iter()
+            .filter(|a| a.actor.starts_with("controller "))
+            .count(),
+        2,
+        "one scale, one start; a refusal changes nothing and is not an apply: {applies:?}"
+    );
+
+    destroy(&scope, &ledger).await;
+    assert!(
+        mlops_iac::Provider::observe(&p, &scope)
+            .await
+            .unwrap()
+            .is_empty(),
+        "destroy removes what controllers own too"
+    );
+    assert!(!get(&canary.endpoints()[0]).await);
+}
+
+/// `replicas` ranges are checked with the manifest, each error with its
+/// place.
+#[test]
+fn replica_ranges_are_validated() {
+    for (replicas, expect) in [
+        (
+            "{ min = 0, max = 2 }",
+            "`infra.services.web.replicas.min` must be between 1 and 64, found 0",
+        ),
+        (
+            "{ min = 3, max = 2 }",
+            "`infra.services.web.replicas.max` (2) is less than `infra.services.web.replicas.min` (3)",
+        ),
+        (
+            "{ min = 1, max = 65 }",
+            "`infra.services.web.replicas.max` must be between 1 and 64, found 65",
+        ),
+        (
+            "{ min = 1, max = 2, owner = \"Auto\" }",
+            "invalid controller name `Auto`",
+        ),
+        ("{ min = 1, maximum = 2 }", "unknown field `maximum`"),
+        (
+            "{ min = 1, max = 2 }\nhost-port = 18080",
+            "`infra.services.web.host-port` pins one port, but the service has up to 2 replicas",
+        ),
+    ] {
+        let (_dir, scope) =
+            project(&WEB.replace("replicas = 2", &format!("replicas = {replicas}")));
+        let err = format!("{:#}", InfraSpec::load(&scope.root).unwrap_err());
+        assert!(err.contains(expect), "{replicas}: {err}");
+        assert!(err.contains("mlops.toml:"), "with its place: {err}");
+    }
+    let (_dir, scope) = project(&WEB.replace(
+        "replicas = 2",
+        "replicas = { min = 2, max = 2, owner = \"hpa\" }",
+    ));
+    let spec = InfraSpec::load(&scope.root).unwrap();
+    let web = &spec.services["web"];
+    assert_eq!(
+        (web.replicas, web.replica_bounds(), web.replicas_owner()),
+        (2, (2, 2), Some("hpa"))
+    );
+}
