@@ -211,6 +211,12 @@ async fn plan(target: &Target, detailed: bool) -> Result<u8, Failure> {
             writeln!(out, "  = {s} (unchanged)")?;
         }
     }
+    if !target.json {
+        // What controllers own is neither a change nor the manifest's.
+        for o in &plan.owned {
+            writeln!(out, "  {o}")?;
+        }
+    }
     Ok(if detailed && !plan.is_empty() {
         2
     } else {
@@ -349,9 +355,13 @@ fn print_instances(out: &mut impl Write, instances: &[mlops_iac::Instance]) -> s
         let verdict = if i.is_healthy() { "healthy" } else { "DRIFT" };
         writeln!(
             out,
-            "{} ({verdict}): instance {}, revision {}{}, {} replica{}",
+            "{} ({verdict}): instance {}{}, revision {}{}, {} replica{}",
             i.service,
             i.id,
+            i.owner
+                .as_deref()
+                .map(|o| format!(" owned by {o}"))
+                .unwrap_or_default(),
             &i.revision[..i.revision.len().min(12)],
             i.model_version
                 .as_deref()

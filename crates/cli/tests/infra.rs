@@ -380,3 +380,106 @@ kind = "environment"
     assert_eq!(code(&o), 1, "{}", both(&o));
     assert!(stdout(&o).contains("Cargo.lock"), "{}", both(&o));
 }
+
+/// What controllers own is shown by `plan` and left alone: a canary a
+/// hand-made "release" controller starts and a replica count the
+/// "autoscaler" moves within `replicas = { min, max }` are no changes
+/// (`--detailed-exitcode` exits 0), `apply` keeps them, and `destroy`
+/// removes them too.
+#[test]
+fn plan_shows_what_controllers_own_as_no_change() {
+    let manifest = WEB.replace("replicas = 2", "replicas = { min = 1, max = 3 }");
+    let dir = project(&manifest);
+    let d = dir.path();
+    let mut cleanup = Cleanup {
+        dir: d.to_path_buf(),
+        pids: Vec::new(),
+    };
+    let o = run(&["infra", "apply"], d);
+    cleanup.note_pids();
+    assert_eq!(code(&o), 0, "{}", both(&o));
+
+    // The controllers, through the library, as the release stage will.
+    let root = std::fs::canonicalize(d).unwrap();
+    let (stable, canary) = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        use mlops_iac::{Controller, InfraSpec, LocalProvider, Provider, Scope, SupervisorCommand};
+        let provider = LocalProvider::new(SupervisorCommand {
+            program: env!("CARGO_BIN_EXE_mlops").into(),
+            args: vec!["infra".into(), "supervise".into()],
+        });
+        let scope = Scope {
+            project: "web".into(),
+            environment: "dev".into(),
+            root: root.clone(),
+        };
+        let ledger = mlops_core::Ledger::open(&root).unwrap();
+        let spec = InfraSpec::load(&root).unwrap();
+        let stable = provider.observe(&scope).await.unwrap().remove(0);
+        Controller::new("autoscaler", &provider, &scope, &ledger)
+            .unwrap()
+            .scale(&spec, &stable.id, 2)
+            .await
+            .unwrap();
+        let canary = Controller::new("release", &provider, &scope, &ledger)
+            .unwrap()
+            .start(&spec, "web", None, 1)
+            .await
+            .unwrap();
+        (stable.id, canary.id)
+    });
+    cleanup.note_pids();
+
+    let o = run(&["infra", "plan", "--detailed-exitcode"], d);
+    assert_eq!(code(&o), 0, "owned is not a change: {}", both(&o));
+    let out = stdout(&o);
+    assert!(out.contains("no changes"), "{out}");
+    assert!(
+        out.contains(&format!("= web/{canary} owned by release (revision ")),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!(
+            "= web/{stable} replicas owned by autoscaler (2, within 1..=3)"
+        )),
+        "{out}"
+    );
+
+    let o = run(&["infra", "plan", "--json"], d);
+    assert_eq!(code(&o), 0, "{}", both(&o));
+    let json: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(json["actions"], serde_json::json!([]), "{json:#}");
+    let owned = json["owned"].as_array().unwrap();
+    assert!(
+        owned.iter().any(|o| o["owns"] == "instance"
+            && o["instance"] == canary.as_str()
+            && o["owner"] == "release"),
+        "{json:#}"
+    );
+    assert!(
+        owned
+            .iter()
+            .any(|o| o["owns"] == "replicas" && o["owner"] == "autoscaler" && o["replicas"] == 2),
+        "{json:#}"
+    );
+
+    let o = run(&["infra", "status"], d);
+    assert!(
+        stdout(&o).contains(&format!("instance {canary} owned by release")),
+        "{}",
+        both(&o)
+    );
+    let o = run(&["infra", "apply"], d);
+    assert_eq!(code(&o), 0, "{}", both(&o));
+    assert!(stdout(&o).contains("nothing to do"), "{}", both(&o));
+    assert_eq!(instance_dirs(d).len(), 2, "the canary survives apply");
+
+    let o = run(&["infra", "destroy"], d);
+    assert_eq!(code(&o), 0, "{}", both(&o));
+    assert!(
+        instance_dirs(d).is_empty(),
+        "destroy removes owned ones too"
+    );
+    for &pid in &cleanup.pids {
+        assert!(wait_dead(pid), "supervisor {pid} still runs");
+    }
+}
