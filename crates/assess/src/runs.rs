@@ -7,6 +7,9 @@
 //! only if it exists (opening migrates an older schema forward, as every
 //! mlops command does).
 
+use mlops_cd::evidence as cd;
+use mlops_ci::evidence as ci;
+use mlops_iac::kinds::evidence as iac;
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 
@@ -151,7 +154,7 @@ pub fn read(root: &Path) -> Result<Option<RunEvidence>, RunsError> {
 
     let release_verdicts: Vec<RecordedEvidence> = records
         .iter()
-        .filter(|r| r.kind == "release")
+        .filter(|r| r.kind == later::RELEASE)
         .take(MAX_RELEASE_VERDICTS)
         .map(recorded)
         .collect();
@@ -171,9 +174,9 @@ pub fn read(root: &Path) -> Result<Option<RunEvidence>, RunsError> {
         promotions: production.len(),
         rollbacks: production.iter().filter(|c| c.is_rollback()).count(),
         release_verdicts,
-        slo: newest("slo"),
-        breaking_point: newest("breaking-point"),
-        capacity: newest("capacity"),
+        slo: newest(later::SLO),
+        breaking_point: newest(later::BREAKING_POINT),
+        capacity: newest(later::CAPACITY),
     };
 
     let mut evidence = step_signals(&records);
@@ -211,27 +214,26 @@ fn source(r: &StepEvidence) -> Source {
     }
 }
 
-/// The signals a recorded evidence kind proves, when its step passed.
-/// Kinds of later stages (`release`, `slo`, `load-test`, …) are the names
-/// those stages' steps record; see `docs/assess.md`.
+/// The signals a recorded evidence kind proves, when its step passed; see
+/// `docs/assess.md`.
 pub fn signals_of_kind(kind: &str) -> &'static [Signal] {
     match kind {
-        "environment" => &[Signal::LockedEnvironment],
-        "infra-apply" => &[Signal::InfrastructureCode, Signal::Deployment],
-        "tests" => &[Signal::UnitTests],
-        "data-validation" => &[Signal::DataTests],
-        "model-gate" => &[Signal::ModelValidation],
-        "reproducibility" => &[Signal::Reproducibility],
-        "secret-scan" => &[Signal::SecretScanning],
-        "package" => &[Signal::Packaging, Signal::ModelRegistry],
-        "deploy" => &[Signal::Deployment],
-        "smoke" => &[Signal::SmokeTests, Signal::IntegrationTests],
-        "release" => &[Signal::ProgressiveDelivery],
-        "rollback" => &[Signal::Rollback],
-        "slo" => &[Signal::Metrics, Signal::Alerting],
-        "drift" => &[Signal::DriftMonitoring],
-        "load-test" | "breaking-point" | "capacity" => &[Signal::LoadTest],
-        "autoscale" => &[Signal::Autoscaling],
+        iac::ENVIRONMENT => &[Signal::LockedEnvironment],
+        iac::INFRA_APPLY => &[Signal::InfrastructureCode, Signal::Deployment],
+        ci::TESTS => &[Signal::UnitTests],
+        ci::DATA_VALIDATION => &[Signal::DataTests],
+        ci::MODEL_GATE => &[Signal::ModelValidation],
+        ci::REPRODUCIBILITY => &[Signal::Reproducibility],
+        ci::SECRET_SCAN => &[Signal::SecretScanning],
+        cd::PACKAGE => &[Signal::Packaging, Signal::ModelRegistry],
+        cd::DEPLOY => &[Signal::Deployment],
+        cd::SMOKE => &[Signal::SmokeTests, Signal::IntegrationTests],
+        later::RELEASE => &[Signal::ProgressiveDelivery],
+        later::ROLLBACK => &[Signal::Rollback],
+        later::SLO => &[Signal::Metrics, Signal::Alerting],
+        later::DRIFT => &[Signal::DriftMonitoring],
+        later::LOAD_TEST | later::BREAKING_POINT | later::CAPACITY => &[Signal::LoadTest],
+        later::AUTOSCALE => &[Signal::Autoscaling],
         _ => &[],
     }
 }
@@ -248,7 +250,7 @@ fn step_signals(records: &[StepEvidence]) -> Vec<Evidence> {
             continue;
         }
         let mut signals = signals_of_kind(&r.kind).to_vec();
-        if r.kind == "model-gate" && r.body.get("baseline").is_some_and(|b| !b.is_null()) {
+        if r.kind == ci::MODEL_GATE && r.body.get("baseline").is_some_and(|b| !b.is_null()) {
             signals.push(Signal::BaselineComparison);
         }
         for signal in signals {
@@ -282,36 +284,36 @@ fn detail(kind: &str, body: &serde_json::Value) -> Option<String> {
         v.as_u64()
     };
     match kind {
-        "tests" => {
+        ci::TESTS => {
             let total = num(&["tests"])?;
             let failed = num(&["failed"]).unwrap_or(0) + num(&["errors"]).unwrap_or(0);
             Some(format!("{total} tests, {failed} failed"))
         }
-        "data-validation" => {
+        ci::DATA_VALIDATION => {
             let rows = num(&["rows"])?;
             let file = body.get("file")?.as_str()?;
             Some(format!("{file}: {rows} rows"))
         }
-        "deploy" => {
+        cd::DEPLOY => {
             let version = body.get("version")?.as_str()?;
             let env = body.get("environment")?.as_str()?;
             Some(format!("{version} to {env}"))
         }
-        "smoke" => {
+        cd::SMOKE => {
             let cases = num(&["cases"])?;
             let endpoints = body.get("endpoints")?.as_array()?.len();
             Some(format!("{cases} cases against {endpoints} replicas"))
         }
-        "environment" => {
+        iac::ENVIRONMENT => {
             let packages = num(&["packages"])?;
             Some(format!("{packages} packages pinned"))
         }
-        "package" => {
+        cd::PACKAGE => {
             let model = body.get("model")?.as_str()?;
             let version = num(&["version"])?;
             Some(format!("{model}:{version}"))
         }
-        "model-gate" => {
+        ci::MODEL_GATE => {
             let checks = body.get("checks")?.as_array()?.len();
             let baseline = body.get("baseline").is_some_and(|b| !b.is_null());
             Some(format!(
@@ -323,7 +325,7 @@ fn detail(kind: &str, body: &serde_json::Value) -> Option<String> {
                 }
             ))
         }
-        "secret-scan" => {
+        ci::SECRET_SCAN => {
             let files = num(&["files_scanned"])?;
             let commits = num(&["commits_scanned"]).unwrap_or(0);
             Some(format!("{files} files, {commits} commits"))
@@ -376,6 +378,28 @@ fn registry_signals(changes: &[mlops_core::registry::ProductionChange]) -> Vec<E
         });
     }
     out
+}
+
+/// The evidence kinds stages 4–6 record. Their stage crates do not exist
+/// yet; each constant moves to its crate's `evidence` module when the
+/// crate lands, as stages 1–3's did.
+pub mod later {
+    /// Stage 4: a release's verdict.
+    pub const RELEASE: &str = "release";
+    /// Stage 4: a rollback.
+    pub const ROLLBACK: &str = "rollback";
+    /// Stage 5: SLOs held over a window.
+    pub const SLO: &str = "slo";
+    /// Stage 5: no feature drifted past its threshold.
+    pub const DRIFT: &str = "drift";
+    /// Stage 6: a load test's result.
+    pub const LOAD_TEST: &str = "load-test";
+    /// Stage 6: the highest rate sustained within the SLO.
+    pub const BREAKING_POINT: &str = "breaking-point";
+    /// Stage 6: a fitted capacity model.
+    pub const CAPACITY: &str = "capacity";
+    /// Stage 6: autoscaler decisions.
+    pub const AUTOSCALE: &str = "autoscale";
 }
 
 #[cfg(test)]

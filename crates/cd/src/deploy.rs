@@ -19,14 +19,11 @@ use mlops_core::manifest::Diagnostic;
 use mlops_core::registry::ModelStage;
 use mlops_core::{KindParams, Ledger, Stage, StepAction, StepContext, StepFailure, StepKind};
 use mlops_iac::apply::{self, ApplyContext, OnReady};
-use mlops_iac::{IacConfig, InfraSpec, Instance, ModelRef, ProviderKind};
+use mlops_iac::{Instance, ModelRef, ProviderKind, StepInfra};
 use serde::{Deserialize, Serialize};
 
 /// The `deploy` kind.
-pub struct DeployKind {
-    /// How providers are reached.
-    pub config: Arc<IacConfig>,
-}
+pub struct DeployKind;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -112,6 +109,21 @@ impl StepKind for DeployKind {
         {
             errors.push(d);
         }
+        let infra = StepInfra::read(params, &[&["services", wire.service.get_ref().as_str()]]);
+        if !wire.service.get_ref().trim().is_empty()
+            && !infra.spec.services.contains_key(wire.service.get_ref())
+        {
+            errors.push(
+                Diagnostic::new(
+                    format!(
+                        "no service `{}` in [infra.services]",
+                        wire.service.get_ref()
+                    ),
+                    Some(wire.service.span()),
+                )
+                .with_help("declare how the model is served in `[infra.services.NAME]`"),
+            );
+        }
         if !errors.is_empty() {
             return Err(errors);
         }
@@ -123,11 +135,10 @@ impl StepKind for DeployKind {
             environment: wire.environment.unwrap_or_else(|| "staging".to_owned()),
             provider,
         };
-        let config = self.config.clone();
         Ok(Arc::new(move |ctx: StepContext| {
             let deploy = deploy.clone();
-            let config = config.clone();
-            async move { run(&ctx, &config, &deploy).await }
+            let infra = infra.clone();
+            async move { run(&ctx, &infra, &deploy).await }
         }))
     }
 }
@@ -136,15 +147,8 @@ fn failure(e: impl std::fmt::Display) -> StepFailure {
     StepFailure::new(e.to_string())
 }
 
-async fn run(ctx: &StepContext, config: &IacConfig, d: &Deploy) -> Result<(), StepFailure> {
-    let spec = InfraSpec::load(&ctx.project_root)
-        .map_err(|e| failure(format!("cannot read [infra]: {e}")))?;
-    if !spec.services.contains_key(&d.service) {
-        return Err(failure(format!(
-            "no service `{}` in [infra.services]; declare how the model is served there",
-            d.service
-        )));
-    }
+async fn run(ctx: &StepContext, infra: &StepInfra, d: &Deploy) -> Result<(), StepFailure> {
+    let spec = infra.spec.as_ref();
     let ledger = Ledger::open(&ctx.project_root).map_err(failure)?;
     let version = ledger
         .find_model_version(Some(&d.model), &d.version)
@@ -156,10 +160,10 @@ async fn run(ctx: &StepContext, config: &IacConfig, d: &Deploy) -> Result<(), St
             .await
             .map_err(failure)?
             .map_err(|e| failure(format!("refusing to deploy {}: {e}", version.id())))?;
-    let (kind, provider, scope) =
-        mlops_iac::kinds::step_target(ctx, config, d.provider, &spec, &d.environment)
-            .await
-            .map_err(failure)?;
+    let (kind, provider, scope) = infra
+        .target(ctx, d.provider, &d.environment)
+        .await
+        .map_err(failure)?;
     let mut models = BTreeMap::new();
     models.insert(
         d.service.clone(),
@@ -168,8 +172,8 @@ async fn run(ctx: &StepContext, config: &IacConfig, d: &Deploy) -> Result<(), St
             dir: files,
         },
     );
-    let desired = apply::desired_state(&spec, &scope, &ledger, provider.as_ref(), &models)
-        .map_err(failure)?;
+    let desired =
+        apply::desired_state(spec, &scope, &ledger, provider.as_ref(), &models).map_err(failure)?;
     let only = [d.service.clone()];
     let port_file = d.port_file.as_ref().map(|file| ctx.cwd.join(file));
     ctx.log(format!(
@@ -247,7 +251,7 @@ async fn run(ctx: &StepContext, config: &IacConfig, d: &Deploy) -> Result<(), St
             .map_err(failure)?;
     }
     ctx.record(
-        "deploy",
+        crate::evidence::DEPLOY,
         &DeployEvidence {
             version: version.id(),
             digest: version.digest.clone(),

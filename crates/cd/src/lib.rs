@@ -24,29 +24,45 @@
 
 use std::sync::Arc;
 
-use mlops_core::KindRegistry;
+use mlops_core::{EvidenceKind, KindRegistry, RegistryError, Stage};
 
 pub mod deploy;
 pub mod package;
 pub mod smoke;
 
-/// Registers every kind this crate contributes; `deploy` and `smoke` reach
-/// providers as `config` says.
-pub fn register(registry: &mut KindRegistry, config: mlops_iac::IacConfig) {
-    let config = Arc::new(config);
-    registry.register(Arc::new(package::PackageKind));
-    registry.register(Arc::new(deploy::DeployKind {
-        config: config.clone(),
-    }));
-    registry.register(Arc::new(smoke::SmokeKind { config }));
+/// The evidence kinds stage 3 records.
+pub mod evidence {
+    /// `package`: a model version stored and registered with its lineage.
+    pub const PACKAGE: &str = "package";
+    /// `deploy`: a version running healthy in an environment.
+    pub const DEPLOY: &str = "deploy";
+    /// `smoke`: sample requests answered by every replica.
+    pub const SMOKE: &str = "smoke";
+}
+
+/// Registers stage 3: the kinds `package`, `deploy` and `smoke` and their
+/// evidence. `deploy` and `smoke` read `[infra]` (stage 1 registers it) and
+/// reach providers as the registry's [`mlops_iac::IacOptions`] say.
+pub fn register(registry: &mut KindRegistry) -> Result<(), RegistryError> {
+    registry.register(Arc::new(package::PackageKind))?;
+    registry.register(Arc::new(deploy::DeployKind))?;
+    registry.register(Arc::new(smoke::SmokeKind))?;
+    for name in [evidence::PACKAGE, evidence::DEPLOY, evidence::SMOKE] {
+        registry.register_evidence(EvidenceKind {
+            name,
+            stage: Stage::Cd,
+            summarize,
+        })?;
+    }
+    Ok(())
 }
 
 /// One line saying what a piece of evidence this crate's kinds record
 /// shows, for `pipeline status` and reports; `None` for other kinds.
-pub fn summarize(evidence: &mlops_core::Evidence) -> Option<String> {
+fn summarize(evidence: &mlops_core::Evidence) -> Option<String> {
     let b = &evidence.body;
     Some(match evidence.kind.as_str() {
-        "package" => {
+        evidence::PACKAGE => {
             let digest = b["digest"].as_str()?;
             let files = b["files"].as_u64().unwrap_or(0);
             format!(
@@ -62,7 +78,7 @@ pub fn summarize(evidence: &mlops_core::Evidence) -> Option<String> {
                 }
             )
         }
-        "deploy" => format!(
+        evidence::DEPLOY => format!(
             "{} in {} `{}`{}",
             b["version"].as_str()?,
             b["provider"].as_str()?,
@@ -81,7 +97,7 @@ pub fn summarize(evidence: &mlops_core::Evidence) -> Option<String> {
                 )
             }
         ),
-        "smoke" => format!(
+        evidence::SMOKE => format!(
             "{} of {} smoke checks passed on {} replica{}",
             b["cases"].as_u64()? - b["failed"].as_u64()?,
             b["cases"].as_u64()?,

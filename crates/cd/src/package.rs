@@ -19,6 +19,7 @@ use std::ops::Range;
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
+use mlops_ci::metrics::read_metrics_json;
 use mlops_core::git::git_state;
 use mlops_core::ledger::STATE_DIR;
 use mlops_core::manifest::{Diagnostic, relative_path_problem};
@@ -288,7 +289,7 @@ impl PackageStep {
         }
         ctx.log(format!("stored in {}", version.path));
         ctx.record(
-            "package",
+            crate::evidence::PACKAGE,
             &PackageReport {
                 model: version.model.clone(),
                 version: version.number,
@@ -317,7 +318,7 @@ impl PackageStep {
         let digest = artifact_digest(&files);
         let metrics = match &self.metrics {
             None => None,
-            Some(m) => Some(read_metrics(cwd, m)?),
+            Some(m) => Some(read_metrics_json(&cwd.join(&m.normal)).map_err(|e| e.to_string())?),
         };
         let data_hash = if self.data.is_empty() {
             None
@@ -505,22 +506,6 @@ pub fn artifact_digest(files: &[ArtifactFile]) -> String {
         hasher.update(b"\n");
     }
     hex(&hasher.finalize())
-}
-
-fn read_metrics(cwd: &Path, m: &InsidePath) -> Result<serde_json::Value, String> {
-    let text = std::fs::read_to_string(cwd.join(&m.normal)).map_err(|e| {
-        if e.kind() == std::io::ErrorKind::NotFound {
-            format!(
-                "missing metrics file `{}` (no such file in {})",
-                m.given,
-                cwd.display()
-            )
-        } else {
-            format!("cannot read the metrics file `{}`: {e}", m.given)
-        }
-    })?;
-    serde_json::from_str(&text)
-        .map_err(|e| format!("the metrics file `{}` is not valid JSON: {e}", m.given))
 }
 
 /// `manifest.json` of an artifact.

@@ -18,15 +18,12 @@ use std::time::Duration;
 
 use mlops_core::manifest::{Diagnostic, relative_path_problem};
 use mlops_core::{KindParams, Stage, StepAction, StepContext, StepFailure, StepKind};
-use mlops_iac::{IacConfig, InfraSpec, ProviderKind};
+use mlops_iac::{ProviderKind, StepInfra};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// The `smoke` kind.
-pub struct SmokeKind {
-    /// How providers are reached.
-    pub config: Arc<IacConfig>,
-}
+pub struct SmokeKind;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -149,11 +146,11 @@ impl StepKind for SmokeKind {
             provider,
             timeout,
         };
-        let config = self.config.clone();
+        let infra = StepInfra::read(params, &[&["services", smoke.service.as_str()]]);
         Ok(Arc::new(move |ctx: StepContext| {
             let smoke = smoke.clone();
-            let config = config.clone();
-            async move { run(&ctx, &config, &smoke).await }
+            let infra = infra.clone();
+            async move { run(&ctx, &infra, &smoke).await }
         }))
     }
 }
@@ -162,7 +159,7 @@ fn failure(e: impl std::fmt::Display) -> StepFailure {
     StepFailure::new(e.to_string())
 }
 
-async fn run(ctx: &StepContext, config: &IacConfig, s: &Smoke) -> Result<(), StepFailure> {
+async fn run(ctx: &StepContext, infra: &StepInfra, s: &Smoke) -> Result<(), StepFailure> {
     let file = ctx.cwd.join(&s.requests);
     let text = tokio::fs::read_to_string(&file).await.map_err(|e| {
         failure(format!(
@@ -193,12 +190,10 @@ async fn run(ctx: &StepContext, config: &IacConfig, s: &Smoke) -> Result<(), Ste
             )));
         }
     }
-    let spec = InfraSpec::load(&ctx.project_root)
-        .map_err(|e| failure(format!("cannot read [infra]: {e}")))?;
-    let (kind, provider, scope) =
-        mlops_iac::kinds::step_target(ctx, config, s.provider, &spec, &s.environment)
-            .await
-            .map_err(failure)?;
+    let (kind, provider, scope) = infra
+        .target(ctx, s.provider, &s.environment)
+        .await
+        .map_err(failure)?;
     let instances = provider.observe(&scope).await.map_err(failure)?;
     let Some(instance) = instances
         .iter()
@@ -280,7 +275,7 @@ async fn run(ctx: &StepContext, config: &IacConfig, s: &Smoke) -> Result<(), Ste
         )
     });
     ctx.record(
-        "smoke",
+        crate::evidence::SMOKE,
         &SmokeEvidence {
             service: s.service.clone(),
             environment: s.environment.clone(),

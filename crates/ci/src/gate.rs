@@ -509,7 +509,7 @@ impl GateStep {
                 BaselineSource::LastPassing => {
                     let ledger = Ledger::open(&root).map_err(|e| format!("baseline: {e}"))?;
                     ledger
-                        .latest_evidence(&step, "model-gate", run_id)
+                        .latest_evidence(&step, crate::evidence::MODEL_GATE, run_id)
                         .map_err(|e| format!("baseline: {e}"))?
                         .and_then(|rec| {
                             let mut m = Metrics::new();
@@ -561,7 +561,7 @@ impl GateStep {
         for c in &report.checks {
             ctx.log(&c.message);
         }
-        ctx.record("model-gate", &report);
+        ctx.record(crate::evidence::MODEL_GATE, &report);
         if report.passed {
             return Ok(());
         }

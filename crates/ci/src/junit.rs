@@ -676,7 +676,7 @@ impl TestsStep {
         // A test that failed in an earlier attempt of this step and passes
         // now is flaky too.
         if let Some(previous) = ctx
-            .recorded("tests")
+            .recorded(crate::evidence::TESTS)
             .and_then(|v| serde_json::from_value::<TestReport>(v).ok())
         {
             let failed_before: BTreeSet<String> = previous.failures().map(TestCase::id).collect();
@@ -705,7 +705,7 @@ impl TestsStep {
                 case.retries.max(1)
             ));
         }
-        ctx.record("tests", &report);
+        ctx.record(crate::evidence::TESTS, &report);
 
         let bad = report.failed + report.errors;
         if bad > 0 {

@@ -19,7 +19,7 @@
 
 use std::sync::Arc;
 
-use mlops_core::KindRegistry;
+use mlops_core::{EvidenceKind, KindRegistry, RegistryError, Stage};
 
 pub mod data;
 pub mod export;
@@ -29,26 +29,55 @@ pub mod metrics;
 pub mod repro;
 pub mod secret_scan;
 
-/// Registers every kind this crate contributes.
-pub fn register(registry: &mut KindRegistry) {
-    registry.register(Arc::new(data::DataValidationKind));
-    registry.register(Arc::new(secret_scan::SecretScanKind));
-    registry.register(Arc::new(junit::TestsKind));
-    registry.register(Arc::new(gate::ModelGateKind));
-    registry.register(Arc::new(repro::ReproducibilityKind));
+/// The evidence kinds stage 2 records (each under its kind's name).
+pub mod evidence {
+    /// `tests`: a JUnit report ingested.
+    pub const TESTS: &str = "tests";
+    /// `data-validation`: a data file checked against its schema.
+    pub const DATA_VALIDATION: &str = "data-validation";
+    /// `model-gate`: metric thresholds and regressions checked.
+    pub const MODEL_GATE: &str = "model-gate";
+    /// `reproducibility`: training run twice and compared.
+    pub const REPRODUCIBILITY: &str = "reproducibility";
+    /// `secret-scan`: the tree and history scanned for credentials.
+    pub const SECRET_SCAN: &str = "secret-scan";
+}
+
+/// Registers stage 2: the kinds `tests`, `data-validation`, `model-gate`,
+/// `reproducibility` and `secret-scan`, and their evidence.
+pub fn register(registry: &mut KindRegistry) -> Result<(), RegistryError> {
+    registry.register(Arc::new(data::DataValidationKind))?;
+    registry.register(Arc::new(secret_scan::SecretScanKind))?;
+    registry.register(Arc::new(junit::TestsKind))?;
+    registry.register(Arc::new(gate::ModelGateKind))?;
+    registry.register(Arc::new(repro::ReproducibilityKind))?;
+    for name in [
+        evidence::TESTS,
+        evidence::DATA_VALIDATION,
+        evidence::MODEL_GATE,
+        evidence::REPRODUCIBILITY,
+        evidence::SECRET_SCAN,
+    ] {
+        registry.register_evidence(EvidenceKind {
+            name,
+            stage: Stage::Ci,
+            summarize,
+        })?;
+    }
+    Ok(())
 }
 
 /// One line saying what a piece of evidence this crate's kinds record
 /// shows, for `pipeline status` and reports; `None` for other kinds.
-pub fn summarize(evidence: &mlops_core::Evidence) -> Option<String> {
+fn summarize(evidence: &mlops_core::Evidence) -> Option<String> {
     let b = &evidence.body;
     let n = |v: &serde_json::Value| v.as_u64().unwrap_or(0);
     let count = |v: &serde_json::Value| v.as_array().map_or(0, Vec::len);
     Some(match evidence.kind.as_str() {
-        "tests" => serde_json::from_value::<junit::TestReport>(b.clone())
+        evidence::TESTS => serde_json::from_value::<junit::TestReport>(b.clone())
             .ok()?
             .summary(),
-        "model-gate" => {
+        evidence::MODEL_GATE => {
             let checks = b["checks"].as_array()?;
             let failed = checks
                 .iter()
@@ -64,7 +93,7 @@ pub fn summarize(evidence: &mlops_core::Evidence) -> Option<String> {
                 format!("{failed} of {} checks failed, {baseline}", checks.len())
             }
         }
-        "reproducibility" => {
+        evidence::REPRODUCIBILITY => {
             let diffs = count(&b["differences"]);
             let runs = count(&b["runs"]);
             if diffs == 0 {
@@ -73,7 +102,7 @@ pub fn summarize(evidence: &mlops_core::Evidence) -> Option<String> {
                 format!("{diffs} differences between {runs} runs")
             }
         }
-        "secret-scan" => {
+        evidence::SECRET_SCAN => {
             let history = if b["history_scanned"] == true {
                 format!(", {} commits", n(&b["commits_scanned"]))
             } else {
@@ -85,7 +114,7 @@ pub fn summarize(evidence: &mlops_core::Evidence) -> Option<String> {
                 n(&b["files_scanned"])
             )
         }
-        "data-validation" => {
+        evidence::DATA_VALIDATION => {
             let verdict = if b["passed"] == true {
                 "passed".to_owned()
             } else {

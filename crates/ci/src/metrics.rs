@@ -41,6 +41,15 @@ pub enum MetricsError {
 
 /// Reads and flattens a metrics file.
 pub fn read_metrics(path: &Path) -> Result<Metrics, MetricsError> {
+    let value = read_metrics_json(path)?;
+    let mut metrics = Metrics::new();
+    flatten("", &value, &mut metrics);
+    Ok(metrics)
+}
+
+/// Reads a metrics file as it is, a JSON object, without flattening it:
+/// what a registered model version keeps (`package`).
+pub fn read_metrics_json(path: &Path) -> Result<serde_json::Value, MetricsError> {
     let text = std::fs::read_to_string(path).map_err(|source| MetricsError::Io {
         path: path.to_path_buf(),
         source,
@@ -56,9 +65,7 @@ pub fn read_metrics(path: &Path) -> Result<Metrics, MetricsError> {
             found: json_type(&value),
         });
     }
-    let mut metrics = Metrics::new();
-    flatten("", &value, &mut metrics);
-    Ok(metrics)
+    Ok(value)
 }
 
 /// The numbers of a JSON value, by dotted path.

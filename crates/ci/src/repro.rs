@@ -378,7 +378,7 @@ impl ReproStep {
             reproducible: differences.is_empty(),
             differences,
         };
-        ctx.record("reproducibility", &report);
+        ctx.record(crate::evidence::REPRODUCIBILITY, &report);
         if report.reproducible {
             ctx.log(format!(
                 "reproducible: {} runs agree on {} metrics and {} artifacts",
@@ -421,7 +421,7 @@ impl ReproStep {
         };
         let (root, step, run_id) = (ctx.project_root.clone(), ctx.step.clone(), ctx.run_id);
         let record = tokio::task::spawn_blocking(move || {
-            Ledger::open(&root)?.latest_evidence(&step, "reproducibility", run_id)
+            Ledger::open(&root)?.latest_evidence(&step, crate::evidence::REPRODUCIBILITY, run_id)
         })
         .await
         .map_err(|e| StepFailure::new(format!("reading the ledger stopped: {e}")))?

@@ -76,7 +76,7 @@ pub(crate) fn supervisor() -> SupervisorCommand {
 }
 
 struct Loaded {
-    spec: InfraSpec,
+    spec: std::sync::Arc<InfraSpec>,
     scope: Scope,
     ledger: Ledger,
     kind: ProviderKind,
@@ -85,8 +85,7 @@ struct Loaded {
 
 fn load(target: &Target) -> Result<Loaded, Failure> {
     let manifest = crate::load(&target.path)?;
-    let spec = InfraSpec::from_manifest(&manifest)
-        .map_err(|d| fail(exit::INVALID, mlops_core::ManifestError::Invalid(d)))?;
+    let spec = InfraSpec::from_manifest(&manifest);
     if spec.services.is_empty() && target.services.is_empty() {
         // Still useful for destroy/status of leftovers; say it.
         eprintln!(

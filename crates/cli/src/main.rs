@@ -217,20 +217,22 @@ enum PlanFormat {
     Json,
 }
 
-/// The registry of built-in step kinds every stage crate contributes to.
-/// `pipeline run --provider`: the provider every stage-1 and stage-3 step
-/// uses, whatever the manifest says.
-static PROVIDER: std::sync::OnceLock<mlops_iac::ProviderKind> = std::sync::OnceLock::new();
-
-fn kinds() -> KindRegistry {
+/// What every stage crate contributes (kinds, sections, evidence), one
+/// entry point each, in climbing order; `provider` is `pipeline run
+/// --provider`, handed to the stage-1 and stage-3 kinds as an option.
+fn registry(provider: Option<mlops_iac::ProviderKind>) -> KindRegistry {
+    type Register = fn(&mut KindRegistry) -> Result<(), mlops_core::RegistryError>;
+    const STAGES: [Register; 3] = [mlops_iac::register, mlops_ci::register, mlops_cd::register];
     let mut registry = KindRegistry::new();
-    let iac = mlops_iac::IacConfig {
+    registry.set_option(mlops_iac::IacOptions {
         supervisor: infra::supervisor(),
-        provider: PROVIDER.get().copied(),
-    };
-    mlops_iac::register(&mut registry, iac.clone());
-    mlops_ci::register(&mut registry);
-    mlops_cd::register(&mut registry, iac);
+        provider,
+    });
+    for register in STAGES {
+        // Names are fixed in the stage crates; a clash is a bug that the
+        // tests catch, not something a user can cause.
+        register(&mut registry).expect("stage crates register distinct names");
+    }
     registry
 }
 
@@ -300,7 +302,8 @@ fn dispatch(cli: Cli) -> Result<u8, Failure> {
         Command::Init { path, force } => cmd_init(&path, force),
         Command::Validate { path } => cmd_validate(&path),
         Command::Schema => {
-            let schema = serde_json::to_string_pretty(&manifest::wire::json_schema_with(&kinds()))?;
+            let schema =
+                serde_json::to_string_pretty(&manifest::wire::json_schema_with(&registry(None)))?;
             writeln!(io::stdout().lock(), "{schema}")?;
             Ok(exit::OK)
         }
@@ -349,13 +352,17 @@ fn dispatch(cli: Cli) -> Result<u8, Failure> {
 }
 
 fn load(path: &Path) -> Result<Manifest, Failure> {
+    load_with(path, &registry(None))
+}
+
+fn load_with(path: &Path, registry: &KindRegistry) -> Result<Manifest, Failure> {
     if !path.is_dir() {
         return Err(fail(
             exit::INVALID,
             anyhow::anyhow!("project directory {} does not exist", path.display()),
         ));
     }
-    Manifest::load(path, &kinds()).map_err(|e| match &e {
+    Manifest::load(path, registry).map_err(|e| match &e {
         // Text that is not UTF-8 is bad input; anything else is the system.
         ManifestError::Read { source, .. } if source.kind() != io::ErrorKind::InvalidData => {
             fail(exit::ENGINE, e)
@@ -365,7 +372,8 @@ fn load(path: &Path) -> Result<Manifest, Failure> {
 }
 
 fn cmd_init(path: &Path, force: bool) -> Result<u8, Failure> {
-    let scaffold = init::scaffold_with(path, &kinds()).map_err(|e| fail(exit::INVALID, e))?;
+    let scaffold =
+        init::scaffold_with(path, &registry(None)).map_err(|e| fail(exit::INVALID, e))?;
     let written = scaffold.write(path, force).map_err(|e| match e {
         init::InitError::Exists(_) => fail(exit::INVALID, e),
         _ => fail(exit::ENGINE, e),
@@ -408,13 +416,13 @@ fn cmd_plan(path: &Path, format: PlanFormat) -> Result<u8, Failure> {
 }
 
 fn cmd_run(args: RunArgs) -> Result<u8, Failure> {
-    if let Some(p) = &args.provider {
-        let kind = p
-            .parse::<mlops_iac::ProviderKind>()
-            .map_err(|e| fail(exit::INVALID, anyhow::anyhow!(e)))?;
-        let _ = PROVIDER.set(kind);
-    }
-    let m = load(&args.path)?;
+    let provider = args
+        .provider
+        .as_deref()
+        .map(str::parse::<mlops_iac::ProviderKind>)
+        .transpose()
+        .map_err(|e| fail(exit::INVALID, anyhow::anyhow!(e)))?;
+    let m = load_with(&args.path, &registry(provider))?;
     let selection = match (args.stage, args.from) {
         (Some(s), _) => Selection::Stage(s),
         (None, Some(s)) => Selection::From(s),
@@ -549,7 +557,7 @@ fn cmd_status(path: &Path, run: Option<i64>, json: bool) -> Result<u8, Failure> 
     if json {
         writeln!(out, "{}", serde_json::to_string_pretty(&summary)?)?;
     } else {
-        output::write_status(&mut out, &summary)?;
+        output::write_status(&mut out, &summary, &registry(None))?;
     }
     Ok(exit::OK)
 }
@@ -568,7 +576,7 @@ fn cmd_history(path: &Path, limit: usize, json: bool) -> Result<u8, Failure> {
 
 /// The project's name from its manifest, or its directory's name.
 fn project_name(path: &Path) -> String {
-    Manifest::load(path, &kinds())
+    Manifest::load(path, &registry(None))
         .map(|m| m.pipeline.project().to_owned())
         .unwrap_or_else(|_| {
             std::fs::canonicalize(path)

@@ -341,7 +341,11 @@ pub(crate) fn plan_json(m: &Manifest) -> serde_json::Value {
 }
 
 /// `pipeline status` as text.
-pub(crate) fn write_status(out: &mut impl Write, r: &RunSummary) -> io::Result<()> {
+pub(crate) fn write_status(
+    out: &mut impl Write,
+    r: &RunSummary,
+    registry: &mlops_core::KindRegistry,
+) -> io::Result<()> {
     let commit = r.commit.as_deref().map_or_else(
         || "no git commit".to_owned(),
         |c| format!("commit {}", &c[..c.len().min(12)]),
@@ -396,10 +400,7 @@ pub(crate) fn write_status(out: &mut impl Write, r: &RunSummary) -> io::Result<(
                 s.attempts
             )?;
             for e in &s.evidence {
-                if let Some(line) = mlops_ci::summarize(e)
-                    .or_else(|| mlops_cd::summarize(e))
-                    .or_else(|| mlops_iac::summarize(e))
-                {
+                if let Some(line) = registry.summarize(e) {
                     let from = e
                         .from_run
                         .map(|r| format!(" (run {r})"))

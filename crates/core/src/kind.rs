@@ -6,7 +6,9 @@
 //! there and lets each kind validate its own `with` parameters. This module
 //! owns the contracts; it ships no kinds itself.
 
-use std::collections::BTreeMap;
+use std::any::{Any, TypeId};
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::future::Future;
 use std::io::Write;
@@ -21,6 +23,7 @@ use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
 
 use crate::manifest::Diagnostic;
+use crate::section::{ManifestSection, RegistryError, SectionRead, Sections};
 use crate::stage::Stage;
 
 /// A boxed, sendable future: the return type of [`StepAction::run`].
@@ -260,10 +263,25 @@ where
     }
 }
 
-/// The `with` table of a step that names a `kind`, with its source spans.
+/// What a kind's or a section's `compile` sees: its table with source
+/// spans and, for step kinds, what the manifest compiled before the steps
+/// (the `[project]` table, the registered sections) and the registry's
+/// options. Every section part a kind reads is recorded and becomes part of
+/// the step's fingerprint.
 pub struct KindParams<'a> {
     value: Option<toml::Spanned<toml::de::DeValue<'a>>>,
     step_span: Range<usize>,
+    scope: Option<&'a CompileScope>,
+    reads: RefCell<BTreeSet<SectionRead>>,
+}
+
+/// What steps are compiled against: built once per manifest, before any
+/// step.
+#[derive(Default)]
+pub(crate) struct CompileScope {
+    pub(crate) project: Option<crate::manifest::Project>,
+    pub(crate) sections: Sections,
+    pub(crate) options: Options,
 }
 
 impl<'a> KindParams<'a> {
@@ -271,7 +289,17 @@ impl<'a> KindParams<'a> {
         value: Option<toml::Spanned<toml::de::DeValue<'a>>>,
         step_span: Range<usize>,
     ) -> Self {
-        KindParams { value, step_span }
+        KindParams {
+            value,
+            step_span,
+            scope: None,
+            reads: RefCell::new(BTreeSet::new()),
+        }
+    }
+
+    pub(crate) fn with_scope(mut self, scope: &'a CompileScope) -> Self {
+        self.scope = Some(scope);
+        self
     }
 
     /// Deserializes the parameters into the kind's own wire struct (use
@@ -309,6 +337,79 @@ impl<'a> KindParams<'a> {
                 .unwrap_or_default(),
         }
     }
+
+    /// The compiled section `name` (`"infra"`, or a stage's name for its
+    /// settings), as the section's crate compiled it; `path` names the part
+    /// the step depends on (`&["services", "iris"]`; empty for all of it).
+    /// The part's canonical form joins the step's fingerprint, whatever the
+    /// result. `None` when no such section is registered, it failed to
+    /// compile (its errors are reported already), or it is not a `T`.
+    pub fn section<T: Send + Sync + 'static>(&self, name: &str, path: &[&str]) -> Option<Arc<T>> {
+        let compiled = self.scope?.sections.compiled.get(name);
+        let digest = compiled.map_or_else(String::new, |c| c.digest(path));
+        self.reads
+            .borrow_mut()
+            .insert(SectionRead::new(name, path, digest));
+        compiled?.get::<T>()
+    }
+
+    /// The project's name from `[project]`; it joins the step's
+    /// fingerprint (a renamed project is another deployment). `None` when
+    /// `[project]` is missing or invalid (that is reported already) or the
+    /// parameters belong to a section.
+    pub fn project_name(&self) -> Option<String> {
+        let name = self.scope?.project.as_ref()?.name.clone();
+        self.reads.borrow_mut().insert(SectionRead::new(
+            "project",
+            &["name"],
+            blake3::hash(name.as_bytes()).to_hex().to_string(),
+        ));
+        Some(name)
+    }
+
+    /// An option the embedding program set on the registry
+    /// ([`KindRegistry::set_option`]), such as the CLI's `--provider`.
+    /// Options are how a run is configured, not what a step is: they are not
+    /// part of fingerprints.
+    pub fn option<T: Send + Sync + 'static>(&self) -> Option<Arc<T>> {
+        self.scope?.options.get::<T>()
+    }
+
+    /// What the kind read, for the step's definition.
+    pub(crate) fn take_reads(&self) -> Vec<SectionRead> {
+        std::mem::take(&mut *self.reads.borrow_mut())
+            .into_iter()
+            .collect()
+    }
+}
+
+/// Typed values an embedding program hands to the kinds through the
+/// registry.
+#[derive(Clone, Default)]
+pub(crate) struct Options {
+    values: BTreeMap<TypeId, Arc<dyn Any + Send + Sync>>,
+}
+
+impl Options {
+    fn get<T: Send + Sync + 'static>(&self) -> Option<Arc<T>> {
+        self.values
+            .get(&TypeId::of::<T>())
+            .and_then(|v| v.clone().downcast::<T>().ok())
+    }
+}
+
+/// A kind of evidence a stage records (`StepContext::record(kind, …)`):
+/// its name, the stage that owns it and how `pipeline status` says it in
+/// one line.
+#[derive(Debug, Clone, Copy)]
+pub struct EvidenceKind {
+    /// The name evidence is recorded under.
+    pub name: &'static str,
+    /// The stage whose kinds record it.
+    pub stage: Stage,
+    /// One line about a recorded piece of evidence of this kind, for
+    /// `pipeline status`; `None` when its body is not the expected shape.
+    pub summarize: fn(&crate::Evidence) -> Option<String>,
 }
 
 /// A built-in step kind contributed by a stage crate.
@@ -324,27 +425,17 @@ pub trait StepKind: Send + Sync + 'static {
     fn compile(&self, params: &KindParams<'_>) -> Result<Arc<dyn StepAction>, Vec<Diagnostic>>;
 }
 
-/// A top-level table of `mlops.toml` owned by a stage crate (`[infra]`):
-/// the manifest compiler hands it over for checking, so `mlops validate`
-/// reports its problems with everything else. The crate reads it again
-/// through [`crate::Manifest::section`] when it acts on it.
-pub trait ManifestSection: Send + Sync + 'static {
-    /// The table's name.
-    fn name(&self) -> &'static str;
-    /// Every problem in the table; empty when it is valid.
-    fn check(&self, table: &KindParams<'_>) -> Vec<Diagnostic>;
-    /// The table's JSON Schema, for `mlops schema` (editors). By default
-    /// any table.
-    fn json_schema(&self) -> serde_json::Value {
-        serde_json::json!({ "type": "object" })
-    }
-}
-
-/// The kinds (and manifest sections) the manifest compiler knows.
+/// What the manifest compiler and the CLI know of the stage crates: their
+/// step kinds, their manifest sections, their evidence kinds, and options
+/// set by the embedding program. Each stage crate has one entry point,
+/// `register(&mut KindRegistry)`, that adds all of its parts.
 #[derive(Default, Clone)]
 pub struct KindRegistry {
     kinds: BTreeMap<&'static str, Arc<dyn StepKind>>,
     sections: BTreeMap<&'static str, Arc<dyn ManifestSection>>,
+    stage_settings: BTreeMap<Stage, Arc<dyn ManifestSection>>,
+    evidence: BTreeMap<&'static str, EvidenceKind>,
+    options: Options,
 }
 
 impl KindRegistry {
@@ -353,10 +444,16 @@ impl KindRegistry {
         Self::default()
     }
 
-    /// Adds a kind, replacing one of the same name.
-    pub fn register(&mut self, kind: Arc<dyn StepKind>) -> &mut Self {
+    /// Adds a kind; a second kind of the same name is refused.
+    pub fn register(&mut self, kind: Arc<dyn StepKind>) -> Result<&mut Self, RegistryError> {
+        if self.kinds.contains_key(kind.name()) {
+            return Err(RegistryError::Duplicate {
+                what: "kind",
+                name: kind.name().to_owned(),
+            });
+        }
         self.kinds.insert(kind.name(), kind);
-        self
+        Ok(self)
     }
 
     /// Looks a kind up by name.
@@ -374,20 +471,118 @@ impl KindRegistry {
         self.kinds.keys().copied().collect()
     }
 
-    /// Adds a manifest section, replacing one of the same name.
-    pub fn register_section(&mut self, section: Arc<dyn ManifestSection>) -> &mut Self {
-        self.sections.insert(section.name(), section);
-        self
+    /// Adds a top-level section (`[infra]`). Refused when the name is
+    /// `project` or a stage's (the table would hide that stage's steps: a
+    /// stage's own settings go through [`KindRegistry::register_stage_settings`]),
+    /// or already taken.
+    pub fn register_section(
+        &mut self,
+        section: Arc<dyn ManifestSection>,
+    ) -> Result<&mut Self, RegistryError> {
+        let name = section.name();
+        if name == "project" || name.parse::<Stage>().is_ok() {
+            return Err(RegistryError::Reserved {
+                name: name.to_owned(),
+                why: format!(
+                    "`[{name}]` is {}; a stage's own settings are registered with `register_stage_settings`",
+                    if name == "project" {
+                        "the project table".to_owned()
+                    } else {
+                        format!("the table of stage `{name}`")
+                    }
+                ),
+            });
+        }
+        if self.sections.contains_key(name) {
+            return Err(RegistryError::Duplicate {
+                what: "section",
+                name: name.to_owned(),
+            });
+        }
+        self.sections.insert(name, section);
+        Ok(self)
     }
 
-    /// Looks a manifest section up by its table name.
+    /// Adds the settings of `stage`: the keys of the stage's table other
+    /// than `description` and `steps` (`[release] service = "iris"` beside
+    /// `[release.steps.canary]`). The section must be named after the
+    /// stage; one per stage.
+    pub fn register_stage_settings(
+        &mut self,
+        stage: Stage,
+        section: Arc<dyn ManifestSection>,
+    ) -> Result<&mut Self, RegistryError> {
+        if section.name() != stage.name() {
+            return Err(RegistryError::Reserved {
+                name: section.name().to_owned(),
+                why: format!("the settings of stage `{stage}` are named `{stage}`"),
+            });
+        }
+        if self.stage_settings.contains_key(&stage) {
+            return Err(RegistryError::Duplicate {
+                what: "stage settings",
+                name: stage.name().to_owned(),
+            });
+        }
+        self.stage_settings.insert(stage, section);
+        Ok(self)
+    }
+
+    /// Looks a top-level section up by its table name.
     pub fn section(&self, name: &str) -> Option<&Arc<dyn ManifestSection>> {
         self.sections.get(name)
     }
 
-    /// The registered section names, sorted.
+    /// The registered top-level section names, sorted.
     pub fn section_names(&self) -> impl Iterator<Item = &'static str> + '_ {
         self.sections.keys().copied()
+    }
+
+    /// The settings section of `stage`, if a stage crate registered one.
+    pub fn stage_settings(&self, stage: Stage) -> Option<&Arc<dyn ManifestSection>> {
+        self.stage_settings.get(&stage)
+    }
+
+    /// Adds an evidence kind; a second one of the same name is refused.
+    pub fn register_evidence(&mut self, kind: EvidenceKind) -> Result<&mut Self, RegistryError> {
+        if self.evidence.contains_key(kind.name) {
+            return Err(RegistryError::Duplicate {
+                what: "evidence kind",
+                name: kind.name.to_owned(),
+            });
+        }
+        self.evidence.insert(kind.name, kind);
+        Ok(self)
+    }
+
+    /// The registered evidence kind `name`.
+    pub fn evidence_kind(&self, name: &str) -> Option<&EvidenceKind> {
+        self.evidence.get(name)
+    }
+
+    /// One line about recorded evidence, from the stage that owns its
+    /// kind; `None` for an unknown kind or an unexpected body.
+    pub fn summarize(&self, evidence: &crate::Evidence) -> Option<String> {
+        (self.evidence.get(evidence.kind.as_str())?.summarize)(evidence)
+    }
+
+    /// Sets an option the kinds can read when they compile
+    /// ([`KindParams::option`]): one value per type, replacing an earlier
+    /// one.
+    pub fn set_option<T: Send + Sync + 'static>(&mut self, value: T) -> &mut Self {
+        self.options
+            .values
+            .insert(TypeId::of::<T>(), Arc::new(value));
+        self
+    }
+
+    /// An option set with [`KindRegistry::set_option`].
+    pub fn option<T: Send + Sync + 'static>(&self) -> Option<Arc<T>> {
+        self.options.get::<T>()
+    }
+
+    pub(crate) fn options(&self) -> &Options {
+        &self.options
     }
 }
 
@@ -396,6 +591,11 @@ impl fmt::Debug for KindRegistry {
         f.debug_list()
             .entries(self.kinds.keys())
             .entries(self.sections.keys().map(|s| format!("[{s}]")))
+            .entries(
+                self.stage_settings
+                    .keys()
+                    .map(|s| format!("[{s}] settings")),
+            )
             .finish()
     }
 }

@@ -191,6 +191,12 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE steps_v4 RENAME TO steps;
     CREATE INDEX steps_by_definition ON steps (definition, input_hash, status);
     ",
+    // 5: what a step's kind read from the manifest's sections when it was
+    // compiled (JSON: [{section, digest}]), so a refusal can name the part
+    // that changed since the evidence.
+    "
+    ALTER TABLE step_definitions ADD COLUMN reads TEXT NOT NULL DEFAULT '[]';
+    ",
 ];
 
 /// A ledger failure.
@@ -290,6 +296,9 @@ pub struct PlannedStep {
     pub stage: Stage,
     /// Definition fingerprint.
     pub fingerprint: String,
+    /// The manifest parts the step's kind read (part of the fingerprint),
+    /// kept so that a refusal can say which one changed.
+    pub reads: Vec<crate::SectionRead>,
 }
 
 /// The final record of a step in a run.
@@ -737,7 +746,9 @@ impl Ledger {
             .prepare_cached("SELECT id FROM step_definitions WHERE name = ?1 AND fingerprint = ?2")
             .map_err(self.err("look up step definitions"))?;
         let mut insert = tx
-            .prepare_cached("INSERT INTO step_definitions (name, fingerprint) VALUES (?1, ?2)")
+            .prepare_cached(
+                "INSERT INTO step_definitions (name, fingerprint, reads) VALUES (?1, ?2, ?3)",
+            )
             .map_err(self.err("record step definitions"))?;
         steps
             .iter()
@@ -748,9 +759,12 @@ impl Ledger {
                     .map_err(self.err("look up step definitions"))?;
                 match found {
                     Some(id) => Ok(id),
-                    None => insert
-                        .insert(params![s.name, s.fingerprint])
-                        .map_err(self.err("record step definitions")),
+                    None => {
+                        let reads = serde_json::to_string(&s.reads).unwrap_or_default();
+                        insert
+                            .insert(params![s.name, s.fingerprint, reads])
+                            .map_err(self.err("record step definitions"))
+                    }
                 }
             })
             .collect()
@@ -1041,6 +1055,34 @@ impl Ledger {
                 .optional(),
         };
         row.map_err(self.err("look up a passing step"))
+    }
+
+    /// The newest passing record of step `step` under any definition: the
+    /// run and the manifest parts its kind read then. For saying why newer
+    /// evidence is missing.
+    pub fn last_passing_reads(
+        &self,
+        step: &str,
+    ) -> Result<Option<(i64, String, Vec<crate::SectionRead>)>, LedgerError> {
+        let conn = self.conn();
+        let row: Option<(i64, String, String)> = conn
+            .query_row(
+                "SELECT s.run_id, d.fingerprint, d.reads
+                 FROM step_definitions d JOIN steps s ON s.definition = d.id
+                 WHERE d.name = ?1 AND (s.status = 'passed' OR s.status = 'cached')
+                 ORDER BY s.run_id DESC LIMIT 1",
+                params![step],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()
+            .map_err(self.err("look up a passing step"))?;
+        Ok(row.map(|(run, fingerprint, reads)| {
+            (
+                run,
+                fingerprint,
+                serde_json::from_str(&reads).unwrap_or_default(),
+            )
+        }))
     }
 
     /// The newest evidence of `kind` that step `step` recorded in a run
@@ -1369,6 +1411,7 @@ mod tests {
                 name: (*n).to_owned(),
                 stage: Stage::Iac,
                 fingerprint: format!("fingerprint of {n}"),
+                reads: Vec::new(),
             })
             .collect()
     }

@@ -48,18 +48,20 @@ pub mod ledger;
 pub mod manifest;
 pub mod pipeline;
 pub mod registry;
+pub mod section;
 pub mod stage;
 pub mod status;
 
 pub use event::Event;
 pub use exec::{ExecError, Executor, RunOptions, RunReport, Selection, StepReport};
 pub use kind::{
-    CommandEnd, KindParams, KindRegistry, ManifestSection, StepAction, StepContext, StepFailure,
+    CommandEnd, EvidenceKind, KindParams, KindRegistry, StepAction, StepContext, StepFailure,
     StepKind,
 };
 pub use ledger::{Evidence, EvidenceRecord, Ledger, LedgerError, RunSummary, StepEvidence};
 pub use manifest::{Manifest, ManifestError};
 pub use pipeline::{Action, Pipeline, PipelineError, Step};
+pub use section::{CompiledSection, ManifestSection, RegistryError, SectionRead};
 pub use stage::Stage;
 pub use status::{RunStatus, StageStatus, StepStatus};
 pub use tokio_util::sync::CancellationToken;

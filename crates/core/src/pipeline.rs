@@ -18,6 +18,7 @@ use petgraph::graph::{DiGraph, NodeIndex};
 use petgraph::visit::EdgeRef;
 
 use crate::kind::{StepAction, StepContext, StepFailure};
+use crate::section::SectionRead;
 use crate::stage::Stage;
 
 /// What a step does.
@@ -88,6 +89,11 @@ pub struct Step {
     pub outputs: Vec<String>,
     /// Free text.
     pub description: Option<String>,
+    /// The parts of manifest sections the step's kind read when it was
+    /// compiled (`[infra.environment]`), with their digests: part of its
+    /// definition, so an edit of what a kind reads reruns the step and
+    /// voids its evidence.
+    pub reads: Vec<SectionRead>,
 }
 
 impl Step {
@@ -105,6 +111,7 @@ impl Step {
             inputs: Vec::new(),
             outputs: Vec::new(),
             description: None,
+            reads: Vec::new(),
         }
     }
 
@@ -212,9 +219,19 @@ impl Step {
             .min(MAX_RETRY_BACKOFF)
     }
 
+    /// Declares parts of the manifest an in-process step depends on (set by
+    /// the manifest compiler for kinds; embedders may set their own).
+    pub fn reads(mut self, reads: impl IntoIterator<Item = SectionRead>) -> Self {
+        self.reads.extend(reads);
+        self.reads.sort();
+        self.reads.dedup();
+        self
+    }
+
     /// A hash of everything that defines what the step does: action, working
-    /// directory, environment, input patterns and outputs. Timeouts and
-    /// retries are left out: they do not change a passing result.
+    /// directory, environment, input patterns, outputs and the manifest
+    /// parts its kind read. Timeouts and retries are left out: they do not
+    /// change a passing result.
     pub fn fingerprint(&self) -> String {
         let mut h = blake3::Hasher::new();
         let mut field = |tag: &str, value: &str| {
@@ -246,6 +263,10 @@ impl Step {
         }
         for o in &self.outputs {
             field("output", o);
+        }
+        for r in &self.reads {
+            field("read", &r.section);
+            field("read-digest", &r.digest);
         }
         h.finalize().to_hex().to_string()
     }

@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use mlops_core::manifest::Diagnostic;
 use mlops_core::{
-    CommandEnd, KindParams, KindRegistry, Ledger, Stage, StepAction, StepContext, StepFailure,
-    StepKind,
+    CommandEnd, EvidenceKind, KindParams, KindRegistry, Ledger, RegistryError, Stage, StepAction,
+    StepContext, StepFailure, StepKind,
 };
 use serde::{Deserialize, Serialize};
 
@@ -18,22 +18,61 @@ use crate::local::{LocalProvider, SupervisorCommand};
 use crate::provider::{Provider, ProviderError, Scope};
 use crate::spec::{EnvironmentSpec, InfraSpec, ProviderKind};
 
-/// How stage-1 kinds reach providers.
+/// How stage-1 and stage-3 kinds reach providers: an option the embedding
+/// program sets on the registry ([`KindRegistry::set_option`]); without
+/// it, [`IacOptions::default`].
 #[derive(Debug, Clone)]
-pub struct IacConfig {
+pub struct IacOptions {
     /// How the local provider starts supervisors.
     pub supervisor: SupervisorCommand,
     /// Overrides the manifest's provider for every step (`--provider`).
     pub provider: Option<ProviderKind>,
 }
 
-/// Registers the `[infra]` section and the stage-1 kinds.
-pub fn register(registry: &mut KindRegistry, config: IacConfig) {
-    registry.register_section(crate::spec::section());
-    registry.register(Arc::new(EnvironmentKind));
-    registry.register(Arc::new(InfraApplyKind {
-        config: Arc::new(config),
-    }));
+impl Default for IacOptions {
+    /// Supervisors are `mlops-supervise`, from beside the running program
+    /// (or the directory above it, where cargo puts test binaries' siblings)
+    /// or else from `PATH`; the manifest chooses the provider.
+    fn default() -> Self {
+        let exe = std::env::current_exe().ok();
+        let program = exe
+            .iter()
+            .flat_map(|e| e.ancestors().skip(1).take(2))
+            .map(|dir| dir.join("mlops-supervise"))
+            .find(|p| p.is_file())
+            .unwrap_or_else(|| "mlops-supervise".into());
+        IacOptions {
+            supervisor: SupervisorCommand {
+                program,
+                args: Vec::new(),
+            },
+            provider: None,
+        }
+    }
+}
+
+/// The evidence kinds stage 1 records.
+pub mod evidence {
+    /// `environment`: the environment built from pinned inputs.
+    pub const ENVIRONMENT: &str = "environment";
+    /// `infra-apply`: the services converged, the plan after empty.
+    pub const INFRA_APPLY: &str = "infra-apply";
+}
+
+/// Registers stage 1: the `[infra]` section, the kinds `environment` and
+/// `infra-apply`, and their evidence.
+pub fn register(registry: &mut KindRegistry) -> Result<(), RegistryError> {
+    registry.register_section(crate::spec::section())?;
+    registry.register(Arc::new(EnvironmentKind))?;
+    registry.register(Arc::new(InfraApplyKind))?;
+    for name in [evidence::ENVIRONMENT, evidence::INFRA_APPLY] {
+        registry.register_evidence(EvidenceKind {
+            name,
+            stage: Stage::Iac,
+            summarize,
+        })?;
+    }
+    Ok(())
 }
 
 /// A provider of `kind`.
@@ -60,31 +99,64 @@ pub fn provider_param(
         .transpose()
 }
 
-/// Where a step acts: the provider (the run's `--provider`, else the
-/// step's `provider`, else `[infra] provider`), connected, and the scope of
-/// the project's `environment`.
-pub async fn step_target(
-    ctx: &StepContext,
-    config: &IacConfig,
-    step_provider: Option<ProviderKind>,
-    spec: &InfraSpec,
-    environment: &str,
-) -> Result<(ProviderKind, Box<dyn Provider>, Scope), ProviderError> {
-    let kind = config.provider.or(step_provider).unwrap_or(spec.provider);
-    let provider = provider_for(kind, &config.supervisor).await?;
-    let scope = Scope {
-        project: project_name(&ctx.project_root),
-        environment: environment.to_owned(),
-        root: ctx.project_root.clone(),
-    };
-    Ok((kind, provider, scope))
+/// What a step that acts on `[infra]` knows of it, fixed when the manifest
+/// was compiled: the compiled section, the project's name and the
+/// registry's [`IacOptions`]. Nothing is read again at run time.
+#[derive(Debug, Clone)]
+pub struct StepInfra {
+    /// `[infra]`, compiled.
+    pub spec: Arc<InfraSpec>,
+    /// The project's name (labels, instance names).
+    pub project: String,
+    /// How providers are reached.
+    pub options: Arc<IacOptions>,
+}
+
+impl StepInfra {
+    /// Reads `[infra]` for a kind being compiled: `parts` are the parts the
+    /// step depends on (`&["services", "iris"]`), which join its
+    /// fingerprint with `[infra] provider` and `[project] name`.
+    pub fn read(params: &KindParams<'_>, parts: &[&[&str]]) -> StepInfra {
+        let mut spec = params.section::<InfraSpec>(crate::spec::SECTION, &["provider"]);
+        for part in parts {
+            spec = params.section::<InfraSpec>(crate::spec::SECTION, part);
+        }
+        StepInfra {
+            spec: spec.unwrap_or_default(),
+            project: params.project_name().unwrap_or_default(),
+            options: params.option::<IacOptions>().unwrap_or_default(),
+        }
+    }
+
+    /// Where a step acts: the provider (the run's `--provider`, else the
+    /// step's `provider`, else `[infra] provider`), connected, and the
+    /// scope of `environment` in the project.
+    pub async fn target(
+        &self,
+        ctx: &StepContext,
+        step_provider: Option<ProviderKind>,
+        environment: &str,
+    ) -> Result<(ProviderKind, Box<dyn Provider>, Scope), ProviderError> {
+        let kind = self
+            .options
+            .provider
+            .or(step_provider)
+            .unwrap_or(self.spec.provider);
+        let provider = provider_for(kind, &self.options.supervisor).await?;
+        let scope = Scope {
+            project: self.project.clone(),
+            environment: environment.to_owned(),
+            root: ctx.project_root.clone(),
+        };
+        Ok((kind, provider, scope))
+    }
 }
 
 /// One line about a piece of stage-1 evidence, for `pipeline status`.
-pub fn summarize(evidence: &mlops_core::Evidence) -> Option<String> {
+fn summarize(evidence: &mlops_core::Evidence) -> Option<String> {
     let b = &evidence.body;
     Some(match evidence.kind.as_str() {
-        "environment" => format!(
+        evidence::ENVIRONMENT => format!(
             "{} environment {}",
             b["type"].as_str().unwrap_or("?"),
             if b["reused"] == true {
@@ -93,7 +165,7 @@ pub fn summarize(evidence: &mlops_core::Evidence) -> Option<String> {
                 "built"
             }
         ),
-        "infra-apply" => {
+        evidence::INFRA_APPLY => {
             let actions = b["actions"].as_array().map_or(0, Vec::len);
             let services = b["instances"].as_array().map_or(0, Vec::len);
             format!(
@@ -139,20 +211,21 @@ impl StepKind for EnvironmentKind {
 
     fn compile(&self, params: &KindParams<'_>) -> Result<Arc<dyn StepAction>, Vec<Diagnostic>> {
         let _: EnvironmentWire = params.deserialize().map_err(|d| vec![d])?;
-        Ok(Arc::new(|ctx: StepContext| async move {
-            build_environment(&ctx).await
+        let environment = params
+            .section::<InfraSpec>(crate::spec::SECTION, &["environment"])
+            .and_then(|spec| spec.environment.clone());
+        Ok(Arc::new(move |ctx: StepContext| {
+            let environment = environment.clone();
+            async move { build_environment(&ctx, environment).await }
         }))
     }
 }
 
-fn load_spec(ctx: &StepContext) -> Result<InfraSpec, StepFailure> {
-    InfraSpec::load(&ctx.project_root)
-        .map_err(|e| StepFailure::new(format!("cannot read [infra]: {e}")))
-}
-
-async fn build_environment(ctx: &StepContext) -> Result<(), StepFailure> {
-    let spec = load_spec(ctx)?;
-    let Some(env) = spec.environment else {
+async fn build_environment(
+    ctx: &StepContext,
+    environment: Option<EnvironmentSpec>,
+) -> Result<(), StepFailure> {
+    let Some(env) = environment else {
         return Err(StepFailure::new(
             "no [infra.environment] in mlops.toml: declare `python = { requirements = \"requirements.txt\" }` or `rust = { lockfile = \"Cargo.lock\" }`",
         ));
@@ -293,7 +366,7 @@ async fn python_env(
             .map_err(|e| StepFailure::new(format!("cannot write {}: {e}", marker.display())))?;
     }
     ctx.record(
-        "environment",
+        evidence::ENVIRONMENT,
         &EnvironmentEvidence {
             kind: "python",
             lockfile: name,
@@ -334,7 +407,7 @@ async fn rust_env(
         CommandEnd::Cancelled => return Err(StepFailure::new("cancelled")),
     }
     ctx.record(
-        "environment",
+        evidence::ENVIRONMENT,
         &EnvironmentEvidence {
             kind: "rust",
             lockfile: lockfile.display().to_string(),
@@ -359,9 +432,7 @@ fn shell_quote(s: &str) -> String {
 
 // ---- infra-apply -------------------------------------------------------------
 
-struct InfraApplyKind {
-    config: Arc<IacConfig>,
-}
+struct InfraApplyKind;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -398,55 +469,53 @@ impl StepKind for InfraApplyKind {
         let provider = provider_param(wire.provider.as_ref()).map_err(|d| vec![d])?;
         let environment = wire.environment.unwrap_or_else(|| "dev".to_owned());
         let services = wire.services;
-        let config = self.config.clone();
+        let infra = match &services {
+            None => StepInfra::read(params, &[&["services"]]),
+            Some(names) => {
+                let parts: Vec<[&str; 2]> =
+                    names.iter().map(|n| ["services", n.as_str()]).collect();
+                let parts: Vec<&[&str]> = parts.iter().map(|p| p.as_slice()).collect();
+                StepInfra::read(params, &parts)
+            }
+        };
+        let unknown: Vec<Diagnostic> = services
+            .iter()
+            .flatten()
+            .filter(|s| !infra.spec.services.contains_key(*s))
+            .map(|s| {
+                Diagnostic::new(
+                    format!("no service `{s}` in [infra.services]"),
+                    Some(params.span()),
+                )
+            })
+            .collect();
+        if !unknown.is_empty() {
+            return Err(unknown);
+        }
         Ok(Arc::new(move |ctx: StepContext| {
-            let config = config.clone();
+            let infra = infra.clone();
             let environment = environment.clone();
             let services = services.clone();
-            async move { infra_apply(&ctx, &config, provider, &environment, services.as_deref()).await }
+            async move { infra_apply(&ctx, &infra, provider, &environment, services.as_deref()).await }
         }))
     }
 }
 
-/// The project's name, read from `[project]` (for labels and names).
-pub fn project_name(root: &Path) -> String {
-    #[derive(Deserialize)]
-    struct Project {
-        name: String,
-    }
-    mlops_core::manifest::load_section(root, "project", |p| {
-        p.deserialize::<Project>()
-            .map(|p| p.name)
-            .map_err(|d| vec![d])
-    })
-    .ok()
-    .flatten()
-    .unwrap_or_else(|| "project".to_owned())
-}
-
 async fn infra_apply(
     ctx: &StepContext,
-    config: &IacConfig,
+    infra: &StepInfra,
     provider: Option<ProviderKind>,
     environment: &str,
     services: Option<&[String]>,
 ) -> Result<(), StepFailure> {
-    let spec = load_spec(ctx)?;
-    if let Some(only) = services {
-        for s in only {
-            if !spec.services.contains_key(s) {
-                return Err(StepFailure::new(format!(
-                    "no service `{s}` in [infra.services]"
-                )));
-            }
-        }
-    }
-    let (kind, provider, scope) = step_target(ctx, config, provider, &spec, environment)
+    let spec = infra.spec.as_ref();
+    let (kind, provider, scope) = infra
+        .target(ctx, provider, environment)
         .await
         .map_err(|e| StepFailure::new(e.to_string()))?;
     let ledger = Ledger::open(&ctx.project_root).map_err(|e| StepFailure::new(e.to_string()))?;
     let fail = |e: &dyn std::fmt::Display| StepFailure::new(e.to_string());
-    let desired = apply::desired_state(&spec, &scope, &ledger, provider.as_ref(), &BTreeMap::new())
+    let desired = apply::desired_state(spec, &scope, &ledger, provider.as_ref(), &BTreeMap::new())
         .map_err(|e| fail(&e))?;
     let report = apply::apply(
         provider.as_ref(),
@@ -472,7 +541,7 @@ async fn infra_apply(
         .map(|i| serde_json::json!({"service": i.service, "instance": i.id, "revision": i.revision, "endpoints": i.endpoints()}))
         .collect();
     ctx.record(
-        "infra-apply",
+        evidence::INFRA_APPLY,
         &InfraApplyEvidence {
             environment: environment.to_owned(),
             provider: kind,

@@ -14,7 +14,7 @@ pub mod spec;
 
 pub use apply::{ApplyContext, ApplyReport, InfraError};
 pub use docker::DockerProvider;
-pub use kinds::{IacConfig, register, summarize};
+pub use kinds::{IacOptions, StepInfra, register};
 pub use local::{LocalProvider, SupervisorCommand};
 pub use ownership::Controller;
 pub use plan::{Action, Owned, Plan};

@@ -24,8 +24,8 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use mlops_core::manifest::{Diagnostic, Diagnostics, relative_path_problem};
-use mlops_core::{KindParams, Manifest, ManifestSection};
+use mlops_core::manifest::{Diagnostic, relative_path_problem};
+use mlops_core::{CompiledSection, KindParams, Manifest, ManifestSection};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
@@ -280,19 +280,23 @@ pub struct InfraSpec {
 }
 
 impl InfraSpec {
-    /// Reads `[infra]` from a loaded manifest; an empty spec when there is
+    /// `[infra]` as the manifest compiled it; an empty spec when there is
     /// none.
-    pub fn from_manifest(manifest: &Manifest) -> Result<InfraSpec, Diagnostics> {
-        match manifest.section(SECTION, compile) {
-            None => Ok(InfraSpec::default()),
-            Some(Ok(spec)) => Ok(spec),
-            Some(Err(items)) => Err(manifest.diagnostics(items)),
-        }
+    pub fn from_manifest(manifest: &Manifest) -> Arc<InfraSpec> {
+        manifest.section::<InfraSpec>(SECTION).unwrap_or_default()
     }
 
-    /// Loads the project's manifest and reads `[infra]` from it.
-    pub fn load(project_root: &Path) -> Result<InfraSpec, mlops_core::ManifestError> {
-        Ok(mlops_core::manifest::load_section(project_root, SECTION, compile)?.unwrap_or_default())
+    /// Loads a project's manifest, with the kinds and sections of stage 1
+    /// only, and returns its `[infra]`: for programs that use stage 1 alone
+    /// (a manifest naming later stages' kinds does not load this way; load
+    /// it with their registry and use [`InfraSpec::from_manifest`]).
+    pub fn load(project_root: &Path) -> Result<Arc<InfraSpec>, mlops_core::ManifestError> {
+        let mut registry = mlops_core::KindRegistry::new();
+        crate::register(&mut registry).expect("stage 1 registers into an empty registry");
+        Ok(Self::from_manifest(&Manifest::load(
+            project_root,
+            &registry,
+        )?))
     }
 }
 
@@ -305,8 +309,11 @@ impl ManifestSection for InfraSection {
         SECTION
     }
 
-    fn check(&self, table: &KindParams<'_>) -> Vec<Diagnostic> {
-        compile(table).err().unwrap_or_default()
+    fn compile(&self, table: Option<&KindParams<'_>>) -> Result<CompiledSection, Vec<Diagnostic>> {
+        match table {
+            None => Ok(CompiledSection::new(InfraSpec::default())),
+            Some(table) => compile(table).map(CompiledSection::new),
+        }
     }
 
     fn json_schema(&self) -> serde_json::Value {

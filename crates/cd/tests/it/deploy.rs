@@ -210,12 +210,12 @@ impl Cleanup {
             .build()
             .map_err(|e| e.to_string())?;
         rt.block_on(async {
-            let config = super::iac_config();
-            let provider = mlops_iac::kinds::provider_for(ProviderKind::Local, &config.supervisor)
+            let options = mlops_iac::IacOptions::default();
+            let provider = mlops_iac::kinds::provider_for(ProviderKind::Local, &options.supervisor)
                 .await
                 .map_err(|e| e.to_string())?;
             let scope = Scope {
-                project: mlops_iac::kinds::project_name(&self.dir),
+                project: "p".to_owned(),
                 environment: ENV.to_owned(),
                 root: self.dir.clone(),
             };

@@ -7,40 +7,20 @@ mod package;
 use std::path::Path;
 
 use mlops_core::ledger::StepSummary;
-use mlops_core::{Executor, KindRegistry, Ledger, Manifest, RunOptions, RunSummary, Stage};
+use mlops_core::{KindRegistry, RunSummary, Stage};
 
 /// The first `cd` step of a run.
 pub(crate) fn cd_step(run: &RunSummary) -> &StepSummary {
-    run.steps
-        .iter()
-        .find(|s| s.stage == Stage::Cd)
-        .expect("a cd step")
+    mlops_testkit::first_step(run, Stage::Cd)
 }
 
-/// The local provider's supervisor: `mlops-supervise`, built beside the
-/// test binary by the workspace build.
-pub(crate) fn iac_config() -> mlops_iac::IacConfig {
-    let exe = std::env::current_exe().expect("test executable");
-    let program = exe
-        .parent()
-        .and_then(|d| d.parent())
-        .expect("target directory")
-        .join("mlops-supervise");
-    mlops_iac::IacConfig {
-        supervisor: mlops_iac::SupervisorCommand {
-            program,
-            args: Vec::new(),
-        },
-        provider: None,
-    }
-}
-
-/// Every kind the CLI registers up to this stage.
+/// Every kind the CLI registers up to this stage (the local provider's
+/// supervisor is `mlops-supervise`, built beside the test binary).
 pub(crate) fn registry() -> KindRegistry {
     let mut r = KindRegistry::new();
-    mlops_iac::register(&mut r, iac_config());
-    mlops_ci::register(&mut r);
-    mlops_cd::register(&mut r, iac_config());
+    mlops_iac::register(&mut r).expect("stage 1 registers");
+    mlops_ci::register(&mut r).expect("stage 2 registers");
+    mlops_cd::register(&mut r).expect("stage 3 registers");
     r
 }
 
@@ -51,22 +31,5 @@ pub(crate) fn run_pipeline(dir: &Path, cd_steps: &str) -> RunSummary {
     let manifest = format!(
         "[project]\nname = \"p\"\n\n[iac.steps.ready]\nrun = \"true\"\n\n[ci.steps.check]\nrun = \"true\"\n\n{cd_steps}\n"
     );
-    std::fs::write(dir.join("mlops.toml"), manifest).expect("write mlops.toml");
-    let m = Manifest::load(dir, &registry()).unwrap_or_else(|e| panic!("manifest: {e}"));
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let report = rt.block_on(async {
-        Executor::new(dir)
-            .expect("executor")
-            .run(&m.pipeline, RunOptions::default())
-            .await
-            .expect("run")
-    });
-    Ledger::open(dir)
-        .expect("ledger")
-        .run(report.run_id)
-        .expect("read run")
-        .expect("run recorded")
+    mlops_testkit::run_manifest(dir, &manifest, &registry())
 }

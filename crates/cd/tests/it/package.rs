@@ -178,7 +178,15 @@ fn missing_and_bad_inputs_fail_the_step_with_their_names() {
     let (status, reason, _) = package(dir.path(), PACKAGE);
     assert_eq!(status, StepStatus::Failed);
     assert!(
-        reason.starts_with("the metrics file `metrics.json` is not valid JSON: "),
+        reason.starts_with("the metrics file ")
+            && reason.contains("metrics.json is not valid JSON: "),
+        "{reason}"
+    );
+    write(dir.path(), "metrics.json", "[0.9]");
+    let (status, reason, _) = package(dir.path(), PACKAGE);
+    assert_eq!(status, StepStatus::Failed);
+    assert!(
+        reason.ends_with("metrics.json holds a JSON array, not an object of metrics"),
         "{reason}"
     );
     write(dir.path(), "metrics.json", "{}");
@@ -374,7 +382,7 @@ fn the_summary_line_names_the_version() {
     let dir = project();
     let run = super::run_pipeline(dir.path(), PACKAGE);
     let e = &super::cd_step(&run).evidence[0];
-    let line = mlops_cd::summarize(e).unwrap();
+    let line = super::registry().summarize(e).unwrap();
     let digest = version(dir.path(), 1).digest;
     assert_eq!(
         line,

@@ -210,7 +210,7 @@ impl Plan {
             }
             Outcome::Report(report) => {
                 ctx.log(report.to_string());
-                ctx.record("data-validation", &report);
+                ctx.record(crate::evidence::DATA_VALIDATION, &report);
                 if report.passed {
                     Ok(())
                 } else {

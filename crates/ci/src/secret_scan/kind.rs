@@ -17,7 +17,7 @@ use super::{
 };
 
 /// The evidence kind the step records its [`ScanReport`] under.
-const EVIDENCE_KIND: &str = "secret-scan";
+const EVIDENCE_KIND: &str = crate::evidence::SECRET_SCAN;
 
 /// `kind = "secret-scan"`: fails when committed credentials are found in
 /// the step's directory or in its git history.

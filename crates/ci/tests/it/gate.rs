@@ -215,7 +215,7 @@ fn baseline_production_without_a_production_model_checks_thresholds_only() {
         from_run: None,
     };
     assert_eq!(
-        mlops_ci::summarize(&e).as_deref(),
+        super::registry().summarize(&e).as_deref(),
         Some("2 checks passed, no baseline yet")
     );
 }

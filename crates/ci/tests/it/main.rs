@@ -11,21 +11,18 @@ mod secret_scan;
 use std::path::Path;
 
 use mlops_core::ledger::StepSummary;
-use mlops_core::{Executor, KindRegistry, Ledger, Manifest, RunOptions, RunSummary, Stage};
+use mlops_core::{KindRegistry, RunSummary, Stage};
 
 /// The first `ci` step of a run.
 #[allow(dead_code)]
 pub(crate) fn ci_step(run: &RunSummary) -> &StepSummary {
-    run.steps
-        .iter()
-        .find(|s| s.stage == Stage::Ci)
-        .expect("a ci step")
+    mlops_testkit::first_step(run, Stage::Ci)
 }
 
 /// Every kind the crate contributes.
 pub(crate) fn registry() -> KindRegistry {
     let mut r = KindRegistry::new();
-    mlops_ci::register(&mut r);
+    mlops_ci::register(&mut r).expect("stage 2 registers");
     r
 }
 
@@ -39,22 +36,5 @@ pub(crate) fn run_pipeline(dir: &Path, manifest: &str) -> RunSummary {
     } else {
         format!("{manifest}\n[iac.steps.ready]\nrun = \"true\"\n")
     };
-    std::fs::write(dir.join("mlops.toml"), manifest).expect("write mlops.toml");
-    let m = Manifest::load(dir, &registry()).unwrap_or_else(|e| panic!("manifest: {e}"));
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let report = rt.block_on(async {
-        Executor::new(dir)
-            .expect("executor")
-            .run(&m.pipeline, RunOptions::default())
-            .await
-            .expect("run")
-    });
-    Ledger::open(dir)
-        .expect("ledger")
-        .run(report.run_id)
-        .expect("read run")
-        .expect("run recorded")
+    mlops_testkit::run_manifest(dir, &manifest, &registry())
 }

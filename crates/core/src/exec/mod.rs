@@ -401,6 +401,7 @@ impl Executor {
                     name: s.name.clone(),
                     stage: s.stage,
                     fingerprint: s.fingerprint(),
+                    reads: s.reads.clone(),
                 }
             })
             .collect();
@@ -587,13 +588,47 @@ impl Executor {
                     {
                         "passed only on another commit".to_owned()
                     } else {
-                        "has not passed with its current definition and inputs".to_owned()
+                        self.why_not_current(step)?
                     };
                     return Err(refuse(why));
                 }
             }
         }
         Ok(())
+    }
+
+    /// Why a step has no current evidence: the manifest parts its kind
+    /// read that changed since its last passing record, if any did.
+    fn why_not_current(&self, step: &crate::Step) -> Result<String, ExecError> {
+        let generic = "has not passed with its current definition and inputs".to_owned();
+        let Some((run, fingerprint, then)) = self.ledger.last_passing_reads(&step.name)? else {
+            return Ok(generic);
+        };
+        if fingerprint == step.fingerprint() {
+            return Ok(format!(
+                "has not passed with its current inputs (its last pass, in run {run}, read other files)"
+            ));
+        }
+        let then: BTreeMap<&str, &str> = then
+            .iter()
+            .map(|r| (r.section.as_str(), r.digest.as_str()))
+            .collect();
+        let changed: Vec<String> = step
+            .reads
+            .iter()
+            .filter(|r| then.get(r.section.as_str()) != Some(&r.digest.as_str()))
+            .map(|r| format!("`{}`", r.section))
+            .collect();
+        Ok(if changed.is_empty() {
+            format!(
+                "has not passed with its current definition (it changed since its evidence in run {run})"
+            )
+        } else {
+            format!(
+                "has not passed with its current definition: {} changed since its evidence in run {run}",
+                changed.join(", ")
+            )
+        })
     }
 
     /// Finds the run to resume and the steps whose passing result still

@@ -20,8 +20,9 @@ use toml::de::{DeTable, DeValue, ValueDeserializer};
 
 pub use diagnostic::{Diagnostic, Diagnostics, Location, locate};
 
-use crate::kind::{KindParams, KindRegistry};
+use crate::kind::{CompileScope, KindParams, KindRegistry};
 use crate::pipeline::{Action, Pipeline, PipelineError, Step};
+use crate::section::{ManifestSection, Sections};
 use crate::stage::Stage;
 
 /// The manifest's file name inside a project directory.
@@ -38,7 +39,9 @@ pub struct Manifest {
     pub project: Project,
     /// The compiled pipeline.
     pub pipeline: Pipeline,
-    /// The manifest's text, for sections that stage crates read later.
+    /// The sections stage crates own, compiled once with the steps.
+    sections: Sections,
+    /// The manifest's text, for diagnostics found after compilation.
     source: String,
 }
 
@@ -103,11 +106,12 @@ impl Manifest {
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or_else(|| PathBuf::from("."));
         match compile(&source, kinds) {
-            Ok((project, pipeline)) => Ok(Manifest {
+            Ok((project, pipeline, sections)) => Ok(Manifest {
                 path,
                 root,
                 project,
                 pipeline,
+                sections,
                 source,
             }),
             Err(mut items) => {
@@ -123,68 +127,21 @@ impl Manifest {
 }
 
 impl Manifest {
-    /// Hands the top-level table `name` (a section a stage crate owns, such
-    /// as `[infra]`) to `read`, with its spans; `None` when the manifest has
-    /// no such table. Problems `read` finds become [`Diagnostics`] through
-    /// [`Manifest::diagnostics`].
-    pub fn section<R>(&self, name: &str, read: impl FnOnce(&KindParams<'_>) -> R) -> Option<R> {
-        section_of(&self.source, name, read)
+    /// The compiled section `name` (`[infra]`, or a stage's settings by the
+    /// stage's name), as the kinds saw it when the pipeline was compiled.
+    /// `None` when no registered section has that name or it is not a `T`.
+    pub fn section<T: Send + Sync + 'static>(&self, name: &str) -> Option<std::sync::Arc<T>> {
+        self.sections.compiled.get(name)?.get::<T>()
     }
 
-    /// Problems found in this manifest's text, ready to render with file,
-    /// line and column.
+    /// Problems found in this manifest's text after it compiled, ready to
+    /// render with file, line and column.
     pub fn diagnostics(&self, mut items: Vec<Diagnostic>) -> Diagnostics {
         items.sort_by_key(|d| d.span.as_ref().map_or(0, |s| s.start));
         Diagnostics {
             path: self.path.clone(),
             source: self.source.clone(),
             items,
-        }
-    }
-}
-
-fn section_of<R>(source: &str, name: &str, read: impl FnOnce(&KindParams<'_>) -> R) -> Option<R> {
-    let document = DeTable::parse(source).ok()?.into_inner();
-    let (_, value) = document.into_iter().find(|(k, _)| k.get_ref() == name)?;
-    let span = value.span();
-    Some(read(&KindParams::new(Some(value), span)))
-}
-
-/// Reads only the top-level table `name` of a project's `mlops.toml`, for
-/// a step that acts on a section at run time (the pipeline was validated
-/// when the run began). `Ok(None)` when the manifest has no such table.
-pub fn load_section<R>(
-    project_dir: &Path,
-    name: &str,
-    read: impl FnOnce(&KindParams<'_>) -> Result<R, Vec<Diagnostic>>,
-) -> Result<Option<R>, ManifestError> {
-    let path = project_dir.join(MANIFEST_FILE);
-    let source = match std::fs::read_to_string(&path) {
-        Ok(s) => s,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(ManifestError::NotFound {
-                dir: project_dir.to_path_buf(),
-            });
-        }
-        Err(source) => return Err(ManifestError::Read { path, source }),
-    };
-    if let Err(e) = DeTable::parse(&source) {
-        return Err(ManifestError::Invalid(Diagnostics {
-            path,
-            items: vec![de_error(e, 0..0)],
-            source,
-        }));
-    }
-    match section_of(&source, name, read) {
-        None => Ok(None),
-        Some(Ok(r)) => Ok(Some(r)),
-        Some(Err(mut items)) => {
-            items.sort_by_key(|d| d.span.as_ref().map_or(0, |s| s.start));
-            Err(ManifestError::Invalid(Diagnostics {
-                path,
-                source,
-                items,
-            }))
         }
     }
 }
@@ -218,7 +175,10 @@ fn de_error(e: toml::de::Error, fallback: Range<usize>) -> Diagnostic {
     Diagnostic::new(message, e.span().or(Some(fallback)))
 }
 
-fn compile(source: &str, kinds: &KindRegistry) -> Result<(Project, Pipeline), Vec<Diagnostic>> {
+fn compile(
+    source: &str,
+    kinds: &KindRegistry,
+) -> Result<(Project, Pipeline, Sections), Vec<Diagnostic>> {
     let (document, syntax_errors) = DeTable::parse_recoverable(source);
     if !syntax_errors.is_empty() {
         return Err(syntax_errors
@@ -233,7 +193,32 @@ fn compile(source: &str, kinds: &KindRegistry) -> Result<(Project, Pipeline), Ve
     let mut declared = Vec::new();
     let mut steps = Vec::new();
     let mut stages_with_errors = Vec::new();
+    let mut stage_tables = Vec::new();
+    let mut scope = CompileScope {
+        options: kinds.options().clone(),
+        ..CompileScope::default()
+    };
+    let mut compile_section = |section: &dyn ManifestSection,
+                               table: Option<Spanned<DeValue<'_>>>,
+                               errors: &mut Vec<Diagnostic>| {
+        let params = table.map(|t| {
+            let span = t.span();
+            KindParams::new(Some(t), span)
+        });
+        match section.compile(params.as_ref()) {
+            Ok(compiled) => {
+                scope
+                    .sections
+                    .compiled
+                    .insert(section.name().to_owned(), compiled);
+            }
+            Err(items) => errors.extend(items),
+        }
+    };
 
+    // Phase 1: `[project]` and the sections, so that every step compiles
+    // against their compiled values, wherever they stand in the file.
+    let mut seen_sections = Vec::new();
     for (key, value) in document {
         let key_span = key.span();
         let name = key.into_inner();
@@ -263,8 +248,8 @@ fn compile(source: &str, kinds: &KindRegistry) -> Result<(Project, Pipeline), Ve
             continue;
         }
         if let Some(section) = kinds.section(&name) {
-            let span = value.span();
-            errors.extend(section.check(&KindParams::new(Some(value), span)));
+            seen_sections.push(section.name());
+            compile_section(section.as_ref(), Some(value), &mut errors);
             continue;
         }
         let Ok(stage) = name.parse::<Stage>() else {
@@ -291,8 +276,42 @@ fn compile(source: &str, kinds: &KindRegistry) -> Result<(Project, Pipeline), Ve
         };
         spans.stage_keys.insert(stage, key_span.clone());
         declared.push(stage);
+        let (value, settings) = match kinds.stage_settings(stage) {
+            Some(_) => split_stage_settings(value),
+            None => (value, None),
+        };
+        if let Some(section) = kinds.stage_settings(stage) {
+            seen_sections.push(section.name());
+            compile_section(section.as_ref(), settings, &mut errors);
+        }
+        stage_tables.push((stage, value));
+    }
+    // Sections the manifest does not write still compile (to their
+    // defaults), so a kind reads the same thing whether or not the table
+    // is there.
+    for section in kinds
+        .section_names()
+        .filter_map(|n| kinds.section(n))
+        .chain(Stage::ALL.iter().filter_map(|s| kinds.stage_settings(*s)))
+    {
+        if !seen_sections.contains(&section.name()) {
+            compile_section(section.as_ref(), None, &mut errors);
+        }
+    }
+    scope.project = project.clone().filter(|p| !p.name.trim().is_empty());
+
+    // Phase 2: the stages' steps.
+    for (stage, value) in stage_tables {
         let before = errors.len();
-        compile_stage(stage, value, kinds, &mut spans, &mut steps, &mut errors);
+        compile_stage(
+            stage,
+            value,
+            kinds,
+            &scope,
+            &mut spans,
+            &mut steps,
+            &mut errors,
+        );
         if errors.len() > before {
             stages_with_errors.push(stage);
         }
@@ -313,7 +332,7 @@ fn compile(source: &str, kinds: &KindRegistry) -> Result<(Project, Pipeline), Ve
     };
 
     match Pipeline::new(project.name.clone(), steps, Some(&declared)) {
-        Ok(pipeline) if errors.is_empty() => Ok((project, pipeline)),
+        Ok(pipeline) if errors.is_empty() => Ok((project, pipeline, scope.sections)),
         Ok(_) => Err(errors),
         Err(pipeline_errors) => {
             for e in pipeline_errors {
@@ -367,10 +386,40 @@ fn span_of(error: &PipelineError, spans: &Spans) -> Option<Range<usize>> {
     }
 }
 
+/// Splits a stage's table into its own keys (`description`, `steps`) and
+/// the stage's settings (everything else), for a stage whose crate
+/// registered settings. Settings keep their spans; `None` when there are
+/// none.
+fn split_stage_settings<'a>(
+    value: Spanned<DeValue<'a>>,
+) -> (Spanned<DeValue<'a>>, Option<Spanned<DeValue<'a>>>) {
+    if !value.get_ref().is_table() {
+        // `compile_stage` reports it.
+        return (value, None);
+    }
+    let span = value.span();
+    let DeValue::Table(table) = value.into_inner() else {
+        return (Spanned::new(span, DeValue::Table(DeTable::new())), None);
+    };
+    let mut own = DeTable::new();
+    let mut settings = DeTable::new();
+    for (key, value) in table {
+        if matches!(key.get_ref().as_ref(), "description" | "steps") {
+            own.insert(key, value);
+        } else {
+            settings.insert(key, value);
+        }
+    }
+    let settings =
+        (!settings.is_empty()).then(|| Spanned::new(span.clone(), DeValue::Table(settings)));
+    (Spanned::new(span, DeValue::Table(own)), settings)
+}
+
 fn compile_stage(
     stage: Stage,
     value: Spanned<DeValue<'_>>,
     kinds: &KindRegistry,
+    scope: &CompileScope,
     spans: &mut Spans,
     steps: &mut Vec<Step>,
     errors: &mut Vec<Diagnostic>,
@@ -420,7 +469,7 @@ fn compile_stage(
                         .entry(name.clone())
                         .or_insert(name_span.clone());
                     steps.push(compile_step(
-                        stage, &name, name_span, value, kinds, spans, errors,
+                        stage, &name, name_span, value, kinds, scope, spans, errors,
                     ));
                 }
             }
@@ -529,12 +578,14 @@ fn step_key_errors(
     found
 }
 
+#[allow(clippy::too_many_arguments)]
 fn compile_step(
     stage: Stage,
     name: &str,
     name_span: Range<usize>,
     value: Spanned<DeValue<'_>>,
     kinds: &KindRegistry,
+    scope: &CompileScope,
     spans: &mut Spans,
     errors: &mut Vec<Diagnostic>,
 ) -> Step {
@@ -574,6 +625,7 @@ fn compile_step(
         }
     };
 
+    let mut reads = Vec::new();
     let action = match (&wire.run, &wire.kind) {
         (Some(_), Some(kind)) => {
             errors.push(Diagnostic::new(
@@ -645,8 +697,10 @@ fn compile_step(
                         Some(kind_name.span()),
                     ));
                 }
-                let params = KindParams::new(raw_with.clone(), span.clone());
-                match kind.compile(&params) {
+                let params = KindParams::new(raw_with.clone(), span.clone()).with_scope(scope);
+                let compiled = kind.compile(&params);
+                reads = params.take_reads();
+                match compiled {
                     Ok(action) => Some(Action::Task {
                         kind: kind.name().to_owned(),
                         params: params.canonical(),
@@ -745,5 +799,5 @@ fn compile_step(
         .map(Spanned::into_inner)
         .collect();
     step.description = wire.description;
-    step
+    step.reads(reads)
 }

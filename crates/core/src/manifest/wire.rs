@@ -102,25 +102,20 @@ pub fn json_schema() -> serde_json::Value {
         .expect("a generated schema always serializes")
 }
 
-/// [`json_schema`] with the top-level tables the registry's sections own
-/// (`[infra]`): without them an editor would reject those tables, since the
-/// manifest allows no unknown key.
+/// [`json_schema`] with the tables the registry's sections own (`[infra]`,
+/// and a stage's own settings beside its `steps`): without them an editor
+/// would reject those keys, since the manifest allows no unknown key.
 pub fn json_schema_with(registry: &crate::KindRegistry) -> serde_json::Value {
+    use serde_json::Value;
     let mut schema = json_schema();
-    for name in registry.section_names() {
-        let Some(section) = registry.section(name) else {
-            continue;
-        };
-        let mut sub = section.json_schema();
-        // Hoist the section's definitions to the root, where its `$ref`s
-        // point once it is embedded.
-        if let Some(serde_json::Value::Object(defs)) =
-            sub.as_object_mut().and_then(|o| o.remove("$defs"))
-        {
+    // Hoists a section's definitions to the root, where its `$ref`s point
+    // once it is embedded.
+    let embed = |schema: &mut Value, mut sub: Value| -> Value {
+        if let Some(Value::Object(defs)) = sub.as_object_mut().and_then(|o| o.remove("$defs")) {
             let root = schema
                 .as_object_mut()
                 .map(|o| o.entry("$defs").or_insert_with(|| serde_json::json!({})));
-            if let Some(serde_json::Value::Object(root)) = root {
+            if let Some(Value::Object(root)) = root {
                 for (k, v) in defs {
                     root.entry(k).or_insert(v);
                 }
@@ -129,11 +124,37 @@ pub fn json_schema_with(registry: &crate::KindRegistry) -> serde_json::Value {
         if let Some(o) = sub.as_object_mut() {
             o.remove("$schema");
         }
-        if let Some(props) = schema
-            .get_mut("properties")
-            .and_then(serde_json::Value::as_object_mut)
-        {
+        sub
+    };
+    for name in registry.section_names() {
+        let Some(section) = registry.section(name) else {
+            continue;
+        };
+        let sub = embed(&mut schema, section.json_schema());
+        if let Some(props) = schema.get_mut("properties").and_then(Value::as_object_mut) {
             props.insert(name.to_owned(), sub);
+        }
+    }
+    for stage in crate::Stage::ALL {
+        let Some(section) = registry.stage_settings(stage) else {
+            continue;
+        };
+        let sub = embed(&mut schema, section.json_schema());
+        // The stage's table: `description` and `steps`, plus the settings'
+        // keys.
+        let mut table = schema
+            .pointer("/$defs/StageWire")
+            .cloned()
+            .unwrap_or_else(|| serde_json::json!({ "type": "object", "properties": {} }));
+        if let (Some(Value::Object(props)), Some(Value::Object(extra))) =
+            (table.get_mut("properties"), sub.get("properties"))
+        {
+            for (k, v) in extra {
+                props.entry(k.clone()).or_insert_with(|| v.clone());
+            }
+        }
+        if let Some(props) = schema.get_mut("properties").and_then(Value::as_object_mut) {
+            props.insert(stage.name().to_owned(), table);
         }
     }
     schema

@@ -44,7 +44,7 @@ impl StepKind for ThresholdKind {
 
 pub(crate) fn registry() -> KindRegistry {
     let mut r = KindRegistry::new();
-    r.register(Arc::new(ThresholdKind));
+    r.register(Arc::new(ThresholdKind)).expect("one kind");
     r
 }
 
