@@ -8,7 +8,9 @@ use std::collections::HashMap;
 use askama::Template;
 
 use super::chart::{HistoryChart, Ladder, ScoreChart};
-use super::{Segment, expect_render, number, prose, short_commit, truncate, when};
+use super::{
+    ReportView, Segment, blocker, expect_render, findings_of, number, prose, truncate, when,
+};
 use crate::evidence::{Evidence, Source};
 use crate::report::{Report, RunRef, Severity, StageAssessment, StageStatus, TestBasis};
 
@@ -33,13 +35,6 @@ struct HtmlReport<'a> {
 
 /// Renders the page.
 pub(super) fn render(report: &Report) -> String {
-    let count = |severity| {
-        report
-            .findings
-            .iter()
-            .filter(|f| f.severity == severity)
-            .count()
-    };
     let page = HtmlReport {
         r: report,
         evidence: report.evidence.iter().map(|e| (e.id.as_str(), e)).collect(),
@@ -50,16 +45,22 @@ pub(super) fn render(report: &Report) -> String {
             .as_ref()
             .and_then(|h| HistoryChart::new(&h.runs))
             .map(|c| c.to_svg()),
-        blocker: report.stages.iter().find(|s| !s.counts),
-        critical: count(Severity::Critical),
-        warnings: count(Severity::Warning),
-        infos: count(Severity::Info),
+        blocker: blocker(report),
+        critical: findings_of(report, Severity::Critical),
+        warnings: findings_of(report, Severity::Warning),
+        infos: findings_of(report, Severity::Info),
     };
     expect_render(&page)
 }
 
-// Helpers the template calls. askama hands arguments over by reference, so
-// they take `&T` even where `T` is `Copy`.
+impl<'a> ReportView<'a> for HtmlReport<'a> {
+    fn report(&self) -> &'a Report {
+        self.r
+    }
+}
+
+// Helpers the template calls beyond [`ReportView`]. askama hands arguments
+// over by reference, so they take `&T` even where `T` is `Copy`.
 #[expect(
     clippy::trivially_copy_pass_by_ref,
     reason = "askama passes template arguments by reference"
@@ -71,14 +72,6 @@ impl<'a> HtmlReport<'a> {
 
     fn prose<'s>(&self, text: &'s str) -> Vec<Segment<'s>> {
         prose(text)
-    }
-
-    fn num(&self, x: &f64) -> String {
-        number(*x)
-    }
-
-    fn short<'s>(&self, commit: &'s str) -> &'s str {
-        short_commit(commit)
     }
 
     fn status_note(&self, s: &StageAssessment) -> &'static str {
@@ -120,31 +113,9 @@ impl<'a> HtmlReport<'a> {
         }
     }
 
-    fn microsoft_name(&self) -> &'a str {
-        self.r
-            .microsoft
-            .iter()
-            .find(|l| l.level == self.r.microsoft_level)
-            .map_or("", |l| l.name.as_str())
-    }
-
-    fn sections_summary(&self) -> String {
-        self.r
-            .ml_test_score
-            .sections
-            .iter()
-            .map(|s| format!("{} {}", s.name, number(s.sum)))
-            .collect::<Vec<_>>()
-            .join(" · ")
-    }
-
     /// `run 12, 2026-03-01 10:00 UTC`; the commit is in the title.
     fn run_ref(&self, run: &RunRef) -> String {
         format!("run {}, {}", run.run_id, when(&run.at))
-    }
-
-    fn when(&self, at: &str) -> String {
-        when(at)
     }
 
     /// A recorded step document on one line, capped.

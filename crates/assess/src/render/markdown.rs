@@ -8,7 +8,7 @@
 
 use askama::Template;
 
-use super::{MARKDOWN_LIMIT, expect_render, number, prose, short_commit, truncate, when};
+use super::{MARKDOWN_LIMIT, ReportView, blocker, expect_render, findings_of, prose, truncate};
 use crate::evidence::{AutomatedCommand, Evidence};
 use crate::report::{Finding, Report, Severity, StageAssessment, StageStatus, TestBasis};
 
@@ -107,18 +107,17 @@ impl<'a> MarkdownReport<'a> {
         let (urgent, infos): (Vec<&Finding>, Vec<&Finding>) = shown
             .into_iter()
             .partition(|f| f.severity != Severity::Info);
-        let count = |s| r.findings.iter().filter(|f| f.severity == s).count();
         MarkdownReport {
             r,
             caps,
             findings_more: r.findings.len() - urgent.len() - infos.len(),
             urgent,
             infos,
-            critical: count(Severity::Critical),
-            warnings: count(Severity::Warning),
-            info_total: count(Severity::Info),
+            critical: findings_of(r, Severity::Critical),
+            warnings: findings_of(r, Severity::Warning),
+            info_total: findings_of(r, Severity::Info),
             next_steps: next_steps(r, &sorted),
-            blocker: r.stages.iter().find(|s| !s.counts),
+            blocker: blocker(r),
             evidence: &r.evidence[..r.evidence.len().min(caps.evidence)],
             automation: &r.automation[..r.automation.len().min(caps.automation)],
             notes: &r.notes[..r.notes.len().min(caps.notes)],
@@ -133,10 +132,7 @@ fn next_steps<'a>(r: &'a Report, findings: &[&'a Finding]) -> Vec<&'a str> {
         .iter()
         .filter(|f| f.severity == Severity::Critical)
         .map(|f| f.next_step.as_str());
-    let blocker = r
-        .stages
-        .iter()
-        .find(|s| !s.counts)
+    let blocker = blocker(r)
         .into_iter()
         .flat_map(|s| s.next_steps.iter().map(String::as_str));
     let warnings = findings
@@ -156,16 +152,19 @@ fn next_steps<'a>(r: &'a Report, findings: &[&'a Finding]) -> Vec<&'a str> {
     out
 }
 
-// Helpers the template calls. askama hands arguments over by reference.
+impl<'a> ReportView<'a> for MarkdownReport<'a> {
+    fn report(&self) -> &'a Report {
+        self.r
+    }
+}
+
+// Helpers the template calls beyond [`ReportView`]. askama hands arguments
+// over by reference.
 #[expect(
     clippy::trivially_copy_pass_by_ref,
     reason = "askama passes template arguments by reference"
 )]
 impl MarkdownReport<'_> {
-    fn num(&self, x: &f64) -> String {
-        number(*x)
-    }
-
     fn status(&self, status: &StageStatus) -> &'static str {
         match status {
             StageStatus::Proven => "✅ proven",
@@ -199,24 +198,6 @@ impl MarkdownReport<'_> {
         }
     }
 
-    fn microsoft_name(&self) -> &str {
-        self.r
-            .microsoft
-            .iter()
-            .find(|l| l.level == self.r.microsoft_level)
-            .map_or("", |l| l.name.as_str())
-    }
-
-    fn sections_summary(&self) -> String {
-        self.r
-            .ml_test_score
-            .sections
-            .iter()
-            .map(|s| format!("{} {}", s.name, number(s.sum)))
-            .collect::<Vec<_>>()
-            .join(" · ")
-    }
-
     /// Evidence ids, capped: `E1, E2 +3`.
     fn ids(&self, ids: &[String]) -> String {
         let mut out = ids
@@ -229,14 +210,6 @@ impl MarkdownReport<'_> {
             out.push_str(&format!(" +{}", ids.len() - self.caps.ids));
         }
         out
-    }
-
-    fn short<'s>(&self, commit: &'s str) -> &'s str {
-        short_commit(commit)
-    }
-
-    fn when(&self, at: &str) -> String {
-        when(at)
     }
 
     fn more(&self, total: usize, shown: usize) -> usize {
@@ -253,22 +226,11 @@ const CODE_MAX: usize = 160;
 /// punctuation is backslash-escaped, HTML's `<`, `>` and `&` become
 /// entities, and line breaks become spaces.
 fn md_text(s: &str) -> String {
-    let s = truncate(s, TEXT_MAX);
     let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '&' => out.push_str("&amp;"),
-            '\\' | '`' | '*' | '_' | '[' | ']' | '|' | '~' | '$' | '#' | '!' => {
-                out.push('\\');
-                out.push(c);
-            }
-            '\n' | '\r' | '\t' => out.push(' '),
-            c if c.is_control() => {}
-            c => out.push(c),
-        }
-    }
+    md_escape(&truncate(s, TEXT_MAX), &mut out, |c, out| {
+        out.push('\\');
+        out.push(c);
+    });
     out
 }
 
@@ -276,24 +238,30 @@ fn md_text(s: &str) -> String {
 /// entity, so it reads the same in a table cell and in a line, a backtick
 /// or a `|` in it cannot end it, and GitHub links no mention in it.
 fn md_code(s: &str) -> String {
-    let s = truncate(s, CODE_MAX);
     let mut out = String::with_capacity(s.len() + 13);
     out.push_str("<code>");
+    md_escape(&truncate(s, CODE_MAX), &mut out, |c, out| {
+        out.push_str(&format!("&#{};", u32::from(c)));
+    });
+    out.push_str("</code>");
+    out
+}
+
+/// Writes `s` to `out` on one line: HTML's `<`, `>` and `&` as entities,
+/// line breaks and tabs as spaces, no other control characters, and each
+/// Markdown punctuation character as `punctuation` writes it.
+fn md_escape(s: &str, out: &mut String, punctuation: fn(char, &mut String)) {
     for c in s.chars() {
         match c {
             '<' => out.push_str("&lt;"),
             '>' => out.push_str("&gt;"),
             '&' => out.push_str("&amp;"),
-            '\\' | '`' | '*' | '_' | '[' | ']' | '|' | '~' | '$' | '#' | '!' => {
-                out.push_str(&format!("&#{};", u32::from(c)));
-            }
+            '\\' | '`' | '*' | '_' | '[' | ']' | '|' | '~' | '$' | '#' | '!' => punctuation(c, out),
             '\n' | '\r' | '\t' => out.push(' '),
             c if c.is_control() => {}
             c => out.push(c),
         }
     }
-    out.push_str("</code>");
-    out
 }
 
 /// Prose with `code` spans between backticks, as the scores write next

@@ -18,7 +18,7 @@ mod markdown;
 use std::fmt;
 use std::str::FromStr;
 
-use crate::report::Report;
+use crate::report::{Report, Severity, StageAssessment};
 
 /// A format a report can be written in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,6 +108,68 @@ pub fn json(report: &Report) -> String {
     let mut out = serde_json::to_string_pretty(report).expect("a report always serialises to JSON");
     out.push('\n');
     out
+}
+
+/// What both templates show the same way, as methods they call
+/// (`self.num(x)`): a report struct gives its [`Report`] and gets the rest.
+/// askama hands arguments over by reference, so they take `&T` even where
+/// `T` is `Copy`.
+trait ReportView<'a> {
+    /// The report the template shows.
+    fn report(&self) -> &'a Report;
+
+    /// A score or count: [`number`].
+    #[expect(
+        clippy::trivially_copy_pass_by_ref,
+        reason = "askama passes template arguments by reference"
+    )]
+    fn num(&self, x: &f64) -> String {
+        number(*x)
+    }
+
+    /// A commit as people read it: [`short_commit`].
+    fn short<'s>(&self, commit: &'s str) -> &'s str {
+        short_commit(commit)
+    }
+
+    /// A time as people read it: [`when`].
+    fn when(&self, at: &str) -> String {
+        when(at)
+    }
+
+    /// The name of the Microsoft level the report reached.
+    fn microsoft_name(&self) -> &'a str {
+        let r = self.report();
+        r.microsoft
+            .iter()
+            .find(|l| l.level == r.microsoft_level)
+            .map_or("", |l| l.name.as_str())
+    }
+
+    /// The ML Test Score's sections and their sums: `Data 2 · Model 1.5`.
+    fn sections_summary(&self) -> String {
+        self.report()
+            .ml_test_score
+            .sections
+            .iter()
+            .map(|s| format!("{} {}", s.name, number(s.sum)))
+            .collect::<Vec<_>>()
+            .join(" · ")
+    }
+}
+
+/// The first stage that does not count: where the climb stops.
+fn blocker(report: &Report) -> Option<&StageAssessment> {
+    report.stages.iter().find(|s| !s.counts)
+}
+
+/// How many findings of `severity` the report has.
+fn findings_of(report: &Report, severity: Severity) -> usize {
+    report
+        .findings
+        .iter()
+        .filter(|f| f.severity == severity)
+        .count()
 }
 
 /// Renders an askama template into a string. Our templates write only to a
