@@ -602,3 +602,132 @@ fn revision_key(path: &Path) -> std::io::Result<[u8; 32]> {
     written?;
     read(path)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::provider::{Replica, ReplicaState};
+    use crate::spec::{InfraSpec, ProviderKind};
+
+    fn desired(replicas: &str) -> Desired {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("mlops.toml"),
+            format!(
+                "[project]\nname = \"p\"\n\n[iac.steps.noop]\nrun = \"true\"\n\n[infra.services.web]\ncommand = [\"srv\"]\nreplicas = {replicas}\nhealth = {{ path = \"/\" }}\n"
+            ),
+        )
+        .unwrap();
+        let spec = InfraSpec::load(dir.path()).unwrap().services["web"].clone();
+        let mut d = super::desired(&spec, None, dir.path(), |_| None).unwrap();
+        d.revision = "rev".into();
+        d
+    }
+
+    /// A healthy instance of `web` with `replicas` replicas.
+    fn instance(id: &str, service: &str, replicas: u32, owner: Option<&str>) -> Instance {
+        Instance {
+            id: id.into(),
+            provider: ProviderKind::Local,
+            service: service.into(),
+            revision: "rev".into(),
+            model_version: None,
+            desired_replicas: replicas,
+            replicas: (0..replicas)
+                .map(|index| Replica {
+                    index,
+                    state: ReplicaState::Running,
+                    healthy: true,
+                    health_error: None,
+                    endpoint: None,
+                    handle: String::new(),
+                    restarts: 0,
+                    last_exit: None,
+                })
+                .collect(),
+            problems: Vec::new(),
+            owner: owner.map(str::to_owned),
+        }
+    }
+
+    /// The plan of `web` declared with `replicas` against `observed`, as
+    /// its action and owned lines.
+    fn check(replicas: &str, observed: &[Instance], expect: &[&str]) {
+        let plan = plan(&[desired(replicas)], observed, &BTreeMap::new());
+        let got: Vec<String> = plan
+            .actions
+            .iter()
+            .map(ToString::to_string)
+            .chain(plan.owned.iter().map(ToString::to_string))
+            .collect();
+        assert_eq!(got, expect, "replicas = {replicas}, observed {observed:?}");
+    }
+
+    #[test]
+    fn what_controllers_own_is_left_alone() {
+        let canary = instance("c", "web", 1, Some("release"));
+        let mut broken = canary.clone();
+        broken.problems.push("its supervisor is gone".into());
+        broken.revision = "old".into();
+        check(
+            "2",
+            &[instance("s", "web", 2, None), canary.clone()],
+            &["= web/c owned by release (revision rev, 1 replica)"],
+        );
+        check(
+            "2",
+            &[instance("s", "web", 2, None), broken],
+            &["= web/c owned by release (revision old, 1 replica)"],
+        );
+        check(
+            "2",
+            std::slice::from_ref(&canary),
+            &[
+                "+ create  web (revision rev, 2 replicas)",
+                "= web/c owned by release (revision rev, 1 replica)",
+            ],
+        );
+        check(
+            "2",
+            &[
+                instance("s", "web", 2, None),
+                instance("o", "api", 1, Some("release")),
+            ],
+            &[
+                "= api/o owned by release (revision rev, 1 replica; the service is no longer declared)",
+            ],
+        );
+    }
+
+    #[test]
+    fn a_count_within_its_range_is_the_owners() {
+        let at = |n| [instance("s", "web", n, None)];
+        check(
+            "{ min = 1, max = 3 }",
+            &at(2),
+            &["= web/s replicas owned by autoscaler (2, within 1..=3)"],
+        );
+        check(
+            "{ min = 1, max = 3, owner = \"hpa\" }",
+            &at(3),
+            &["= web/s replicas owned by hpa (3, within 1..=3)"],
+        );
+        check(
+            "{ min = 3, max = 4 }",
+            &at(2),
+            &["~ scale   web (2 -> 3 replicas)"],
+        );
+        check(
+            "{ min = 1, max = 3 }",
+            &at(5),
+            &["~ scale   web (5 -> 3 replicas)"],
+        );
+        check(
+            "{ min = 2, max = 3 }",
+            &[],
+            &["+ create  web (revision rev, 2 replicas)"],
+        );
+        check("2", &at(3), &["~ scale   web (3 -> 2 replicas)"]);
+        check("2", &at(2), &[]);
+    }
+}
