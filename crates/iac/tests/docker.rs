@@ -2,10 +2,11 @@
 //! model server built into a `FROM scratch` image, started, inspected,
 //! scaled, drifted by hand and stopped. No mocks.
 //!
-//! Every test skips (saying so on stderr) when no engine answers; CI runs
-//! with one. Each test uses its own project name, so they run in parallel,
-//! and ends by checking that nothing labelled with its project is left (a
-//! guard removes leftovers when a test panics).
+//! Every test fails, saying how to get one, when no engine answers
+//! (`scripts/test` checks that one does). Each test uses its own project
+//! name, so they run in parallel, and ends by checking that nothing
+//! labelled with its project is left (a guard removes leftovers when a
+//! test panics).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -31,31 +32,26 @@ const INFER_BODY: &str =
 const SECRET: &str = "s3cr3t-value-for-the-test";
 const MEMORY: u64 = 128 * 1024 * 1024;
 
-/// A connected engine, or `None` after printing why the test skips.
-async fn engine() -> Option<Docker> {
+/// The connected engine. Panics, saying how to get one, when no engine
+/// answers: a test that needs Docker must not pass without it.
+async fn engine() -> Docker {
     let endpoint =
         std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into());
-    let docker = match Docker::connect_with_local_defaults() {
-        Ok(docker) => docker,
-        Err(e) => {
-            eprintln!("SKIP: Docker engine not reachable at {endpoint}: {e}");
-            return None;
-        }
+    let unreachable = |e: bollard::errors::Error| -> ! {
+        panic!(
+            "the Docker engine is not reachable at {endpoint}: {e}: start dockerd \
+             (apt-get install docker.io) or set DOCKER_HOST"
+        )
     };
-    let docker = match docker.negotiate_version().await {
-        Ok(docker) => docker,
-        Err(e) => {
-            eprintln!("SKIP: Docker engine not reachable at {endpoint}: {e}");
-            return None;
-        }
-    };
-    match docker.ping().await {
-        Ok(_) => Some(docker),
-        Err(e) => {
-            eprintln!("SKIP: Docker engine not reachable at {endpoint}: {e}");
-            None
-        }
+    let docker = Docker::connect_with_local_defaults().unwrap_or_else(|e| unreachable(e));
+    let docker = docker
+        .negotiate_version()
+        .await
+        .unwrap_or_else(|e| unreachable(e));
+    if let Err(e) = docker.ping().await {
+        unreachable(e);
     }
+    docker
 }
 
 /// `target/debug/iris`, next to this test's directory.
@@ -419,7 +415,7 @@ fn record_path(scope: &Scope, instance: &Instance) -> PathBuf {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn iris_starts_serves_scales_drifts_and_stops() {
-    let Some(docker) = engine().await else { return };
+    let docker = engine().await;
     let provider = DockerProvider::connect().await.unwrap();
     let project = Project::new(&docker, "life");
     let scope = &project.scope;
@@ -614,7 +610,7 @@ async fn other_image(docker: &Docker, project: &str, tag: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn labels_and_images_changed_by_hand_are_drift() {
-    let Some(docker) = engine().await else { return };
+    let docker = engine().await;
     let provider = DockerProvider::connect().await.unwrap();
     let project = Project::new(&docker, "drift");
     let scope = &project.scope;
@@ -694,7 +690,7 @@ async fn labels_and_images_changed_by_hand_are_drift() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn build_failures_say_what_failed() {
-    let Some(docker) = engine().await else { return };
+    let docker = engine().await;
     let provider = DockerProvider::connect().await.unwrap();
     let project = Project::new(&docker, "build");
     let scope = &project.scope;
@@ -771,7 +767,7 @@ async fn build_failures_say_what_failed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_service_that_never_gets_healthy_leaves_nothing() {
-    let Some(docker) = engine().await else { return };
+    let docker = engine().await;
     let provider = DockerProvider::connect().await.unwrap();
     let project = Project::new(&docker, "sick");
     let scope = &project.scope;
@@ -802,7 +798,7 @@ async fn a_service_that_never_gets_healthy_leaves_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_taken_host_port_is_refused_before_anything_is_made() {
-    let Some(docker) = engine().await else { return };
+    let docker = engine().await;
     let provider = DockerProvider::connect().await.unwrap();
     let project = Project::new(&docker, "port");
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
