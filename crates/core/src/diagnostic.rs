@@ -1,5 +1,9 @@
 //! Manifest diagnostics: a message tied to a byte span of `mlops.toml`,
 //! rendered as `file:line:column` with the offending source line underlined.
+//!
+//! A leaf module: it depends on nothing in the crate, so `kind`, `section`
+//! and `manifest` all report with it (re-exported as
+//! `mlops_core::manifest::Diagnostic`) without depending on each other.
 
 use std::fmt;
 use std::ops::Range;

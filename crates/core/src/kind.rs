@@ -22,7 +22,8 @@ use serde::Deserialize as _;
 use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
 
-use crate::manifest::Diagnostic;
+use crate::diagnostic::Diagnostic;
+use crate::process::{AttemptEnd, ShellAttempt, run_shell, step_env};
 use crate::section::{ManifestSection, RegistryError, SectionRead, Sections};
 use crate::stage::Stage;
 
@@ -123,29 +124,23 @@ impl StepContext {
     /// group that is stopped (SIGTERM, then SIGKILL) when the step is
     /// cancelled or times out.
     pub async fn run_command(&self, command: &str) -> CommandEnd {
-        let log = self.log.file();
-        let mut env = vec![
-            ("MLOPS_RUN_ID".to_owned(), self.run_id.to_string()),
-            ("MLOPS_STEP".to_owned(), self.step.clone()),
-            ("MLOPS_STAGE".to_owned(), self.stage.name().to_owned()),
-            (
-                "MLOPS_PROJECT_DIR".to_owned(),
-                self.project_root.to_string_lossy().into_owned(),
-            ),
-        ];
-        env.extend(self.env.iter().map(|(k, v)| (k.clone(), v.clone())));
-        let end = crate::exec::attempt::run_shell(crate::exec::attempt::ShellAttempt {
+        let end = run_shell(ShellAttempt {
             command,
             cwd: &self.cwd,
-            env,
-            log,
+            env: step_env(
+                self.run_id,
+                &self.step,
+                self.stage,
+                &self.project_root,
+                &self.env,
+            ),
+            log: self.log.file(),
             unnamed: None,
             timeout: None,
             cancel: &self.cancel,
             kill_grace: self.kill_grace,
         })
         .await;
-        use crate::exec::attempt::AttemptEnd;
         match end {
             AttemptEnd::Passed => CommandEnd::Success,
             AttemptEnd::Failed { exit_code, reason } => CommandEnd::Failure { exit_code, reason },
@@ -279,7 +274,8 @@ pub struct KindParams<'a> {
 /// step.
 #[derive(Default)]
 pub(crate) struct CompileScope {
-    pub(crate) project: Option<crate::manifest::Project>,
+    /// The name in `[project]`, when it is valid.
+    pub(crate) project_name: Option<String>,
     pub(crate) sections: Sections,
     pub(crate) options: Options,
 }
@@ -358,7 +354,7 @@ impl<'a> KindParams<'a> {
     /// `[project]` is missing or invalid (that is reported already) or the
     /// parameters belong to a section.
     pub fn project_name(&self) -> Option<String> {
-        let name = self.scope?.project.as_ref()?.name.clone();
+        let name = self.scope?.project_name.clone()?;
         self.reads.borrow_mut().insert(SectionRead::new(
             "project",
             &["name"],

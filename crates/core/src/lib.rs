@@ -38,6 +38,7 @@
 //! # Ok(()) }
 //! ```
 
+mod diagnostic;
 pub mod event;
 pub mod exec;
 pub mod git;
@@ -47,6 +48,7 @@ pub mod kind;
 pub mod ledger;
 pub mod manifest;
 pub mod pipeline;
+mod process;
 pub mod registry;
 pub mod section;
 pub mod stage;

@@ -17,8 +17,8 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
+use crate::diagnostic::Diagnostic;
 use crate::kind::KindParams;
-use crate::manifest::Diagnostic;
 
 /// A table of `mlops.toml` owned by a stage crate.
 pub trait ManifestSection: Send + Sync + 'static {

@@ -176,6 +176,26 @@ impl ShellLog<'_> {
     }
 }
 
+/// What a shell attempt (`crate::process::run_shell`) does with the log
+/// while it has no name.
+impl crate::process::PendingLog for ShellLog<'_> {
+    fn name_after(&self) -> Duration {
+        NAME_AFTER
+    }
+
+    fn is_named(&self) -> bool {
+        ShellLog::is_named(self)
+    }
+
+    fn name(&mut self) {
+        ShellLog::name(self);
+    }
+
+    fn left_running(&mut self) {
+        ShellLog::left_running(self);
+    }
+}
+
 impl Drop for ShellLog<'_> {
     fn drop(&mut self) {
         // A step whose future was dropped half-way keeps what it wrote.

@@ -34,9 +34,9 @@ use crate::ledger::{
     GitState, Ledger, LedgerError, LedgerWrite, PlannedStep, StepOutcomeRecord, now_ms,
 };
 use crate::pipeline::{Action, Node, Pipeline, Step};
+use crate::process::{AttemptEnd, ShellAttempt, kill_leftovers, run_shell, step_env};
 use crate::stage::Stage;
 use crate::status::{RunStatus, StageStatus, StepStatus};
-use attempt::{AttemptEnd, ShellAttempt};
 use hash::{hash_inputs, hash_outputs};
 use logfile::{LogFiles, ShellLog};
 use writer::LedgerWriter;
@@ -415,7 +415,7 @@ impl Executor {
                     .filter(|p| !kept.keys().any(|&i| pipeline.steps()[i].name == p.name))
                     .map(|p| p.name.clone())
                     .collect();
-                attempt::kill_leftovers(&self.root, run_id, &rerun, opts.kill_grace).await;
+                kill_leftovers(&self.root, run_id, &rerun, opts.kill_grace).await;
                 let keep: Vec<String> = kept
                     .keys()
                     .map(|&i| pipeline.steps()[i].name.clone())
@@ -1372,7 +1372,7 @@ impl StepJob<'_> {
             });
             end = match &self.step.action {
                 Action::Shell { command } => {
-                    attempt::run_shell(ShellAttempt {
+                    run_shell(ShellAttempt {
                         command,
                         cwd: &cwd,
                         env: self.shell_env(),
@@ -1381,7 +1381,9 @@ impl StepJob<'_> {
                             _ => None,
                         },
                         unnamed: match &mut log {
-                            Log::Shell(shell) => shell.as_mut(),
+                            Log::Shell(shell) => shell
+                                .as_mut()
+                                .map(|l| l as &mut dyn crate::process::PendingLog),
                             Log::Task(_) => None,
                         },
                         timeout: self.step.timeout,
@@ -1497,17 +1499,13 @@ impl StepJob<'_> {
 
     /// The environment a shell step adds to the inherited one.
     fn shell_env(&self) -> Vec<(String, String)> {
-        let mut env = vec![
-            ("MLOPS_RUN_ID".to_owned(), self.run_id.to_string()),
-            ("MLOPS_STEP".to_owned(), self.step.name.clone()),
-            ("MLOPS_STAGE".to_owned(), self.step.stage.name().to_owned()),
-            (
-                "MLOPS_PROJECT_DIR".to_owned(),
-                self.root.to_string_lossy().into_owned(),
-            ),
-        ];
-        env.extend(self.step.env.iter().map(|(k, v)| (k.clone(), v.clone())));
-        env
+        step_env(
+            self.run_id,
+            &self.step.name,
+            self.step.stage,
+            self.root,
+            &self.step.env,
+        )
     }
 
     /// A passing record with the same definition and inputs whose outputs

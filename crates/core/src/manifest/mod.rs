@@ -6,7 +6,6 @@
 //! [`Pipeline`]. Every problem is collected as a [`Diagnostic`] with its span;
 //! the caller gets them all at once. This module never runs anything.
 
-mod diagnostic;
 pub mod wire;
 
 use std::collections::{BTreeMap, HashMap};
@@ -18,7 +17,7 @@ use serde::Deserialize;
 use toml::Spanned;
 use toml::de::{DeTable, DeValue, ValueDeserializer};
 
-pub use diagnostic::{Diagnostic, Diagnostics, Location, locate};
+pub use crate::diagnostic::{Diagnostic, Diagnostics, Location, locate};
 
 use crate::kind::{CompileScope, KindParams, KindRegistry};
 use crate::pipeline::{Action, Pipeline, PipelineError, Step};
@@ -298,7 +297,10 @@ fn compile(
             compile_section(section.as_ref(), None, &mut errors);
         }
     }
-    scope.project = project.clone().filter(|p| !p.name.trim().is_empty());
+    scope.project_name = project
+        .as_ref()
+        .map(|p| p.name.clone())
+        .filter(|n| !n.trim().is_empty());
 
     // Phase 2: the stages' steps.
     for (stage, value) in stage_tables {
