@@ -131,22 +131,38 @@ fn assert_passed(step: &StepSummary) {
     );
 }
 
-/// `.mlops/infra/local/<env>/`.
-fn env_dir(dir: &Path) -> PathBuf {
-    dir.join(".mlops/infra/local").join(ENV)
+/// `.mlops/infra/local/`: one directory per environment.
+fn local_dir(dir: &Path) -> PathBuf {
+    dir.join(".mlops/infra/local")
 }
 
-/// Every instance directory under `.mlops/infra/local/<env>/<service>/`.
+/// The environments the local provider has state for.
+fn environments(dir: &Path) -> Vec<String> {
+    let mut envs: Vec<String> = std::fs::read_dir(local_dir(dir))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.path().is_dir())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    envs.sort();
+    envs
+}
+
+/// Every instance directory under `.mlops/infra/local/<env>/<service>/`,
+/// in every environment.
 fn instance_dirs(dir: &Path) -> Vec<PathBuf> {
     let mut found = Vec::new();
-    let Ok(services) = std::fs::read_dir(env_dir(dir)) else {
-        return found;
-    };
-    for service in services.flatten() {
-        if let Ok(instances) = std::fs::read_dir(service.path()) {
-            for i in instances.flatten() {
-                if i.path().is_dir() {
-                    found.push(i.path());
+    for env in environments(dir) {
+        let Ok(services) = std::fs::read_dir(local_dir(dir).join(env)) else {
+            continue;
+        };
+        for service in services.flatten() {
+            if let Ok(instances) = std::fs::read_dir(service.path()) {
+                for i in instances.flatten() {
+                    if i.path().is_dir() {
+                        found.push(i.path());
+                    }
                 }
             }
         }
@@ -180,7 +196,7 @@ fn alive(pid: i32) -> bool {
     }
 }
 
-/// Destroys whatever the project runs in `staging` when dropped, then
+/// Destroys whatever the project runs (every environment) when dropped, then
 /// checks that nothing is left (only when not already panicking).
 struct Cleanup {
     dir: PathBuf,
@@ -214,26 +230,32 @@ impl Cleanup {
             let provider = mlops_iac::kinds::provider_for(ProviderKind::Local, &options.supervisor)
                 .await
                 .map_err(|e| e.to_string())?;
-            let scope = Scope {
-                project: "p".to_owned(),
-                environment: ENV.to_owned(),
-                root: self.dir.clone(),
-            };
             let ledger = Ledger::open(&self.dir).map_err(|e| e.to_string())?;
-            mlops_iac::apply::destroy(
-                provider.as_ref(),
-                &scope,
-                &ledger,
-                None,
-                &ApplyContext {
-                    actor: "test cleanup".to_owned(),
-                    step: None,
-                    on_ready: None,
-                },
-            )
-            .await
-            .map(|_| ())
-            .map_err(|e| e.to_string())
+            let mut envs = environments(&self.dir);
+            if !envs.iter().any(|e| e == ENV) {
+                envs.push(ENV.to_owned());
+            }
+            for environment in envs {
+                let scope = Scope {
+                    project: "p".to_owned(),
+                    environment,
+                    root: self.dir.clone(),
+                };
+                mlops_iac::apply::destroy(
+                    provider.as_ref(),
+                    &scope,
+                    &ledger,
+                    None,
+                    &ApplyContext {
+                        actor: "test cleanup".to_owned(),
+                        step: None,
+                        on_ready: None,
+                    },
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+            }
+            Ok(())
         })
     }
 
@@ -596,5 +618,188 @@ fn smoke_names_the_case_whose_answer_is_wrong() {
     assert!(reason.contains("2 of 4 smoke checks failed"), "{reason}");
     let evidence = evidence(smoke, "smoke");
     assert_eq!(evidence["failed"], 2);
+    cleanup.finish();
+}
+
+/// A pipeline whose stage-1 and stage-3 kinds all read `[infra]`, every
+/// step with inputs so that it can be cached: the Rust `environment` (as
+/// iris builds it: `cargo build --locked` from a lockfile), `infra-apply`
+/// of the iris service in `dev`, and package, deploy and smoke in staging.
+fn definitions_manifest(iris: &Path) -> String {
+    format!(
+        r#"
+[project]
+name = "p"
+
+[infra]
+provider = "local"
+
+[infra.environment]
+rust = {{ lockfile = "Cargo.lock", build-args = ["--quiet"] }}
+
+[infra.services.iris]
+command = ["{iris}", "serve", "--model", "{{model-dir}}/model.json", "--host", "{{host}}", "--port", "{{port}}"]
+replicas = 1
+health = {{ path = "/v2/health/ready", interval = "200ms", deadline = "20s" }}
+stop-grace = "2s"
+
+[iac.steps.env]
+kind = "environment"
+inputs = ["Cargo.lock", "src/*.rs"]
+
+[iac.steps.up]
+kind = "infra-apply"
+with = {{ environment = "dev" }}
+inputs = ["model.json"]
+
+[ci.steps.check]
+run = "true"
+
+[cd.steps.package]
+kind = "package"
+with = {{ model = "iris", files = ["model.json"], metrics = "metrics.json" }}
+inputs = ["model.json", "metrics.json"]
+
+[cd.steps.deploy]
+kind = "deploy"
+with = {{ service = "iris", model = "iris", version = "latest", environment = "{ENV}" }}
+depends-on = ["package"]
+inputs = ["model.json"]
+
+[cd.steps.smoke]
+kind = "smoke"
+with = {{ service = "iris", environment = "{ENV}", requests = "smoke.json" }}
+depends-on = ["deploy"]
+inputs = ["smoke.json"]
+"#,
+        iris = iris.display()
+    )
+}
+
+/// The status of every step of a run, by name.
+fn statuses(run: &RunSummary) -> Vec<(String, StepStatus)> {
+    run.steps
+        .iter()
+        .map(|s| (s.name.clone(), s.status))
+        .collect()
+}
+
+fn expect(run: &RunSummary, want: &[(&str, StepStatus)]) {
+    let got = statuses(run);
+    let want: Vec<(String, StepStatus)> = want.iter().map(|(n, s)| ((*n).to_owned(), *s)).collect();
+    assert_eq!(got, want, "{:#?}", run.steps);
+}
+
+#[test]
+fn an_edit_of_what_a_kind_reads_reruns_it_and_an_edit_that_does_not_matter_does_not() {
+    use StepStatus::{Cached, Passed};
+    let dir = project();
+    let root = dir.path();
+    std::fs::copy(
+        repo().join("examples/iris/data/smoke.json"),
+        root.join("smoke.json"),
+    )
+    .unwrap();
+    // A Rust project of its own for the environment step.
+    std::fs::write(
+        root.join("Cargo.toml"),
+        "[package]\nname = \"env-check\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[workspace]\n",
+    )
+    .unwrap();
+    std::fs::create_dir(root.join("src")).unwrap();
+    std::fs::write(root.join("src/main.rs"), "fn main() {}\n").unwrap();
+    let lock = std::process::Command::new("cargo")
+        .args(["generate-lockfile", "--offline"])
+        .current_dir(root)
+        .output()
+        .unwrap();
+    assert!(
+        lock.status.success(),
+        "{}",
+        String::from_utf8_lossy(&lock.stderr)
+    );
+    let mut cleanup = Cleanup::new(root);
+    let manifest = definitions_manifest(&iris());
+    let registry = super::registry();
+    let run = |text: &str| mlops_testkit::run_manifest(root, text, &registry);
+
+    let first = run(&manifest);
+    cleanup.note_pids();
+    for s in &first.steps {
+        assert_passed(s);
+    }
+    let all_cached = [
+        ("env", Cached),
+        ("up", Cached),
+        ("check", Passed),
+        ("package", Cached),
+        ("deploy", Cached),
+        ("smoke", Cached),
+    ];
+    expect(&run(&manifest), &all_cached);
+
+    // Comments and another key order: the same compiled sections.
+    let same = manifest
+        .replace(
+            "replicas = 1\nhealth = {",
+            "# one is enough here\nstop-grace = \"2s\"\nhealth = {",
+        )
+        .replacen("stop-grace = \"2s\"\n\n[iac", "replicas = 1\n\n[iac", 1)
+        .replace(
+            "rust = { lockfile = \"Cargo.lock\", build-args = [\"--quiet\"] }",
+            "rust = { build-args = [\"--quiet\"], lockfile = \"Cargo.lock\" } # pinned",
+        );
+    assert_ne!(same, manifest);
+    expect(&run(&same), &all_cached);
+
+    // The service changed: the steps that read it run again; `--stage cd`
+    // was refused first, naming the step and the part.
+    let service = manifest.replace("stop-grace = \"2s\"", "stop-grace = \"3s\"");
+    std::fs::write(root.join("mlops.toml"), &service).unwrap();
+    let refused = mlops_testkit::run(
+        root,
+        &registry,
+        mlops_core::RunOptions {
+            selection: mlops_core::Selection::Stage(mlops_core::Stage::Cd),
+            ..mlops_core::RunOptions::default()
+        },
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        refused.contains("`up`")
+            && refused.contains("`[infra.services]` changed since its evidence"),
+        "{refused}"
+    );
+    let rerun = run(&service);
+    cleanup.note_pids();
+    expect(
+        &rerun,
+        &[
+            ("env", Cached),
+            ("up", Passed),
+            ("check", Passed),
+            ("package", Cached),
+            ("deploy", Passed),
+            ("smoke", Passed),
+        ],
+    );
+
+    // The environment changed: only the environment step runs again.
+    let environment = service.replace(
+        "build-args = [\"--quiet\"]",
+        "build-args = [\"--quiet\", \"--offline\"]",
+    );
+    expect(
+        &run(&environment),
+        &[
+            ("env", Passed),
+            ("up", Cached),
+            ("check", Passed),
+            ("package", Cached),
+            ("deploy", Cached),
+            ("smoke", Cached),
+        ],
+    );
     cleanup.finish();
 }
