@@ -1,8 +1,6 @@
 //! Infrastructure records in the ledger: every apply (what it planned, how
 //! it ended, who ran it) and the services each environment runs.
 
-use std::fs::File;
-
 use rusqlite::params;
 use serde::Serialize;
 
@@ -65,16 +63,7 @@ impl Ledger {
     /// Takes the project's infrastructure lock, waiting for another apply
     /// to finish. Blocks: call it off async threads.
     pub fn lock_infra(&self) -> Result<RunLock, LedgerError> {
-        let path = self.state_dir().join(INFRA_LOCK_FILE);
-        let file = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(|source| LedgerError::Lock {
-                path: path.clone(),
-                source,
-            })?;
+        let (file, path) = self.open_lock_file(INFRA_LOCK_FILE)?;
         file.lock()
             .map_err(|source| LedgerError::Lock { path, source })?;
         Ok(RunLock::from_file(file))

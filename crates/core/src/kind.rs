@@ -23,6 +23,7 @@ use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
 
 use crate::diagnostic::Diagnostic;
+use crate::ledger::LedgerHandle;
 use crate::process::{AttemptEnd, ShellAttempt, run_shell, step_env};
 use crate::section::{ManifestSection, RegistryError, SectionRead, Sections};
 use crate::stage::Stage;
@@ -77,6 +78,7 @@ pub struct StepContext {
     pub(crate) log: StepLog,
     pub(crate) evidence: EvidenceSink,
     pub(crate) kill_grace: Duration,
+    pub(crate) ledger: LedgerHandle,
 }
 
 /// How a command run by [`StepContext::run_command`] ended.
@@ -116,6 +118,15 @@ impl StepContext {
     /// `kind` (or this attempt, if it already did).
     pub fn recorded(&self, kind: &str) -> Option<serde_json::Value> {
         self.evidence.get(kind)
+    }
+
+    /// The project's ledger, for reading (evidence of earlier runs, the
+    /// model registry) and for the records a stage keeps through its narrow
+    /// APIs (registering a model, an infrastructure apply). Every call runs
+    /// on tokio's blocking pool: a step never touches SQLite on the thread
+    /// that polls it.
+    pub fn ledger(&self) -> &LedgerHandle {
+        &self.ledger
     }
 
     /// Runs a shell command as a shell step would: `/bin/sh -c` in the
@@ -240,9 +251,10 @@ impl StepLog {
 ///
 /// Any `Fn(StepContext) -> impl Future<Output = Result<(), StepFailure>>`
 /// closure is a `StepAction`. The executor polls the future on its own
-/// coordinator, so it must not block the thread: put CPU-heavy or blocking
-/// I/O work in `tokio::task::spawn_blocking`. A panic fails the step, not
-/// the run.
+/// coordinator, so it must not block the thread: the ledger is reached
+/// through [`StepContext::ledger`] (its calls run on the blocking pool), and
+/// other CPU-heavy or blocking I/O work goes in
+/// `tokio::task::spawn_blocking`. A panic fails the step, not the run.
 pub trait StepAction: Send + Sync + 'static {
     /// Runs one attempt.
     fn run(&self, ctx: StepContext) -> BoxFuture<Result<(), StepFailure>>;

@@ -7,6 +7,11 @@
 //! the last completed change. The schema is versioned with
 //! `PRAGMA user_version` and migrated forward on open. This module knows
 //! nothing about processes or terminals.
+//!
+//! The write path of a run (`begin_run`, `reopen_run`, `apply`,
+//! `finish_run` and their types) is the crate's own: only the executor
+//! writes runs, steps, gates and evidence. Async code reads and writes
+//! through a [`LedgerHandle`], which runs SQLite on tokio's blocking pool.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -259,6 +264,12 @@ pub enum LedgerError {
         /// The state directory.
         dir: PathBuf,
     },
+    /// A [`LedgerHandle::call`] did not end: the async runtime shut down.
+    #[error("ledger {path}: the call was stopped before it ended (the async runtime shut down)")]
+    CallStopped {
+        /// The database file.
+        path: PathBuf,
+    },
 }
 
 /// Milliseconds since the Unix epoch, now.
@@ -289,46 +300,46 @@ pub struct GitState {
 
 /// A step as registered at the start of a run.
 #[derive(Debug, Clone)]
-pub struct PlannedStep {
+pub(crate) struct PlannedStep {
     /// Name.
-    pub name: String,
+    pub(crate) name: String,
     /// Stage.
-    pub stage: Stage,
+    pub(crate) stage: Stage,
     /// Definition fingerprint.
-    pub fingerprint: String,
+    pub(crate) fingerprint: String,
     /// The manifest parts the step's kind read (part of the fingerprint),
     /// kept so that a refusal can say which one changed.
-    pub reads: Vec<crate::SectionRead>,
+    pub(crate) reads: Vec<crate::SectionRead>,
 }
 
 /// The final record of a step in a run.
 #[derive(Debug, Clone, Default)]
-pub struct StepOutcomeRecord {
+pub(crate) struct StepOutcomeRecord {
     /// Final status.
-    pub status: Option<StepStatus>,
+    pub(crate) status: Option<StepStatus>,
     /// Start time, if it ran.
-    pub started_at_ms: Option<i64>,
+    pub(crate) started_at_ms: Option<i64>,
     /// End time.
-    pub finished_at_ms: i64,
+    pub(crate) finished_at_ms: i64,
     /// Wall time of all attempts.
-    pub duration_ms: Option<i64>,
+    pub(crate) duration_ms: Option<i64>,
     /// Attempts made.
-    pub attempts: u32,
+    pub(crate) attempts: u32,
     /// Exit code of the last attempt, for shell steps.
-    pub exit_code: Option<i32>,
+    pub(crate) exit_code: Option<i32>,
     /// Input hash the step ran (or was cached) with.
-    pub input_hash: Option<String>,
+    pub(crate) input_hash: Option<String>,
     /// Hash of the outputs after the step.
-    pub output_hash: Option<String>,
+    pub(crate) output_hash: Option<String>,
     /// Log file.
-    pub log_path: Option<String>,
+    pub(crate) log_path: Option<String>,
     /// Why it ended as it did, for anything but a pass.
-    pub reason: Option<String>,
+    pub(crate) reason: Option<String>,
     /// The run whose result a cached step reused.
-    pub cached_from: Option<i64>,
+    pub(crate) cached_from: Option<i64>,
     /// Evidence the step recorded, as (kind, JSON text); replaces any the
     /// step recorded before in this run.
-    pub evidence: Vec<(String, String)>,
+    pub(crate) evidence: Vec<(String, String)>,
 }
 
 /// Structured evidence a step recorded: what it checked and what it found.
@@ -360,7 +371,7 @@ pub struct EvidenceRecord {
 /// index into the `steps` given to [`Ledger::begin_run`] or
 /// [`Ledger::reopen_run`].
 #[derive(Debug, Clone)]
-pub enum LedgerWrite {
+pub(crate) enum LedgerWrite {
     /// A step attempt started.
     StepStarted {
         /// The step's position in the plan.
@@ -498,6 +509,45 @@ pub struct RunSummary {
 }
 
 /// A handle on the ledger database; cheap to clone, safe to share.
+///
+/// What a run records (its planned steps, their results and evidence, its
+/// gates and how it ended) is written by the executor alone: the write
+/// path is not public, so no embedder can write a passing record that
+/// would open a later stage. Stage crates and embedders write only through
+/// narrow APIs (the model registry, infrastructure applies and services).
+/// Reading is public:
+///
+/// ```no_run
+/// let ledger = mlops_core::Ledger::open(std::path::Path::new(".")).unwrap();
+/// let _ = ledger.last_run_id();
+/// ```
+///
+/// Writing a run is not:
+///
+/// ```compile_fail,E0624
+/// let ledger = mlops_core::Ledger::open(std::path::Path::new(".")).unwrap();
+/// let git = mlops_core::ledger::GitState::default();
+/// let _ = ledger.begin_run("p", &git, "all", &[]);
+/// ```
+///
+/// ```compile_fail,E0624
+/// let ledger = mlops_core::Ledger::open(std::path::Path::new(".")).unwrap();
+/// let _ = ledger.reopen_run(1, &[], &[]);
+/// ```
+///
+/// ```compile_fail,E0624
+/// let ledger = mlops_core::Ledger::open(std::path::Path::new(".")).unwrap();
+/// let _ = ledger.apply(1, std::iter::empty());
+/// ```
+///
+/// ```compile_fail,E0624
+/// let ledger = mlops_core::Ledger::open(std::path::Path::new(".")).unwrap();
+/// let _ = ledger.finish_run(1, mlops_core::RunStatus::Passed);
+/// ```
+///
+/// ```compile_fail,E0603
+/// let _ = mlops_core::ledger::StepOutcomeRecord::default();
+/// ```
 #[derive(Clone)]
 pub struct Ledger {
     conn: Arc<Mutex<Connection>>,
@@ -680,20 +730,27 @@ impl Ledger {
         }
     }
 
-    /// Takes the project's run lock, held until the returned guard drops (or
-    /// the process dies). Fails with [`LedgerError::Busy`] if another process
-    /// holds it.
-    pub fn lock(&self) -> Result<RunLock, LedgerError> {
-        let path = self.dir.join(LOCK_FILE);
-        let file = File::options()
+    /// Opens (creating, never truncating) the lock file `name` in the state
+    /// directory: the file the run lock and the infrastructure lock take an
+    /// OS lock on. Returns it with its path.
+    pub(crate) fn open_lock_file(&self, name: &str) -> Result<(File, PathBuf), LedgerError> {
+        let path = self.dir.join(name);
+        match File::options()
             .create(true)
             .truncate(false)
             .write(true)
             .open(&path)
-            .map_err(|source| LedgerError::Lock {
-                path: path.clone(),
-                source,
-            })?;
+        {
+            Ok(file) => Ok((file, path)),
+            Err(source) => Err(LedgerError::Lock { path, source }),
+        }
+    }
+
+    /// Takes the project's run lock, held until the returned guard drops (or
+    /// the process dies). Fails with [`LedgerError::Busy`] if another process
+    /// holds it.
+    pub fn lock(&self) -> Result<RunLock, LedgerError> {
+        let (file, path) = self.open_lock_file(LOCK_FILE)?;
         match file.try_lock() {
             Ok(()) => Ok(RunLock { _file: file }),
             Err(std::fs::TryLockError::WouldBlock) => Err(LedgerError::Busy {
@@ -711,7 +768,7 @@ impl Ledger {
     /// Records a new run and its planned steps as `pending`, in one
     /// transaction. Returns the run id. A step's position in `steps` is how
     /// [`LedgerWrite`]s name it.
-    pub fn begin_run(
+    pub(crate) fn begin_run(
         &self,
         project: &str,
         git: &GitState,
@@ -824,7 +881,7 @@ impl Ledger {
     /// the plan that the run did not have are added; steps it had that are
     /// no longer planned are removed. Positions follow `steps`, as in
     /// [`Ledger::begin_run`].
-    pub fn reopen_run(
+    pub(crate) fn reopen_run(
         &self,
         run_id: i64,
         steps: &[PlannedStep],
@@ -906,7 +963,7 @@ impl Ledger {
     /// recorded, or none. The executor groups the changes of a few
     /// milliseconds this way, so a killed run leaves a ledger that describes
     /// a real moment of the run.
-    pub fn apply<'w>(
+    pub(crate) fn apply<'w>(
         &self,
         run_id: i64,
         writes: impl IntoIterator<Item = &'w LedgerWrite>,
@@ -998,7 +1055,7 @@ impl Ledger {
     }
 
     /// Records how a run ended.
-    pub fn finish_run(&self, run_id: i64, status: RunStatus) -> Result<(), LedgerError> {
+    pub(crate) fn finish_run(&self, run_id: i64, status: RunStatus) -> Result<(), LedgerError> {
         self.conn()
             .execute(
                 "UPDATE runs SET status = ?2, finished_at_ms = ?3 WHERE id = ?1",
@@ -1397,6 +1454,109 @@ pub struct RunLock {
 impl RunLock {
     pub(crate) fn from_file(file: File) -> Self {
         RunLock { _file: file }
+    }
+}
+
+/// The ledger for async code. [`LedgerHandle::call`] runs a closure on
+/// tokio's blocking pool, so that SQLite (a busy wait of up to 10 s on a
+/// locked database, a commit's `fsync`) never blocks a thread that polls
+/// futures: in-process steps are polled by the executor's coordinator, on
+/// the one worker thread of the CLI's runtime.
+///
+/// In-process steps get one from [`crate::StepContext::ledger`]; it opens
+/// the project's ledger on its first call (a connection of its own, apart
+/// from the executor's) and keeps it for the run. An embedder with a
+/// [`Ledger`] makes one with `LedgerHandle::from(&ledger)`. Cheap to clone.
+#[derive(Clone)]
+pub struct LedgerHandle {
+    inner: Arc<HandleInner>,
+}
+
+struct HandleInner {
+    /// The project directory, to open the ledger from.
+    root: PathBuf,
+    /// The ledger, once opened.
+    ledger: Mutex<Option<Ledger>>,
+}
+
+impl LedgerHandle {
+    /// A handle on the ledger of the project at `project_root`, opened
+    /// (created and migrated if needed) on the first call.
+    pub fn for_project(project_root: impl Into<PathBuf>) -> LedgerHandle {
+        LedgerHandle {
+            inner: Arc::new(HandleInner {
+                root: project_root.into(),
+                ledger: Mutex::new(None),
+            }),
+        }
+    }
+
+    /// Runs `f` with the ledger on tokio's blocking pool and returns what it
+    /// returns. `f` runs to its end even if the returned future is dropped
+    /// (a step that times out), so a transaction it makes is never cut
+    /// short. A panic in `f` resumes in the caller (an in-process step's
+    /// panic fails that step).
+    pub async fn call<R, F>(&self, f: F) -> Result<R, LedgerError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&Ledger) -> Result<R, LedgerError> + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        match tokio::task::spawn_blocking(move || f(&inner.ledger()?)).await {
+            Ok(result) => result,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(_) => Err(LedgerError::CallStopped {
+                path: self.inner.root.join(STATE_DIR).join(DB_FILE),
+            }),
+        }
+    }
+}
+
+impl HandleInner {
+    /// The ledger, opening it on first use. Blocks: called on the blocking
+    /// pool only.
+    fn ledger(&self) -> Result<Ledger, LedgerError> {
+        let mut slot = self.ledger.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(ledger) = &*slot {
+            return Ok(ledger.clone());
+        }
+        let ledger = Ledger::open(&self.root)?;
+        *slot = Some(ledger.clone());
+        Ok(ledger)
+    }
+}
+
+impl From<Ledger> for LedgerHandle {
+    fn from(ledger: Ledger) -> LedgerHandle {
+        LedgerHandle {
+            inner: Arc::new(HandleInner {
+                root: ledger
+                    .dir
+                    .parent()
+                    .map_or_else(PathBuf::new, Path::to_path_buf),
+                ledger: Mutex::new(Some(ledger)),
+            }),
+        }
+    }
+}
+
+impl From<&Ledger> for LedgerHandle {
+    fn from(ledger: &Ledger) -> LedgerHandle {
+        LedgerHandle::from(ledger.clone())
+    }
+}
+
+impl From<&LedgerHandle> for LedgerHandle {
+    fn from(handle: &LedgerHandle) -> LedgerHandle {
+        handle.clone()
+    }
+}
+
+impl std::fmt::Debug for LedgerHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LedgerHandle")
+            .field("project", &self.inner.root)
+            .finish()
     }
 }
 

@@ -60,7 +60,9 @@ pub use kind::{
     CommandEnd, EvidenceKind, KindParams, KindRegistry, StepAction, StepContext, StepFailure,
     StepKind,
 };
-pub use ledger::{Evidence, EvidenceRecord, Ledger, LedgerError, RunSummary, StepEvidence};
+pub use ledger::{
+    Evidence, EvidenceRecord, Ledger, LedgerError, LedgerHandle, RunSummary, StepEvidence,
+};
 pub use manifest::{Manifest, ManifestError};
 pub use pipeline::{Action, Pipeline, PipelineError, Step};
 pub use section::{CompiledSection, ManifestSection, RegistryError, SectionRead};

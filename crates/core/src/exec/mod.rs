@@ -31,7 +31,8 @@ use crate::event::{Event, EventBus};
 use crate::git::{changed_files, git_state};
 use crate::kind::{EvidenceSink, StepContext, StepLog};
 use crate::ledger::{
-    GitState, Ledger, LedgerError, LedgerWrite, PlannedStep, StepOutcomeRecord, now_ms,
+    GitState, Ledger, LedgerError, LedgerHandle, LedgerWrite, PlannedStep, StepOutcomeRecord,
+    now_ms,
 };
 use crate::pipeline::{Action, Node, Pipeline, Step};
 use crate::process::{AttemptEnd, ShellAttempt, kill_leftovers, run_shell, step_env};
@@ -473,6 +474,7 @@ impl Executor {
             }
         };
         let log_files = LogFiles::new(&log_dir);
+        let step_ledger = LedgerHandle::for_project(self.root.clone());
         let mut coordinator = Coordinator {
             exec: self,
             log_files: &log_files,
@@ -490,6 +492,7 @@ impl Executor {
             stage_started: BTreeMap::new(),
             writes: Vec::new(),
             writer,
+            step_ledger: &step_ledger,
             positions,
             planned: &planned,
             fatal: None,
@@ -788,6 +791,9 @@ struct Coordinator<'a> {
     writes: Vec<LedgerWrite>,
     /// Commits the groups, off the coordinator's thread.
     writer: LedgerWriter,
+    /// The ledger in-process steps reach through `StepContext::ledger`: a
+    /// connection of their own, opened on the first call.
+    step_ledger: &'a LedgerHandle,
     /// Each step's position in the plan (`None`: not in this run), which is
     /// how ledger writes name it.
     positions: Vec<Option<usize>>,
@@ -1184,6 +1190,7 @@ impl<'a> Coordinator<'a> {
             run_id: self.run_id,
             root: &self.exec.root,
             ledger: &self.exec.ledger,
+            step_ledger: self.step_ledger,
             log_files: self.log_files,
             log_path: self.log_dir.join(log_name),
             step,
@@ -1270,6 +1277,7 @@ struct StepJob<'a> {
     run_id: i64,
     root: &'a Path,
     ledger: &'a Ledger,
+    step_ledger: &'a LedgerHandle,
     log_files: &'a LogFiles,
     log_path: PathBuf,
     step: &'a Step,
@@ -1408,6 +1416,7 @@ impl StepJob<'_> {
                         },
                         evidence: evidence.clone(),
                         kill_grace: self.kill_grace,
+                        ledger: self.step_ledger.clone(),
                     };
                     attempt::run_task(
                         action.clone(),

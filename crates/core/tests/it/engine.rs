@@ -1040,3 +1040,49 @@ async fn a_command_an_in_process_step_runs_is_stopped_with_it() {
         "the command's background child was killed"
     );
 }
+
+/// An in-process step's ledger calls run off the coordinator's thread. On a
+/// runtime with one worker, as in the CLI, a step whose call blocks until
+/// another step has run sees that step run and end meanwhile: were the
+/// call made on the coordinator's thread, nothing else could be scheduled
+/// and it would wait in vain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn a_steps_ledger_call_leaves_the_coordinator_scheduling() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ended, wait_for_it) = std::sync::mpsc::sync_channel::<()>(1);
+    let wait_for_it = std::sync::Arc::new(std::sync::Mutex::new(Some(wait_for_it)));
+    let p = pipeline(vec![
+        Step::task("reads", Stage::Iac, "reads-v1", move |ctx| {
+            let wait_for_it = wait_for_it.lock().unwrap().take();
+            async move {
+                let wait_for_it = wait_for_it.ok_or_else(|| StepFailure::new("ran twice"))?;
+                let run_id = ctx.run_id;
+                let seen = ctx
+                    .ledger()
+                    .call(move |ledger| {
+                        let other_ended = wait_for_it.recv_timeout(Duration::from_secs(10)).is_ok();
+                        Ok((other_ended, ledger.last_run_id()?))
+                    })
+                    .await
+                    .map_err(|e| StepFailure::new(e.to_string()))?;
+                if seen == (true, Some(run_id)) {
+                    Ok(())
+                } else {
+                    Err(StepFailure::new(format!(
+                        "(other step ended, last run) = {seen:?}"
+                    )))
+                }
+            }
+        }),
+        Step::task("signals", Stage::Iac, "signals-v1", move |_ctx| {
+            let ended = ended.clone();
+            async move {
+                let _ = ended.try_send(());
+                Ok(())
+            }
+        }),
+    ]);
+    let report = run(dir.path(), &p, jobs(2)).await;
+    assert_eq!(report.status, RunStatus::Passed, "{report:?}");
+    assert_eq!(status(&report, "reads"), StepStatus::Passed);
+}
