@@ -844,3 +844,33 @@ async fn an_unreachable_engine_says_so() {
         .unwrap_err();
     assert!(matches!(err, ProviderError::Unreachable { .. }), "{err:?}");
 }
+
+/// A controller's instance carries its owner: in the `mlops.owner` label of
+/// every container (new ones from a scale too) and in its record; observe
+/// reads it back, from the labels when the record is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_owned_instance_is_labelled_with_its_owner() {
+    let docker = engine().await;
+    let provider = DockerProvider::connect().await.unwrap();
+    let project = Project::new(&docker, "owned");
+    let scope = &project.scope;
+    let mut desired = project.desired(iris_spec(1));
+    desired.owner = Some("release".into());
+
+    let started = provider.start(scope, &desired).await.unwrap();
+    assert_eq!(started.owner.as_deref(), Some("release"));
+    let scaled = provider.scale(scope, &started, 2).await.unwrap();
+    assert!(scaled.is_healthy(), "{scaled:#?}");
+    for c in containers(&docker, &scaled).await {
+        let container_labels = c.config.as_ref().unwrap().labels.as_ref().unwrap();
+        assert_eq!(container_labels[labels::OWNER], "release");
+    }
+    std::fs::remove_file(record_path(scope, &scaled)).unwrap();
+    let observed = observe_one(&provider, scope).await;
+    assert_eq!(observed.owner.as_deref(), Some("release"));
+    assert!(observed.problems.is_empty(), "{observed:#?}");
+
+    provider.stop(scope, &observed).await.unwrap();
+    assert!(provider.observe(scope).await.unwrap().is_empty());
+    project.guard.assert_clean().await;
+}
