@@ -125,16 +125,10 @@ impl StepKind for SmokeKind {
             });
         let timeout = match &wire.timeout {
             None => Duration::from_secs(5),
-            Some(t) => match humantime::parse_duration(t.get_ref()) {
-                Ok(d) if !d.is_zero() => d,
-                _ => {
-                    errors.push(Diagnostic::new(
-                        format!("invalid duration `{}` for `timeout`", t.get_ref()),
-                        Some(t.span()),
-                    ));
-                    Duration::from_secs(5)
-                }
-            },
+            Some(t) => mlops_core::manifest::parse_duration("timeout", t).unwrap_or_else(|d| {
+                errors.push(d);
+                Duration::from_secs(5)
+            }),
         };
         if !errors.is_empty() {
             return Err(errors);

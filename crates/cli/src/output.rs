@@ -330,6 +330,7 @@ pub(crate) fn plan_json(m: &Manifest) -> serde_json::Value {
                         "outputs": s.outputs,
                         "timeout_ms": s.timeout.map(|t| t.as_millis() as u64),
                         "retries": s.retries,
+                        "reads": s.reads.iter().map(|r| r.section.as_str()).collect::<Vec<_>>(),
                         "fingerprint": s.fingerprint(),
                     })
                 })

@@ -364,6 +364,49 @@ fn plan_prints_stages_in_order_as_text_dot_and_json() {
     assert_eq!(plan["stages"][1]["steps"][1]["depends_on"][0], "slow");
 }
 
+/// The manifest parts each of the example's kinds reads, and so depends on
+/// (they are part of its definition: an edit reruns it and voids its
+/// evidence).
+#[test]
+fn the_plan_names_what_each_kind_of_the_example_reads() {
+    let o = run(
+        &["pipeline", "plan", ".", "--format", "json"],
+        &example("iris"),
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let plan: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let reads = |name: &str| -> Vec<String> {
+        let steps = plan["stages"].as_array().unwrap().iter();
+        let step = steps
+            .flat_map(|st| st["steps"].as_array().unwrap())
+            .find(|s| s["name"] == name)
+            .unwrap_or_else(|| panic!("no step {name}"));
+        serde_json::from_value(step["reads"].clone()).unwrap()
+    };
+    assert_eq!(reads("build"), ["[infra.environment]"]);
+    for step in ["deploy", "smoke"] {
+        assert_eq!(
+            reads(step),
+            [
+                "[infra.provider]",
+                "[infra.services.iris]",
+                "[project.name]"
+            ],
+            "{step}"
+        );
+    }
+    assert_eq!(
+        reads("train"),
+        Vec::<String>::new(),
+        "a run step reads no section"
+    );
+    assert_eq!(
+        reads("quality"),
+        Vec::<String>::new(),
+        "model-gate reads no section"
+    );
+}
+
 #[test]
 fn status_without_runs_says_how_to_make_one() {
     let dir = project(GATED);

@@ -267,7 +267,8 @@ fn bad_input_exits_2_and_says_what_is_wrong() {
 
 /// The `infra-apply` kind as a pipeline step: the first run creates the
 /// services and records what it did; the plan after it is empty; a second
-/// run changes nothing; an unknown service fails the step with its name.
+/// run changes nothing; an unknown service is refused with its name and
+/// line when the manifest is compiled.
 #[test]
 fn infra_apply_step_converges_and_records_its_actions() {
     let manifest = WEB.replace(
@@ -318,13 +319,17 @@ fn infra_apply_step_converges_and_records_its_actions() {
         ),
     )
     .unwrap();
+    // An unknown service is bad input, found when the manifest is
+    // compiled (not when the step runs), with the line it is on.
     let o = run(&["pipeline", "run", "."], d);
-    assert_eq!(code(&o), 1, "{}", both(&o));
+    assert_eq!(code(&o), 2, "{}", both(&o));
     assert!(
-        stdout(&o).contains("no service `nope` in [infra.services]"),
+        stderr(&o).contains("no service `nope` in [infra.services]")
+            && stderr(&o).contains("mlops.toml:"),
         "{}",
         both(&o)
     );
+    std::fs::write(d.join("mlops.toml"), &manifest).unwrap();
     drop(cleanup);
     assert!(instance_dirs(d).is_empty(), "destroyed");
 }

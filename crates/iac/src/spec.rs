@@ -530,26 +530,10 @@ fn duration(
     let Some(value) = value else {
         return default;
     };
-    match humantime::parse_duration(value.get_ref()) {
-        Ok(d) if !d.is_zero() => d,
-        Ok(_) => {
-            errors.push(Diagnostic::new(
-                format!("`{what}` must be longer than zero"),
-                Some(value.span()),
-            ));
-            default
-        }
-        Err(e) => {
-            errors.push(
-                Diagnostic::new(
-                    format!("invalid duration `{}` for `{what}`: {e}", value.get_ref()),
-                    Some(value.span()),
-                )
-                .with_help("write a number and a unit, like \"500ms\", \"2s\" or \"1m\""),
-            );
-            default
-        }
-    }
+    mlops_core::manifest::parse_duration(what, value).unwrap_or_else(|d| {
+        errors.push(d);
+        default
+    })
 }
 
 fn path(what: &str, value: &Spanned<String>, errors: &mut Vec<Diagnostic>) -> Option<PathBuf> {

@@ -493,7 +493,11 @@ fn compile_stage(
     }
 }
 
-fn parse_duration(what: &str, value: &Spanned<String>) -> Result<Duration, Diagnostic> {
+/// Reads a duration the manifest gives for `what` (`"90s"`, `"1h 30m"`):
+/// longer than zero, or a diagnostic at its span saying how to write one.
+/// For stage crates' sections and kinds too, so every duration in
+/// `mlops.toml` is read and reported the same way.
+pub fn parse_duration(what: &str, value: &Spanned<String>) -> Result<Duration, Diagnostic> {
     match humantime::parse_duration(value.get_ref()) {
         Ok(d) if d.is_zero() => Err(Diagnostic::new(
             format!("`{what}` must be longer than zero"),
