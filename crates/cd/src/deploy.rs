@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use mlops_core::manifest::Diagnostic;
 use mlops_core::registry::ModelStage;
-use mlops_core::{KindParams, Ledger, Stage, StepAction, StepContext, StepFailure, StepKind};
+use mlops_core::{KindParams, Stage, StepAction, StepContext, StepFailure, StepKind};
 use mlops_iac::apply::{self, ApplyContext, OnReady};
 use mlops_iac::{Instance, ModelRef, ProviderKind, StepInfra};
 use serde::{Deserialize, Serialize};
@@ -149,9 +149,11 @@ fn failure(e: impl std::fmt::Display) -> StepFailure {
 
 async fn run(ctx: &StepContext, infra: &StepInfra, d: &Deploy) -> Result<(), StepFailure> {
     let spec = infra.spec.as_ref();
-    let ledger = Ledger::open(&ctx.project_root).map_err(failure)?;
+    let ledger = ctx.ledger();
+    let (model, wanted) = (d.model.clone(), d.version.clone());
     let version = ledger
-        .find_model_version(Some(&d.model), &d.version)
+        .call(move |l| l.find_model_version(Some(&model), &wanted))
+        .await
         .map_err(failure)?;
     let root = ctx.project_root.clone();
     let checked = version.clone();
@@ -172,8 +174,9 @@ async fn run(ctx: &StepContext, infra: &StepInfra, d: &Deploy) -> Result<(), Ste
             dir: files,
         },
     );
-    let desired =
-        apply::desired_state(spec, &scope, &ledger, provider.as_ref(), &models).map_err(failure)?;
+    let desired = apply::desired_state(spec, &scope, ledger, provider.as_ref(), &models)
+        .await
+        .map_err(failure)?;
     let only = [d.service.clone()];
     let port_file = d.port_file.as_ref().map(|file| ctx.cwd.join(file));
     ctx.log(format!(
@@ -185,7 +188,7 @@ async fn run(ctx: &StepContext, infra: &StepInfra, d: &Deploy) -> Result<(), Ste
     let report = apply::apply(
         provider.as_ref(),
         &scope,
-        &ledger,
+        ledger,
         &desired,
         Some(&only),
         &ApplyContext {
@@ -240,14 +243,12 @@ async fn run(ctx: &StepContext, infra: &StepInfra, d: &Deploy) -> Result<(), Ste
         && version.stage != ModelStage::Staging
         && version.stage != ModelStage::Production
     {
+        let (model, number) = (version.model.clone(), version.number);
+        let actor = format!("step {}", ctx.step);
+        let reason = format!("deployed to staging by run {}", ctx.run_id);
         ledger
-            .set_model_stage(
-                &version.model,
-                version.number,
-                ModelStage::Staging,
-                &format!("step {}", ctx.step),
-                &format!("deployed to staging by run {}", ctx.run_id),
-            )
+            .call(move |l| l.set_model_stage(&model, number, ModelStage::Staging, &actor, &reason))
+            .await
             .map_err(failure)?;
     }
     ctx.record(

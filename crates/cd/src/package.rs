@@ -25,7 +25,7 @@ use mlops_core::ledger::STATE_DIR;
 use mlops_core::manifest::{Diagnostic, relative_path_problem};
 use mlops_core::registry::{ArtifactFile, ModelVersion, NewModelVersion};
 use mlops_core::{
-    CancellationToken, KindParams, Ledger, Stage, StepAction, StepContext, StepFailure, StepKind,
+    CancellationToken, KindParams, Stage, StepAction, StepContext, StepFailure, StepKind,
 };
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
@@ -238,9 +238,9 @@ enum Stored {
     Repaired(String),
 }
 
+/// A stored artifact, ready to be registered.
 struct Packaged {
-    version: ModelVersion,
-    created: bool,
+    version: NewModelVersion,
     stored: Stored,
 }
 
@@ -254,16 +254,16 @@ impl PackageStep {
             ctx.step.clone(),
             ctx.cancel.clone(),
         );
-        let packaged =
+        let Packaged { version, stored } =
             tokio::task::spawn_blocking(move || step.package(&cwd, &root, run_id, &name, &cancel))
                 .await
                 .map_err(|e| StepFailure::new(format!("packaging stopped: {e}")))?
                 .map_err(StepFailure::new)?;
-        let Packaged {
-            version,
-            created,
-            stored,
-        } = packaged;
+        let (version, created) = ctx
+            .ledger()
+            .call(move |l| l.register_model_version(&version))
+            .await
+            .map_err(|e| StepFailure::new(format!("cannot register the model: {e}")))?;
         if let Stored::Repaired(why) = &stored {
             ctx.log(format!(
                 "the stored artifact was damaged ({why}); rewrote it"
@@ -304,7 +304,7 @@ impl PackageStep {
         Ok(())
     }
 
-    /// Everything that blocks: hashing, copying, git and the ledger.
+    /// Everything that blocks but the ledger: hashing, copying, git.
     fn package(
         &self,
         cwd: &Path,
@@ -327,9 +327,8 @@ impl PackageStep {
             Some(artifact_digest(&hash_all(&data, "data file", cancel)?))
         };
         let stored = store(root, &self.model, &digest, &files, &sources, cancel)?;
-        let ledger = Ledger::open(root).map_err(|e| format!("cannot register the model: {e}"))?;
-        let (version, created) = ledger
-            .register_model_version(&NewModelVersion {
+        Ok(Packaged {
+            version: NewModelVersion {
                 model: self.model.clone(),
                 path: artifact_path(&digest),
                 digest,
@@ -339,11 +338,7 @@ impl PackageStep {
                 git: git_state(root),
                 run_id: Some(run_id),
                 step: Some(step.to_owned()),
-            })
-            .map_err(|e| format!("cannot register the model: {e}"))?;
-        Ok(Packaged {
-            version,
-            created,
+            },
             stored,
         })
     }

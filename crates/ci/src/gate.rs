@@ -17,8 +17,8 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use mlops_core::manifest::Diagnostic;
-use mlops_core::registry::ModelStage;
-use mlops_core::{KindParams, Ledger, Stage, StepAction, StepContext, StepFailure, StepKind};
+use mlops_core::registry::{ModelStage, ModelVersion};
+use mlops_core::{KindParams, Stage, StepAction, StepContext, StepFailure, StepKind};
 use serde::{Deserialize, Serialize};
 
 use crate::metrics::{Metrics, available, fmt_value, read_metrics};
@@ -496,39 +496,41 @@ impl GateStep {
     async fn run(&self, ctx: StepContext) -> Result<(), StepFailure> {
         let path = ctx.cwd.join(&self.metrics);
         let shown = self.metrics.display().to_string();
-        let (source, root, step, run_id) = (
-            self.baseline.clone(),
-            ctx.project_root.clone(),
-            ctx.step.clone(),
-            ctx.run_id,
-        );
-        let (metrics, baseline) = tokio::task::spawn_blocking(move || {
-            let metrics = read_metrics(&path).map_err(|e| e.to_string())?;
-            let baseline = match &source {
-                BaselineSource::None => None,
-                BaselineSource::LastPassing => {
-                    let ledger = Ledger::open(&root).map_err(|e| format!("baseline: {e}"))?;
-                    ledger
-                        .latest_evidence(&step, crate::evidence::MODEL_GATE, run_id)
-                        .map_err(|e| format!("baseline: {e}"))?
-                        .and_then(|rec| {
-                            let mut m = Metrics::new();
-                            crate::metrics::flatten("", rec.body.get("metrics")?, &mut m);
-                            Some(Baseline {
-                                run_id: Some(rec.run_id),
-                                model_version: None,
-                                commit: rec.commit,
-                                metrics: m,
-                            })
+        let metrics = tokio::task::spawn_blocking(move || read_metrics(&path))
+            .await
+            .map_err(|e| StepFailure::new(format!("reading metrics stopped: {e}")))?
+            .map_err(|e| StepFailure::new(e.to_string()))?;
+        let baseline_failure =
+            |e: &dyn std::fmt::Display| StepFailure::new(format!("baseline: {e}"));
+        let baseline = match &self.baseline {
+            BaselineSource::None => None,
+            BaselineSource::LastPassing => {
+                let (step, run_id) = (ctx.step.clone(), ctx.run_id);
+                ctx.ledger()
+                    .call(move |l| l.latest_evidence(&step, crate::evidence::MODEL_GATE, run_id))
+                    .await
+                    .map_err(|e| baseline_failure(&e))?
+                    .and_then(|rec| {
+                        let mut m = Metrics::new();
+                        crate::metrics::flatten("", rec.body.get("metrics")?, &mut m);
+                        Some(Baseline {
+                            run_id: Some(rec.run_id),
+                            model_version: None,
+                            commit: rec.commit,
+                            metrics: m,
                         })
-                }
-                BaselineSource::Production(model) => production_baseline(&root, model)?,
-            };
-            Ok::<_, String>((metrics, baseline))
-        })
-        .await
-        .map_err(|e| StepFailure::new(format!("reading metrics stopped: {e}")))?
-        .map_err(StepFailure::new)?;
+                    })
+            }
+            BaselineSource::Production(model) => {
+                let model = model.clone();
+                let version = ctx
+                    .ledger()
+                    .call(move |l| l.model_in_stage(&model, ModelStage::Production))
+                    .await
+                    .map_err(|e| baseline_failure(&e))?;
+                production_baseline(version).map_err(StepFailure::new)?
+            }
+        };
 
         let tolerance = |metric: &str| {
             self.per_metric
@@ -578,14 +580,10 @@ impl GateStep {
     }
 }
 
-/// The metrics of `model`'s version in production, or `None` when no
+/// The baseline a model's version in production gives, or `None` when no
 /// version is in production yet.
-fn production_baseline(root: &std::path::Path, model: &str) -> Result<Option<Baseline>, String> {
-    let ledger = Ledger::open(root).map_err(|e| format!("baseline: {e}"))?;
-    let Some(version) = ledger
-        .model_in_stage(model, ModelStage::Production)
-        .map_err(|e| format!("baseline: {e}"))?
-    else {
+fn production_baseline(version: Option<ModelVersion>) -> Result<Option<Baseline>, String> {
+    let Some(version) = version else {
         return Ok(None);
     };
     let mut metrics = Metrics::new();

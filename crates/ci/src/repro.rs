@@ -12,9 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use mlops_core::manifest::Diagnostic;
-use mlops_core::{
-    CommandEnd, KindParams, Ledger, Stage, StepAction, StepContext, StepFailure, StepKind,
-};
+use mlops_core::{CommandEnd, KindParams, Stage, StepAction, StepContext, StepFailure, StepKind};
 use serde::{Deserialize, Serialize};
 
 use crate::metrics::{Metrics, fmt_value, read_metrics};
@@ -419,13 +417,12 @@ impl ReproStep {
         let Some(commit) = git.commit.clone().filter(|_| !git.dirty) else {
             return Ok(None);
         };
-        let (root, step, run_id) = (ctx.project_root.clone(), ctx.step.clone(), ctx.run_id);
-        let record = tokio::task::spawn_blocking(move || {
-            Ledger::open(&root)?.latest_evidence(&step, crate::evidence::REPRODUCIBILITY, run_id)
-        })
-        .await
-        .map_err(|e| StepFailure::new(format!("reading the ledger stopped: {e}")))?
-        .map_err(|e| StepFailure::new(e.to_string()))?;
+        let (step, run_id) = (ctx.step.clone(), ctx.run_id);
+        let record = ctx
+            .ledger()
+            .call(move |l| l.latest_evidence(&step, crate::evidence::REPRODUCIBILITY, run_id))
+            .await
+            .map_err(|e| StepFailure::new(e.to_string()))?;
         let Some(record) = record else {
             return Ok(None);
         };

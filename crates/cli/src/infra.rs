@@ -178,6 +178,7 @@ async fn plan(target: &Target, detailed: bool) -> Result<u8, Failure> {
     let l = load(target).map_err(error_code)?;
     let p = provider(l.kind).await.map_err(error_code)?;
     let desired = apply::desired_state(&l.spec, &l.scope, &l.ledger, p.as_ref(), &BTreeMap::new())
+        .await
         .map_err(|e| error_code(infra_failure(e)))?;
     let (plan, _) = apply::plan_env(p.as_ref(), &l.scope, &l.ledger, &desired, l.only.as_deref())
         .await
@@ -227,6 +228,7 @@ async fn apply_cmd(target: &Target) -> Result<u8, Failure> {
     let l = load(target)?;
     let p = provider(l.kind).await?;
     let desired = apply::desired_state(&l.spec, &l.scope, &l.ledger, p.as_ref(), &BTreeMap::new())
+        .await
         .map_err(infra_failure)?;
     let report = apply::apply(
         p.as_ref(),

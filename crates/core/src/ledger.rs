@@ -1492,14 +1492,17 @@ impl LedgerHandle {
     }
 
     /// Runs `f` with the ledger on tokio's blocking pool and returns what it
-    /// returns. `f` runs to its end even if the returned future is dropped
+    /// returns. `f` may fail with any error a ledger error converts into
+    /// (the model registry's `RegistryError`, say); opening the ledger fails
+    /// with that. `f` runs to its end even if the returned future is dropped
     /// (a step that times out), so a transaction it makes is never cut
     /// short. A panic in `f` resumes in the caller (an in-process step's
     /// panic fails that step).
-    pub async fn call<R, F>(&self, f: F) -> Result<R, LedgerError>
+    pub async fn call<R, E, F>(&self, f: F) -> Result<R, E>
     where
         R: Send + 'static,
-        F: FnOnce(&Ledger) -> Result<R, LedgerError> + Send + 'static,
+        E: From<LedgerError> + Send + 'static,
+        F: FnOnce(&Ledger) -> Result<R, E> + Send + 'static,
     {
         let inner = self.inner.clone();
         match tokio::task::spawn_blocking(move || f(&inner.ledger()?)).await {
@@ -1507,7 +1510,8 @@ impl LedgerHandle {
             Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
             Err(_) => Err(LedgerError::CallStopped {
                 path: self.inner.root.join(STATE_DIR).join(DB_FILE),
-            }),
+            }
+            .into()),
         }
     }
 }

@@ -1,10 +1,14 @@
 //! Converging an environment: plan, apply each action through the provider,
 //! record every apply and the resulting service state in the ledger, and
 //! check that a fresh plan is empty afterwards.
+//!
+//! The ledger is reached through a [`LedgerHandle`] (every call on tokio's
+//! blocking pool), so an apply never blocks the thread that polls it, be it
+//! a pipeline step's or the CLI's. Callers with a `Ledger` pass `&ledger`.
 
 use std::collections::BTreeMap;
 
-use mlops_core::{Ledger, LedgerError};
+use mlops_core::{LedgerError, LedgerHandle};
 use serde::Serialize;
 
 use crate::plan::{Action, Plan, Recorded, desired as desired_of, plan, wanted_replicas};
@@ -84,14 +88,14 @@ fn managed_first(mut instances: Vec<Instance>) -> Vec<Instance> {
 /// The desired state of every declared service (or only `only`): the model
 /// each serves is `models[service]` if given, else the one the last apply
 /// recorded for it in this environment.
-pub fn desired_state(
+pub async fn desired_state(
     spec: &InfraSpec,
     scope: &Scope,
-    ledger: &Ledger,
+    ledger: impl Into<LedgerHandle>,
     provider: &dyn Provider,
     models: &BTreeMap<String, ModelRef>,
 ) -> Result<Vec<Desired>, InfraError> {
-    let recorded = ledger.infra_services(&scope.environment, provider.kind().name())?;
+    let recorded = services(&ledger.into(), scope, provider).await?;
     let mut out = Vec::new();
     for (name, service) in &spec.services {
         let model = models.get(name).cloned().or_else(|| {
@@ -106,13 +110,26 @@ pub fn desired_state(
     Ok(out)
 }
 
-fn recorded(
-    ledger: &Ledger,
+/// The services the ledger records for the scope's environment and the
+/// provider.
+async fn services(
+    ledger: &LedgerHandle,
+    scope: &Scope,
+    provider: &dyn Provider,
+) -> Result<Vec<mlops_core::infra::InfraServiceRecord>, LedgerError> {
+    let (environment, kind) = (scope.environment.clone(), provider.kind().name());
+    ledger
+        .call(move |l| l.infra_services(&environment, kind))
+        .await
+}
+
+async fn recorded(
+    ledger: &LedgerHandle,
     scope: &Scope,
     provider: &dyn Provider,
 ) -> Result<BTreeMap<String, Recorded>, InfraError> {
-    Ok(ledger
-        .infra_services(&scope.environment, provider.kind().name())?
+    Ok(services(ledger, scope, provider)
+        .await?
         .into_iter()
         .map(|r| {
             let spec = r
@@ -140,36 +157,31 @@ fn recorded(
 pub async fn plan_env(
     provider: &dyn Provider,
     scope: &Scope,
-    ledger: &Ledger,
+    ledger: impl Into<LedgerHandle>,
     desired: &[Desired],
     only: Option<&[String]>,
 ) -> Result<(Plan, Vec<Instance>), InfraError> {
+    let ledger = ledger.into();
     let mut observed = provider.observe(scope).await?;
     let mut desired: Vec<Desired> = desired.to_vec();
     if let Some(only) = only {
         observed.retain(|i| only.contains(&i.service));
         desired.retain(|d| only.contains(&d.spec.name));
     }
-    let plan = plan(&desired, &observed, &recorded(ledger, scope, provider)?);
+    let plan = plan(
+        &desired,
+        &observed,
+        &recorded(&ledger, scope, provider).await?,
+    );
     Ok((plan, observed))
 }
 
 /// Takes the project's infrastructure lock (waiting for another apply or
 /// controller to finish) off the async threads.
 pub(crate) async fn lock_infra(
-    ledger: &Ledger,
-    provider: &dyn Provider,
+    ledger: &LedgerHandle,
 ) -> Result<mlops_core::ledger::RunLock, InfraError> {
-    let lock_ledger = ledger.clone();
-    Ok(
-        tokio::task::spawn_blocking(move || lock_ledger.lock_infra())
-            .await
-            .map_err(|e| ProviderError::Backend {
-                provider: provider.kind(),
-                what: "wait for the infrastructure lock".into(),
-                detail: e.to_string(),
-            })??,
-    )
+    Ok(ledger.call(|l| l.lock_infra()).await?)
 }
 
 /// Applies `plan` and checks that a fresh plan is empty. Every apply is
@@ -177,12 +189,13 @@ pub(crate) async fn lock_infra(
 pub async fn apply(
     provider: &dyn Provider,
     scope: &Scope,
-    ledger: &Ledger,
+    ledger: impl Into<LedgerHandle>,
     desired: &[Desired],
     only: Option<&[String]>,
     ctx: &ApplyContext,
 ) -> Result<ApplyReport, InfraError> {
-    let _lock = lock_infra(ledger, provider).await?;
+    let ledger = &ledger.into();
+    let _lock = lock_infra(ledger).await?;
     let (plan, observed) = plan_env(provider, scope, ledger, desired, only).await?;
     if plan.is_empty() {
         return Ok(ApplyReport {
@@ -192,13 +205,7 @@ pub async fn apply(
         });
     }
     let actions_json = serde_json::to_value(&plan.actions).unwrap_or_default();
-    let apply_id = ledger.begin_infra_apply(
-        &scope.environment,
-        provider.kind().name(),
-        &actions_json,
-        &ctx.actor,
-        ctx.step.as_ref().map(|(run, step)| (*run, step.as_str())),
-    )?;
+    let apply_id = begin(ledger, scope, provider.kind().name(), actions_json, ctx).await?;
     let recording = Recording {
         ledger,
         apply_id,
@@ -213,10 +220,7 @@ pub async fn apply(
         },
         Err(e) => Err(e),
     };
-    ledger.finish_infra_apply(
-        apply_id,
-        result.as_ref().err().map(|e| e.to_string()).as_deref(),
-    )?;
+    finish(ledger, apply_id, result.as_ref().err()).await?;
     result?;
     let mut instances = provider.observe(scope).await?;
     if let Some(only) = only {
@@ -229,11 +233,98 @@ pub async fn apply(
     })
 }
 
+/// Records the start of an apply; returns its id.
+async fn begin(
+    ledger: &LedgerHandle,
+    scope: &Scope,
+    kind: &'static str,
+    actions: serde_json::Value,
+    ctx: &ApplyContext,
+) -> Result<i64, LedgerError> {
+    let (environment, actor, step) = (
+        scope.environment.clone(),
+        ctx.actor.clone(),
+        ctx.step.clone(),
+    );
+    ledger
+        .call(move |l| {
+            let step = step.as_ref().map(|(run, step)| (*run, step.as_str()));
+            l.begin_infra_apply(&environment, kind, &actions, &actor, step)
+        })
+        .await
+}
+
+/// Records how an apply ended.
+async fn finish(
+    ledger: &LedgerHandle,
+    apply_id: i64,
+    error: Option<&InfraError>,
+) -> Result<(), LedgerError> {
+    let error = error.map(|e| e.to_string());
+    ledger
+        .call(move |l| l.finish_infra_apply(apply_id, error.as_deref()))
+        .await
+}
+
+/// Forgets a service an apply removed.
+async fn forget(
+    ledger: &LedgerHandle,
+    environment: &str,
+    kind: &'static str,
+    service: &str,
+) -> Result<(), LedgerError> {
+    let (environment, service) = (environment.to_owned(), service.to_owned());
+    ledger
+        .call(move |l| l.remove_infra_service(&environment, kind, &service))
+        .await
+}
+
 /// Where an apply's results go: its ledger record and the caller's hook.
 struct Recording<'a> {
-    ledger: &'a Ledger,
+    ledger: &'a LedgerHandle,
     apply_id: i64,
     ctx: &'a ApplyContext,
+}
+
+impl Recording<'_> {
+    /// Records what runs for a service now, then publishes the instance.
+    async fn record(
+        &self,
+        environment: &str,
+        kind: &'static str,
+        d: &Desired,
+        instance: &Instance,
+    ) -> Result<(), LedgerError> {
+        let state = serde_json::json!({
+            "instance": instance.id,
+            "endpoints": instance.endpoints(),
+            "spec": d.spec,
+            "model": d.model,
+            "env": d.env_digests,
+        });
+        let environment = environment.to_owned();
+        let (service, revision) = (d.spec.name.clone(), d.revision.clone());
+        let (replicas, apply_id) = (instance.desired_replicas, self.apply_id);
+        let model_version = d.model.as_ref().map(|m| m.version.clone());
+        self.ledger
+            .call(move |l| {
+                l.record_infra_service(
+                    &environment,
+                    kind,
+                    &service,
+                    &revision,
+                    replicas,
+                    model_version.as_deref(),
+                    &state,
+                    apply_id,
+                )
+            })
+            .await?;
+        if let Some(hook) = &self.ctx.on_ready {
+            (hook.0)(instance);
+        }
+        Ok(())
+    }
 }
 
 async fn run_actions(
@@ -244,44 +335,16 @@ async fn run_actions(
     observed: &[Instance],
     recording: Recording<'_>,
 ) -> Result<(), InfraError> {
-    let Recording {
-        ledger,
-        apply_id,
-        ctx,
-    } = recording;
     let find_desired = |service: &str| desired.iter().find(|d| d.spec.name == service);
     let find_instance = |id: &str| observed.iter().find(|i| i.id == id);
     let env = scope.environment.as_str();
     let kind = provider.kind().name();
-    let record = |d: &Desired, instance: &Instance| {
-        let state = serde_json::json!({
-            "instance": instance.id,
-            "endpoints": instance.endpoints(),
-            "spec": d.spec,
-            "model": d.model,
-            "env": d.env_digests,
-        });
-        ledger.record_infra_service(
-            env,
-            kind,
-            &d.spec.name,
-            &d.revision,
-            instance.desired_replicas,
-            d.model.as_ref().map(|m| m.version.as_str()),
-            &state,
-            apply_id,
-        )?;
-        if let Some(hook) = &ctx.on_ready {
-            (hook.0)(instance);
-        }
-        Ok::<(), LedgerError>(())
-    };
     for action in &plan.actions {
         match action {
             Action::Create { service, .. } => {
                 let d = find_desired(service).expect("planned from the desired state");
                 let instance = provider.start(scope, d).await?;
-                record(d, &instance)?;
+                recording.record(env, kind, d, &instance).await?;
             }
             Action::Replace {
                 service, instance, ..
@@ -304,10 +367,10 @@ async fn run_actions(
                 if d.spec.host_port.is_some() || repairing {
                     provider.stop(scope, old).await?;
                     let new = provider.start(scope, d).await?;
-                    record(d, &new)?;
+                    recording.record(env, kind, d, &new).await?;
                 } else {
                     let new = provider.start(scope, d).await?;
-                    record(d, &new)?;
+                    recording.record(env, kind, d, &new).await?;
                     tokio::time::sleep(d.spec.drain).await;
                     provider.stop(scope, old).await?;
                 }
@@ -321,7 +384,7 @@ async fn run_actions(
                 let d = find_desired(service).expect("planned from the desired state");
                 let old = find_instance(instance).expect("planned from the observed state");
                 let scaled = provider.scale(scope, old, *to).await?;
-                record(d, &scaled)?;
+                recording.record(env, kind, d, &scaled).await?;
             }
             Action::Remove {
                 service, instance, ..
@@ -329,7 +392,7 @@ async fn run_actions(
                 let old = find_instance(instance).expect("planned from the observed state");
                 provider.stop(scope, old).await?;
                 if find_desired(service).is_none() {
-                    ledger.remove_infra_service(env, kind, service)?;
+                    forget(recording.ledger, env, kind, service).await?;
                 }
             }
         }
@@ -342,11 +405,12 @@ async fn run_actions(
 pub async fn destroy(
     provider: &dyn Provider,
     scope: &Scope,
-    ledger: &Ledger,
+    ledger: impl Into<LedgerHandle>,
     only: Option<&[String]>,
     ctx: &ApplyContext,
 ) -> Result<ApplyReport, InfraError> {
-    let _lock = lock_infra(ledger, provider).await?;
+    let ledger = &ledger.into();
+    let _lock = lock_infra(ledger).await?;
     let mut observed = provider.observe(scope).await?;
     if let Some(only) = only {
         observed.retain(|i| only.contains(&i.service));
@@ -360,8 +424,8 @@ pub async fn destroy(
         })
         .collect();
     let kind = provider.kind().name();
-    let mut services: Vec<String> = ledger
-        .infra_services(&scope.environment, kind)?
+    let mut services: Vec<String> = services(ledger, scope, provider)
+        .await?
         .into_iter()
         .map(|r| r.service)
         .filter(|s| only.is_none_or(|o| o.contains(s)))
@@ -373,13 +437,8 @@ pub async fn destroy(
             instances: Vec::new(),
         });
     }
-    let apply_id = ledger.begin_infra_apply(
-        &scope.environment,
-        kind,
-        &serde_json::to_value(&actions).unwrap_or_default(),
-        &ctx.actor,
-        ctx.step.as_ref().map(|(run, step)| (*run, step.as_str())),
-    )?;
+    let actions_json = serde_json::to_value(&actions).unwrap_or_default();
+    let apply_id = begin(ledger, scope, kind, actions_json, ctx).await?;
     let mut error = None;
     for instance in &observed {
         if let Err(e) = provider.stop(scope, instance).await {
@@ -390,12 +449,13 @@ pub async fn destroy(
     if error.is_none() {
         services.dedup();
         for service in &services {
-            ledger.remove_infra_service(&scope.environment, kind, service)?;
+            forget(ledger, &scope.environment, kind, service).await?;
         }
     }
-    ledger.finish_infra_apply(apply_id, error.as_ref().map(|e| e.to_string()).as_deref())?;
+    let error = error.map(InfraError::from);
+    finish(ledger, apply_id, error.as_ref()).await?;
     if let Some(e) = error {
-        return Err(e.into());
+        return Err(e);
     }
     Ok(ApplyReport {
         apply_id: Some(apply_id),

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use mlops_core::manifest::Diagnostic;
 use mlops_core::{
-    CommandEnd, EvidenceKind, KindParams, KindRegistry, Ledger, RegistryError, Stage, StepAction,
+    CommandEnd, EvidenceKind, KindParams, KindRegistry, RegistryError, Stage, StepAction,
     StepContext, StepFailure, StepKind,
 };
 use serde::{Deserialize, Serialize};
@@ -513,14 +513,15 @@ async fn infra_apply(
         .target(ctx, provider, environment)
         .await
         .map_err(|e| StepFailure::new(e.to_string()))?;
-    let ledger = Ledger::open(&ctx.project_root).map_err(|e| StepFailure::new(e.to_string()))?;
+    let ledger = ctx.ledger();
     let fail = |e: &dyn std::fmt::Display| StepFailure::new(e.to_string());
-    let desired = apply::desired_state(spec, &scope, &ledger, provider.as_ref(), &BTreeMap::new())
+    let desired = apply::desired_state(spec, &scope, ledger, provider.as_ref(), &BTreeMap::new())
+        .await
         .map_err(|e| fail(&e))?;
     let report = apply::apply(
         provider.as_ref(),
         &scope,
-        &ledger,
+        ledger,
         &desired,
         services,
         &ApplyContext {

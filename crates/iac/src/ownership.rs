@@ -19,7 +19,7 @@
 //! records a service's state: what `apply` reads back (the model a service
 //! serves) stays the stable instance's.
 
-use mlops_core::Ledger;
+use mlops_core::LedgerHandle;
 
 use crate::apply::{InfraError, lock_infra};
 use crate::plan::desired as desired_of;
@@ -113,7 +113,7 @@ pub struct Controller<'a> {
     name: String,
     provider: &'a dyn Provider,
     scope: &'a Scope,
-    ledger: &'a Ledger,
+    ledger: LedgerHandle,
 }
 
 impl std::fmt::Debug for Controller<'_> {
@@ -133,7 +133,7 @@ impl<'a> Controller<'a> {
         name: &str,
         provider: &'a dyn Provider,
         scope: &'a Scope,
-        ledger: &'a Ledger,
+        ledger: impl Into<LedgerHandle>,
     ) -> Result<Self, InfraError> {
         let valid = name.starts_with(|c: char| c.is_ascii_lowercase())
             && name.len() <= 40
@@ -150,7 +150,7 @@ impl<'a> Controller<'a> {
             name: name.to_owned(),
             provider,
             scope,
-            ledger,
+            ledger: ledger.into(),
         })
     }
 
@@ -173,16 +173,20 @@ impl<'a> Controller<'a> {
         action: serde_json::Value,
         change: impl Future<Output = Result<T, InfraError>>,
     ) -> Result<T, InfraError> {
-        let id = self.ledger.begin_infra_apply(
-            &self.scope.environment,
-            self.provider.kind().name(),
-            &serde_json::Value::Array(vec![action]),
-            &format!("controller {}", self.name),
-            None,
-        )?;
+        let (environment, kind) = (self.scope.environment.clone(), self.provider.kind().name());
+        let actor = format!("controller {}", self.name);
+        let id = self
+            .ledger
+            .call(move |l| {
+                let actions = serde_json::Value::Array(vec![action]);
+                l.begin_infra_apply(&environment, kind, &actions, &actor, None)
+            })
+            .await?;
         let result = change.await;
+        let error = result.as_ref().err().map(|e| e.to_string());
         self.ledger
-            .finish_infra_apply(id, result.as_ref().err().map(|e| e.to_string()).as_deref())?;
+            .call(move |l| l.finish_infra_apply(id, error.as_deref()))
+            .await?;
         result
     }
 
@@ -212,7 +216,7 @@ impl<'a> Controller<'a> {
             .get(service)
             .ok_or_else(|| InfraError::UnknownService(service.to_owned()))?;
         check_start(spec, replicas).map_err(|e| self.refused(e))?;
-        let _lock = lock_infra(self.ledger, self.provider).await?;
+        let _lock = lock_infra(&self.ledger).await?;
         let mut desired = desired_of(spec, model, &self.scope.root, |v| std::env::var(v).ok())?;
         desired.spec.replicas = replicas;
         desired.owner = Some(self.name.clone());
@@ -239,7 +243,7 @@ impl<'a> Controller<'a> {
         instance: &str,
         replicas: u32,
     ) -> Result<Instance, InfraError> {
-        let _lock = lock_infra(self.ledger, self.provider).await?;
+        let _lock = lock_infra(&self.ledger).await?;
         let found = self.find(instance).await?;
         let spec = infra
             .services
@@ -265,7 +269,7 @@ impl<'a> Controller<'a> {
 
     /// Stops an instance this controller owns.
     pub async fn stop(&self, instance: &str) -> Result<(), InfraError> {
-        let _lock = lock_infra(self.ledger, self.provider).await?;
+        let _lock = lock_infra(&self.ledger).await?;
         let found = self.find(instance).await?;
         check_stop(&self.name, &found).map_err(|e| self.refused(e))?;
         let action = serde_json::json!({

@@ -48,7 +48,7 @@ stop-grace = "2s"
 async fn converge(scope: &Scope, ledger: &Ledger) -> Result<apply::ApplyReport, InfraError> {
     let spec = InfraSpec::load(&scope.root).unwrap();
     let p = provider();
-    let desired = apply::desired_state(&spec, scope, ledger, &p, &BTreeMap::new())?;
+    let desired = apply::desired_state(&spec, scope, ledger, &p, &BTreeMap::new()).await?;
     apply::apply(
         &p,
         scope,
@@ -67,7 +67,9 @@ async fn converge(scope: &Scope, ledger: &Ledger) -> Result<apply::ApplyReport, 
 async fn plan(scope: &Scope, ledger: &Ledger) -> mlops_iac::Plan {
     let spec = InfraSpec::load(&scope.root).unwrap();
     let p = provider();
-    let desired = apply::desired_state(&spec, scope, ledger, &p, &BTreeMap::new()).unwrap();
+    let desired = apply::desired_state(&spec, scope, ledger, &p, &BTreeMap::new())
+        .await
+        .unwrap();
     apply::plan_env(&p, scope, ledger, &desired, None)
         .await
         .unwrap()

@@ -1061,7 +1061,7 @@ async fn a_steps_ledger_call_leaves_the_coordinator_scheduling() {
                     .ledger()
                     .call(move |ledger| {
                         let other_ended = wait_for_it.recv_timeout(Duration::from_secs(10)).is_ok();
-                        Ok((other_ended, ledger.last_run_id()?))
+                        Ok::<_, mlops_core::LedgerError>((other_ended, ledger.last_run_id()?))
                     })
                     .await
                     .map_err(|e| StepFailure::new(e.to_string()))?;
