@@ -42,7 +42,6 @@ struct Deploy {
     model: String,
     version: String,
     environment: String,
-    provider: Option<ProviderKind>,
     /// Where to write the first replica's port, for later shell steps.
     port_file: Option<std::path::PathBuf>,
 }
@@ -109,31 +108,29 @@ impl StepKind for DeployKind {
         {
             errors.push(d);
         }
-        let infra = StepInfra::read(params, &[&["services", wire.service.get_ref().as_str()]]);
-        if !wire.service.get_ref().trim().is_empty()
-            && !infra.spec.services.contains_key(wire.service.get_ref())
-        {
-            errors.push(
-                Diagnostic::new(
-                    format!(
-                        "no service `{}` in [infra.services]",
-                        wire.service.get_ref()
-                    ),
-                    Some(wire.service.span()),
-                )
-                .with_help("declare how the model is served in `[infra.services.NAME]`"),
-            );
+        let infra = StepInfra::read(
+            params,
+            &[&["services", wire.service.get_ref().as_str()]],
+            provider,
+        );
+        match &infra {
+            Err(more) => errors.extend(more.iter().cloned()),
+            Ok(infra) => {
+                if let Some(d) = mlops_iac::kinds::undeclared_service(infra, &wire.service) {
+                    errors.push(d);
+                }
+            }
         }
-        if !errors.is_empty() {
-            return Err(errors);
-        }
+        let infra = match infra {
+            Ok(infra) if errors.is_empty() => infra,
+            _ => return Err(errors),
+        };
         let deploy = Deploy {
             port_file: wire.port_file.map(|p| p.into_inner().into()),
             service: wire.service.into_inner(),
             model: wire.model.into_inner(),
             version: wire.version.unwrap_or_else(|| "latest".to_owned()),
             environment: wire.environment.unwrap_or_else(|| "staging".to_owned()),
-            provider,
         };
         Ok(Arc::new(move |ctx: StepContext| {
             let deploy = deploy.clone();
@@ -162,10 +159,7 @@ async fn run(ctx: &StepContext, infra: &StepInfra, d: &Deploy) -> Result<(), Ste
             .await
             .map_err(failure)?
             .map_err(|e| failure(format!("refusing to deploy {}: {e}", version.id())))?;
-    let (kind, provider, scope) = infra
-        .target(ctx, d.provider, &d.environment)
-        .await
-        .map_err(failure)?;
+    let (kind, provider, scope) = infra.target(ctx, &d.environment).await.map_err(failure)?;
     let mut models = BTreeMap::new();
     models.insert(
         d.service.clone(),

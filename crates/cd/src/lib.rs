@@ -19,8 +19,8 @@
 //! registry before anything deploys it. The registry's records and stage
 //! changes live in `mlops-core`; this crate owns the files on disk and the
 //! step kinds. Every kind records what it did as evidence
-//! ([`mlops_core::StepContext::record`]); [`summarize`] gives its one-line
-//! summary.
+//! ([`mlops_core::StepContext::record`]); [`register`] adds each evidence
+//! kind with its one-line summary.
 
 use std::sync::Arc;
 
@@ -99,7 +99,7 @@ fn summarize(evidence: &mlops_core::Evidence) -> Option<String> {
         ),
         evidence::SMOKE => format!(
             "{} of {} smoke checks passed on {} replica{}",
-            b["cases"].as_u64()? - b["failed"].as_u64()?,
+            b["cases"].as_u64()?.saturating_sub(b["failed"].as_u64()?),
             b["cases"].as_u64()?,
             b["endpoints"].as_array()?.len(),
             if b["endpoints"].as_array()?.len() == 1 {

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use mlops_core::manifest::{Diagnostic, relative_path_problem};
 use mlops_core::{KindParams, Stage, StepAction, StepContext, StepFailure, StepKind};
-use mlops_iac::{ProviderKind, StepInfra};
+use mlops_iac::StepInfra;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -28,7 +28,7 @@ pub struct SmokeKind;
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 struct SmokeWire {
-    service: String,
+    service: toml::Spanned<String>,
     requests: toml::Spanned<String>,
     environment: Option<String>,
     provider: Option<toml::Spanned<String>>,
@@ -40,7 +40,6 @@ struct Smoke {
     service: String,
     requests: PathBuf,
     environment: String,
-    provider: Option<ProviderKind>,
     timeout: Duration,
 }
 
@@ -130,17 +129,29 @@ impl StepKind for SmokeKind {
                 Duration::from_secs(5)
             }),
         };
-        if !errors.is_empty() {
-            return Err(errors);
+        let infra = StepInfra::read(
+            params,
+            &[&["services", wire.service.get_ref().as_str()]],
+            provider,
+        );
+        match &infra {
+            Err(more) => errors.extend(more.iter().cloned()),
+            Ok(infra) => {
+                if let Some(d) = mlops_iac::kinds::undeclared_service(infra, &wire.service) {
+                    errors.push(d);
+                }
+            }
         }
+        let infra = match infra {
+            Ok(infra) if errors.is_empty() => infra,
+            _ => return Err(errors),
+        };
         let smoke = Smoke {
-            service: wire.service,
+            service: wire.service.into_inner(),
             requests: PathBuf::from(wire.requests.into_inner()),
             environment: wire.environment.unwrap_or_else(|| "staging".to_owned()),
-            provider,
             timeout,
         };
-        let infra = StepInfra::read(params, &[&["services", smoke.service.as_str()]]);
         Ok(Arc::new(move |ctx: StepContext| {
             let smoke = smoke.clone();
             let infra = infra.clone();
@@ -184,10 +195,7 @@ async fn run(ctx: &StepContext, infra: &StepInfra, s: &Smoke) -> Result<(), Step
             )));
         }
     }
-    let (kind, provider, scope) = infra
-        .target(ctx, s.provider, &s.environment)
-        .await
-        .map_err(failure)?;
+    let (kind, provider, scope) = infra.target(ctx, &s.environment).await.map_err(failure)?;
     let instances = provider.observe(&scope).await.map_err(failure)?;
     let Some(instance) = instances
         .iter()

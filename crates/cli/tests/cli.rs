@@ -388,9 +388,9 @@ fn the_plan_names_what_each_kind_of_the_example_reads() {
         assert_eq!(
             reads(step),
             [
-                "[infra.provider]",
                 "[infra.services.iris]",
-                "[project.name]"
+                "[project.name]",
+                "the provider in effect"
             ],
             "{step}"
         );

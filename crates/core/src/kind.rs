@@ -337,11 +337,17 @@ impl<'a> KindParams<'a> {
     }
 
     /// A canonical text of the parameters, for the step fingerprint.
+    /// Tables are written with sorted keys, so the order of keys in the file
+    /// does not matter, and no `with` is the empty table.
     pub fn canonical(&self) -> String {
         match &self.value {
-            None => String::new(),
+            None => "{}".to_owned(),
             Some(v) => toml::Value::deserialize(toml::de::ValueDeserializer::from(v.clone()))
-                .map(|v| serde_json::to_string(&v).unwrap_or_default())
+                .ok()
+                // Through `serde_json::Value`, whose maps are sorted
+                // (`toml`'s keep the file's order).
+                .and_then(|v| serde_json::to_value(v).ok())
+                .map(|v| v.to_string())
                 .unwrap_or_default(),
         }
     }
@@ -359,6 +365,24 @@ impl<'a> KindParams<'a> {
             .borrow_mut()
             .insert(SectionRead::new(name, path, digest));
         compiled?.get::<T>()
+    }
+
+    /// Whether section `name` is registered but failed to compile: its
+    /// errors are reported, so a kind that needs it should add none of its
+    /// own about what it could not find there.
+    pub fn section_failed(&self, name: &str) -> bool {
+        self.scope.is_some_and(|s| s.sections.failed.contains(name))
+    }
+
+    /// Declares that the step depends on a value that is not part of a
+    /// section but decides what it does (such as the provider a run's
+    /// option selects): `label` names it in refusals, and a digest of
+    /// `value` joins the step's fingerprint.
+    pub fn depends_on_value(&self, label: &str, value: &str) {
+        self.reads.borrow_mut().insert(SectionRead {
+            section: label.to_owned(),
+            digest: blake3::hash(value.as_bytes()).to_hex().to_string(),
+        });
     }
 
     /// The project's name from `[project]`; it joins the step's

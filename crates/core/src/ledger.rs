@@ -198,9 +198,10 @@ const MIGRATIONS: &[&str] = &[
     ",
     // 5: what a step's kind read from the manifest's sections when it was
     // compiled (JSON: [{section, digest}]), so a refusal can name the part
-    // that changed since the evidence.
+    // that changed since the evidence. NULL for definitions recorded
+    // before: not known.
     "
-    ALTER TABLE step_definitions ADD COLUMN reads TEXT NOT NULL DEFAULT '[]';
+    ALTER TABLE step_definitions ADD COLUMN reads TEXT;
     ",
 ];
 
@@ -1115,14 +1116,15 @@ impl Ledger {
     }
 
     /// The newest passing record of step `step` under any definition: the
-    /// run and the manifest parts its kind read then. For saying why newer
-    /// evidence is missing.
+    /// run, its fingerprint and the manifest parts its kind read then
+    /// (`None` when an older mlops recorded it without them). For saying
+    /// why newer evidence is missing.
     pub fn last_passing_reads(
         &self,
         step: &str,
-    ) -> Result<Option<(i64, String, Vec<crate::SectionRead>)>, LedgerError> {
+    ) -> Result<Option<(i64, String, Option<Vec<crate::SectionRead>>)>, LedgerError> {
         let conn = self.conn();
-        let row: Option<(i64, String, String)> = conn
+        let row: Option<(i64, String, Option<String>)> = conn
             .query_row(
                 "SELECT s.run_id, d.fingerprint, d.reads
                  FROM step_definitions d JOIN steps s ON s.definition = d.id
@@ -1134,11 +1136,8 @@ impl Ledger {
             .optional()
             .map_err(self.err("look up a passing step"))?;
         Ok(row.map(|(run, fingerprint, reads)| {
-            (
-                run,
-                fingerprint,
-                serde_json::from_str(&reads).unwrap_or_default(),
-            )
+            let reads = reads.and_then(|r| serde_json::from_str(&r).ok());
+            (run, fingerprint, reads)
         }))
     }
 

@@ -264,7 +264,12 @@ impl Step {
         for o in &self.outputs {
             field("output", o);
         }
-        for r in &self.reads {
+        // Sorted here too: `reads` is a public field an embedder may fill
+        // in any order.
+        let mut reads: Vec<&SectionRead> = self.reads.iter().collect();
+        reads.sort();
+        reads.dedup();
+        for r in reads {
             field("read", &r.section);
             field("read-digest", &r.digest);
         }

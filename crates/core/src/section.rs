@@ -51,9 +51,15 @@ pub struct CompiledSection {
 impl CompiledSection {
     /// Wraps a compiled value. Its serialized form is the canonical one, so
     /// it must serialize deterministically (structs and sorted maps do).
+    ///
+    /// # Panics
+    ///
+    /// When `value` cannot be serialized to JSON (a map with non-string
+    /// keys): that is a bug in the section's crate, not bad input, and a
+    /// fixed fallback would hide every later edit from the fingerprints.
     pub fn new<T: Serialize + Send + Sync + 'static>(value: T) -> Self {
         let canonical = serde_json::to_value(&value)
-            .unwrap_or_else(|e| serde_json::json!({ "unserializable": e.to_string() }));
+            .expect("a compiled section serializes to JSON (string map keys)");
         CompiledSection {
             value: Arc::new(value),
             canonical: Arc::new(canonical),
@@ -122,6 +128,8 @@ impl SectionRead {
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Sections {
     pub(crate) compiled: BTreeMap<String, CompiledSection>,
+    /// Sections that failed to compile (their errors are reported).
+    pub(crate) failed: std::collections::BTreeSet<String>,
 }
 
 /// Why a stage crate's registration was refused.

@@ -100,56 +100,91 @@ pub fn provider_param(
 }
 
 /// What a step that acts on `[infra]` knows of it, fixed when the manifest
-/// was compiled: the compiled section, the project's name and the
-/// registry's [`IacOptions`]. Nothing is read again at run time.
+/// was compiled: the compiled section, the project's name, the provider in
+/// effect and the registry's [`IacOptions`]. Nothing is read again at run
+/// time.
 #[derive(Debug, Clone)]
 pub struct StepInfra {
     /// `[infra]`, compiled.
     pub spec: Arc<InfraSpec>,
     /// The project's name (labels, instance names).
     pub project: String,
+    /// The provider the step acts through: the run's `--provider`, else
+    /// the step's `provider`, else `[infra] provider`.
+    pub provider: ProviderKind,
     /// How providers are reached.
     pub options: Arc<IacOptions>,
 }
 
 impl StepInfra {
     /// Reads `[infra]` for a kind being compiled: `parts` are the parts the
-    /// step depends on (`&["services", "iris"]`), which join its
-    /// fingerprint with `[infra] provider` and `[project] name`.
-    pub fn read(params: &KindParams<'_>, parts: &[&[&str]]) -> StepInfra {
-        let mut spec = params.section::<InfraSpec>(crate::spec::SECTION, &["provider"]);
+    /// step depends on (`&["services", "iris"]`). They join its
+    /// fingerprint with `[project] name` and the provider in effect (so a
+    /// result recorded through one provider never stands for another).
+    /// Without a compiled `[infra]` the kind cannot compile: when the
+    /// section failed, its errors are reported already and this adds none.
+    pub fn read(
+        params: &KindParams<'_>,
+        parts: &[&[&str]],
+        step_provider: Option<ProviderKind>,
+    ) -> Result<StepInfra, Vec<Diagnostic>> {
+        let mut spec = None;
         for part in parts {
             spec = params.section::<InfraSpec>(crate::spec::SECTION, part);
         }
-        StepInfra {
-            spec: spec.unwrap_or_default(),
+        let spec = match spec.or_else(|| params.section::<InfraSpec>(crate::spec::SECTION, &[])) {
+            Some(spec) => spec,
+            None if params.section_failed(crate::spec::SECTION) => return Err(Vec::new()),
+            None => {
+                return Err(vec![Diagnostic::new(
+                    "this kind needs the `[infra]` section, which no registered stage crate provides",
+                    Some(params.span()),
+                )
+                .with_help("register stage 1 (`mlops_iac::register`) before the kinds that use it")]);
+            }
+        };
+        let options = params.option::<IacOptions>().unwrap_or_default();
+        let provider = options.provider.or(step_provider).unwrap_or(spec.provider);
+        params.depends_on_value("the provider in effect", &provider.to_string());
+        Ok(StepInfra {
+            spec,
             project: params.project_name().unwrap_or_default(),
-            options: params.option::<IacOptions>().unwrap_or_default(),
-        }
+            provider,
+            options,
+        })
     }
 
-    /// Where a step acts: the provider (the run's `--provider`, else the
-    /// step's `provider`, else `[infra] provider`), connected, and the
-    /// scope of `environment` in the project.
+    /// Where a step acts: the provider in effect, connected, and the scope
+    /// of `environment` in the project.
     pub async fn target(
         &self,
         ctx: &StepContext,
-        step_provider: Option<ProviderKind>,
         environment: &str,
     ) -> Result<(ProviderKind, Box<dyn Provider>, Scope), ProviderError> {
-        let kind = self
-            .options
-            .provider
-            .or(step_provider)
-            .unwrap_or(self.spec.provider);
-        let provider = provider_for(kind, &self.options.supervisor).await?;
+        let provider = provider_for(self.provider, &self.options.supervisor).await?;
         let scope = Scope {
             project: self.project.clone(),
             environment: environment.to_owned(),
             root: ctx.project_root.clone(),
         };
-        Ok((kind, provider, scope))
+        Ok((self.provider, provider, scope))
     }
+}
+
+/// The diagnostic for a step naming a service `[infra.services]` does not
+/// declare; `None` when it does (or the name is empty: reported apart).
+pub fn undeclared_service(
+    infra: &StepInfra,
+    service: &toml::Spanned<String>,
+) -> Option<Diagnostic> {
+    let name = service.get_ref();
+    (!name.trim().is_empty() && !infra.spec.services.contains_key(name)).then(|| {
+        Diagnostic::new(
+            format!("no service `{name}` in [infra.services]"),
+            Some(service.span()),
+        )
+        .with_help("declare how the model is served in `[infra.services.NAME]`")
+    })
 }
 
 /// One line about a piece of stage-1 evidence, for `pipeline status`.
@@ -469,13 +504,22 @@ impl StepKind for InfraApplyKind {
         let provider = provider_param(wire.provider.as_ref()).map_err(|d| vec![d])?;
         let environment = wire.environment.unwrap_or_else(|| "dev".to_owned());
         let services = wire.services;
+        if services.as_ref().is_some_and(Vec::is_empty) {
+            return Err(vec![
+                Diagnostic::new(
+                    "`services` is empty: the step would apply nothing",
+                    Some(params.span()),
+                )
+                .with_help("name the services to apply, or leave `services` out to apply them all"),
+            ]);
+        }
         let infra = match &services {
-            None => StepInfra::read(params, &[&["services"]]),
+            None => StepInfra::read(params, &[&["services"]], provider)?,
             Some(names) => {
                 let parts: Vec<[&str; 2]> =
                     names.iter().map(|n| ["services", n.as_str()]).collect();
                 let parts: Vec<&[&str]> = parts.iter().map(|p| p.as_slice()).collect();
-                StepInfra::read(params, &parts)
+                StepInfra::read(params, &parts, provider)?
             }
         };
         let unknown: Vec<Diagnostic> = services
@@ -496,7 +540,7 @@ impl StepKind for InfraApplyKind {
             let infra = infra.clone();
             let environment = environment.clone();
             let services = services.clone();
-            async move { infra_apply(&ctx, &infra, provider, &environment, services.as_deref()).await }
+            async move { infra_apply(&ctx, &infra, &environment, services.as_deref()).await }
         }))
     }
 }
@@ -504,13 +548,12 @@ impl StepKind for InfraApplyKind {
 async fn infra_apply(
     ctx: &StepContext,
     infra: &StepInfra,
-    provider: Option<ProviderKind>,
     environment: &str,
     services: Option<&[String]>,
 ) -> Result<(), StepFailure> {
     let spec = infra.spec.as_ref();
     let (kind, provider, scope) = infra
-        .target(ctx, provider, environment)
+        .target(ctx, environment)
         .await
         .map_err(|e| StepFailure::new(e.to_string()))?;
     let ledger = ctx.ledger();

@@ -612,6 +612,11 @@ impl Executor {
                 "has not passed with its current inputs (its last pass, in run {run}, read other files)"
             ));
         }
+        let Some(then) = then else {
+            return Ok(format!(
+                "has not passed with its current definition (its evidence, from run {run}, was recorded by an older mlops that did not keep what the step read; run the pipeline again)"
+            ));
+        };
         let then: BTreeMap<&str, &str> = then
             .iter()
             .map(|r| (r.section.as_str(), r.digest.as_str()))

@@ -211,7 +211,10 @@ fn compile(
                     .compiled
                     .insert(section.name().to_owned(), compiled);
             }
-            Err(items) => errors.extend(items),
+            Err(items) => {
+                scope.sections.failed.insert(section.name().to_owned());
+                errors.extend(items);
+            }
         }
     };
 
