@@ -299,6 +299,18 @@ pub struct GitState {
     pub dirty: bool,
 }
 
+/// The definition of a step's newest passing record.
+#[derive(Debug, Clone)]
+pub struct PassingDefinition {
+    /// The run it passed in.
+    pub run_id: i64,
+    /// Its definition fingerprint.
+    pub fingerprint: String,
+    /// The manifest parts its kind read; `None` when an older mlops
+    /// recorded it without them.
+    pub reads: Option<Vec<crate::SectionRead>>,
+}
+
 /// A step as registered at the start of a run.
 #[derive(Debug, Clone)]
 pub(crate) struct PlannedStep {
@@ -1119,10 +1131,7 @@ impl Ledger {
     /// run, its fingerprint and the manifest parts its kind read then
     /// (`None` when an older mlops recorded it without them). For saying
     /// why newer evidence is missing.
-    pub fn last_passing_reads(
-        &self,
-        step: &str,
-    ) -> Result<Option<(i64, String, Option<Vec<crate::SectionRead>>)>, LedgerError> {
+    pub fn last_passing_reads(&self, step: &str) -> Result<Option<PassingDefinition>, LedgerError> {
         let conn = self.conn();
         let row: Option<(i64, String, Option<String>)> = conn
             .query_row(
@@ -1135,9 +1144,10 @@ impl Ledger {
             )
             .optional()
             .map_err(self.err("look up a passing step"))?;
-        Ok(row.map(|(run, fingerprint, reads)| {
-            let reads = reads.and_then(|r| serde_json::from_str(&r).ok());
-            (run, fingerprint, reads)
+        Ok(row.map(|(run_id, fingerprint, reads)| PassingDefinition {
+            run_id,
+            fingerprint,
+            reads: reads.and_then(|r| serde_json::from_str(&r).ok()),
         }))
     }
 

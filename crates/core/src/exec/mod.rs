@@ -604,7 +604,12 @@ impl Executor {
     /// read that changed since its last passing record, if any did.
     fn why_not_current(&self, step: &crate::Step) -> Result<String, ExecError> {
         let generic = "has not passed with its current definition and inputs".to_owned();
-        let Some((run, fingerprint, then)) = self.ledger.last_passing_reads(&step.name)? else {
+        let Some(crate::ledger::PassingDefinition {
+            run_id: run,
+            fingerprint,
+            reads: then,
+        }) = self.ledger.last_passing_reads(&step.name)?
+        else {
             return Ok(generic);
         };
         if fingerprint == step.fingerprint() {
