@@ -108,21 +108,9 @@ impl StepKind for DeployKind {
         {
             errors.push(d);
         }
-        let infra = StepInfra::read(
-            params,
-            &[&["services", wire.service.get_ref().as_str()]],
-            provider,
-        );
-        match &infra {
-            Err(more) => errors.extend(more.iter().cloned()),
-            Ok(infra) => {
-                if let Some(d) = mlops_iac::kinds::undeclared_service(infra, &wire.service) {
-                    errors.push(d);
-                }
-            }
-        }
+        let infra = StepInfra::read_service(params, &wire.service, provider, &mut errors);
         let infra = match infra {
-            Ok(infra) if errors.is_empty() => infra,
+            Some(infra) if errors.is_empty() => infra,
             _ => return Err(errors),
         };
         let deploy = Deploy {

@@ -154,6 +154,37 @@ impl StepInfra {
         })
     }
 
+    /// [`StepInfra::read`] for a kind acting on one `service`, which
+    /// `[infra.services]` must declare: problems go to `errors` (none of
+    /// its own when `[infra]` failed to compile; an empty name is the
+    /// kind's to report).
+    pub fn read_service(
+        params: &KindParams<'_>,
+        service: &toml::Spanned<String>,
+        step_provider: Option<ProviderKind>,
+        errors: &mut Vec<Diagnostic>,
+    ) -> Option<StepInfra> {
+        let name = service.get_ref();
+        match StepInfra::read(params, &[&["services", name.as_str()]], step_provider) {
+            Err(more) => {
+                errors.extend(more);
+                None
+            }
+            Ok(infra) => {
+                if !name.trim().is_empty() && !infra.spec.services.contains_key(name) {
+                    errors.push(
+                        Diagnostic::new(
+                            format!("no service `{name}` in [infra.services]"),
+                            Some(service.span()),
+                        )
+                        .with_help("declare how the model is served in `[infra.services.NAME]`"),
+                    );
+                }
+                Some(infra)
+            }
+        }
+    }
+
     /// Where a step acts: the provider in effect, connected, and the scope
     /// of `environment` in the project.
     pub async fn target(
@@ -169,22 +200,6 @@ impl StepInfra {
         };
         Ok((self.provider, provider, scope))
     }
-}
-
-/// The diagnostic for a step naming a service `[infra.services]` does not
-/// declare; `None` when it does (or the name is empty: reported apart).
-pub fn undeclared_service(
-    infra: &StepInfra,
-    service: &toml::Spanned<String>,
-) -> Option<Diagnostic> {
-    let name = service.get_ref();
-    (!name.trim().is_empty() && !infra.spec.services.contains_key(name)).then(|| {
-        Diagnostic::new(
-            format!("no service `{name}` in [infra.services]"),
-            Some(service.span()),
-        )
-        .with_help("declare how the model is served in `[infra.services.NAME]`")
-    })
 }
 
 /// One line about a piece of stage-1 evidence, for `pipeline status`.
