@@ -488,3 +488,71 @@ fn plan_shows_what_controllers_own_as_no_change() {
         assert!(wait_dead(pid), "supervisor {pid} still runs");
     }
 }
+
+/// A value a service reads from the environment is part of the definition
+/// of the steps that apply it: a rotated secret reruns an `infra-apply`
+/// step that would otherwise be cached, and neither value reaches the
+/// state directory.
+#[test]
+fn a_rotated_secret_reruns_a_cached_infra_apply_step() {
+    let manifest = WEB
+        .replace(
+            "stop-grace = \"2s\"\n",
+            "stop-grace = \"2s\"\nenv = { TOKEN = { from-env = \"MLOPS_TEST_TOKEN\", secret = true } }\n",
+        )
+        .replace(
+            "[iac.steps.ready]\nrun = \"true\"",
+            "[iac.steps.up]\nkind = \"infra-apply\"\nwith = { environment = \"dev\" }\ninputs = [\"mlops.toml\"]",
+        );
+    let dir = project(&manifest);
+    let d = dir.path();
+    let mut cleanup = Cleanup {
+        dir: d.to_path_buf(),
+        pids: Vec::new(),
+    };
+    let run_with = |token: &str| -> serde_json::Value {
+        let o = mlops()
+            .args(["pipeline", "run", "."])
+            .env("MLOPS_TEST_TOKEN", token)
+            .current_dir(d)
+            .output()
+            .unwrap();
+        assert_eq!(code(&o), 0, "{}", both(&o));
+        let status = run(&["pipeline", "status", "--json"], d);
+        let s: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+        s["steps"][0].clone()
+    };
+    let first = run_with("first-secret-value");
+    cleanup.note_pids();
+    assert_eq!(first["status"], "passed", "{first:#}");
+    // Same value: the apply's result stands.
+    assert_eq!(run_with("first-secret-value")["status"], "cached");
+    // Rotated: the step runs again and rolls the service.
+    let rotated = run_with("second-secret-value");
+    cleanup.note_pids();
+    assert_eq!(rotated["status"], "passed", "{rotated:#}");
+    assert_eq!(
+        rotated["evidence"][0]["body"]["actions"][0]["action"], "replace",
+        "{rotated:#}"
+    );
+    assert_eq!(run_with("second-secret-value")["status"], "cached");
+    let o = Command::new("grep")
+        .args([
+            "-r",
+            "-l",
+            "-a",
+            "-e",
+            "first-secret-value",
+            "-e",
+            "second-secret-value",
+        ])
+        .arg(d.join(".mlops"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        "",
+        "no secret value in the state directory"
+    );
+    drop(cleanup);
+}

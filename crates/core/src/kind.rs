@@ -290,6 +290,8 @@ pub(crate) struct CompileScope {
     pub(crate) project_name: Option<String>,
     pub(crate) sections: Sections,
     pub(crate) options: Options,
+    /// The project directory (the manifest's parent).
+    pub(crate) root: Option<PathBuf>,
 }
 
 impl<'a> KindParams<'a> {
@@ -372,6 +374,13 @@ impl<'a> KindParams<'a> {
     /// own about what it could not find there.
     pub fn section_failed(&self, name: &str) -> bool {
         self.scope.is_some_and(|s| s.sections.failed.contains(name))
+    }
+
+    /// The project directory (the manifest's parent, as the manifest was
+    /// loaded), for kinds whose definition depends on project state such
+    /// as a key file; `None` for a section's own table.
+    pub fn project_root(&self) -> Option<&std::path::Path> {
+        self.scope?.root.as_deref()
     }
 
     /// Declares that the step depends on a value that is not part of a

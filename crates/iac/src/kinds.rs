@@ -146,6 +146,56 @@ impl StepInfra {
         let options = params.option::<IacOptions>().unwrap_or_default();
         let provider = options.provider.or(step_provider).unwrap_or(spec.provider);
         params.depends_on_value("the provider in effect", &provider.to_string());
+        // Values the services read from the environment when applied are
+        // part of what the step does: a rotated secret must not leave a
+        // cached deploy standing. Only keyed digests are kept (the key is
+        // the one revisions use), never the values.
+        let services: Vec<&str> = match parts {
+            [] => Vec::new(),
+            parts if parts.iter().any(|p| p == &["services"]) => {
+                spec.services.keys().map(String::as_str).collect()
+            }
+            parts => parts
+                .iter()
+                .filter_map(|p| match p {
+                    ["services", name] => Some(*name),
+                    _ => None,
+                })
+                .collect(),
+        };
+        let mut vars = std::collections::BTreeSet::new();
+        for service in services.iter().filter_map(|s| spec.services.get(*s)) {
+            for value in service.env.values() {
+                if let crate::spec::EnvValue::FromEnv { var, .. } = value {
+                    vars.insert(var.clone());
+                }
+            }
+        }
+        if !vars.is_empty() {
+            let set: BTreeMap<String, String> = vars
+                .iter()
+                .filter_map(|v| Some((v.clone(), std::env::var(v).ok()?)))
+                .collect();
+            // The key is made here if it is missing (the apply would make
+            // it); a directory that cannot hold it gets no digests, so
+            // nothing is reused.
+            let digests = params
+                .project_root()
+                .and_then(|root| crate::plan::env_digests(root, &set).ok());
+            for var in &vars {
+                let state = match (&digests, set.contains_key(var)) {
+                    (_, false) => "unset".to_owned(),
+                    (Some(d), true) => d.get(var).cloned().unwrap_or_default(),
+                    // No key to digest it with: never the same twice, so
+                    // no result is reused.
+                    (None, true) => {
+                        format!("set, not digested ({:?})", std::time::SystemTime::now())
+                    }
+                };
+                params
+                    .depends_on_value(&format!("the value of `{var}` in the environment"), &state);
+            }
+        }
         Ok(StepInfra {
             spec,
             project: params.project_name().unwrap_or_default(),

@@ -556,6 +556,19 @@ pub fn env_digests(
         .collect())
 }
 
+fn read_revision_key(path: &Path) -> std::io::Result<[u8; 32]> {
+    let bytes = std::fs::read(path)?;
+    <[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!(
+                "it holds {} bytes, not a 32-byte key; delete it to make a new one (services reading values from the environment are then replaced once)",
+                bytes.len()
+            ),
+        )
+    })
+}
+
 /// The 32-byte key at `path`, made from the system's random source on first
 /// use (owner-only permissions; when two processes race, the first one
 /// linked in place wins and both use it).
@@ -563,18 +576,7 @@ fn revision_key(path: &Path) -> std::io::Result<[u8; 32]> {
     use std::io::{Read, Write};
     use std::os::unix::fs::OpenOptionsExt;
 
-    let read = |path: &Path| -> std::io::Result<[u8; 32]> {
-        let bytes = std::fs::read(path)?;
-        <[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| {
-            std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                format!(
-                    "it holds {} bytes, not a 32-byte key; delete it to make a new one (services reading values from the environment are then replaced once)",
-                    bytes.len()
-                ),
-            )
-        })
-    };
+    let read = read_revision_key;
     match read(path) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         other => return other,

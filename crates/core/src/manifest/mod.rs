@@ -104,7 +104,7 @@ impl Manifest {
             .map(Path::to_path_buf)
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or_else(|| PathBuf::from("."));
-        match compile(&source, kinds) {
+        match compile(&source, &root, kinds) {
             Ok((project, pipeline, sections)) => Ok(Manifest {
                 path,
                 root,
@@ -176,6 +176,7 @@ fn de_error(e: toml::de::Error, fallback: Range<usize>) -> Diagnostic {
 
 fn compile(
     source: &str,
+    root: &Path,
     kinds: &KindRegistry,
 ) -> Result<(Project, Pipeline, Sections), Vec<Diagnostic>> {
     let (document, syntax_errors) = DeTable::parse_recoverable(source);
@@ -195,6 +196,7 @@ fn compile(
     let mut stage_tables = Vec::new();
     let mut scope = CompileScope {
         options: kinds.options().clone(),
+        root: Some(root.to_path_buf()),
         ..CompileScope::default()
     };
     let mut compile_section = |section: &dyn ManifestSection,
