@@ -146,11 +146,24 @@ pub fn json_schema_with(registry: &crate::KindRegistry) -> serde_json::Value {
             .pointer("/$defs/StageWire")
             .cloned()
             .unwrap_or_else(|| serde_json::json!({ "type": "object", "properties": {} }));
-        if let (Some(Value::Object(props)), Some(Value::Object(extra))) =
-            (table.get_mut("properties"), sub.get("properties"))
-        {
-            for (k, v) in extra {
-                props.entry(k.clone()).or_insert_with(|| v.clone());
+        match sub.get("properties") {
+            Some(Value::Object(extra)) => {
+                if let Some(Value::Object(props)) = table.get_mut("properties") {
+                    for (k, v) in extra {
+                        props.entry(k.clone()).or_insert_with(|| v.clone());
+                    }
+                }
+                if let Some(Value::Array(required)) = sub.get("required")
+                    && let Some(o) = table.as_object_mut()
+                {
+                    o.insert("required".to_owned(), Value::Array(required.clone()));
+                }
+            }
+            // Settings that describe no keys: any key is theirs.
+            _ => {
+                if let Some(o) = table.as_object_mut() {
+                    o.remove("additionalProperties");
+                }
             }
         }
         if let Some(props) = schema.get_mut("properties").and_then(Value::as_object_mut) {

@@ -65,6 +65,13 @@ impl ManifestSection for ReleaseSettings {
         };
         Ok(CompiledSection::new(release))
     }
+    fn json_schema(&self) -> serde_json::Value {
+        serde_json::json!({
+            "type": "object",
+            "properties": { "service": { "type": "string" } },
+            "additionalProperties": false
+        })
+    }
 }
 
 /// `kind = "limit"`, `with = { name = "..." }`: reads `[limits.max.NAME]`
@@ -75,6 +82,8 @@ struct LimitKind;
 #[serde(deny_unknown_fields)]
 struct LimitParams {
     name: String,
+    #[allow(dead_code)]
+    note: Option<String>,
 }
 
 impl StepKind for LimitKind {
@@ -197,6 +206,18 @@ fn the_part_a_kind_reads_is_part_of_its_definition() {
         "# the bars\nmax = { b = 2.0, a = 1.00 } # same values",
     );
     assert_eq!(fingerprint(&same), base);
+    // The order of keys in `with`.
+    let with = MANIFEST.replace(
+        "with = { name = \"a\" }",
+        "with = { name = \"a\", note = \"x\" }",
+    );
+    let reordered = MANIFEST.replace(
+        "with = { name = \"a\" }",
+        "with = { note = \"x\", name = \"a\" }",
+    );
+    assert_ne!(with, reordered);
+    assert_eq!(fingerprint(&with), fingerprint(&reordered));
+    assert_ne!(fingerprint(&with), base);
     // A stage's settings the kind reads.
     let settings = MANIFEST.replace(
         "[cd.steps.ship]",
@@ -373,4 +394,42 @@ async fn caching_and_gating_follow_an_edit_of_what_a_kind_read() {
     assert_eq!(check.evidence[0].body["value"], 0.5);
     // Now stage 3 stands on current evidence again.
     run(dir.path(), Selection::Stage(Stage::Cd)).await.unwrap();
+
+    // Evidence recorded by an mlops that kept no reads (a ledger from
+    // before schema 5): the refusal does not claim what changed.
+    let db = rusqlite::Connection::open(dir.path().join(".mlops/ledger.db")).unwrap();
+    db.execute("UPDATE step_definitions SET reads = NULL", [])
+        .unwrap();
+    drop(db);
+    write(&MANIFEST.replace("a = 1.0", "a = 0.25"));
+    let refused = run(dir.path(), Selection::Stage(Stage::Cd))
+        .await
+        .unwrap_err();
+    let message = refused.to_string();
+    assert!(message.contains("recorded by an older mlops"), "{message}");
+    assert!(!message.contains("changed since its evidence"), "{message}");
+}
+
+#[test]
+fn the_schema_has_the_stage_settings_beside_steps() {
+    let schema = mlops_core::manifest::wire::json_schema_with(&registry(Arc::default()));
+    let release = &schema["properties"]["release"];
+    assert_eq!(
+        release["properties"]["service"]["type"], "string",
+        "{release:#}"
+    );
+    assert!(release["properties"].get("steps").is_some(), "{release:#}");
+    assert!(
+        release["properties"].get("description").is_some(),
+        "{release:#}"
+    );
+    assert_eq!(release["additionalProperties"], false, "{release:#}");
+    // Other stages keep the plain stage table; the section is top-level.
+    assert!(
+        schema["$defs"]["StageWire"]["properties"]
+            .get("service")
+            .is_none(),
+        "{schema:#}"
+    );
+    assert!(schema["properties"].get("limits").is_some());
 }
