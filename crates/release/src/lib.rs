@@ -1,0 +1,16 @@
+//! Stage 4 of mlops, release management.
+//!
+//! This crate grows with the release issue. Today it holds:
+//!
+//! - [`stats`]: the tests a release analysis decides with (Welch's t,
+//!   Mann-Whitney U, two-sample Kolmogorov-Smirnov, chi-square and Fisher's
+//!   exact on 2×2 tables, PSI), each checked against scipy;
+//! - [`driver`]: the request driver that sends a release its traffic when
+//!   no users do (an open workload at a fixed arrival rate, latency measured
+//!   from each request's intended send time, HDR histograms), bounded in
+//!   time and count.
+//!
+//! It depends on `core` and the crates of earlier stages only.
+
+pub mod driver;
+pub mod stats;
