@@ -422,13 +422,21 @@ fn why_replace(d: &Desired, current: &Instance, recorded: Option<&Recorded>) -> 
         }
     }
     if why.is_empty() {
-        why.push("the program or the definition changed".to_owned());
+        why.push(
+            if d.model.is_none() {
+                "the program, the model directory or a file the service names in it, or the definition changed"
+            } else {
+                "the program or the definition changed"
+            }
+            .to_owned(),
+        );
     }
     why
 }
 
 /// The revision of a service: a digest of its definition, the model
-/// version, the digests of the values it reads from the caller's
+/// version (without one: the model directory's path and the files the
+/// service names in it), the digests of the values it reads from the caller's
 /// environment (see [`env_digests`]), and the bytes of the program or
 /// binary it runs.
 pub fn revision(
@@ -448,8 +456,27 @@ pub fn revision(
     };
     hasher.update(serde_json::to_string(&shape).unwrap_or_default().as_bytes());
     hasher.update(b"\0model\0");
-    if let Some(m) = model {
-        hasher.update(m.version.as_bytes());
+    let mut files = Vec::new();
+    match model {
+        // A version is its content: its files are verified against it.
+        Some(m) => {
+            hasher.update(m.version.as_bytes());
+        }
+        // No version: the directory `{model-dir}` means (the path every
+        // provider uses: another directory is another revision) and the
+        // files the service names in it (new bytes in `{model-dir}/model.json`
+        // are a new revision). Other files in it are not read: the project
+        // itself is the default, and its state changes as services run.
+        None => {
+            let dir = crate::provider::model_dir(root, spec, None);
+            hasher.update(b"dir\0");
+            hasher.update(dir.to_string_lossy().as_bytes());
+            files.extend(
+                crate::provider::named_model_files(spec)
+                    .into_iter()
+                    .map(|f| dir.join(f)),
+            );
+        }
     }
     for (var, digest) in env_digests {
         hasher.update(b"\0env\0");
@@ -457,7 +484,6 @@ pub fn revision(
         hasher.update(b"=");
         hasher.update(digest.as_bytes());
     }
-    let mut files = Vec::new();
     if spec.command[0].contains('/') {
         files.push(root.join(&spec.command[0]));
     }
@@ -731,5 +757,87 @@ mod tests {
         );
         check("2", &at(3), &["~ scale   web (3 -> 2 replicas)"]);
         check("2", &at(2), &[]);
+    }
+
+    /// Without a model version, the model directory's path and the bytes of
+    /// the files the service names in it are the revision's; other files in
+    /// it are not. A version stands for its files.
+    #[test]
+    fn an_unversioned_model_dir_enters_the_revision() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        for sub in ["a", "b"] {
+            std::fs::create_dir(root.join(sub)).unwrap();
+            std::fs::write(root.join(sub).join("model.json"), "{}").unwrap();
+        }
+        std::fs::write(
+            root.join("mlops.toml"),
+            "[project]\nname = \"p\"\n\n[iac.steps.noop]\nrun = \"true\"\n\n[infra.services.web]\ncommand = [\"srv\", \"--model={model-dir}/model.json\"]\nmodel-dir = \"a\"\nhealth = { path = \"/\" }\n",
+        )
+        .unwrap();
+        let spec = InfraSpec::load(root).unwrap().services["web"].clone();
+        let none = BTreeMap::new();
+        let rev = |spec: &ServiceSpec| revision(spec, None, root, &none);
+        let first = rev(&spec);
+        std::fs::write(root.join("a/other.bin"), "not named").unwrap();
+        assert_eq!(rev(&spec), first, "an unnamed file");
+        std::fs::write(root.join("a/model.json"), "{ }").unwrap();
+        let second = rev(&spec);
+        assert_ne!(second, first, "the named file");
+        // The same files elsewhere: another directory, another revision.
+        std::fs::write(root.join("b/model.json"), "{ }").unwrap();
+        let moved = ServiceSpec {
+            model_dir: Some("b".into()),
+            ..spec.clone()
+        };
+        assert_ne!(rev(&moved), second, "another directory");
+        // A link is the directory it points to.
+        std::os::unix::fs::symlink(root.join("a"), root.join("link")).unwrap();
+        let linked = ServiceSpec {
+            model_dir: Some("link".into()),
+            ..spec.clone()
+        };
+        let through_link = ServiceSpec {
+            model_dir: Some("a".into()),
+            ..linked.clone()
+        };
+        assert_eq!(
+            crate::provider::model_dir(root, &linked, None),
+            crate::provider::model_dir(root, &through_link, None)
+        );
+        // A version: its name, not the directory's files.
+        let model = ModelRef {
+            version: "m:1".into(),
+            dir: root.join("a"),
+        };
+        let versioned = revision(&spec, Some(&model), root, &none);
+        std::fs::write(root.join("a/model.json"), "{  }").unwrap();
+        assert_eq!(revision(&spec, Some(&model), root, &none), versioned);
+    }
+
+    #[test]
+    fn named_model_files_are_read_from_command_and_env() {
+        let mut spec = desired("1").spec;
+        spec.command = [
+            "srv",
+            "--model={model-dir}/model.json",
+            "{model-dir}/a/b.bin,{model-dir}/c.txt",
+            "{model-dir}/../escape",
+            "{model-dir}",
+            "{model-dir}/shard-{replica}.bin",
+        ]
+        .map(String::from)
+        .to_vec();
+        spec.env.insert(
+            "VOCAB".into(),
+            EnvValue::Literal {
+                value: "{model-dir}/vocab.txt".into(),
+            },
+        );
+        let files: Vec<String> = crate::provider::named_model_files(&spec)
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect();
+        assert_eq!(files, ["a/b.bin", "c.txt", "model.json", "vocab.txt"]);
     }
 }

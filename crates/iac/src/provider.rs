@@ -16,7 +16,7 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 
 use serde::{Deserialize, Serialize};
@@ -322,6 +322,61 @@ pub trait Provider: Send + Sync {
         instance: &'a Instance,
         lines: usize,
     ) -> ProviderFuture<'a, String>;
+}
+
+/// What `{model-dir}` means on the host, the same directory for every
+/// provider (the Docker provider mounts it read-only at `/model`): the
+/// deployed version's files, else the spec's `model-dir` (relative to the
+/// project), else the project itself. Absolute; without a version, with
+/// symlinks resolved when it exists (what a bind mount would see).
+pub fn model_dir(root: &Path, spec: &ServiceSpec, model: Option<&ModelRef>) -> PathBuf {
+    let dir = match (model, &spec.model_dir) {
+        (Some(m), _) => return std::path::absolute(&m.dir).unwrap_or_else(|_| m.dir.clone()),
+        (None, Some(dir)) => root.join(dir),
+        (None, None) => root.to_path_buf(),
+    };
+    std::fs::canonicalize(&dir).unwrap_or_else(|_| std::path::absolute(&dir).unwrap_or(dir))
+}
+
+/// The files a service names inside `{model-dir}`, relative to it: what
+/// follows `{model-dir}/` in a command word or a literal `env` value, up to
+/// a space, quote, `,`, `;`, `:` or `=` (`--model={model-dir}/model.json`
+/// names `model.json`). Names with another placeholder in them
+/// (`shard-{replica}.bin`) and paths climbing out with `..` are left out.
+pub fn named_model_files(spec: &ServiceSpec) -> Vec<PathBuf> {
+    use crate::spec::EnvValue;
+    const MARK: &str = "{model-dir}/";
+    let literals = spec
+        .env
+        .values()
+        .filter_map(|v| match v {
+            EnvValue::Literal { value } => Some(value.as_str()),
+            EnvValue::FromEnv { .. } => None,
+        })
+        .chain(spec.command.iter().map(String::as_str));
+    let mut files = Vec::new();
+    for text in literals {
+        let mut rest = text;
+        while let Some(at) = rest.find(MARK) {
+            rest = &rest[at + MARK.len()..];
+            let end = rest
+                .find(|c: char| c.is_whitespace() || "\"',;:={".contains(c))
+                .unwrap_or(rest.len());
+            let file = Path::new(&rest[..end]);
+            // A name with another placeholder in it is no one file.
+            if !rest[end..].starts_with('{')
+                && !file.as_os_str().is_empty()
+                && file
+                    .components()
+                    .all(|c| matches!(c, std::path::Component::Normal(_)))
+            {
+                files.push(file.to_path_buf());
+            }
+        }
+    }
+    files.sort();
+    files.dedup();
+    files
 }
 
 /// Fills a command word or environment value's placeholders.

@@ -20,11 +20,13 @@ use bollard::query_parameters::{
     RemoveContainerOptionsBuilder, RemoveImageOptionsBuilder, TagImageOptionsBuilder,
 };
 use futures_util::StreamExt;
+use mlops_iac::apply::{self, ApplyContext};
 use mlops_iac::docker::{DockerProvider, image_tag, labels};
 use mlops_iac::provider::{
     Desired, Instance, ModelRef, Provider, ProviderError, ReplicaState, Scope,
 };
 use mlops_iac::spec::{BuildSpec, EnvValue, HealthSpec, Resources, RestartPolicy, ServiceSpec};
+use mlops_iac::{Action, plan};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const INFER_BODY: &str =
@@ -871,6 +873,104 @@ async fn an_owned_instance_is_labelled_with_its_owner() {
     assert!(observed.problems.is_empty(), "{observed:#?}");
 
     provider.stop(scope, &observed).await.unwrap();
+    assert!(provider.observe(scope).await.unwrap().is_empty());
+    project.guard.assert_clean().await;
+}
+
+/// With no model version deployed, `{model-dir}` is the directory the local
+/// provider uses too ([`mlops_iac::provider::model_dir`]): here the project
+/// itself (no `model-dir`), mounted read-only at `/model`. A directory the
+/// container's user cannot read is refused before anything is made, saying
+/// what to do; new bytes in the file the command names there are a new
+/// revision. Applied and destroyed as `mlops infra` does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_version_the_model_dir_is_mounted() {
+    use std::os::unix::fs::PermissionsExt;
+    let docker = engine().await;
+    let provider = DockerProvider::connect().await.unwrap();
+    let project = Project::new(&docker, "nover");
+    let scope = &project.scope;
+    let root = &scope.root;
+    let ledger = mlops_core::Ledger::open(root).unwrap();
+    let ctx = ApplyContext::default();
+    let mut spec = iris_spec(1);
+    spec.command[3] = "{model-dir}/model/model.json".into();
+    let desired = || {
+        vec![
+            plan::desired(&spec, None, root, |v| {
+                (v == "TEST_TOKEN").then(|| SECRET.to_owned())
+            })
+            .unwrap(),
+        ]
+    };
+
+    // The project directory is owner-only: user 65534 cannot enter it.
+    std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let err = apply::apply(&provider, scope, &ledger, &desired(), None, &ctx)
+        .await
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains(&format!(
+            "the model directory {} (owner",
+            root.canonicalize().unwrap().display()
+        )) && text.contains("is not readable by the container's user 65534:65534")
+            && text.contains(&format!(
+                "chmod o+rx {}",
+                root.canonicalize().unwrap().display()
+            )),
+        "{text}"
+    );
+    project.guard.assert_clean().await;
+
+    std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let report = apply::apply(&provider, scope, &ledger, &desired(), None, &ctx)
+        .await
+        .unwrap();
+    let [instance] = &report.instances[..] else {
+        panic!("{report:#?}")
+    };
+    assert!(instance.is_healthy(), "{instance:#?}");
+    assert_eq!(instance.model_version, None);
+    for c in containers(&docker, instance).await {
+        let model = c
+            .mounts
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|m| m.destination.as_deref() == Some("/model"))
+            .expect("the project is mounted");
+        assert_eq!(model.rw, Some(false));
+        assert_eq!(
+            model.source.as_deref().map(PathBuf::from),
+            Some(root.canonicalize().unwrap())
+        );
+    }
+    let endpoint = instance.endpoints()[0].clone();
+    let (status, body) = http(&endpoint, "POST", "/v2/models/iris/infer", INFER_BODY).await;
+    assert_eq!(status, 200, "{body}");
+    let (plan, _) = apply::plan_env(&provider, scope, &ledger, &desired(), None)
+        .await
+        .unwrap();
+    assert!(plan.is_empty(), "{plan:?}");
+
+    // The model file the command names changes: a new revision.
+    let model = root.join("model/model.json");
+    let mut bytes = std::fs::read(&model).unwrap();
+    bytes.push(b'\n');
+    std::fs::write(&model, bytes).unwrap();
+    let (plan, _) = apply::plan_env(&provider, scope, &ledger, &desired(), None)
+        .await
+        .unwrap();
+    assert!(
+        matches!(&plan.actions[..], [Action::Replace { service, why, .. }]
+            if service == "iris" && why.iter().any(|w| w.contains("a file the service names in it"))),
+        "{plan:?}"
+    );
+
+    apply::destroy(&provider, scope, &ledger, None, &ctx)
+        .await
+        .unwrap();
     assert!(provider.observe(scope).await.unwrap().is_empty());
     project.guard.assert_clean().await;
 }

@@ -1,6 +1,7 @@
 //! Starting, scaling, stopping an instance, and reading its logs.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -10,7 +11,9 @@ use super::image::ServiceImage;
 use super::record::{self, InstanceRecord};
 use super::replica::{ReplicaTemplate, ensure_port_free};
 use super::{DockerProvider, LISTEN_HOST, MODEL_DIR, labels, new_instance_id};
-use crate::provider::{Desired, Instance, ModelRef, ProviderError, Scope, replica_env};
+use crate::provider::{
+    Desired, Instance, ModelRef, ProviderError, Scope, model_dir, named_model_files, replica_env,
+};
 use crate::spec::{EnvValue, ProviderKind, ServiceSpec};
 
 /// The stop grace when an instance's spec cannot be read.
@@ -36,23 +39,92 @@ pub(super) fn spec_label(container: &ContainerSummary) -> Option<ServiceSpec> {
     serde_json::from_str(label(container, labels::SPEC)?).ok()
 }
 
-/// The host directory mounted at `/model`: the deployed model version's,
-/// else the spec's `model-dir` (relative to the project). It must exist
-/// (Docker would create a missing one, owned by root).
-fn model_source(scope: &Scope, desired: &Desired) -> Result<Option<PathBuf>, ProviderError> {
-    let dir = match (&desired.model, &desired.spec.model_dir) {
-        (Some(model), _) => model.dir.clone(),
-        (None, Some(dir)) => scope.root.join(dir),
-        (None, None) => return Ok(None),
+/// The host directory mounted read-only at `/model`: the one `{model-dir}`
+/// means on every provider ([`model_dir`]: the deployed version's files,
+/// else the spec's `model-dir`, else the project). It must exist (Docker
+/// would create a missing one, owned by root) and the container's user
+/// must be able to read it, and the files the service names in it.
+fn model_source(scope: &Scope, desired: &Desired) -> Result<PathBuf, ProviderError> {
+    let spec = &desired.spec;
+    let dir = model_dir(&scope.root, spec, desired.model.as_ref());
+    let invalid = |detail: String| ProviderError::Invalid {
+        service: spec.name.clone(),
+        detail,
     };
-    let dir = std::path::absolute(&dir).unwrap_or(dir);
     if !dir.is_dir() {
-        return Err(ProviderError::Invalid {
-            service: desired.spec.name.clone(),
-            detail: format!("the model directory {} does not exist", dir.display()),
-        });
+        return Err(invalid(format!(
+            "the model directory {} does not exist",
+            dir.display()
+        )));
     }
-    Ok(Some(dir))
+    // The directory, then every directory and file on the way to a named
+    // file (the container resolves those paths as its user).
+    let mut paths = vec![dir.clone()];
+    for file in named_model_files(spec) {
+        let mut path = dir.clone();
+        for part in &file {
+            path.push(part);
+            paths.push(path.clone());
+        }
+    }
+    for path in paths {
+        let Ok(meta) = std::fs::metadata(&path) else {
+            // A named file that is not there is the service's to report.
+            continue;
+        };
+        if readable_by(&meta, &spec.user) == Some(false) {
+            let (what, bits) = if meta.is_dir() {
+                ("directory", "o+rx")
+            } else {
+                ("file", "o+r")
+            };
+            return Err(invalid(format!(
+                "the model {what} {path} (owner {uid}:{gid}, mode {mode:o}) is not readable by the \
+                 container's user {user}, which sees it at {MODEL_DIR}{inner}: make it readable \
+                 (chmod {bits} {path}), point `model-dir` at a directory that is, or set `user` \
+                 to its owner",
+                path = path.display(),
+                uid = meta.uid(),
+                gid = meta.gid(),
+                mode = meta.mode() & 0o7777,
+                user = spec.user,
+                inner = path
+                    .strip_prefix(&dir)
+                    .ok()
+                    .filter(|p| !p.as_os_str().is_empty())
+                    .map(|p| format!("/{}", p.display()))
+                    .unwrap_or_default(),
+            )));
+        }
+    }
+    Ok(dir)
+}
+
+/// Whether a container running as `user` (`uid[:gid]`) can read `meta`'s
+/// file (and enter it, a directory) through a bind mount, by its owner,
+/// group and mode on the host. `None` when that cannot be told here: a
+/// user name (the image's `/etc/passwd` resolves it), or no group given
+/// and only the group's bits would allow it.
+fn readable_by(meta: &std::fs::Metadata, user: &str) -> Option<bool> {
+    let (uid, gid) = match user.split_once(':') {
+        Some((uid, gid)) => (uid, Some(gid.parse::<u32>().ok()?)),
+        None => (user, None),
+    };
+    let uid: u32 = uid.parse().ok()?;
+    if uid == 0 {
+        return Some(true);
+    }
+    let need = if meta.is_dir() { 0o5 } else { 0o4 };
+    let allows = |shift: u32| (meta.mode() >> shift) & need == need;
+    Some(if meta.uid() == uid {
+        allows(6)
+    } else if gid == Some(meta.gid()) {
+        allows(3)
+    } else if gid.is_none() && !allows(0) && allows(3) {
+        return None;
+    } else {
+        allows(0)
+    })
 }
 
 impl DockerProvider {
@@ -92,7 +164,7 @@ impl DockerProvider {
                 desired,
                 &id,
                 &image,
-                model_source.clone(),
+                Some(model_source.clone()),
                 &mut created,
             )
             .await;
@@ -105,7 +177,7 @@ impl DockerProvider {
                     revision: desired.revision.clone(),
                     spec: spec.clone(),
                     model: desired.model.clone(),
-                    model_source,
+                    model_source: Some(model_source),
                     image: image.reference.clone(),
                     image_id: image.id.clone(),
                     desired_replicas: spec.replicas,

@@ -14,7 +14,10 @@
 //! - one container per replica, `mlops-<project>-<env>-<service>-<id>-<n>`,
 //!   with its port published on 127.0.0.1 only, the spec's user, limits and
 //!   read-only root (a tmpfs at `/tmp`), the model directory mounted
-//!   read-only at `/model`, no new privileges and, unless it runs as root,
+//!   read-only at `/model` (the directory `{model-dir}` means on the local
+//!   provider too: [`crate::provider::model_dir`]; without a deployed
+//!   version, the spec's `model-dir` or the project), no new privileges
+//!   and, unless it runs as root,
 //!   no capabilities (`docker/replica.rs`);
 //! - a record per instance, `.mlops/infra/docker/<env>/<id>.json`
 //!   (`docker/record.rs`): Docker cannot change a container's labels, so

@@ -255,11 +255,7 @@ impl LocalProvider {
             detail,
         };
         // Everything that can be checked before anything starts.
-        let model_dir = match (&desired.model, &spec.model_dir) {
-            (Some(m), _) => m.dir.clone(),
-            (None, Some(d)) => scope.root.join(d),
-            (None, None) => scope.root.clone(),
-        };
+        let model_dir = crate::provider::model_dir(&scope.root, spec, desired.model.as_ref());
         if !model_dir.is_dir() {
             return Err(invalid(format!(
                 "the model directory {} does not exist",
