@@ -185,9 +185,11 @@ async fn run(ctx: &StepContext, infra: &StepInfra, s: &Smoke) -> Result<(), Step
     }
     let (kind, provider, scope) = infra.target(ctx, &s.environment).await.map_err(failure)?;
     let instances = provider.observe(&scope).await.map_err(failure)?;
+    // The service's own instance, not one a controller (a release's
+    // canary) runs beside it.
     let Some(instance) = instances
         .iter()
-        .filter(|i| i.service == s.service)
+        .filter(|i| i.service == s.service && i.owner.is_none())
         .max_by_key(|i| i.is_healthy())
     else {
         return Err(failure(format!(

@@ -561,6 +561,14 @@ pub struct RunSummary {
 /// ```compile_fail,E0603
 /// let _ = mlops_core::ledger::StepOutcomeRecord::default();
 /// ```
+///
+/// ```compile_fail,E0603
+/// let _: Option<mlops_core::ledger::PlannedStep> = None;
+/// ```
+///
+/// ```compile_fail,E0603
+/// let _: Option<mlops_core::ledger::LedgerWrite> = None;
+/// ```
 #[derive(Clone)]
 pub struct Ledger {
     conn: Arc<Mutex<Connection>>,

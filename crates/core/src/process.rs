@@ -44,9 +44,10 @@ fn run_vars(run_id: i64, project_dir: &Path) -> [(String, String); 2] {
 }
 
 /// The environment a step's processes get on top of the inherited one: the
-/// `MLOPS_*` variables (run, step, stage, project directory), then the
-/// step's declared `env`. Shell steps and `StepContext::run_command` both
-/// use it, and [`kill_leftovers`] finds their processes by it.
+/// step's declared `env`, then the `MLOPS_*` variables (run, step, stage,
+/// project directory), last so that nothing declared can hide a step's
+/// processes from [`kill_leftovers`] (the manifest also refuses declared
+/// `MLOPS_` names). Shell steps and `StepContext::run_command` both use it.
 pub(crate) fn step_env(
     run_id: i64,
     step: &str,
@@ -55,10 +56,10 @@ pub(crate) fn step_env(
     declared: &BTreeMap<String, String>,
 ) -> Vec<(String, String)> {
     let mut env = Vec::with_capacity(4 + declared.len());
+    env.extend(declared.iter().map(|(k, v)| (k.clone(), v.clone())));
     env.extend(run_vars(run_id, project_dir));
     env.push((STEP_VAR.to_owned(), step.to_owned()));
     env.push((STAGE_VAR.to_owned(), stage.name().to_owned()));
-    env.extend(declared.iter().map(|(k, v)| (k.clone(), v.clone())));
     env
 }
 

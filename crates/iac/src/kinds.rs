@@ -647,7 +647,7 @@ async fn infra_apply(
     let instances = report
         .instances
         .iter()
-        .map(|i| serde_json::json!({"service": i.service, "instance": i.id, "revision": i.revision, "endpoints": i.endpoints()}))
+        .map(|i| serde_json::json!({"service": i.service, "instance": i.id, "revision": i.revision, "endpoints": i.endpoints(), "owner": i.owner}))
         .collect();
     ctx.record(
         evidence::INFRA_APPLY,

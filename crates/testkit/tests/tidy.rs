@@ -141,3 +141,43 @@ fn only_the_cli_prints() {
         offenders.join("\n")
     );
 }
+
+#[test]
+fn stage_kinds_reach_the_ledger_only_through_the_step_context() {
+    // In-process steps are polled on the coordinator's one worker: SQLite
+    // must run on the blocking pool, through `StepContext::ledger()` (or a
+    // `LedgerHandle`), never through a `Ledger` a kind opens itself.
+    let mut offenders = Vec::new();
+    for stage in ["iac", "ci", "cd", "release", "apm", "loadtest"] {
+        let mut files = Vec::new();
+        rust_files(
+            &workspace().join("crates").join(stage).join("src"),
+            &mut files,
+        );
+        for file in files {
+            let text = std::fs::read_to_string(&file).unwrap();
+            let code = text.split("#[cfg(test)]").next().unwrap_or("");
+            for (n, line) in code.lines().enumerate() {
+                let line = line.trim_start();
+                if line.starts_with("//") {
+                    continue;
+                }
+                if [
+                    "Ledger::open(",
+                    "Ledger::open_existing(",
+                    "Ledger::open_snapshot(",
+                ]
+                .iter()
+                .any(|call| line.contains(call))
+                {
+                    offenders.push(format!("{}:{}: {line}", file.display(), n + 1));
+                }
+            }
+        }
+    }
+    assert!(
+        offenders.is_empty(),
+        "stage crates open no ledger of their own; use ctx.ledger():\n{}",
+        offenders.join("\n")
+    );
+}

@@ -755,6 +755,14 @@ fn compile_step(
                 format!("invalid environment variable name `{k}`"),
                 Some(key.span()),
             ));
+        } else if k.starts_with("MLOPS_") {
+            errors.push(
+                Diagnostic::new(
+                    format!("`{k}` is set by mlops for every step; a step cannot declare it"),
+                    Some(key.span()),
+                )
+                .with_help("the `MLOPS_` variables name the run, step, stage and project; pick another name"),
+            );
         } else {
             env.insert(k.clone(), value.clone());
         }

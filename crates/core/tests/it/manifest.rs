@@ -225,6 +225,10 @@ check!(
     with_ci("[ci.steps.test]\nrun = \"pytest\"\nenv = { SEED = 1 }\n")
 );
 check!(
+    env_reserved_name,
+    with_ci("[ci.steps.test]\nrun = \"pytest\"\nenv = { MLOPS_RUN_ID = \"1\", SEED = \"1\" }\n")
+);
+check!(
     stage_description_wrong_type,
     with_ci("[ci]\ndescription = 1\n\n[ci.steps.test]\nrun = \"pytest\"\n")
 );
