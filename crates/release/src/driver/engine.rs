@@ -1,0 +1,265 @@
+//! The engine: one task per connection, each taking the next due request
+//! when it is free, so at most `connections` requests are in flight and a
+//! request that finds every connection busy waits, its latency running from
+//! when it was due.
+//!
+//! A worker holds one keep-alive HTTP/1 connection (hyper's low-level
+//! client, so the bound on connections is exact), opens it on first use and
+//! again after any failure, and drops it when a request times out.
+
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use bytes::{Bytes, BytesMut};
+use http_body_util::{BodyExt, Full};
+use hyper::Request;
+use hyper::body::Incoming;
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::report::{ObservedResponse, StopReason, TrafficRun};
+use super::settings::Plan;
+use super::tally::{Outcome, Tally};
+
+/// What the workers of one run share.
+struct Shared {
+    plan: Arc<Plan>,
+    start: Instant,
+    observer: Option<mpsc::Sender<ObservedResponse>>,
+    tally: Mutex<Tally>,
+}
+
+impl Shared {
+    fn tally(&self) -> MutexGuard<'_, Tally> {
+        // A worker panicking while it holds the lock leaves counts that are
+        // still counts; the panic itself is re-raised by `drive`.
+        self.tally.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Runs `plan` to its end or until `stop`.
+pub(super) async fn drive(
+    plan: Arc<Plan>,
+    stop: CancellationToken,
+    observer: Option<mpsc::Sender<ObservedResponse>>,
+) -> TrafficRun {
+    let start = Instant::now();
+    let workers = plan
+        .connections
+        .min(usize::try_from(plan.planned).unwrap_or(usize::MAX));
+    let shared = Arc::new(Shared {
+        tally: Mutex::new(Tally::new(plan.rate, plan.planned)),
+        plan,
+        start,
+        observer,
+    });
+    // Dropping the set (when the caller drops this future) aborts the
+    // workers, which drops their connections.
+    let mut tasks = JoinSet::new();
+    for _ in 0..workers {
+        tasks.spawn(work(Arc::clone(&shared), stop.clone()));
+    }
+    let mut cancelled = false;
+    while let Some(joined) = tasks.join_next().await {
+        match joined {
+            Ok(Finished::Completed) => {}
+            Ok(Finished::Cancelled) => cancelled = true,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(_) => cancelled = true,
+        }
+    }
+    let elapsed = start.elapsed();
+    let shared = Arc::into_inner(shared).expect("every worker has ended");
+    let tally = shared
+        .tally
+        .into_inner()
+        .unwrap_or_else(PoisonError::into_inner);
+    let stopped = if cancelled {
+        StopReason::Cancelled
+    } else {
+        StopReason::Completed
+    };
+    tally.finish(
+        shared.plan.target.url.clone(),
+        shared.plan.method.to_string(),
+        elapsed,
+        stopped,
+    )
+}
+
+/// How a worker ended.
+enum Finished {
+    Completed,
+    Cancelled,
+}
+
+/// One connection's worth of the run.
+async fn work(shared: Arc<Shared>, stop: CancellationToken) -> Finished {
+    let plan = &*shared.plan;
+    let capture = shared.observer.is_some().then_some(plan.capture_limit);
+    let mut connection = None;
+    loop {
+        let Some(ticket) = shared.tally().next_ticket() else {
+            return Finished::Completed;
+        };
+        let due = shared.start + ticket.due;
+        let (sample, body) = plan.samples.for_request(ticket.index);
+        let attempt = async {
+            tokio::time::sleep_until(due).await;
+            tokio::time::timeout_at(
+                due + plan.timeout,
+                exchange(plan, &mut connection, body, capture),
+            )
+            .await
+        };
+        let result = tokio::select! {
+            biased;
+            () = stop.cancelled() => None,
+            result = attempt => Some(result),
+        };
+        let Some(result) = result else {
+            shared.tally().abandon(&ticket);
+            return Finished::Cancelled;
+        };
+        let latency = Instant::now().saturating_duration_since(due);
+        let (outcome, captured) = result.unwrap_or_else(|_elapsed| {
+            // The dropped request closed the connection.
+            connection = None;
+            (
+                Outcome::Timeout {
+                    sent: body.len() as u64,
+                },
+                None,
+            )
+        });
+        let mut tally = shared.tally();
+        tally.record(&ticket, &outcome, latency);
+        if let (Some(observer), Outcome::Response { status, .. }, Some((body, truncated))) =
+            (&shared.observer, &outcome, captured)
+        {
+            let observed = ObservedResponse {
+                index: ticket.index,
+                sample,
+                status: *status,
+                latency,
+                body,
+                truncated,
+            };
+            if observer.try_send(observed).is_err() {
+                tally.observed_dropped();
+            }
+        }
+    }
+}
+
+/// A captured body and whether it was cut.
+type Captured = Option<(Bytes, bool)>;
+
+/// Sends one request on the worker's connection, opening one if needed.
+///
+/// A kept-alive connection the server closed meanwhile is noticed before
+/// the request is written (hyper hands the request back): the request then
+/// goes once more on a new connection. A request already written is never
+/// sent again.
+async fn exchange(
+    plan: &Plan,
+    connection: &mut Option<SendRequest<Full<Bytes>>>,
+    body: &Bytes,
+    capture: Option<usize>,
+) -> (Outcome, Captured) {
+    let sent = body.len() as u64;
+    let mut request = request(plan, body);
+    loop {
+        let mut reused = false;
+        if let Some(sender) = connection.as_mut() {
+            if sender.ready().await.is_ok() {
+                reused = true;
+            } else {
+                *connection = None;
+            }
+        }
+        let sender = match connection {
+            Some(sender) => sender,
+            None => match connect(plan).await {
+                Some(sender) => connection.insert(sender),
+                None => return (Outcome::Connect, None),
+            },
+        };
+        match sender.try_send_request(request).await {
+            Ok(response) => return read_response(response, connection, sent, capture).await,
+            Err(mut error) => {
+                *connection = None;
+                match error.take_message() {
+                    Some(unsent) if reused => request = unsent,
+                    _ => return (Outcome::Transport { sent }, None),
+                }
+            }
+        }
+    }
+}
+
+fn request(plan: &Plan, body: &Bytes) -> Request<Full<Bytes>> {
+    let mut request = Request::new(Full::new(body.clone()));
+    *request.method_mut() = plan.method.clone();
+    *request.uri_mut() = plan.target.path.clone();
+    *request.headers_mut() = plan.headers.clone();
+    request
+}
+
+/// Opens a connection to the target; `None` if it cannot be opened.
+async fn connect(plan: &Plan) -> Option<SendRequest<Full<Bytes>>> {
+    let stream = TcpStream::connect(plan.target.address.as_str())
+        .await
+        .ok()?;
+    // Small requests go out at once rather than waiting for an ACK.
+    stream.set_nodelay(true).ok()?;
+    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .ok()?;
+    // Ends when the worker drops `sender` and nothing is in flight; its
+    // error, if any, reaches the worker through `sender`.
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    Some(sender)
+}
+
+/// Reads the whole body (the latency ends with it), keeping at most
+/// `capture` bytes of it.
+async fn read_response(
+    response: hyper::Response<Incoming>,
+    connection: &mut Option<SendRequest<Full<Bytes>>>,
+    sent: u64,
+    capture: Option<usize>,
+) -> (Outcome, Captured) {
+    let status = response.status().as_u16();
+    let mut body = response.into_body();
+    let mut received = 0u64;
+    let mut kept = capture.map(|_| BytesMut::new());
+    let mut truncated = false;
+    while let Some(frame) = body.frame().await {
+        let Ok(frame) = frame else {
+            *connection = None;
+            return (Outcome::Transport { sent }, None);
+        };
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        received += data.len() as u64;
+        if let (Some(kept), Some(limit)) = (kept.as_mut(), capture) {
+            let room = limit - kept.len();
+            truncated |= data.len() > room;
+            kept.extend_from_slice(&data[..data.len().min(room)]);
+        }
+    }
+    let outcome = Outcome::Response {
+        status,
+        sent,
+        received,
+    };
+    (outcome, kept.map(|kept| (kept.freeze(), truncated)))
+}
