@@ -37,6 +37,8 @@ mod report;
 mod samples;
 mod settings;
 mod tally;
+#[cfg(test)]
+mod tests;
 
 use std::path::PathBuf;
 
