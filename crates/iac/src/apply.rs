@@ -96,18 +96,33 @@ pub async fn desired_state(
     models: &BTreeMap<String, ModelRef>,
 ) -> Result<Vec<Desired>, InfraError> {
     let recorded = services(&ledger.into(), scope, provider).await?;
-    let mut out = Vec::new();
+    let mut wanted = Vec::new();
     for (name, service) in &spec.services {
         let model = models.get(name).cloned().or_else(|| {
             recorded.iter().find(|r| &r.service == name).and_then(|r| {
                 serde_json::from_value::<ModelRef>(r.state.get("model")?.clone()).ok()
             })
         });
-        out.push(desired_of(service, model, &scope.root, |v| {
-            std::env::var(v).ok()
-        })?);
+        wanted.push((service.clone(), model));
     }
-    Ok(out)
+    // Revisions hash the program, model files and the key file: blocking
+    // file I/O, kept off the async thread (a step's coordinator).
+    let root = scope.root.clone();
+    tokio::task::spawn_blocking(move || {
+        wanted
+            .into_iter()
+            .map(|(service, model)| desired_of(&service, model, &root, |v| std::env::var(v).ok()))
+            .collect::<Result<Vec<_>, _>>()
+    })
+    .await
+    .unwrap_or_else(|e| match e.try_into_panic() {
+        Ok(panic) => std::panic::resume_unwind(panic),
+        Err(e) => Err(ProviderError::Invalid {
+            service: String::new(),
+            detail: format!("computing revisions stopped: {e}"),
+        }),
+    })
+    .map_err(InfraError::from)
 }
 
 /// The services the ledger records for the scope's environment and the

@@ -267,7 +267,9 @@ pub struct Recorded {
 /// brought into the range (unchanged when already in it).
 pub fn wanted_replicas(spec: &ServiceSpec, current: u32) -> u32 {
     let (min, max) = spec.replica_bounds();
-    current.clamp(min, max)
+    // Not `clamp`: a range built by hand (the fields are public) may have
+    // min > max, and that must not panic; the manifest refuses it.
+    current.max(min).min(max.max(min))
 }
 
 fn owned_instance(instance: &Instance, owner: &str, declared: bool) -> Owned {

@@ -293,7 +293,16 @@ fn identity(
             model_version: r.model.as_ref().map(|m| m.version.clone()),
             spec: Some(r.spec.clone()),
             desired_replicas: r.desired_replicas,
-            owner: r.owner.clone(),
+            // A label is set when the container is created and never
+            // changes: an owner it names stands even if the record lost it
+            // (the disagreement is still reported as a problem), so apply
+            // never removes a controller's instance over a damaged record.
+            owner: r.owner.clone().or_else(|| {
+                members
+                    .iter()
+                    .find_map(|(c, _)| label(c, labels::OWNER))
+                    .map(str::to_owned)
+            }),
         };
     }
     let first = members.first().map(|(c, _)| c);
