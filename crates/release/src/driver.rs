@@ -5,7 +5,7 @@
 //! It owns one thing: sending sample requests to one `http://` target as an
 //! *open workload* — request `i` is due at `start + i / rate`, whether or not
 //! earlier requests have been answered — over a bounded pool of keep-alive
-//! connections, and recording what came back. Latency is measured from each
+//! HTTP/1.1 connections, and recording what came back. Latency is measured from each
 //! request's intended send time, not from when a connection was free to send
 //! it, so a server that stalls cannot hide the stall (coordinated omission):
 //! every request that queued behind the stall carries the wait in its latency.

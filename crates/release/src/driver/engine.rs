@@ -108,34 +108,40 @@ async fn work(shared: Arc<Shared>, stop: CancellationToken) -> Finished {
         };
         let due = shared.start + ticket.due;
         let (sample, body) = plan.samples.for_request(ticket.index);
+        let deadline = due + plan.timeout;
         let attempt = async {
             tokio::time::sleep_until(due).await;
-            tokio::time::timeout_at(
-                due + plan.timeout,
-                exchange(plan, &mut connection, body, capture),
-            )
-            .await
+            if Instant::now() >= deadline {
+                // Due so long ago that it timed out waiting for this worker:
+                // leave the connection alone rather than start a request
+                // only to cut it off.
+                return (Outcome::Timeout { sent: 0 }, None);
+            }
+            match tokio::time::timeout_at(deadline, exchange(plan, &mut connection, body, capture))
+                .await
+            {
+                Ok(exchanged) => exchanged,
+                Err(_elapsed) => {
+                    // A request cut off in flight closes its connection.
+                    let sent = if connection.take().is_some() {
+                        body.len() as u64
+                    } else {
+                        0
+                    };
+                    (Outcome::Timeout { sent }, None)
+                }
+            }
         };
-        let result = tokio::select! {
+        let exchanged = tokio::select! {
             biased;
             () = stop.cancelled() => None,
-            result = attempt => Some(result),
+            exchanged = attempt => Some(exchanged),
         };
-        let Some(result) = result else {
+        let Some((outcome, captured)) = exchanged else {
             shared.tally().abandon(&ticket);
             return Finished::Cancelled;
         };
         let latency = Instant::now().saturating_duration_since(due);
-        let (outcome, captured) = result.unwrap_or_else(|_elapsed| {
-            // The dropped request closed the connection.
-            connection = None;
-            (
-                Outcome::Timeout {
-                    sent: body.len() as u64,
-                },
-                None,
-            )
-        });
         let mut tally = shared.tally();
         tally.record(&ticket, &outcome, latency);
         if let (Some(observer), Outcome::Response { status, .. }, Some((body, truncated))) =

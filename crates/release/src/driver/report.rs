@@ -45,7 +45,8 @@ pub struct TrafficReport {
     pub errors_by_kind: ErrorCounts,
     /// The responses, by status class.
     pub status: StatusCounts,
-    /// Request body bytes handed to a connection.
+    /// Request body bytes handed to a connection (those of a request cut
+    /// off by its timeout included).
     pub bytes_sent: u64,
     /// Response body bytes received.
     pub bytes_received: u64,
@@ -89,7 +90,8 @@ pub struct ErrorCounts {
     /// Requests for which no connection could be opened.
     pub connect: u64,
     /// Requests without a complete response `timeout` after they were due
-    /// (waiting for a free connection counts).
+    /// (waiting for a free connection counts, and so does a connection
+    /// attempt that outlasts the timeout).
     pub timeout: u64,
     /// Requests that failed on an open connection (reset, malformed or cut
     /// response).

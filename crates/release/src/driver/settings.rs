@@ -172,7 +172,8 @@ fn planned_requests(rate: f64, duration: Duration, max: u64) -> u64 {
     } else {
         due.ceil()
     };
-    (count as u64).min(max)
+    // Request 0 is due at 0, inside any duration.
+    (count as u64).max(1).min(max)
 }
 
 /// A checked run, ready to send: run it as often as needed.
@@ -300,5 +301,6 @@ mod tests {
         check(2.5, 1000, 1000, 3);
         check(0.5, 1000, 1000, 1);
         check(1e9, 1000, 7, 7);
+        check(1e-12, 1000, 7, 1);
     }
 }
