@@ -30,6 +30,8 @@ pub(crate) const STEP_VAR: &str = "MLOPS_STEP";
 pub(crate) const STAGE_VAR: &str = "MLOPS_STAGE";
 /// The project directory a process's run belongs to.
 pub(crate) const PROJECT_DIR_VAR: &str = "MLOPS_PROJECT_DIR";
+/// Every variable mlops sets for a step; a manifest cannot declare them.
+pub(crate) const RESERVED_VARS: [&str; 4] = [RUN_ID_VAR, STEP_VAR, STAGE_VAR, PROJECT_DIR_VAR];
 
 /// The variables that tie a process to a run of a project: what
 /// [`kill_leftovers`] looks for, in the form [`step_env`] sets them.
@@ -46,8 +48,8 @@ fn run_vars(run_id: i64, project_dir: &Path) -> [(String, String); 2] {
 /// The environment a step's processes get on top of the inherited one: the
 /// step's declared `env`, then the `MLOPS_*` variables (run, step, stage,
 /// project directory), last so that nothing declared can hide a step's
-/// processes from [`kill_leftovers`] (the manifest also refuses declared
-/// `MLOPS_` names). Shell steps and `StepContext::run_command` both use it.
+/// processes from [`kill_leftovers`] (the manifest also refuses to
+/// declare them). Shell steps and `StepContext::run_command` both use it.
 pub(crate) fn step_env(
     run_id: i64,
     step: &str,

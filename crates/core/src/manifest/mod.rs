@@ -755,13 +755,16 @@ fn compile_step(
                 format!("invalid environment variable name `{k}`"),
                 Some(key.span()),
             ));
-        } else if k.starts_with("MLOPS_") {
+        } else if crate::process::RESERVED_VARS.contains(&k.as_str()) {
             errors.push(
                 Diagnostic::new(
                     format!("`{k}` is set by mlops for every step; a step cannot declare it"),
                     Some(key.span()),
                 )
-                .with_help("the `MLOPS_` variables name the run, step, stage and project; pick another name"),
+                .with_help(format!(
+                    "mlops sets {} for every step; pick another name",
+                    crate::process::RESERVED_VARS.join(", ")
+                )),
             );
         } else {
             env.insert(k.clone(), value.clone());
