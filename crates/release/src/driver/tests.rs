@@ -5,6 +5,7 @@
 //! as the stall), never on how fast anything ran. Every test is bounded by
 //! [`bounded`] and by its requests' `max_requests`.
 
+use std::collections::HashSet;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -53,6 +54,8 @@ struct TestServer {
     addr: SocketAddr,
     /// Arrival time and body of every request, in arrival order.
     seen: Arc<Mutex<Vec<(Instant, Bytes)>>>,
+    /// The client address of every connection accepted.
+    peers: Arc<Mutex<HashSet<SocketAddr>>>,
     accept: tokio::task::JoinHandle<()>,
 }
 
@@ -68,13 +71,16 @@ impl TestServer {
         let addr = listener.local_addr().expect("local address");
         let seen = Arc::new(Mutex::new(Vec::new()));
         let recorded = Arc::clone(&seen);
+        let peers = Arc::new(Mutex::new(HashSet::new()));
+        let accepted = Arc::clone(&peers);
         let accept = tokio::spawn(async move {
             // Dropped with the accept task: aborts every connection.
             let mut connections = JoinSet::new();
             loop {
-                let Ok((stream, _)) = listener.accept().await else {
+                let Ok((stream, peer)) = listener.accept().await else {
                     continue;
                 };
+                accepted.lock().unwrap().insert(peer);
                 let recorded = Arc::clone(&recorded);
                 let service = service_fn(move |request: Request<hyper::body::Incoming>| {
                     let recorded = Arc::clone(&recorded);
@@ -95,7 +101,12 @@ impl TestServer {
                 });
             }
         });
-        Self { addr, seen, accept }
+        Self {
+            addr,
+            seen,
+            peers,
+            accept,
+        }
     }
 
     fn url(&self) -> String {
@@ -455,6 +466,30 @@ async fn a_stall_shows_in_the_latency_of_every_request_queued_behind_it() {
         assert!(at_least_250_ms >= 13, "{at_least_250_ms} slow responses");
         let first_second = r.per_second[0].latency_ms.unwrap();
         assert!(first_second.p99 >= 500.0, "{first_second:?}");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_beyond_the_pool_wait_and_their_wait_counts() {
+    bounded(async {
+        let server = TestServer::start(Reply::Sleep(Duration::from_millis(20))).await;
+        // 40 requests due within 78 ms, two connections, 20 ms each.
+        let mut settings = settings(server.url(), 500.0, 1000, 40);
+        settings.connections = 2;
+        let run = settings
+            .compile(samples(1))
+            .unwrap()
+            .run(&CancellationToken::new())
+            .await;
+        check_consistent(&run);
+        assert_eq!(run.report.requests, 40);
+        assert_eq!(run.report.status.success, 40);
+        assert!(server.peers.lock().unwrap().len() <= 2);
+        // Two connections serve 40 requests of 20 ms in no less than
+        // 400 ms; the last is due at 78 ms, so it waited at least 322 ms.
+        let latency = run.report.latency_ms.unwrap();
+        assert!(latency.max >= 300.0, "{latency:?}");
     })
     .await;
 }
