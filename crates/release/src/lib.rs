@@ -12,5 +12,6 @@
 //!
 //! It depends on `core` and the crates of earlier stages only.
 
+pub mod analysis;
 pub mod driver;
 pub mod stats;
