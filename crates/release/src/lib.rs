@@ -8,10 +8,15 @@
 //! - [`driver`]: the request driver that sends a release its traffic when
 //!   no users do (an open workload at a fixed arrival rate, latency measured
 //!   from each request's intended send time, HDR histograms), bounded in
-//!   time and count.
+//!   time and count;
+//! - [`gateway`]: the traffic-splitting data plane, an HTTP/1.1 reverse
+//!   proxy in front of a release's variants (weights, header and cookie
+//!   routes, least-outstanding balancing, passive ejection, live
+//!   reconfiguration, per-variant metrics, a loopback admin API).
 //!
 //! It depends on `core` and the crates of earlier stages only.
 
 pub mod analysis;
 pub mod driver;
+pub mod gateway;
 pub mod stats;

@@ -1,0 +1,176 @@
+//! Replicas and the choices among them: least outstanding requests across
+//! a variant's healthy replicas, passive ejection with exponential
+//! back-off, and the gateway's cheap random numbers.
+//!
+//! It owns a replica's live state (which survives reconfiguration when the
+//! replica stays); it does not know about HTTP.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use hyper::Uri;
+
+use super::metrics::Meter;
+
+/// One upstream of a variant, with its health and counters.
+#[derive(Debug)]
+pub(crate) struct Replica {
+    pub(crate) url: String,
+    pub(crate) uri: Uri,
+    pub(crate) meter: Arc<Meter>,
+    pub(crate) upstream_failures: AtomicU64,
+    pub(crate) ejections: AtomicU64,
+    consecutive_failures: AtomicU32,
+    /// Ejections in a row without a success since: the back-off exponent.
+    streak: AtomicU32,
+    /// Microseconds since `epoch` until which the replica is ejected.
+    ejected_until: AtomicU64,
+    epoch: Instant,
+}
+
+/// How ejection behaves; from the current config.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct EjectPolicy {
+    pub(crate) after: u32,
+    pub(crate) base: Duration,
+    pub(crate) max: Duration,
+}
+
+impl Replica {
+    pub(crate) fn new(url: String, uri: Uri, epoch: Instant) -> Self {
+        Self {
+            url,
+            uri,
+            meter: Arc::new(Meter::new()),
+            upstream_failures: AtomicU64::new(0),
+            ejections: AtomicU64::new(0),
+            consecutive_failures: AtomicU32::new(0),
+            streak: AtomicU32::new(0),
+            ejected_until: AtomicU64::new(0),
+            epoch,
+        }
+    }
+
+    fn now_micros(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_micros()).unwrap_or(u64::MAX)
+    }
+
+    pub(crate) fn is_ejected(&self) -> bool {
+        self.now_micros() < self.ejected_until.load(Ordering::Relaxed)
+    }
+
+    /// A response below 500 came back.
+    pub(crate) fn success(&self) {
+        self.consecutive_failures.store(0, Ordering::Relaxed);
+        self.streak.store(0, Ordering::Relaxed);
+    }
+
+    /// A refused connection, a transport error, a timeout or a 5xx. Once
+    /// the failures in a row reach the threshold (or at once when
+    /// `unreachable`: the connection could not be made) the replica is
+    /// ejected; after its back-off, one more failure ejects it again, for
+    /// longer.
+    pub(crate) fn failure(&self, policy: EjectPolicy, unreachable: bool) {
+        let failures = self.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1;
+        if (failures < policy.after && !unreachable) || self.is_ejected() {
+            return;
+        }
+        let streak = self.streak.fetch_add(1, Ordering::Relaxed).min(20);
+        let backoff = policy.base.saturating_mul(1 << streak).min(policy.max);
+        let until = self
+            .now_micros()
+            .saturating_add(u64::try_from(backoff.as_micros()).unwrap_or(u64::MAX));
+        self.ejected_until.store(until, Ordering::Relaxed);
+        self.ejections.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// The healthy replica with the fewest requests outstanding, ties broken
+/// at random, skipping `tried`. `None` when none is healthy and untried.
+pub(crate) fn least_outstanding<'a>(
+    replicas: &'a [Arc<Replica>],
+    tried: &[usize],
+    rng: &Rng,
+) -> Option<(usize, &'a Arc<Replica>)> {
+    let mut best: Option<(i64, usize)> = None;
+    let mut ties = 0u64;
+    for (i, r) in replicas.iter().enumerate() {
+        if tried.contains(&i) || r.is_ejected() {
+            continue;
+        }
+        let load = r.meter.in_flight();
+        match best {
+            Some((b, _)) if load > b => {}
+            Some((b, _)) if load == b => {
+                // Reservoir sampling over the ties: each kept with 1/ties.
+                ties += 1;
+                if rng.below(ties) == 0 {
+                    best = Some((load, i));
+                }
+            }
+            _ => {
+                best = Some((load, i));
+                ties = 1;
+            }
+        }
+    }
+    best.map(|(_, i)| (i, &replicas[i]))
+}
+
+/// SplitMix64 over an atomic counter: lock-free, good enough for weights,
+/// tie-breaks and request ids (never for secrets).
+#[derive(Debug)]
+pub(crate) struct Rng(AtomicU64);
+
+impl Rng {
+    pub(crate) fn new(seed: u64) -> Self {
+        Self(AtomicU64::new(seed))
+    }
+
+    pub(crate) fn next_u64(&self) -> u64 {
+        mix(self.0.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed))
+    }
+
+    /// Uniform in `0..n` (n > 0), by Lemire's multiply-shift.
+    pub(crate) fn below(&self, n: u64) -> u64 {
+        ((u128::from(self.next_u64()) * u128::from(n)) >> 64) as u64
+    }
+}
+
+/// The SplitMix64 finalizer: a bijection that scatters nearby inputs.
+pub(crate) fn mix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// A stable hash of a sticky key: the same user lands on the same arm in
+/// every process and release (FNV-1a, then mixed).
+pub(crate) fn stable_hash(key: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in key {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    mix(h)
+}
+
+/// A seed from the OS, falling back to the clock.
+pub(crate) fn os_seed() -> u64 {
+    let mut buf = [0u8; 8];
+    if read_urandom(&mut buf).is_ok() {
+        return u64::from_le_bytes(buf);
+    }
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    mix(t.as_nanos() as u64 ^ u64::from(std::process::id()))
+}
+
+/// Fill `buf` from the kernel's random source.
+pub(crate) fn read_urandom(buf: &mut [u8]) -> std::io::Result<()> {
+    use std::io::Read as _;
+    std::fs::File::open("/dev/urandom")?.read_exact(buf)
+}

@@ -1,0 +1,330 @@
+//! The gateway's configuration: the serializable [`Config`] that callers
+//! build, `GET /config` returns and `PUT /config` accepts, and its compile
+//! step into the validated [`Compiled`] form the proxy routes with.
+//!
+//! It owns validation (every error collected, not only the first); it does
+//! not own the live state of replicas (`balance`) or their counters
+//! (`metrics`).
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use hyper::Uri;
+use hyper::header::HeaderName;
+use serde::{Deserialize, Serialize};
+
+/// What the gateway serves: named variants, each a weighted pool of
+/// replicas, the routes that pin requests to a variant, and the limits.
+///
+/// Routing order: the first [`Route`] that matches wins; otherwise the
+/// request is assigned by [`Variant::weight`], by a hash of its [`Sticky`]
+/// key when it carries one (one user, one arm), at random otherwise.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Config {
+    /// The variants (`stable`, `canary`, or `blue`, `green`…), in order.
+    pub variants: Vec<Variant>,
+    /// Header and cookie matches that send a request to a named variant.
+    #[serde(default)]
+    pub routes: Vec<Route>,
+    /// Where the key for sticky weighted assignment comes from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sticky: Option<Sticky>,
+    /// Time allowed from sending a request upstream to its response
+    /// headers; past it the client gets 504.
+    #[serde(default = "defaults::upstream_timeout_ms")]
+    pub upstream_timeout_ms: u64,
+    /// Largest request body accepted; a larger one gets 413.
+    #[serde(default = "defaults::max_body_bytes")]
+    pub max_body_bytes: u64,
+    /// Consecutive failures (transport error, timeout, 5xx) after which a
+    /// replica is ejected. A refused connection ejects it at once: nothing
+    /// listens there.
+    #[serde(default = "defaults::eject_after")]
+    pub eject_after: u32,
+    /// First ejection time; each further ejection in a row doubles it.
+    #[serde(default = "defaults::eject_base_ms")]
+    pub eject_base_ms: u64,
+    /// Longest ejection time.
+    #[serde(default = "defaults::eject_max_ms")]
+    pub eject_max_ms: u64,
+}
+
+mod defaults {
+    pub(super) fn upstream_timeout_ms() -> u64 {
+        30_000
+    }
+    pub(super) fn max_body_bytes() -> u64 {
+        10 * 1024 * 1024
+    }
+    pub(super) fn eject_after() -> u32 {
+        3
+    }
+    pub(super) fn eject_base_ms() -> u64 {
+        1_000
+    }
+    pub(super) fn eject_max_ms() -> u64 {
+        30_000
+    }
+}
+
+/// One arm of a release: a weighted pool of replica upstreams.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Variant {
+    /// Its name, unique in the config.
+    pub name: String,
+    /// Its share of unrouted traffic, relative to the other weights.
+    #[serde(default)]
+    pub weight: u32,
+    /// Replica base URLs, `http://HOST:PORT`.
+    pub replicas: Vec<String>,
+}
+
+/// A match that pins a request to a variant. Exactly one of `header`
+/// (`"x-variant: canary"`) and `cookie` (`"arm=b"`) is set.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Route {
+    /// `NAME: VALUE`: the request carries header NAME with exactly VALUE.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header: Option<String>,
+    /// `NAME=VALUE`: the request carries cookie NAME with exactly VALUE.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cookie: Option<String>,
+    /// The variant matching requests go to.
+    pub variant: String,
+}
+
+/// The request part whose value keys sticky assignment.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub enum Sticky {
+    /// The value of this cookie.
+    Cookie(String),
+    /// The value of this header.
+    Header(String),
+}
+
+impl Config {
+    /// One variant, `stable`, balanced over `replicas`, defaults elsewhere.
+    pub fn single(replicas: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        Self::weighted([("stable", 1, replicas.into_iter().map(Into::into).collect())])
+    }
+
+    /// Variants from `(name, weight, replicas)`, defaults elsewhere.
+    pub fn weighted<'a>(variants: impl IntoIterator<Item = (&'a str, u32, Vec<String>)>) -> Self {
+        Self {
+            variants: variants
+                .into_iter()
+                .map(|(name, weight, replicas)| Variant {
+                    name: name.to_owned(),
+                    weight,
+                    replicas,
+                })
+                .collect(),
+            routes: Vec::new(),
+            sticky: None,
+            upstream_timeout_ms: defaults::upstream_timeout_ms(),
+            max_body_bytes: defaults::max_body_bytes(),
+            eject_after: defaults::eject_after(),
+            eject_base_ms: defaults::eject_base_ms(),
+            eject_max_ms: defaults::eject_max_ms(),
+        }
+    }
+}
+
+/// A [`Config`] that passed validation, in the form routing uses.
+#[derive(Debug)]
+pub(crate) struct Compiled {
+    pub(crate) variants: Vec<CompiledVariant>,
+    pub(crate) routes: Vec<CompiledRoute>,
+    pub(crate) sticky: Option<CompiledSticky>,
+    pub(crate) total_weight: u64,
+    pub(crate) upstream_timeout: Duration,
+    pub(crate) max_body_bytes: u64,
+    pub(crate) eject_after: u32,
+    pub(crate) eject_base: Duration,
+    pub(crate) eject_max: Duration,
+}
+
+#[derive(Debug)]
+pub(crate) struct CompiledVariant {
+    pub(crate) name: String,
+    pub(crate) weight: u32,
+    /// The replicas' base URLs, as given, and parsed.
+    pub(crate) replicas: Vec<(String, Uri)>,
+}
+
+#[derive(Debug)]
+pub(crate) enum CompiledRoute {
+    Header {
+        name: HeaderName,
+        value: String,
+        variant: usize,
+    },
+    Cookie {
+        name: String,
+        value: String,
+        variant: usize,
+    },
+}
+
+#[derive(Debug)]
+pub(crate) enum CompiledSticky {
+    Cookie(String),
+    Header(HeaderName),
+}
+
+/// Validate `config`; on failure, every problem found, one per entry.
+pub(crate) fn compile(config: &Config) -> Result<Compiled, Vec<String>> {
+    let mut errors = Vec::new();
+    if config.variants.is_empty() {
+        errors.push("no variants: the gateway needs at least one".to_owned());
+    }
+    let mut names = BTreeSet::new();
+    let mut variants = Vec::new();
+    for (i, v) in config.variants.iter().enumerate() {
+        if v.name.is_empty()
+            || !v
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
+            errors.push(format!(
+                "variants[{i}]: name {:?} must be non-empty ASCII letters, digits, '-', '_' or '.'",
+                v.name
+            ));
+        }
+        if !names.insert(v.name.as_str()) {
+            errors.push(format!(
+                "variants[{i}]: duplicate variant name {:?}",
+                v.name
+            ));
+        }
+        if v.replicas.is_empty() {
+            errors.push(format!("variant {:?}: no replicas", v.name));
+        }
+        let mut seen = BTreeSet::new();
+        let mut replicas = Vec::new();
+        for url in &v.replicas {
+            if !seen.insert(url.as_str()) {
+                errors.push(format!(
+                    "variant {:?}: replica {url:?} listed twice",
+                    v.name
+                ));
+            }
+            match parse_replica(url) {
+                Ok(uri) => replicas.push((url.clone(), uri)),
+                Err(e) => errors.push(format!("variant {:?}: replica {url:?}: {e}", v.name)),
+            }
+        }
+        variants.push(CompiledVariant {
+            name: v.name.clone(),
+            weight: v.weight,
+            replicas,
+        });
+    }
+    let total_weight: u64 = config.variants.iter().map(|v| u64::from(v.weight)).sum();
+    if !config.variants.is_empty() && total_weight == 0 {
+        errors.push(
+            "every variant has weight 0: unrouted requests would have nowhere to go".to_owned(),
+        );
+    }
+    let index_of = |name: &str| config.variants.iter().position(|v| v.name == name);
+    let mut routes = Vec::new();
+    for (i, r) in config.routes.iter().enumerate() {
+        let Some(variant) = index_of(&r.variant) else {
+            errors.push(format!("routes[{i}]: unknown variant {:?}", r.variant));
+            continue;
+        };
+        match (&r.header, &r.cookie) {
+            (Some(h), None) => match h.split_once(':') {
+                Some((name, value)) => match HeaderName::from_bytes(name.trim().as_bytes()) {
+                    Ok(name) => routes.push(CompiledRoute::Header {
+                        name,
+                        value: value.trim().to_owned(),
+                        variant,
+                    }),
+                    Err(_) => errors.push(format!(
+                        "routes[{i}]: {:?} is not a header name",
+                        name.trim()
+                    )),
+                },
+                None => errors.push(format!(
+                    "routes[{i}]: header match {h:?} is not `NAME: VALUE`"
+                )),
+            },
+            (None, Some(c)) => match c.split_once('=') {
+                Some((name, value)) if !name.trim().is_empty() => {
+                    routes.push(CompiledRoute::Cookie {
+                        name: name.trim().to_owned(),
+                        value: value.trim().to_owned(),
+                        variant,
+                    })
+                }
+                _ => errors.push(format!(
+                    "routes[{i}]: cookie match {c:?} is not `NAME=VALUE`"
+                )),
+            },
+            _ => errors.push(format!(
+                "routes[{i}]: set exactly one of `header` and `cookie`"
+            )),
+        }
+    }
+    let sticky = match &config.sticky {
+        None => None,
+        Some(Sticky::Cookie(name)) if !name.is_empty() => {
+            Some(CompiledSticky::Cookie(name.clone()))
+        }
+        Some(Sticky::Cookie(_)) => {
+            errors.push("sticky: empty cookie name".to_owned());
+            None
+        }
+        Some(Sticky::Header(name)) => match HeaderName::from_bytes(name.as_bytes()) {
+            Ok(h) => Some(CompiledSticky::Header(h)),
+            Err(_) => {
+                errors.push(format!("sticky: {name:?} is not a header name"));
+                None
+            }
+        },
+    };
+    if config.upstream_timeout_ms == 0 {
+        errors.push("upstream-timeout-ms must be above 0".to_owned());
+    }
+    if config.eject_after == 0 {
+        errors.push("eject-after must be above 0".to_owned());
+    }
+    if config.eject_base_ms == 0 || config.eject_max_ms < config.eject_base_ms {
+        errors.push("eject-base-ms must be above 0 and at most eject-max-ms".to_owned());
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    Ok(Compiled {
+        variants,
+        routes,
+        sticky,
+        total_weight,
+        upstream_timeout: Duration::from_millis(config.upstream_timeout_ms),
+        max_body_bytes: config.max_body_bytes,
+        eject_after: config.eject_after,
+        eject_base: Duration::from_millis(config.eject_base_ms),
+        eject_max: Duration::from_millis(config.eject_max_ms),
+    })
+}
+
+/// A replica base URL: `http`, an authority, no path beyond `/`, no query.
+fn parse_replica(url: &str) -> Result<Uri, String> {
+    let uri: Uri = url.parse().map_err(|e| format!("not a URL ({e})"))?;
+    if uri.scheme_str() != Some("http") {
+        return Err("only http:// upstreams are supported".to_owned());
+    }
+    if uri.authority().is_none_or(|a| a.host().is_empty()) {
+        return Err("no host".to_owned());
+    }
+    if uri.path_and_query().is_some_and(|p| p.as_str() != "/") {
+        return Err("a replica URL takes no path or query".to_owned());
+    }
+    Ok(uri)
+}

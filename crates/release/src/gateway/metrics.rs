@@ -1,0 +1,519 @@
+//! What the gateway measures, per variant and per replica: requests by
+//! status class, latency (an HDR histogram in microseconds, and fixed
+//! Prometheus buckets), requests in flight, bytes in and out.
+//!
+//! It owns the counters, the serializable [`MetricsSnapshot`] and the
+//! Prometheus text exposition; it does not decide what is recorded when
+//! (that is the proxy's).
+
+use std::fmt::Write as _;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+/// Upper bounds of the Prometheus latency buckets, in seconds.
+pub const LATENCY_BUCKETS_SECONDS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// Largest latency the HDR histogram holds exactly (an hour, in µs);
+/// larger ones saturate to it.
+const HISTOGRAM_MAX_MICROS: u64 = 3_600_000_000;
+
+/// Counters for one variant or one replica. Lock-free but for the
+/// histogram's mutex.
+#[derive(Debug)]
+pub(crate) struct Meter {
+    by_class: [AtomicU64; 5],
+    in_flight: AtomicI64,
+    bytes_in: AtomicU64,
+    bytes_out: AtomicU64,
+    buckets: [AtomicU64; LATENCY_BUCKETS_SECONDS.len()],
+    sum_micros: AtomicU64,
+    latency: Mutex<Histogram<u64>>,
+}
+
+impl Meter {
+    pub(crate) fn new() -> Self {
+        Self {
+            by_class: Default::default(),
+            in_flight: AtomicI64::new(0),
+            bytes_in: AtomicU64::new(0),
+            bytes_out: AtomicU64::new(0),
+            buckets: Default::default(),
+            sum_micros: AtomicU64::new(0),
+            latency: Mutex::new(
+                Histogram::new_with_bounds(1, HISTOGRAM_MAX_MICROS, 3)
+                    .expect("static histogram bounds are valid"),
+            ),
+        }
+    }
+
+    pub(crate) fn start(&self) {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn in_flight(&self) -> i64 {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn add_bytes_in(&self, n: u64) {
+        self.bytes_in.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub(crate) fn add_bytes_out(&self, n: u64) {
+        self.bytes_out.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// A request that [`start`](Self::start)ed ended: with `status`, or
+    /// without a response (`None`: only the in-flight count changes).
+    pub(crate) fn finish(&self, status: Option<u16>, elapsed: Duration) {
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+        let Some(status) = status else { return };
+        let class = usize::from(status / 100).clamp(1, 5) - 1;
+        self.by_class[class].fetch_add(1, Ordering::Relaxed);
+        let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+        self.sum_micros.fetch_add(micros, Ordering::Relaxed);
+        let seconds = elapsed.as_secs_f64();
+        if let Some(i) = LATENCY_BUCKETS_SECONDS.iter().position(|&b| seconds <= b) {
+            self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        }
+        self.latency
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .saturating_record(micros.max(1));
+    }
+
+    pub(crate) fn snapshot(&self) -> MeterSnapshot {
+        let latency = self
+            .latency
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let [c1, c2, c3, c4, c5] = &self.by_class;
+        let mut cumulative = 0;
+        let buckets = self
+            .buckets
+            .iter()
+            .map(|b| {
+                cumulative += load(b);
+                cumulative
+            })
+            .collect();
+        MeterSnapshot {
+            requests: StatusClasses {
+                informational: load(c1),
+                success: load(c2),
+                redirection: load(c3),
+                client_error: load(c4),
+                server_error: load(c5),
+            },
+            in_flight: self.in_flight(),
+            bytes_in: load(&self.bytes_in),
+            bytes_out: load(&self.bytes_out),
+            latency: LatencySummary::of(&latency),
+            latency_sum_seconds: load(&self.sum_micros) as f64 / 1e6,
+            latency_buckets: buckets,
+            latency_histogram: latency,
+        }
+    }
+}
+
+/// Responses counted by status class.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct StatusClasses {
+    /// 1xx.
+    pub informational: u64,
+    /// 2xx.
+    pub success: u64,
+    /// 3xx.
+    pub redirection: u64,
+    /// 4xx.
+    pub client_error: u64,
+    /// 5xx (the gateway's own 502, 503 and 504 included).
+    pub server_error: u64,
+}
+
+impl StatusClasses {
+    /// Every response counted.
+    pub fn total(&self) -> u64 {
+        self.informational + self.success + self.redirection + self.client_error + self.server_error
+    }
+
+    fn labelled(&self) -> [(&'static str, u64); 5] {
+        [
+            ("1xx", self.informational),
+            ("2xx", self.success),
+            ("3xx", self.redirection),
+            ("4xx", self.client_error),
+            ("5xx", self.server_error),
+        ]
+    }
+}
+
+/// Latency quantiles in microseconds, from the HDR histogram.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+pub struct LatencySummary {
+    /// Requests measured.
+    pub count: u64,
+    /// Smallest.
+    pub min_us: u64,
+    /// Median.
+    pub p50_us: u64,
+    /// 90th percentile.
+    pub p90_us: u64,
+    /// 99th percentile.
+    pub p99_us: u64,
+    /// Largest.
+    pub max_us: u64,
+    /// Mean.
+    pub mean_us: f64,
+}
+
+impl LatencySummary {
+    fn of(h: &Histogram<u64>) -> Self {
+        if h.is_empty() {
+            return Self::default();
+        }
+        Self {
+            count: h.len(),
+            min_us: h.min(),
+            p50_us: h.value_at_quantile(0.5),
+            p90_us: h.value_at_quantile(0.9),
+            p99_us: h.value_at_quantile(0.99),
+            max_us: h.max(),
+            mean_us: h.mean(),
+        }
+    }
+}
+
+/// One meter at one instant. Latency is measured from the request's
+/// arrival to the end (or abandonment) of its response body.
+#[derive(Clone, Debug, Serialize)]
+pub struct MeterSnapshot {
+    /// Responses by status class.
+    pub requests: StatusClasses,
+    /// Requests accepted and not yet finished.
+    pub in_flight: i64,
+    /// Request body bytes received.
+    pub bytes_in: u64,
+    /// Response body bytes sent.
+    pub bytes_out: u64,
+    /// Quantiles of `latency_histogram`.
+    pub latency: LatencySummary,
+    /// Sum of all latencies, in seconds.
+    pub latency_sum_seconds: f64,
+    /// Cumulative counts at each of [`LATENCY_BUCKETS_SECONDS`].
+    pub latency_buckets: Vec<u64>,
+    /// The full latency distribution in microseconds (mergeable with
+    /// other histograms; not serialized).
+    #[serde(skip)]
+    pub latency_histogram: Histogram<u64>,
+}
+
+/// All the gateway's measurements at one instant. Variants and replicas
+/// that were removed by a reconfiguration stay (their counters must not go
+/// backwards); `active` says whether they are in the current config.
+#[derive(Clone, Debug, Serialize)]
+pub struct MetricsSnapshot {
+    /// One entry per variant ever configured, in first-seen order.
+    pub variants: Vec<VariantSnapshot>,
+}
+
+impl MetricsSnapshot {
+    /// The variant named `name`.
+    pub fn variant(&self, name: &str) -> Option<&VariantSnapshot> {
+        self.variants.iter().find(|v| v.name == name)
+    }
+}
+
+/// One variant's measurements.
+#[derive(Clone, Debug, Serialize)]
+pub struct VariantSnapshot {
+    /// Its name.
+    pub name: String,
+    /// Whether the current config has it.
+    pub active: bool,
+    /// Requests assigned to it, whatever happened to them.
+    pub meter: MeterSnapshot,
+    /// Its replicas.
+    pub replicas: Vec<ReplicaSnapshot>,
+}
+
+impl VariantSnapshot {
+    /// The replica with base URL `url`.
+    pub fn replica(&self, url: &str) -> Option<&ReplicaSnapshot> {
+        self.replicas.iter().find(|r| r.url == url)
+    }
+}
+
+/// One replica's measurements and health.
+#[derive(Clone, Debug, Serialize)]
+pub struct ReplicaSnapshot {
+    /// Its base URL.
+    pub url: String,
+    /// Whether the current config has it.
+    pub active: bool,
+    /// Responses it returned (transport failures are not responses).
+    pub meter: MeterSnapshot,
+    /// Refused connections, transport errors and timeouts.
+    pub upstream_failures: u64,
+    /// Times it was ejected.
+    pub ejections: u64,
+    /// Whether it is ejected now.
+    pub ejected: bool,
+}
+
+/// Render `snapshot` as Prometheus text exposition (format 0.0.4).
+pub fn prometheus_text(snapshot: &MetricsSnapshot) -> String {
+    let mut out = String::new();
+    let variants = &snapshot.variants;
+    let v_labels = |v: &VariantSnapshot| format!("variant=\"{}\"", escape(&v.name));
+    let r_labels = |v: &VariantSnapshot, r: &ReplicaSnapshot| {
+        format!(
+            "variant=\"{}\",replica=\"{}\"",
+            escape(&v.name),
+            escape(&r.url)
+        )
+    };
+    let replicas = || {
+        variants
+            .iter()
+            .flat_map(|v| v.replicas.iter().map(move |r| (v, r)))
+    };
+
+    family(
+        &mut out,
+        "mlops_gateway_requests_total",
+        "counter",
+        "Requests answered, by variant and status class.",
+    );
+    for v in variants {
+        for (class, n) in v.meter.requests.labelled() {
+            let _ = writeln!(
+                out,
+                "mlops_gateway_requests_total{{{},code=\"{class}\"}} {n}",
+                v_labels(v)
+            );
+        }
+    }
+    family(
+        &mut out,
+        "mlops_gateway_requests_in_flight",
+        "gauge",
+        "Requests accepted and not yet finished, by variant.",
+    );
+    for v in variants {
+        let _ = writeln!(
+            out,
+            "mlops_gateway_requests_in_flight{{{}}} {}",
+            v_labels(v),
+            v.meter.in_flight
+        );
+    }
+    family(
+        &mut out,
+        "mlops_gateway_request_bytes_total",
+        "counter",
+        "Request body bytes received, by variant.",
+    );
+    for v in variants {
+        let _ = writeln!(
+            out,
+            "mlops_gateway_request_bytes_total{{{}}} {}",
+            v_labels(v),
+            v.meter.bytes_in
+        );
+    }
+    family(
+        &mut out,
+        "mlops_gateway_response_bytes_total",
+        "counter",
+        "Response body bytes sent, by variant.",
+    );
+    for v in variants {
+        let _ = writeln!(
+            out,
+            "mlops_gateway_response_bytes_total{{{}}} {}",
+            v_labels(v),
+            v.meter.bytes_out
+        );
+    }
+    family(
+        &mut out,
+        "mlops_gateway_request_duration_seconds",
+        "histogram",
+        "Time from a request's arrival to the end of its response, by variant.",
+    );
+    for v in variants {
+        histogram(
+            &mut out,
+            "mlops_gateway_request_duration_seconds",
+            &v_labels(v),
+            &v.meter,
+        );
+    }
+
+    family(
+        &mut out,
+        "mlops_gateway_replica_requests_total",
+        "counter",
+        "Responses returned by a replica, by status class.",
+    );
+    for (v, r) in replicas() {
+        for (class, n) in r.meter.requests.labelled() {
+            let _ = writeln!(
+                out,
+                "mlops_gateway_replica_requests_total{{{},code=\"{class}\"}} {n}",
+                r_labels(v, r)
+            );
+        }
+    }
+    family(
+        &mut out,
+        "mlops_gateway_replica_in_flight",
+        "gauge",
+        "Requests outstanding at a replica.",
+    );
+    for (v, r) in replicas() {
+        let _ = writeln!(
+            out,
+            "mlops_gateway_replica_in_flight{{{}}} {}",
+            r_labels(v, r),
+            r.meter.in_flight
+        );
+    }
+    family(
+        &mut out,
+        "mlops_gateway_replica_request_bytes_total",
+        "counter",
+        "Request body bytes sent to a replica.",
+    );
+    for (v, r) in replicas() {
+        let _ = writeln!(
+            out,
+            "mlops_gateway_replica_request_bytes_total{{{}}} {}",
+            r_labels(v, r),
+            r.meter.bytes_in
+        );
+    }
+    family(
+        &mut out,
+        "mlops_gateway_replica_response_bytes_total",
+        "counter",
+        "Response body bytes received from a replica.",
+    );
+    for (v, r) in replicas() {
+        let _ = writeln!(
+            out,
+            "mlops_gateway_replica_response_bytes_total{{{}}} {}",
+            r_labels(v, r),
+            r.meter.bytes_out
+        );
+    }
+    family(
+        &mut out,
+        "mlops_gateway_replica_upstream_failures_total",
+        "counter",
+        "Refused connections, transport errors and timeouts at a replica.",
+    );
+    for (v, r) in replicas() {
+        let _ = writeln!(
+            out,
+            "mlops_gateway_replica_upstream_failures_total{{{}}} {}",
+            r_labels(v, r),
+            r.upstream_failures
+        );
+    }
+    family(
+        &mut out,
+        "mlops_gateway_replica_ejections_total",
+        "counter",
+        "Times a replica was ejected.",
+    );
+    for (v, r) in replicas() {
+        let _ = writeln!(
+            out,
+            "mlops_gateway_replica_ejections_total{{{}}} {}",
+            r_labels(v, r),
+            r.ejections
+        );
+    }
+    family(
+        &mut out,
+        "mlops_gateway_replica_ejected",
+        "gauge",
+        "1 while a replica is ejected, else 0.",
+    );
+    for (v, r) in replicas() {
+        let _ = writeln!(
+            out,
+            "mlops_gateway_replica_ejected{{{}}} {}",
+            r_labels(v, r),
+            u8::from(r.ejected)
+        );
+    }
+    family(
+        &mut out,
+        "mlops_gateway_replica_request_duration_seconds",
+        "histogram",
+        "Time from a request's arrival to the end of a replica's response.",
+    );
+    for (v, r) in replicas() {
+        histogram(
+            &mut out,
+            "mlops_gateway_replica_request_duration_seconds",
+            &r_labels(v, r),
+            &r.meter,
+        );
+    }
+    out
+}
+
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+fn histogram(out: &mut String, name: &str, labels: &str, m: &MeterSnapshot) {
+    for (bound, n) in LATENCY_BUCKETS_SECONDS.iter().zip(&m.latency_buckets) {
+        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{bound}\"}} {n}");
+    }
+    // The counters are read one by one while requests finish: keep the
+    // histogram consistent (+Inf at least the last finite bucket).
+    let count = m
+        .requests
+        .total()
+        .max(m.latency_buckets.last().copied().unwrap_or(0));
+    let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {count}");
+    let _ = writeln!(out, "{name}_sum{{{labels}}} {}", m.latency_sum_seconds);
+    let _ = writeln!(out, "{name}_count{{{labels}}} {count}");
+}
+
+/// Escape a label value: backslash, double quote and newline.
+pub(crate) fn escape(value: &str) -> String {
+    let mut s = String::with_capacity(value.len());
+    for c in value.chars() {
+        match c {
+            '\\' => s.push_str("\\\\"),
+            '"' => s.push_str("\\\""),
+            '\n' => s.push_str("\\n"),
+            c => s.push(c),
+        }
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::escape;
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+}

@@ -1,0 +1,367 @@
+//! The release gateway's data plane: an HTTP/1.1 reverse proxy in front of
+//! a model's variants (`stable` and `canary`, `blue` and `green`…), each a
+//! pool of replicas.
+//!
+//! A [`Gateway`] holds the current [`Config`] and the live state (replica
+//! health, [`metrics`]). [`Gateway::serve`] runs the proxy on a listener.
+//! [`Gateway::set_config`] swaps the config atomically: a request keeps the
+//! config it started with, so reconfiguration drops nothing in flight.
+//!
+//! Routing: the first matching header or cookie [`Route`], else a weighted
+//! choice among variants (sticky by a hashed cookie or header value when
+//! configured), then the healthy replica with the fewest outstanding
+//! requests. Failures: 413 over the body limit, 504 past the upstream
+//! timeout, retries of idempotent requests on another replica after a
+//! transport failure, passive ejection with back-off, 503 when a variant
+//! has no healthy replica.
+//!
+//! Not here: shadow mirroring, HTTP/2, upgrades (WebSocket), TLS, running
+//! the gateway as a provider-managed service, state that survives a
+//! restart. Request bodies are buffered up to the limit (so that a retry
+//! can resend them); response bodies stream.
+
+mod balance;
+mod config;
+pub mod metrics;
+mod proxy;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub use config::{Config, Route, Sticky, Variant};
+pub use metrics::{
+    LatencySummary, MeterSnapshot, MetricsSnapshot, ReplicaSnapshot, StatusClasses, VariantSnapshot,
+};
+
+use balance::{EjectPolicy, Replica, Rng};
+use config::Compiled;
+use metrics::Meter;
+
+/// What can go wrong configuring or starting the gateway. (Failures of
+/// single requests are HTTP responses, never errors here.)
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// The config is invalid; every problem, one per entry.
+    #[error("invalid gateway config: {}", .0.join("; "))]
+    InvalidConfig(Vec<String>),
+    /// A listener could not be bound.
+    #[error("cannot listen on {addr}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A running gateway: the current config and the live state behind it.
+/// Cheap to clone; clones share everything.
+#[derive(Clone, Debug)]
+pub struct Gateway {
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    active: RwLock<Arc<Active>>,
+    /// Live state by variant name, kept across reconfigurations.
+    state: Mutex<State>,
+    client: Client<HttpConnector, Full<Bytes>>,
+    rng: Rng,
+    epoch: Instant,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// In first-seen order.
+    variants: Vec<VariantState>,
+}
+
+#[derive(Debug)]
+struct VariantState {
+    name: String,
+    meter: Arc<Meter>,
+    /// In first-seen order.
+    replicas: Vec<Arc<Replica>>,
+}
+
+/// One config with the live state it routes to; requests hold an `Arc`.
+#[derive(Debug)]
+struct Active {
+    config: Arc<Config>,
+    compiled: Compiled,
+    variants: Vec<ActiveVariant>,
+}
+
+#[derive(Debug)]
+struct ActiveVariant {
+    meter: Arc<Meter>,
+    replicas: Vec<Arc<Replica>>,
+}
+
+impl Active {
+    fn eject_policy(&self) -> EjectPolicy {
+        EjectPolicy {
+            after: self.compiled.eject_after,
+            base: self.compiled.eject_base,
+            max: self.compiled.eject_max,
+        }
+    }
+}
+
+impl Gateway {
+    /// A gateway serving `config` (nothing listens until [`serve`](Self::serve)).
+    pub fn new(config: Config) -> Result<Self, GatewayError> {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(Duration::from_secs(5)));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_max_idle_per_host(64)
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .build(connector);
+        let epoch = Instant::now();
+        let mut state = State::default();
+        let compiled = config::compile(&config).map_err(GatewayError::InvalidConfig)?;
+        let active = state.activate(config, compiled, epoch);
+        Ok(Self {
+            shared: Arc::new(Shared {
+                active: RwLock::new(Arc::new(active)),
+                state: Mutex::new(state),
+                client,
+                rng: Rng::new(balance::os_seed()),
+                epoch,
+            }),
+        })
+    }
+
+    /// Validate `config` and make it current. Requests already routed
+    /// finish under the config they started with; replicas that stay keep
+    /// their health and counters. An invalid config changes nothing.
+    pub fn set_config(&self, config: Config) -> Result<(), GatewayError> {
+        let compiled = config::compile(&config).map_err(GatewayError::InvalidConfig)?;
+        let mut state = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
+        let active = Arc::new(state.activate(config, compiled, self.shared.epoch));
+        *self
+            .shared
+            .active
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = active;
+        Ok(())
+    }
+
+    /// The current config.
+    pub fn config(&self) -> Arc<Config> {
+        self.shared.active().config.clone()
+    }
+
+    /// Every measurement, per variant and per replica.
+    pub fn snapshot(&self) -> MetricsSnapshot {
+        let active = self.shared.active();
+        let state = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
+        let is_active_variant = |name: &str| active.config.variants.iter().find(|v| v.name == name);
+        MetricsSnapshot {
+            variants: state
+                .variants
+                .iter()
+                .map(|v| {
+                    let current = is_active_variant(&v.name);
+                    VariantSnapshot {
+                        name: v.name.clone(),
+                        active: current.is_some(),
+                        meter: v.meter.snapshot(),
+                        replicas: v
+                            .replicas
+                            .iter()
+                            .map(|r| ReplicaSnapshot {
+                                url: r.url.clone(),
+                                active: current.is_some_and(|c| c.replicas.contains(&r.url)),
+                                meter: r.meter.snapshot(),
+                                upstream_failures: r
+                                    .upstream_failures
+                                    .load(std::sync::atomic::Ordering::Relaxed),
+                                ejections: r.ejections.load(std::sync::atomic::Ordering::Relaxed),
+                                ejected: r.is_ejected(),
+                            })
+                            .collect(),
+                    }
+                })
+                .collect(),
+        }
+    }
+
+    /// The measurements as Prometheus text exposition.
+    pub fn prometheus_text(&self) -> String {
+        metrics::prometheus_text(&self.snapshot())
+    }
+
+    /// Bind `addr` and proxy on it.
+    pub async fn bind(&self, addr: SocketAddr) -> Result<ServerHandle, GatewayError> {
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| GatewayError::Bind { addr, source })?;
+        Ok(self.serve(listener))
+    }
+
+    /// Proxy on `listener` until the handle is shut down.
+    pub fn serve(&self, listener: TcpListener) -> ServerHandle {
+        let shared = self.shared.clone();
+        spawn_server(listener, move |peer| {
+            let shared = shared.clone();
+            service_fn(move |req| proxy::handle(shared.clone(), peer, req))
+        })
+    }
+}
+
+impl Shared {
+    fn active(&self) -> Arc<Active> {
+        self.active
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+impl State {
+    /// The live state for `config`, reusing what its variants and replicas
+    /// already have.
+    fn activate(&mut self, config: Config, compiled: Compiled, epoch: Instant) -> Active {
+        let variants = compiled
+            .variants
+            .iter()
+            .map(|cv| {
+                let pos = match self.variants.iter().position(|v| v.name == cv.name) {
+                    Some(p) => p,
+                    None => {
+                        self.variants.push(VariantState {
+                            name: cv.name.clone(),
+                            meter: Arc::new(Meter::new()),
+                            replicas: Vec::new(),
+                        });
+                        self.variants.len() - 1
+                    }
+                };
+                let vs = &mut self.variants[pos];
+                let replicas = cv
+                    .replicas
+                    .iter()
+                    .map(
+                        |(url, uri)| match vs.replicas.iter().find(|r| &r.url == url) {
+                            Some(r) => r.clone(),
+                            None => {
+                                let r = Arc::new(Replica::new(url.clone(), uri.clone(), epoch));
+                                vs.replicas.push(r.clone());
+                                r
+                            }
+                        },
+                    )
+                    .collect();
+                ActiveVariant {
+                    meter: vs.meter.clone(),
+                    replicas,
+                }
+            })
+            .collect();
+        Active {
+            config: Arc::new(config),
+            compiled,
+            variants,
+        }
+    }
+}
+
+/// A listener's accept loop, running until [`shutdown`](Self::shutdown)
+/// or until the handle is dropped (which stops it the same way, without
+/// waiting).
+#[derive(Debug)]
+pub struct ServerHandle {
+    local_addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl ServerHandle {
+    /// The address it listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Stop accepting, let requests in flight finish (connections close
+    /// after their current response), and wait for the accept loop.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+}
+
+/// Accept connections on `listener`, serving each over HTTP/1.1 with the
+/// service `make` builds for its peer.
+fn spawn_server<F, S>(listener: TcpListener, make: F) -> ServerHandle
+where
+    F: Fn(SocketAddr) -> S + Send + 'static,
+    S: hyper::service::Service<
+            hyper::Request<Incoming>,
+            Response = hyper::Response<proxy::ProxyBody>,
+            Error = Infallible,
+        > + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let local_addr = listener
+        .local_addr()
+        .expect("a bound listener has a local address");
+    let (stop, mut stopped) = watch::channel(false);
+    let task = tokio::spawn(async move {
+        loop {
+            let (stream, peer) = tokio::select! {
+                _ = stopped.changed() => break,
+                accepted = listener.accept() => match accepted {
+                    Ok(a) => a,
+                    // Out of file descriptors and the like: back off, go on.
+                    Err(_) => {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+            };
+            let _ = stream.set_nodelay(true);
+            let service = make(peer);
+            let mut stopped = stopped.clone();
+            tokio::spawn(async move {
+                let mut builder = hyper::server::conn::http1::Builder::new();
+                builder
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(Duration::from_secs(30));
+                let conn = builder.serve_connection(TokioIo::new(stream), service);
+                tokio::pin!(conn);
+                tokio::select! {
+                    _ = conn.as_mut() => {}
+                    _ = stopped.changed() => {
+                        conn.as_mut().graceful_shutdown();
+                        let _ = conn.await;
+                    }
+                }
+            });
+        }
+    });
+    ServerHandle {
+        local_addr,
+        stop,
+        task,
+    }
+}

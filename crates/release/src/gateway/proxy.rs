@@ -1,0 +1,426 @@
+//! One proxied request: pick a variant and a replica, forward, retry or
+//! fail cleanly, and meter it all.
+//!
+//! It owns the request path only; configuration, health and counters live
+//! in the sibling modules.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode, Uri, Version};
+
+use super::balance;
+use super::config::{CompiledRoute, CompiledSticky};
+use super::metrics::Meter;
+use super::{Active, Shared};
+
+/// The error a response body may fail with.
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// Every response the gateway sends.
+pub(crate) type ProxyBody = BoxBody<Bytes, BoxError>;
+
+/// The request id header, kept when the client sends one.
+pub(crate) const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+
+/// Headers that belong to one connection, never forwarded (RFC 9110 §7.6.1).
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "upgrade",
+];
+
+pub(crate) async fn handle(
+    shared: Arc<Shared>,
+    peer: SocketAddr,
+    req: Request<Incoming>,
+) -> Result<Response<ProxyBody>, Infallible> {
+    let started = Instant::now();
+    let active = shared.active();
+    let request_id = match req.headers().get(REQUEST_ID) {
+        Some(v) if valid_request_id(v) => v.clone(),
+        _ => {
+            let id = format!(
+                "{:016x}{:016x}",
+                shared.rng.next_u64(),
+                shared.rng.next_u64()
+            );
+            HeaderValue::from_str(&id).expect("hex is a valid header value")
+        }
+    };
+    let variant = choose_variant(&active, &shared, req.headers());
+    let meter = active.variants[variant].meter.clone();
+    meter.start();
+    let mut guard = Guard {
+        meter,
+        started,
+        status: None,
+    };
+    let response = forward(
+        &shared,
+        &active,
+        variant,
+        peer,
+        req,
+        &request_id,
+        &mut guard,
+    )
+    .await;
+    let (mut parts, body) = response.into_parts();
+    parts.headers.insert(REQUEST_ID, request_id);
+    guard.status = Some(parts.status.as_u16());
+    let metered = Metered {
+        inner: body,
+        guards: vec![guard],
+    };
+    Ok(Response::from_parts(parts, metered.boxed()))
+}
+
+/// Send the request to a replica of `variant`, retrying where that is
+/// safe; every failure becomes a response.
+async fn forward(
+    shared: &Shared,
+    active: &Active,
+    variant: usize,
+    peer: SocketAddr,
+    req: Request<Incoming>,
+    request_id: &HeaderValue,
+    guard: &mut Guard,
+) -> Response<ProxyBody> {
+    let limit = active.compiled.max_body_bytes;
+    let (parts, body) = req.into_parts();
+    if parts.method == Method::CONNECT {
+        return plain(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "CONNECT is not supported: this is a reverse proxy\n".to_owned(),
+        );
+    }
+    // A declared length over the limit is refused before a byte of the
+    // body is read.
+    if body.size_hint().lower() > limit {
+        return too_large(limit);
+    }
+    // Buffered (never past the limit) so that a retry can send it again.
+    let body = match Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX))
+        .collect()
+        .await
+    {
+        Ok(collected) => collected.to_bytes(),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => return too_large(limit),
+        Err(_) => {
+            return plain(
+                StatusCode::BAD_REQUEST,
+                "could not read the request body\n".to_owned(),
+            );
+        }
+    };
+    guard.meter.add_bytes_in(body.len() as u64);
+
+    let mut headers = parts.headers;
+    strip_hop_by_hop(&mut headers);
+    // The body is already read (the client got its 100 Continue, if it
+    // asked, from our server): the replica is not asked again.
+    headers.remove(header::EXPECT);
+    headers.insert(REQUEST_ID, request_id.clone());
+    let peer_ip = peer.ip().to_string();
+    let forwarded_for = match headers.get(FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(prior) => format!("{prior}, {peer_ip}"),
+        None => peer_ip,
+    };
+    if let Ok(v) = HeaderValue::from_str(&forwarded_for) {
+        headers.insert(FORWARDED_FOR, v);
+    }
+    let path = parts
+        .uri
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_owned();
+    let idempotent = matches!(
+        parts.method,
+        Method::GET | Method::HEAD | Method::PUT | Method::DELETE | Method::OPTIONS | Method::TRACE
+    );
+    let policy = active.eject_policy();
+    let replicas = &active.variants[variant].replicas;
+    let name = &active.compiled.variants[variant].name;
+    let mut tried = Vec::new();
+    loop {
+        let Some((index, replica)) = balance::least_outstanding(replicas, &tried, &shared.rng)
+        else {
+            return if tried.is_empty() {
+                plain(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!(
+                        "no healthy replica in variant {name:?}: all {} ejected\n",
+                        replicas.len()
+                    ),
+                )
+            } else {
+                plain(
+                    StatusCode::BAD_GATEWAY,
+                    format!(
+                        "no replica of variant {name:?} could be reached ({} tried)\n",
+                        tried.len()
+                    ),
+                )
+            };
+        };
+        tried.push(index);
+        let mut upstream = Request::new(Full::new(body.clone()));
+        *upstream.method_mut() = parts.method.clone();
+        *upstream.uri_mut() = upstream_uri(&replica.uri, &path);
+        *upstream.version_mut() = Version::HTTP_11;
+        *upstream.headers_mut() = headers.clone();
+        replica.meter.start();
+        replica.meter.add_bytes_in(body.len() as u64);
+        let mut replica_guard = Guard {
+            meter: replica.meter.clone(),
+            started: Instant::now(),
+            status: None,
+        };
+        let sent = tokio::time::timeout(
+            active.compiled.upstream_timeout,
+            shared.client.request(upstream),
+        )
+        .await;
+        match sent {
+            Ok(Ok(response)) => {
+                let status = response.status();
+                if status.is_server_error() {
+                    replica.failure(policy, false);
+                } else {
+                    replica.success();
+                }
+                replica_guard.status = Some(status.as_u16());
+                let (mut parts, body) = response.into_parts();
+                strip_hop_by_hop(&mut parts.headers);
+                let metered = Metered {
+                    inner: body.map_err(BoxError::from).boxed(),
+                    guards: vec![replica_guard],
+                };
+                return Response::from_parts(parts, metered.boxed());
+            }
+            Ok(Err(e)) => {
+                replica
+                    .upstream_failures
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                replica.failure(policy, e.is_connect());
+                drop(replica_guard);
+                // A failed connect never sent the request, so any method
+                // may go again; any other transport failure may have sent
+                // it, so only idempotent methods do (RFC 9110 §9.2.2).
+                if idempotent || e.is_connect() {
+                    continue;
+                }
+                return plain(
+                    StatusCode::BAD_GATEWAY,
+                    format!("upstream {} failed: {}\n", replica.url, error_chain(&e)),
+                );
+            }
+            Err(_elapsed) => {
+                replica
+                    .upstream_failures
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                replica.failure(policy, false);
+                return plain(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    format!(
+                        "upstream {} did not answer within {} ms\n",
+                        replica.url,
+                        active.compiled.upstream_timeout.as_millis()
+                    ),
+                );
+            }
+        }
+    }
+}
+
+/// The variant for a request: the first matching route, else by weight.
+fn choose_variant(active: &Active, shared: &Shared, headers: &HeaderMap) -> usize {
+    let compiled = &active.compiled;
+    for route in &compiled.routes {
+        match route {
+            CompiledRoute::Header {
+                name,
+                value,
+                variant,
+            } => {
+                if headers
+                    .get_all(name)
+                    .iter()
+                    .any(|v| v.to_str().is_ok_and(|v| v.trim() == value))
+                {
+                    return *variant;
+                }
+            }
+            CompiledRoute::Cookie {
+                name,
+                value,
+                variant,
+            } => {
+                if cookie(headers, name).is_some_and(|v| v == value) {
+                    return *variant;
+                }
+            }
+        }
+    }
+    let key = match &compiled.sticky {
+        Some(CompiledSticky::Cookie(name)) => cookie(headers, name).map(str::as_bytes),
+        Some(CompiledSticky::Header(name)) => headers.get(name).map(HeaderValue::as_bytes),
+        None => None,
+    };
+    let total = compiled.total_weight;
+    let mut point = match key {
+        Some(key) => ((u128::from(balance::stable_hash(key)) * u128::from(total)) >> 64) as u64,
+        None => shared.rng.below(total),
+    };
+    for (i, v) in compiled.variants.iter().enumerate() {
+        let w = u64::from(v.weight);
+        if point < w {
+            return i;
+        }
+        point -= w;
+    }
+    unreachable!("a point below the total weight falls in some variant")
+}
+
+/// The value of cookie `name`, from any `Cookie` header.
+fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(n, _)| *n == name)
+        .map(|(_, v)| v.trim().trim_matches('"'))
+}
+
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let listed: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for name in listed {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+    // Framing is the connection's: hyper sets it from the body it sends.
+    headers.remove(header::TRANSFER_ENCODING);
+}
+
+/// Kept from the client when short and printable; else replaced.
+fn valid_request_id(v: &HeaderValue) -> bool {
+    let b = v.as_bytes();
+    !b.is_empty() && b.len() <= 200 && b.iter().all(|c| c.is_ascii_graphic())
+}
+
+fn upstream_uri(base: &Uri, path: &str) -> Uri {
+    let mut parts = base.clone().into_parts();
+    parts.path_and_query = path.parse().ok();
+    Uri::from_parts(parts).unwrap_or_else(|_| base.clone())
+}
+
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(inner) = source {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    s
+}
+
+/// 413, closing the connection: the rest of the body is never read.
+fn too_large(limit: u64) -> Response<ProxyBody> {
+    let mut r = plain(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!("request body over the {limit}-byte limit\n"),
+    );
+    r.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    r
+}
+
+/// A response the gateway makes itself.
+fn plain(status: StatusCode, body: String) -> Response<ProxyBody> {
+    let mut r = Response::new(
+        Full::new(Bytes::from(body))
+            .map_err(|never| match never {})
+            .boxed(),
+    );
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+/// One started request on one meter; recorded when dropped (the end of the
+/// response body, or the client going away).
+struct Guard {
+    meter: Arc<Meter>,
+    started: Instant,
+    status: Option<u16>,
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        self.meter.finish(self.status, self.started.elapsed());
+    }
+}
+
+/// A response body that counts its bytes into its guards' meters and
+/// records them when it ends.
+struct Metered {
+    inner: ProxyBody,
+    guards: Vec<Guard>,
+}
+
+impl Body for Metered {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled
+            && let Some(data) = frame.data_ref()
+        {
+            for g in &self.guards {
+                g.meter.add_bytes_out(data.len() as u64);
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

@@ -1,0 +1,718 @@
+//! The gateway over real HTTP on loopback: small hyper upstreams started
+//! here (each names itself in `x-upstream`), a gateway in front of them,
+//! and a keep-alive client. Every test is bounded in time (`bounded`) and
+//! in request count.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Full};
+use hyper::body::Incoming;
+use hyper::header::HeaderMap;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use mlops_release::gateway::{Config, Gateway, Route, ServerHandle, Sticky};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::{JoinHandle, JoinSet};
+
+/// Run a test body, failing it if it takes longer than 60 s.
+fn bounded<F: Future<Output = ()>>(body: F) {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+        .block_on(async {
+            tokio::time::timeout(Duration::from_secs(60), body)
+                .await
+                .expect("the test finished within 60 s");
+        });
+}
+
+/// A replica: answers every request with `x-upstream: NAME` and what it
+/// saw of the request in `x-seen-*` headers. `/echo` returns the request
+/// body, `/slow/MS` waits MS milliseconds first, `/status/N` answers N.
+struct Upstream {
+    name: String,
+    addr: SocketAddr,
+    /// When set, every answer is 500.
+    failing: Arc<AtomicBool>,
+    /// Added before every answer, in milliseconds.
+    delay_ms: Arc<AtomicU64>,
+    task: JoinHandle<()>,
+}
+
+impl Upstream {
+    async fn start(name: &str) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        Self::on(name, listener)
+    }
+
+    /// A replica on `addr` again, after [`kill`](Self::kill).
+    async fn restart(name: &str, addr: SocketAddr) -> Self {
+        let listener = TcpListener::bind(addr).await.expect("bind again");
+        Self::on(name, listener)
+    }
+
+    fn on(name: &str, listener: TcpListener) -> Self {
+        let addr = listener.local_addr().expect("local addr");
+        let failing = Arc::new(AtomicBool::new(false));
+        let delay_ms = Arc::new(AtomicU64::new(0));
+        let (n, f, d) = (name.to_owned(), failing.clone(), delay_ms.clone());
+        let task = tokio::spawn(async move {
+            // Dropped with this task: killing it closes every connection.
+            let mut connections = JoinSet::new();
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let (n, f, d) = (n.clone(), f.clone(), d.clone());
+                connections.spawn(async move {
+                    let service =
+                        service_fn(move |req| answer(n.clone(), f.clone(), d.clone(), req));
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Self {
+            name: name.to_owned(),
+            addr,
+            failing,
+            delay_ms,
+            task,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stop listening and close every connection: afterwards connections
+    /// to its port are refused.
+    async fn kill(self) -> SocketAddr {
+        self.task.abort();
+        let _ = self.task.await;
+        self.addr
+    }
+}
+
+async fn answer(
+    name: String,
+    failing: Arc<AtomicBool>,
+    delay_ms: Arc<AtomicU64>,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let path = req.uri().path().to_owned();
+    let seen = |h: &str| {
+        req.headers()
+            .get(h)
+            .map_or_else(|| "-".to_owned(), |v| v.to_str().unwrap_or("?").to_owned())
+    };
+    let seen_id = seen("x-request-id");
+    let seen_forwarded = seen("x-forwarded-for");
+    let seen_secret = seen("x-secret");
+    let seen_keep_alive = seen("keep-alive");
+    let mut wait = delay_ms.load(Ordering::Relaxed);
+    if let Some(ms) = path.strip_prefix("/slow/") {
+        wait += ms.parse::<u64>().unwrap_or(0);
+    }
+    if wait > 0 {
+        tokio::time::sleep(Duration::from_millis(wait)).await;
+    }
+    let body = req
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let status = if failing.load(Ordering::Relaxed) {
+        500
+    } else if let Some(code) = path.strip_prefix("/status/") {
+        code.parse().unwrap_or(200)
+    } else {
+        200
+    };
+    let body = if path == "/echo" {
+        body
+    } else {
+        Bytes::from(name.clone())
+    };
+    let mut response = Response::new(Full::new(body));
+    *response.status_mut() = StatusCode::from_u16(status).expect("a status");
+    let h = response.headers_mut();
+    h.insert("x-upstream", name.parse().expect("a name"));
+    h.insert("x-seen-request-id", seen_id.parse().expect("printable"));
+    h.insert(
+        "x-seen-forwarded-for",
+        seen_forwarded.parse().expect("printable"),
+    );
+    h.insert("x-seen-secret", seen_secret.parse().expect("printable"));
+    h.insert(
+        "x-seen-keep-alive",
+        seen_keep_alive.parse().expect("printable"),
+    );
+    // A hop-by-hop header of this connection only: the gateway drops it.
+    h.insert("x-hop", "1".parse().expect("printable"));
+    h.insert("connection", "x-hop".parse().expect("printable"));
+    Ok(response)
+}
+
+/// A gateway serving `config` on a loopback port, with a keep-alive client.
+struct Harness {
+    gateway: Gateway,
+    server: ServerHandle,
+    client: Client<HttpConnector, Full<Bytes>>,
+}
+
+/// What the client got back.
+#[derive(Debug)]
+struct Reply {
+    status: u16,
+    headers: HeaderMap,
+    body: String,
+}
+
+impl Reply {
+    /// The replica that answered, or "-" (the gateway answered itself).
+    fn upstream(&self) -> &str {
+        self.header("x-upstream")
+    }
+
+    fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .map_or("-", |v| v.to_str().expect("printable"))
+    }
+}
+
+impl Harness {
+    async fn start(config: Config) -> Self {
+        let gateway = Gateway::new(config).expect("a valid config");
+        let server = gateway
+            .bind("127.0.0.1:0".parse().expect("an address"))
+            .await
+            .expect("bind the gateway");
+        Self {
+            gateway,
+            server,
+            client: Client::builder(TokioExecutor::new()).build_http(),
+        }
+    }
+
+    async fn get(&self, path: &str, headers: &[(&str, &str)]) -> Reply {
+        self.send(Method::GET, path, headers, Bytes::new()).await
+    }
+
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Bytes,
+    ) -> Reply {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(format!("http://{}{path}", self.server.local_addr()));
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
+        let response = self
+            .client
+            .request(req.body(Full::new(body)).expect("a request"))
+            .await
+            .expect("the gateway answers");
+        let (parts, body) = response.into_parts();
+        let body = body.collect().await.expect("a whole body").to_bytes();
+        Reply {
+            status: parts.status.as_u16(),
+            headers: parts.headers,
+            body: String::from_utf8_lossy(&body).into_owned(),
+        }
+    }
+
+    /// `n` GETs of `path`, `concurrency` at a time: the count of answers by
+    /// (status, upstream).
+    async fn tally(
+        &self,
+        path: &str,
+        n: usize,
+        concurrency: usize,
+    ) -> BTreeMap<(u16, String), usize> {
+        let mut tasks = JoinSet::new();
+        for worker in 0..concurrency {
+            let client = self.client.clone();
+            let url = format!("http://{}{path}", self.server.local_addr());
+            let count = n / concurrency + usize::from(worker < n % concurrency);
+            tasks.spawn(async move {
+                let mut seen = Vec::with_capacity(count);
+                for _ in 0..count {
+                    let req = Request::get(&url)
+                        .body(Full::new(Bytes::new()))
+                        .expect("a request");
+                    let response = client.request(req).await.expect("the gateway answers");
+                    let status = response.status().as_u16();
+                    let upstream = response
+                        .headers()
+                        .get("x-upstream")
+                        .map_or("-", |v| v.to_str().expect("printable"))
+                        .to_owned();
+                    response.into_body().collect().await.expect("a whole body");
+                    seen.push((status, upstream));
+                }
+                seen
+            });
+        }
+        let mut tally = BTreeMap::new();
+        while let Some(seen) = tasks.join_next().await {
+            for key in seen.expect("a worker finished") {
+                *tally.entry(key).or_default() += 1;
+            }
+        }
+        tally
+    }
+}
+
+fn ok_from(tally: &BTreeMap<(u16, String), usize>, upstream: &str) -> usize {
+    tally.get(&(200, upstream.to_owned())).copied().unwrap_or(0)
+}
+
+/// Send raw bytes on a fresh connection; everything the gateway sent back
+/// until it closed the connection (or 5 s passed).
+async fn raw(addr: SocketAddr, bytes: &[u8]) -> String {
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    stream.write_all(bytes).await.expect("write");
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[test]
+fn weights_split_traffic_within_statistical_tolerance() {
+    bounded(async {
+        let (s1, s2, c1) = (
+            Upstream::start("stable-1").await,
+            Upstream::start("stable-2").await,
+            Upstream::start("canary-1").await,
+        );
+        let h = Harness::start(Config::weighted([
+            ("stable", 3, vec![s1.url(), s2.url()]),
+            ("canary", 1, vec![c1.url()]),
+        ]))
+        .await;
+        let n = 1200;
+        let tally = h.tally("/", n, 4).await;
+        let stable = ok_from(&tally, "stable-1") + ok_from(&tally, "stable-2");
+        let canary = ok_from(&tally, "canary-1");
+        assert_eq!(stable + canary, n, "every request answered 200: {tally:?}");
+        // Binomial(1200, 1/4): mean 300, sd 15; ±5 sd fails once in ~2M runs.
+        assert!((225..=375).contains(&canary), "canary got {canary} of {n}");
+        assert!(
+            ok_from(&tally, "stable-1") > 0 && ok_from(&tally, "stable-2") > 0,
+            "both stable replicas served: {tally:?}"
+        );
+    });
+}
+
+#[test]
+fn header_and_cookie_routes_win_and_sticky_users_keep_their_arm() {
+    bounded(async {
+        let (blue, green) = (
+            Upstream::start("blue").await,
+            Upstream::start("green").await,
+        );
+        let mut config = Config::weighted([
+            ("blue", 1, vec![blue.url()]),
+            ("green", 1, vec![green.url()]),
+        ]);
+        config.routes = vec![
+            Route {
+                header: Some("x-variant: green".to_owned()),
+                cookie: None,
+                variant: "green".to_owned(),
+            },
+            Route {
+                header: None,
+                cookie: Some("arm=blue".to_owned()),
+                variant: "blue".to_owned(),
+            },
+        ];
+        config.sticky = Some(Sticky::Cookie("user".to_owned()));
+        let h = Harness::start(config).await;
+
+        for _ in 0..20 {
+            assert_eq!(
+                h.get("/", &[("x-variant", "green")]).await.upstream(),
+                "green"
+            );
+            assert_eq!(
+                h.get("/", &[("cookie", "theme=dark; arm=blue")])
+                    .await
+                    .upstream(),
+                "blue"
+            );
+        }
+        // The first matching route wins.
+        let both = h
+            .get("/", &[("x-variant", "green"), ("cookie", "arm=blue")])
+            .await;
+        assert_eq!(both.upstream(), "green");
+
+        // One user, one arm; over 40 users, both arms (all on one: 2^-39).
+        let mut arms = BTreeMap::new();
+        for user in 0..40 {
+            let cookie = format!("user=u{user}");
+            let first = h
+                .get("/", &[("cookie", &cookie)])
+                .await
+                .upstream()
+                .to_owned();
+            for _ in 0..5 {
+                let again = h.get("/", &[("cookie", &cookie)]).await;
+                assert_eq!(again.upstream(), first, "user u{user} changed arm");
+            }
+            *arms.entry(first).or_insert(0) += 1;
+        }
+        assert_eq!(arms.len(), 2, "users spread over both arms: {arms:?}");
+    });
+}
+
+#[test]
+fn sticky_by_header_hashes_the_key() {
+    bounded(async {
+        let (a, b) = (Upstream::start("a").await, Upstream::start("b").await);
+        let mut config = Config::weighted([("a", 1, vec![a.url()]), ("b", 1, vec![b.url()])]);
+        config.sticky = Some(Sticky::Header("x-user-id".to_owned()));
+        let h = Harness::start(config).await;
+        let mut arms = BTreeMap::new();
+        for user in 0..40 {
+            let id = format!("user-{user}");
+            let first = h
+                .get("/", &[("x-user-id", &id)])
+                .await
+                .upstream()
+                .to_owned();
+            for _ in 0..3 {
+                assert_eq!(h.get("/", &[("x-user-id", &id)]).await.upstream(), first);
+            }
+            *arms.entry(first).or_insert(0) += 1;
+        }
+        assert_eq!(arms.len(), 2, "users spread over both arms: {arms:?}");
+    });
+}
+
+#[test]
+fn least_outstanding_requests_steers_away_from_a_slow_replica() {
+    bounded(async {
+        let (slow, fast) = (Upstream::start("slow").await, Upstream::start("fast").await);
+        slow.delay_ms.store(300, Ordering::Relaxed);
+        let h = Harness::start(Config::single([slow.url(), fast.url()])).await;
+        let n = 120;
+        let tally = h.tally("/", n, 4).await;
+        let (to_slow, to_fast) = (ok_from(&tally, "slow"), ok_from(&tally, "fast"));
+        assert_eq!(to_slow + to_fast, n, "{tally:?}");
+        // Round robin would send it half (60). Least outstanding sends it a
+        // request only when it has no more outstanding than the fast one.
+        assert!(to_slow < n / 4, "the slow replica got {to_slow} of {n}");
+    });
+}
+
+#[test]
+fn request_id_forwarded_for_and_hop_by_hop_headers() {
+    bounded(async {
+        let up = Upstream::start("only").await;
+        let h = Harness::start(Config::single([up.url()])).await;
+
+        let kept = h.get("/", &[("x-request-id", "req-42")]).await;
+        assert_eq!(kept.header("x-request-id"), "req-42");
+        assert_eq!(kept.header("x-seen-request-id"), "req-42");
+
+        let made = h.get("/", &[]).await;
+        let id = made.header("x-request-id");
+        assert_eq!(id.len(), 32, "a generated id: {id:?}");
+        assert!(id.bytes().all(|b| b.is_ascii_hexdigit()));
+        assert_eq!(
+            made.header("x-seen-request-id"),
+            id,
+            "the replica saw the same id"
+        );
+        let other = h.get("/", &[]).await;
+        assert_ne!(other.header("x-request-id"), id, "ids are fresh");
+
+        assert_eq!(made.header("x-seen-forwarded-for"), "127.0.0.1");
+        let chained = h.get("/", &[("x-forwarded-for", "203.0.113.7")]).await;
+        assert_eq!(
+            chained.header("x-seen-forwarded-for"),
+            "203.0.113.7, 127.0.0.1"
+        );
+
+        // Request side: a header the client's Connection names, and
+        // Keep-Alive, stay on the client's hop.
+        let hop = h
+            .get(
+                "/",
+                &[
+                    ("connection", "x-secret, keep-alive"),
+                    ("x-secret", "s"),
+                    ("keep-alive", "timeout=5"),
+                ],
+            )
+            .await;
+        assert_eq!(hop.status, 200);
+        assert_eq!(hop.header("x-seen-secret"), "-");
+        assert_eq!(hop.header("x-seen-keep-alive"), "-");
+        // Response side: the replica's `Connection: x-hop` and x-hop.
+        assert_eq!(hop.header("x-hop"), "-");
+        assert_eq!(hop.header("connection"), "-");
+        assert_eq!(hop.upstream(), up.name);
+
+        let echoed = h
+            .send(
+                Method::POST,
+                "/echo",
+                &[],
+                Bytes::from_static(b"features=1,2,3"),
+            )
+            .await;
+        assert_eq!(
+            (echoed.status, echoed.body.as_str()),
+            (200, "features=1,2,3")
+        );
+    });
+}
+
+/// Whether the gateway has `url` of variant `variant` ejected now.
+fn ejected(h: &Harness, variant: &str, url: &str) -> bool {
+    h.gateway
+        .snapshot()
+        .variant(variant)
+        .and_then(|v| v.replica(url))
+        .expect("the replica is in the snapshot")
+        .ejected
+}
+
+#[test]
+fn a_killed_replica_is_ejected_and_idempotent_requests_retry_unseen() {
+    bounded(async {
+        let (r1, r2, r3) = (
+            Upstream::start("r1").await,
+            Upstream::start("r2").await,
+            Upstream::start("r3").await,
+        );
+        let r1_url = r1.url();
+        let mut config = Config::single([r1.url(), r2.url(), r3.url()]);
+        config.eject_base_ms = 100;
+        config.eject_max_ms = 400;
+        let h = Harness::start(config).await;
+        // Warm: the gateway holds keep-alive connections to every replica.
+        let warm = h.tally("/", 60, 3).await;
+        assert!(ok_from(&warm, "r1") > 0, "{warm:?}");
+
+        let killed_addr = r1.kill().await;
+        let killed_at = tokio::time::Instant::now();
+        let mut after_kill = Vec::new();
+        while !ejected(&h, "stable", &r1_url) {
+            assert!(
+                killed_at.elapsed() < Duration::from_secs(1),
+                "r1 not ejected within 1 s of its death ({} requests)",
+                after_kill.len()
+            );
+            after_kill.push(h.get("/", &[]).await);
+        }
+        // Through several back-offs (the killed replica is tried again
+        // each time, refused, and the request goes elsewhere): no client
+        // sees a failure, GET or POST.
+        for i in 0..300 {
+            let reply = if i % 2 == 0 {
+                h.get("/", &[]).await
+            } else {
+                h.send(Method::POST, "/echo", &[], Bytes::from_static(b"x"))
+                    .await
+            };
+            after_kill.push(reply);
+            if i % 30 == 0 {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        for reply in &after_kill {
+            assert_eq!(reply.status, 200, "a client saw a failure: {reply:?}");
+            assert_ne!(reply.upstream(), "r1");
+        }
+        let snapshot = h.gateway.snapshot();
+        let r1_stats = snapshot
+            .variant("stable")
+            .and_then(|v| v.replica(&r1_url))
+            .expect("r1 in the snapshot");
+        assert!(
+            r1_stats.ejections >= 2,
+            "ejected again after back-off: {r1_stats:?}"
+        );
+        assert!(r1_stats.upstream_failures >= 2);
+
+        // Back from the dead: retried after its back-off, it serves again.
+        let _r1 = Upstream::restart("r1", killed_addr).await;
+        let mut served = false;
+        for _ in 0..200 {
+            let reply = h.get("/", &[]).await;
+            assert_eq!(reply.status, 200);
+            if reply.upstream() == "r1" {
+                served = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(served, "the revived replica never got traffic back");
+    });
+}
+
+#[test]
+fn a_replica_answering_5xx_is_ejected_and_an_empty_variant_answers_503() {
+    bounded(async {
+        let (bad, good) = (Upstream::start("bad").await, Upstream::start("good").await);
+        bad.failing.store(true, Ordering::Relaxed);
+        let mut config = Config::single([bad.url(), good.url()]);
+        config.eject_after = 3;
+        config.eject_base_ms = 60_000;
+        config.eject_max_ms = 60_000;
+        let h = Harness::start(config).await;
+        let mut errors = 0;
+        let mut sent = 0;
+        while !ejected(&h, "stable", &bad.url()) {
+            sent += 1;
+            assert!(sent <= 200, "not ejected after 200 requests");
+            let reply = h.get("/", &[]).await;
+            if reply.status == 500 {
+                assert_eq!(reply.upstream(), "bad");
+                errors += 1;
+            }
+        }
+        // Sequential requests: exactly the threshold reached clients.
+        assert_eq!(errors, 3);
+        let tally = h.tally("/", 50, 2).await;
+        assert_eq!(ok_from(&tally, "good"), 50, "{tally:?}");
+
+        // A variant whose only replica is ejected: 503, saying why.
+        let lonely = Upstream::start("lonely").await;
+        lonely.failing.store(true, Ordering::Relaxed);
+        let mut config = Config::single([lonely.url()]);
+        config.eject_base_ms = 60_000;
+        config.eject_max_ms = 60_000;
+        let h = Harness::start(config).await;
+        for _ in 0..3 {
+            assert_eq!(h.get("/", &[]).await.status, 500);
+        }
+        let reply = h.get("/", &[]).await;
+        assert_eq!(reply.status, 503);
+        assert!(
+            reply
+                .body
+                .contains("no healthy replica in variant \"stable\""),
+            "{reply:?}"
+        );
+        assert_eq!(reply.header("x-request-id").len(), 32);
+    });
+}
+
+#[test]
+fn bodies_over_the_limit_get_413_without_being_read() {
+    bounded(async {
+        let up = Upstream::start("only").await;
+        let mut config = Config::single([up.url()]);
+        config.max_body_bytes = 1024;
+        let h = Harness::start(config).await;
+        let addr = h.server.local_addr();
+
+        // Declared too long: refused before the body is sent at all.
+        let declared = raw(
+            addr,
+            b"POST /echo HTTP/1.1\r\nhost: gw\r\ncontent-length: 100000000\r\n\r\n",
+        )
+        .await;
+        assert!(declared.starts_with("HTTP/1.1 413"), "{declared}");
+
+        // Chunked, no length: cut off once past the limit.
+        let chunk = "a".repeat(600);
+        let chunked = format!(
+            "POST /echo HTTP/1.1\r\nhost: gw\r\ntransfer-encoding: chunked\r\n\r\n\
+             258\r\n{chunk}\r\n258\r\n{chunk}\r\n258\r\n{chunk}\r\n0\r\n\r\n"
+        );
+        let chunked = raw(addr, chunked.as_bytes()).await;
+        assert!(chunked.starts_with("HTTP/1.1 413"), "{chunked}");
+
+        let replica = h.gateway.snapshot();
+        let replica = replica
+            .variant("stable")
+            .and_then(|v| v.replica(&up.url()))
+            .expect("the replica");
+        assert_eq!(
+            replica.meter.requests.total(),
+            0,
+            "nothing reached the replica"
+        );
+
+        // At the limit: forwarded whole.
+        let body = Bytes::from("b".repeat(1024));
+        let fits = h.send(Method::POST, "/echo", &[], body.clone()).await;
+        assert_eq!((fits.status, fits.body.len()), (200, 1024));
+    });
+}
+
+#[test]
+fn a_slow_replica_gets_504_at_the_upstream_timeout() {
+    bounded(async {
+        let up = Upstream::start("only").await;
+        let mut config = Config::single([up.url()]);
+        config.upstream_timeout_ms = 200;
+        let h = Harness::start(config).await;
+        let slow = h.get("/slow/5000", &[]).await;
+        assert_eq!(slow.status, 504);
+        assert!(
+            slow.body.contains("did not answer within 200 ms"),
+            "{slow:?}"
+        );
+        assert_eq!(h.get("/", &[]).await.status, 200);
+    });
+}
+
+#[test]
+fn malformed_requests_get_400_and_the_gateway_keeps_serving() {
+    bounded(async {
+        let up = Upstream::start("only").await;
+        let h = Harness::start(Config::single([up.url()])).await;
+        let addr = h.server.local_addr();
+        for garbage in [
+            &b"GARBAGE\r\n\r\n"[..],
+            b"GET / HTTP/1.1\r\nhost: gw\r\nno colon here\r\n\r\n",
+            b"GET / HTTP/1.1\r\nhost: gw\r\ncontent-length: 5\r\ncontent-length: 6\r\n\r\nhello",
+            b"GET / HTTP/1.1\r\nhost: gw\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n",
+        ] {
+            let reply = raw(addr, garbage).await;
+            assert!(
+                reply.starts_with("HTTP/1.1 400"),
+                "{:?} got {reply:?}",
+                String::from_utf8_lossy(garbage)
+            );
+        }
+        // Half a request, then the client goes away.
+        drop(
+            raw(
+                addr,
+                b"POST /echo HTTP/1.1\r\nhost: gw\r\ncontent-length: 10\r\n\r\nhal",
+            )
+            .await,
+        );
+        let reply = h.get("/", &[]).await;
+        assert_eq!((reply.status, reply.upstream()), (200, "only"));
+    });
+}
