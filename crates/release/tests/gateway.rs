@@ -716,3 +716,95 @@ fn malformed_requests_get_400_and_the_gateway_keeps_serving() {
         assert_eq!((reply.status, reply.upstream()), (200, "only"));
     });
 }
+
+#[test]
+fn reconfiguration_mid_traffic_fails_no_request() {
+    bounded(async {
+        let (a1, a2, b1, b2) = (
+            Upstream::start("a1").await,
+            Upstream::start("a2").await,
+            Upstream::start("b1").await,
+            Upstream::start("b2").await,
+        );
+        for up in [&a1, &a2, &b1, &b2] {
+            up.delay_ms.store(5, Ordering::Relaxed);
+        }
+        let h = Harness::start(Config::single([a1.url(), a2.url()])).await;
+
+        // A request in flight on a replica that the next config drops.
+        let long = {
+            let client = h.client.clone();
+            let url = format!("http://{}/slow/400", h.server.local_addr());
+            tokio::spawn(async move {
+                let req = Request::get(url).body(Full::new(Bytes::new()));
+                let response = client
+                    .request(req.expect("a request"))
+                    .await
+                    .expect("answered");
+                let upstream = response.headers()["x-upstream"]
+                    .to_str()
+                    .expect("printable")
+                    .to_owned();
+                (response.status().as_u16(), upstream)
+            })
+        };
+        while h.gateway.snapshot().variants[0].meter.in_flight == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+
+        let configs = [
+            Config::weighted([("stable", 1, vec![b1.url()])]),
+            Config::weighted([
+                ("stable", 1, vec![a1.url()]),
+                ("canary", 1, vec![b1.url(), b2.url()]),
+            ]),
+            Config::weighted([("blue", 1, vec![a2.url()]), ("green", 0, vec![b2.url()])]),
+            Config::weighted([
+                ("blue", 0, vec![a2.url()]),
+                ("green", 1, vec![b1.url(), b2.url()]),
+            ]),
+            Config::weighted([
+                ("stable", 9, vec![a1.url(), a2.url()]),
+                ("canary", 1, vec![b2.url()]),
+            ]),
+        ];
+        let traffic = h.tally("/", 400, 4);
+        let swaps = async {
+            for round in 0..30 {
+                h.gateway
+                    .set_config(configs[round % configs.len()].clone())
+                    .expect("a valid config");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            // An invalid config changes nothing.
+            let before = h.gateway.config();
+            let invalid = Config::weighted([("x", 1, vec!["ftp://nowhere".to_owned()])]);
+            let err = h.gateway.set_config(invalid).expect_err("ftp is refused");
+            assert!(err.to_string().contains("only http://"), "{err}");
+            assert_eq!(h.gateway.config(), before);
+        };
+        let (tally, ()) = tokio::join!(traffic, swaps);
+        let failed: usize = tally
+            .iter()
+            .filter(|((s, _), _)| *s != 200)
+            .map(|(_, n)| n)
+            .sum();
+        assert_eq!(failed, 0, "{tally:?}");
+        assert_eq!(tally.values().sum::<usize>(), 400);
+        assert!(tally.len() >= 3, "traffic followed the configs: {tally:?}");
+
+        // It finished on the replica the config it started with chose.
+        let (status, upstream) = long.await.expect("the long request");
+        assert_eq!(status, 200);
+        assert!(upstream == "a1" || upstream == "a2", "{upstream}");
+
+        h.gateway
+            .set_config(Config::weighted([("green", 1, vec![b2.url()])]))
+            .expect("valid");
+        let tally = h.tally("/", 20, 2).await;
+        assert_eq!(ok_from(&tally, "b2"), 20, "{tally:?}");
+        let snapshot = h.gateway.snapshot();
+        assert!(!snapshot.variant("stable").expect("kept").active);
+        assert!(snapshot.variant("green").expect("kept").active);
+    });
+}
