@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -20,6 +21,10 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use mlops_release::gateway::metrics::{
+    LATENCY_BUCKETS_SECONDS, MeterSnapshot, MetricsSnapshot, ReplicaSnapshot, VariantSnapshot,
+    prometheus_text,
+};
 use mlops_release::gateway::{Config, Gateway, Route, ServerHandle, Sticky};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
@@ -807,4 +812,172 @@ fn reconfiguration_mid_traffic_fails_no_request() {
         assert!(!snapshot.variant("stable").expect("kept").active);
         assert!(snapshot.variant("green").expect("kept").active);
     });
+}
+
+/// Run `promtool check metrics` on `text`; panics with its findings.
+fn promtool_check(text: &str) {
+    use std::io::Write as _;
+    let promtool = "/usr/bin/promtool";
+    assert!(
+        std::path::Path::new(promtool).exists(),
+        "promtool is missing: apt-get install prometheus"
+    );
+    let mut child = Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run promtool");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(text.as_bytes())
+        .expect("write to promtool");
+    let out = child.wait_with_output().expect("promtool finished");
+    let findings = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && findings.trim().is_empty(),
+        "promtool check metrics: {findings}\n--- exposition ---\n{text}"
+    );
+}
+
+#[test]
+fn measurements_per_variant_and_replica_in_snapshot_and_prometheus_text() {
+    bounded(async {
+        let (s1, c1) = (Upstream::start("s1").await, Upstream::start("c1").await);
+        let mut config =
+            Config::weighted([("stable", 1, vec![s1.url()]), ("canary", 0, vec![c1.url()])]);
+        config.routes = vec![Route {
+            header: Some("x-variant: canary".to_owned()),
+            cookie: None,
+            variant: "canary".to_owned(),
+        }];
+        let h = Harness::start(config).await;
+        for _ in 0..20 {
+            assert_eq!(h.get("/", &[]).await.status, 200);
+        }
+        for _ in 0..5 {
+            assert_eq!(h.get("/status/404", &[]).await.status, 404);
+        }
+        for _ in 0..2 {
+            assert_eq!(h.get("/status/500", &[]).await.status, 500);
+        }
+        let canary = [("x-variant", "canary")];
+        for _ in 0..10 {
+            assert_eq!(h.get("/", &canary).await.status, 200);
+        }
+        let body = Bytes::from("p".repeat(100));
+        assert_eq!(
+            h.send(Method::POST, "/echo", &canary, body).await.status,
+            200
+        );
+
+        // A response is recorded when its body has been sent: wait for the
+        // last one (bounded by the test's timeout).
+        let snapshot = loop {
+            let s = h.gateway.snapshot();
+            if s.variants.iter().all(|v| v.meter.in_flight == 0) {
+                break s;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        };
+        let stable = snapshot.variant("stable").expect("stable");
+        let r = &stable.meter.requests;
+        assert_eq!(
+            (r.success, r.client_error, r.server_error, r.total()),
+            (20, 5, 2, 27)
+        );
+        assert_eq!((stable.meter.bytes_in, stable.meter.bytes_out), (0, 27 * 2));
+        assert_eq!(stable.meter.latency.count, 27);
+        assert_eq!(stable.meter.latency_histogram.len(), 27);
+        assert!(stable.meter.latency.min_us > 0);
+        assert!(stable.meter.latency.min_us <= stable.meter.latency.p50_us);
+        assert!(stable.meter.latency.p99_us <= stable.meter.latency.max_us);
+        assert_eq!(
+            stable.meter.latency_buckets.len(),
+            LATENCY_BUCKETS_SECONDS.len()
+        );
+        let replica = stable.replica(&s1.url()).expect("s1");
+        assert_eq!(replica.meter.requests.total(), 27);
+        assert!(!replica.ejected && replica.active);
+
+        let canary = snapshot.variant("canary").expect("canary");
+        assert_eq!(canary.meter.requests.success, 11);
+        assert_eq!(
+            (canary.meter.bytes_in, canary.meter.bytes_out),
+            (100, 10 * 2 + 100)
+        );
+        let c1_meter = &canary.replica(&c1.url()).expect("c1").meter;
+        assert_eq!((c1_meter.bytes_in, c1_meter.bytes_out), (100, 120));
+
+        let json = serde_json::to_value(&snapshot).expect("serializable");
+        assert_eq!(json["variants"][0]["name"], "stable");
+        assert_eq!(json["variants"][0]["meter"]["requests"]["client_error"], 5);
+        assert_eq!(json["variants"][1]["replicas"][0]["meter"]["bytes_in"], 100);
+
+        let text = h.gateway.prometheus_text();
+        for line in [
+            "# TYPE mlops_gateway_requests_total counter",
+            "mlops_gateway_requests_total{variant=\"stable\",code=\"2xx\"} 20",
+            "mlops_gateway_requests_total{variant=\"stable\",code=\"4xx\"} 5",
+            "mlops_gateway_requests_total{variant=\"canary\",code=\"2xx\"} 11",
+            "mlops_gateway_request_bytes_total{variant=\"canary\"} 100",
+            "# TYPE mlops_gateway_request_duration_seconds histogram",
+            "mlops_gateway_request_duration_seconds_bucket{variant=\"stable\",le=\"+Inf\"} 27",
+            "mlops_gateway_request_duration_seconds_count{variant=\"stable\"} 27",
+            "mlops_gateway_requests_in_flight{variant=\"stable\"} 0",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "no line {line:?} in\n{text}"
+            );
+        }
+        let replica_line = format!(
+            "mlops_gateway_replica_requests_total{{variant=\"stable\",replica=\"{}\",code=\"5xx\"}} 2",
+            s1.url()
+        );
+        assert!(text.lines().any(|l| l == replica_line), "{text}");
+        promtool_check(&text);
+    });
+}
+
+#[test]
+fn prometheus_label_values_are_escaped() {
+    let meter = || MeterSnapshot {
+        requests: Default::default(),
+        in_flight: 0,
+        bytes_in: 0,
+        bytes_out: 0,
+        latency: Default::default(),
+        latency_sum_seconds: 0.0,
+        latency_buckets: vec![0; LATENCY_BUCKETS_SECONDS.len()],
+        latency_histogram: hdrhistogram::Histogram::new(3).expect("a histogram"),
+    };
+    let snapshot = MetricsSnapshot {
+        variants: vec![VariantSnapshot {
+            name: "odd \"name\" with \\ and\nnewline".to_owned(),
+            active: true,
+            meter: meter(),
+            replicas: vec![ReplicaSnapshot {
+                url: "http://[::1]:8080".to_owned(),
+                active: true,
+                meter: meter(),
+                upstream_failures: 0,
+                ejections: 0,
+                ejected: false,
+            }],
+        }],
+    };
+    let text = prometheus_text(&snapshot);
+    assert!(
+        text.contains(r#"variant="odd \"name\" with \\ and\nnewline""#),
+        "{text}"
+    );
+    promtool_check(&text);
 }

@@ -328,3 +328,83 @@ fn parse_replica(url: &str) -> Result<Uri, String> {
     }
     Ok(uri)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{Config, compile};
+
+    /// Compile the JSON config `json`; `expected` is every error, in order
+    /// (empty: valid).
+    fn check(json: &str, expected: &[&str]) {
+        let config: Config = serde_json::from_str(json).expect("a config's JSON");
+        let errors = match compile(&config) {
+            Ok(_) => Vec::new(),
+            Err(errors) => errors,
+        };
+        assert_eq!(errors, expected, "for {json}");
+    }
+
+    #[test]
+    fn valid_configs_compile() {
+        check(
+            r#"{"variants": [{"name": "stable", "weight": 1, "replicas": ["http://127.0.0.1:8001"]}]}"#,
+            &[],
+        );
+        check(
+            r#"{"variants": [
+                  {"name": "blue", "weight": 0, "replicas": ["http://127.0.0.1:8001/"]},
+                  {"name": "green", "weight": 1, "replicas": ["http://localhost:8002"]}],
+                "routes": [{"header": "x-colour: blue", "variant": "blue"},
+                           {"cookie": "arm=blue", "variant": "blue"}],
+                "sticky": {"cookie": "user"},
+                "upstream-timeout-ms": 500, "max-body-bytes": 0}"#,
+            &[],
+        );
+    }
+
+    #[test]
+    fn every_error_is_reported() {
+        check(
+            r#"{"variants": []}"#,
+            &["no variants: the gateway needs at least one"],
+        );
+        check(
+            r#"{"variants": [
+                  {"name": "a b", "weight": 0, "replicas": []},
+                  {"name": "a b", "weight": 0, "replicas": ["https://x:1", "http://x:1/p", "http://x:1/p"]}],
+                "routes": [{"header": "no-colon", "variant": "a b"},
+                           {"cookie": "k=v", "header": "h: v", "variant": "a b"},
+                           {"cookie": "k=v", "variant": "nope"}],
+                "sticky": {"header": "bad header"},
+                "upstream-timeout-ms": 0, "eject-after": 0, "eject-base-ms": 10, "eject-max-ms": 5}"#,
+            &[
+                r#"variants[0]: name "a b" must be non-empty ASCII letters, digits, '-', '_' or '.'"#,
+                r#"variant "a b": no replicas"#,
+                r#"variants[1]: name "a b" must be non-empty ASCII letters, digits, '-', '_' or '.'"#,
+                r#"variants[1]: duplicate variant name "a b""#,
+                r#"variant "a b": replica "https://x:1": only http:// upstreams are supported"#,
+                r#"variant "a b": replica "http://x:1/p": a replica URL takes no path or query"#,
+                r#"variant "a b": replica "http://x:1/p" listed twice"#,
+                r#"variant "a b": replica "http://x:1/p": a replica URL takes no path or query"#,
+                "every variant has weight 0: unrouted requests would have nowhere to go",
+                r#"routes[0]: header match "no-colon" is not `NAME: VALUE`"#,
+                "routes[1]: set exactly one of `header` and `cookie`",
+                r#"routes[2]: unknown variant "nope""#,
+                r#"sticky: "bad header" is not a header name"#,
+                "upstream-timeout-ms must be above 0",
+                "eject-after must be above 0",
+                "eject-base-ms must be above 0 and at most eject-max-ms",
+            ],
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let err = serde_json::from_str::<Config>(r#"{"variants": [], "retry-post": true}"#)
+            .expect_err("unknown key");
+        assert!(
+            err.to_string().contains("unknown field `retry-post`"),
+            "{err}"
+        );
+    }
+}

@@ -185,7 +185,6 @@ async fn forward(
         *upstream.version_mut() = Version::HTTP_11;
         *upstream.headers_mut() = headers.clone();
         replica.meter.start();
-        replica.meter.add_bytes_in(body.len() as u64);
         let mut replica_guard = Guard {
             meter: replica.meter.clone(),
             started: Instant::now(),
@@ -198,6 +197,7 @@ async fn forward(
         .await;
         match sent {
             Ok(Ok(response)) => {
+                replica.meter.add_bytes_in(body.len() as u64);
                 let status = response.status();
                 if status.is_server_error() {
                     replica.failure(policy, false);
@@ -231,6 +231,8 @@ async fn forward(
                 );
             }
             Err(_elapsed) => {
+                // Sent, most likely, but never answered.
+                replica.meter.add_bytes_in(body.len() as u64);
                 replica
                     .upstream_failures
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
