@@ -25,7 +25,9 @@ use mlops_release::gateway::metrics::{
     LATENCY_BUCKETS_SECONDS, MeterSnapshot, MetricsSnapshot, ReplicaSnapshot, VariantSnapshot,
     prometheus_text,
 };
-use mlops_release::gateway::{Config, Gateway, Route, ServerHandle, Sticky};
+use mlops_release::gateway::{
+    Config, Gateway, GatewayError, Route, ServerHandle, Sticky, TOKEN_FILE, ensure_token_file,
+};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::{JoinHandle, JoinSet};
@@ -227,24 +229,8 @@ impl Harness {
         headers: &[(&str, &str)],
         body: Bytes,
     ) -> Reply {
-        let mut req = Request::builder()
-            .method(method)
-            .uri(format!("http://{}{path}", self.server.local_addr()));
-        for (name, value) in headers {
-            req = req.header(*name, *value);
-        }
-        let response = self
-            .client
-            .request(req.body(Full::new(body)).expect("a request"))
-            .await
-            .expect("the gateway answers");
-        let (parts, body) = response.into_parts();
-        let body = body.collect().await.expect("a whole body").to_bytes();
-        Reply {
-            status: parts.status.as_u16(),
-            headers: parts.headers,
-            body: String::from_utf8_lossy(&body).into_owned(),
-        }
+        let url = format!("http://{}{path}", self.server.local_addr());
+        call(&self.client, method, &url, headers, body).await
     }
 
     /// `n` GETs of `path`, `concurrency` at a time: the count of answers by
@@ -286,6 +272,31 @@ impl Harness {
             }
         }
         tally
+    }
+}
+
+/// One request to `url`, its whole answer.
+async fn call(
+    client: &Client<HttpConnector, Full<Bytes>>,
+    method: Method,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: Bytes,
+) -> Reply {
+    let mut req = Request::builder().method(method).uri(url);
+    for (name, value) in headers {
+        req = req.header(*name, *value);
+    }
+    let response = client
+        .request(req.body(Full::new(body)).expect("a request"))
+        .await
+        .expect("an answer");
+    let (parts, body) = response.into_parts();
+    let body = body.collect().await.expect("a whole body").to_bytes();
+    Reply {
+        status: parts.status.as_u16(),
+        headers: parts.headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
     }
 }
 
@@ -980,4 +991,185 @@ fn prometheus_label_values_are_escaped() {
         "{text}"
     );
     promtool_check(&text);
+}
+
+/// One request to the admin listener at `at`.
+async fn admin_call(
+    h: &Harness,
+    at: SocketAddr,
+    method: Method,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Reply {
+    let url = format!("http://{at}{path}");
+    call(
+        &h.client,
+        method,
+        &url,
+        headers,
+        Bytes::from(body.to_owned()),
+    )
+    .await
+}
+
+#[test]
+fn admin_api_reads_openly_and_changes_config_only_with_the_token() {
+    bounded(async {
+        let (old, new) = (Upstream::start("old").await, Upstream::start("new").await);
+        let h = Harness::start(Config::single([old.url()])).await;
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let token = ensure_token_file(dir.path()).expect("a token");
+        let outside = h
+            .gateway
+            .serve_admin("0.0.0.0:0".parse().expect("an address"), token.clone())
+            .await
+            .expect_err("a non-loopback admin listener is refused");
+        assert!(
+            matches!(outside, GatewayError::AdminNotLoopback(_)),
+            "{outside}"
+        );
+        let admin = h
+            .gateway
+            .serve_admin("127.0.0.1:0".parse().expect("an address"), token.clone())
+            .await
+            .expect("the admin listener");
+        let at = admin.local_addr();
+        assert_eq!(h.get("/", &[]).await.upstream(), "old");
+
+        let metrics = admin_call(&h, at, Method::GET, "/metrics", &[], "").await;
+        assert_eq!(metrics.status, 200);
+        assert!(
+            metrics
+                .header("content-type")
+                .starts_with("text/plain; version=0.0.4")
+        );
+        assert!(
+            metrics
+                .body
+                .contains("mlops_gateway_requests_total{variant=\"stable\",code=\"2xx\"} 1")
+        );
+        promtool_check(&metrics.body);
+
+        let shown = admin_call(&h, at, Method::GET, "/config", &[], "").await;
+        assert_eq!(shown.status, 200);
+        let shown: Config = serde_json::from_str(&shown.body).expect("the config as JSON");
+        assert_eq!(shown, *h.gateway.config());
+        let snapshot = admin_call(&h, at, Method::GET, "/snapshot", &[], "").await;
+        let snapshot: serde_json::Value = serde_json::from_str(&snapshot.body).expect("JSON");
+        assert_eq!(snapshot["variants"][0]["meter"]["requests"]["success"], 1);
+
+        let wanted = serde_json::to_string(&Config::weighted([("green", 1, vec![new.url()])]))
+            .expect("JSON");
+        let good = format!("Bearer {}", token.expose());
+        let wrong = format!("Bearer {}", "0".repeat(64));
+        let short = format!("Bearer {}", &token.expose()[..63]);
+        let basic = format!("Basic {}", token.expose());
+        for auth in [
+            None,
+            Some(wrong.as_str()),
+            Some(short.as_str()),
+            Some(basic.as_str()),
+            Some("Bearer"),
+        ] {
+            let headers: Vec<(&str, &str)> = auth.iter().map(|a| ("authorization", *a)).collect();
+            let refused = admin_call(&h, at, Method::PUT, "/config", &headers, &wanted).await;
+            assert_eq!(refused.status, 401, "{auth:?}: {refused:?}");
+            assert_eq!(refused.header("www-authenticate"), "Bearer");
+            assert_eq!(*h.gateway.config(), shown, "{auth:?} changed nothing");
+        }
+        assert_eq!(h.get("/", &[]).await.upstream(), "old");
+
+        let auth = [("authorization", good.as_str())];
+        let garbled = admin_call(&h, at, Method::PUT, "/config", &auth, "{not json").await;
+        assert_eq!(garbled.status, 400, "{garbled:?}");
+        let invalid =
+            r#"{"variants": [{"name": "x", "weight": 0, "replicas": ["http://127.0.0.1:1"]}]}"#;
+        let invalid = admin_call(&h, at, Method::PUT, "/config", &auth, invalid).await;
+        assert_eq!(invalid.status, 422, "{invalid:?}");
+        assert!(
+            invalid.body.contains("every variant has weight 0"),
+            "{invalid:?}"
+        );
+        assert_eq!(*h.gateway.config(), shown);
+
+        // The scheme is case-insensitive.
+        let lower = format!("bearer {}", token.expose());
+        let changed = admin_call(
+            &h,
+            at,
+            Method::PUT,
+            "/config",
+            &[("authorization", lower.as_str())],
+            &wanted,
+        )
+        .await;
+        assert_eq!(changed.status, 200, "{changed:?}");
+        assert_eq!(h.gateway.config().variants[0].name, "green");
+        assert_eq!(h.get("/", &[]).await.upstream(), "new");
+
+        assert_eq!(
+            admin_call(&h, at, Method::DELETE, "/config", &auth, "")
+                .await
+                .status,
+            405
+        );
+        assert_eq!(
+            admin_call(&h, at, Method::GET, "/nothing", &[], "")
+                .await
+                .status,
+            404
+        );
+        admin.shutdown().await;
+    });
+}
+
+#[test]
+fn the_token_file_is_made_once_private_and_checked() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let nested = dir.path().join("release");
+    let token = ensure_token_file(&nested).expect("a token");
+    let path = nested.join(TOKEN_FILE);
+    let meta = std::fs::metadata(&path).expect("the token file");
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    let text = std::fs::read_to_string(&path).expect("readable");
+    assert_eq!(text, format!("{}\n", token.expose()));
+    assert_eq!(token.expose().len(), 64);
+    assert!(token.expose().bytes().all(|b| b.is_ascii_hexdigit()));
+    assert_eq!(format!("{token:?}"), "AdminToken(<redacted>)");
+    let again = ensure_token_file(&nested).expect("the same token");
+    assert_eq!(again.expose(), token.expose());
+    assert_eq!(
+        std::fs::read_dir(&nested).expect("the directory").count(),
+        1,
+        "no staging file left behind"
+    );
+    let other = ensure_token_file(dir.path().join("other").as_path()).expect("another");
+    assert_ne!(other.expose(), token.expose());
+
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let open = ensure_token_file(&nested).expect_err("a world-readable token is refused");
+    assert!(
+        format!("{:#}", ErrorChain(&open)).contains("chmod 600"),
+        "{open:?}"
+    );
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    std::fs::write(&path, "short\n").expect("overwrite");
+    ensure_token_file(&nested).expect_err("a malformed token is refused");
+}
+
+/// An error with its sources, `: `-separated.
+struct ErrorChain<'a>(&'a dyn std::error::Error);
+
+impl std::fmt::Display for ErrorChain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(s) = source {
+            write!(f, ": {s}")?;
+            source = s.source();
+        }
+        Ok(())
+    }
 }

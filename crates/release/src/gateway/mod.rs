@@ -3,7 +3,8 @@
 //! pool of replicas.
 //!
 //! A [`Gateway`] holds the current [`Config`] and the live state (replica
-//! health, [`metrics`]). [`Gateway::serve`] runs the proxy on a listener.
+//! health, [`metrics`]). [`Gateway::serve`] runs the proxy on a listener,
+//! [`Gateway::serve_admin`] the loopback admin API (`/metrics`, `/config`).
 //! [`Gateway::set_config`] swaps the config atomically: a request keeps the
 //! config it started with, so reconfiguration drops nothing in flight.
 //!
@@ -20,6 +21,7 @@
 //! restart. Request bodies are buffered up to the limit (so that a retry
 //! can resend them); response bodies stream.
 
+mod admin;
 mod balance;
 mod config;
 pub mod metrics;
@@ -41,6 +43,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+pub use admin::{AdminToken, TOKEN_FILE, ensure_token_file, token_path};
 pub use config::{Config, Route, Sticky, Variant};
 pub use metrics::{
     LatencySummary, MeterSnapshot, MetricsSnapshot, ReplicaSnapshot, StatusClasses, VariantSnapshot,
@@ -62,6 +65,18 @@ pub enum GatewayError {
     Bind {
         /// The address.
         addr: SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The admin API must listen on a loopback address.
+    #[error("the admin listener must be on a loopback address, not {0}")]
+    AdminNotLoopback(SocketAddr),
+    /// The admin token file could not be read or written.
+    #[error("admin token file {path}")]
+    Token {
+        /// The file.
+        path: std::path::PathBuf,
         /// Why.
         #[source]
         source: std::io::Error,
@@ -225,6 +240,29 @@ impl Gateway {
             let shared = shared.clone();
             service_fn(move |req| proxy::handle(shared.clone(), peer, req))
         })
+    }
+
+    /// Bind the admin API on `addr`, which must be loopback. Reading
+    /// (`GET /metrics`, `/snapshot`, `/config`) is open to local clients;
+    /// `PUT /config` needs `Authorization: Bearer <token>`.
+    pub async fn serve_admin(
+        &self,
+        addr: SocketAddr,
+        token: AdminToken,
+    ) -> Result<ServerHandle, GatewayError> {
+        if !addr.ip().is_loopback() {
+            return Err(GatewayError::AdminNotLoopback(addr));
+        }
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| GatewayError::Bind { addr, source })?;
+        let gateway = self.clone();
+        let token = Arc::new(token);
+        Ok(spawn_server(listener, move |_peer| {
+            let gateway = gateway.clone();
+            let token = token.clone();
+            service_fn(move |req| admin::handle(gateway.clone(), token.clone(), req))
+        }))
     }
 }
 

@@ -1,0 +1,254 @@
+//! The admin API, on a loopback listener: `GET /metrics` (Prometheus
+//! text), `GET /snapshot` (the measurements as JSON), `GET /config`, and
+//! `PUT /config`, which needs `Authorization: Bearer <token>`.
+//!
+//! It owns the admin token: made from /dev/urandom, kept in a file only
+//! its owner reads, compared in constant time, never printed (its `Debug`
+//! is redacted).
+
+use std::convert::Infallible;
+use std::fs::{self, OpenOptions};
+use std::io::{self, Write as _};
+use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+
+use super::balance::read_urandom;
+use super::proxy::ProxyBody;
+use super::{Config, Gateway, GatewayError};
+
+/// The token file's name in the directory the caller gives
+/// (e.g. `.mlops/release/admin.token`).
+pub const TOKEN_FILE: &str = "admin.token";
+
+/// Largest `PUT /config` body.
+const MAX_CONFIG_BYTES: usize = 1024 * 1024;
+
+/// The bearer token that authorizes changes through the admin API. (No
+/// `PartialEq`: compare with [`matches`](Self::matches), in constant time.)
+#[derive(Clone)]
+pub struct AdminToken(String);
+
+impl std::fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AdminToken(<redacted>)")
+    }
+}
+
+impl AdminToken {
+    /// A fresh token: 32 random bytes from /dev/urandom, hex.
+    pub fn generate() -> io::Result<Self> {
+        let mut bytes = [0u8; 32];
+        read_urandom(&mut bytes)?;
+        Ok(Self(bytes.iter().map(|b| format!("{b:02x}")).collect()))
+    }
+
+    /// The token's text, for a client to send. Do not log it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether `candidate` is this token, in time independent of where
+    /// they differ.
+    pub fn matches(&self, candidate: &[u8]) -> bool {
+        constant_time_eq(self.0.as_bytes(), candidate)
+    }
+}
+
+/// The token in `dir`/[`TOKEN_FILE`], created (with `dir`) when missing:
+/// 32 random bytes as 64 hex digits, mode 0600 from the start, never
+/// logged. An existing file is used only if it holds such a token and
+/// only its owner can read it. Two processes racing get the same token.
+pub fn ensure_token_file(dir: &Path) -> Result<AdminToken, GatewayError> {
+    let path = token_path(dir);
+    let err = |source| GatewayError::Token {
+        path: path.clone(),
+        source,
+    };
+    match read_token_file(&path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        read => return read.map_err(err),
+    }
+    fs::create_dir_all(dir).map_err(|source| GatewayError::Token {
+        path: dir.to_owned(),
+        source,
+    })?;
+    // Written whole under a private name, then linked into place: the link
+    // fails if another process got there first, and a reader never sees a
+    // half-written token.
+    let token = AdminToken::generate().map_err(err)?;
+    let mut nonce = [0u8; 8];
+    read_urandom(&mut nonce).map_err(err)?;
+    let staging = dir.join(format!(".{TOKEN_FILE}.{:016x}", u64::from_le_bytes(nonce)));
+    let written = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&staging)
+        .and_then(|mut file| {
+            file.write_all(format!("{}\n", token.0).as_bytes())?;
+            file.sync_all()
+        })
+        .and_then(|()| fs::hard_link(&staging, &path));
+    let _ = fs::remove_file(&staging);
+    match written {
+        Ok(()) => Ok(token),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => read_token_file(&path).map_err(err),
+        Err(e) => Err(err(e)),
+    }
+}
+
+fn read_token_file(path: &Path) -> io::Result<AdminToken> {
+    let mode = fs::metadata(path)?.permissions().mode();
+    if mode & 0o077 != 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!("readable by others (mode {:o}); chmod 600 it", mode & 0o777),
+        ));
+    }
+    let text = fs::read_to_string(path)?;
+    let token = text.trim();
+    if token.len() != 64 || !token.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "not a 64-hex-digit token",
+        ));
+    }
+    Ok(AdminToken(token.to_owned()))
+}
+
+/// The token file's path in `dir`.
+pub fn token_path(dir: &Path) -> PathBuf {
+    dir.join(TOKEN_FILE)
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    // The length is not secret (every token has 64 digits); the contents
+    // are compared in full whatever the first difference.
+    if a.len() != b.len() {
+        return false;
+    }
+    // black_box keeps the optimizer from turning the fold into an early
+    // exit at the first difference.
+    a.iter()
+        .zip(b)
+        .fold(0u8, |acc, (x, y)| acc | std::hint::black_box(x ^ y))
+        == 0
+}
+
+pub(crate) async fn handle(
+    gateway: Gateway,
+    token: Arc<AdminToken>,
+    req: Request<Incoming>,
+) -> Result<Response<ProxyBody>, Infallible> {
+    let response = match (req.method(), req.uri().path()) {
+        (&Method::GET, "/metrics") => respond(
+            StatusCode::OK,
+            "text/plain; version=0.0.4; charset=utf-8",
+            gateway.prometheus_text(),
+        ),
+        (&Method::GET, "/snapshot") => json(StatusCode::OK, &gateway.snapshot()),
+        (&Method::GET, "/config") => json(StatusCode::OK, &*gateway.config()),
+        (&Method::PUT, "/config") => put_config(&gateway, &token, req).await,
+        (_, "/metrics" | "/snapshot" | "/config") => {
+            text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
+        }
+        _ => text(
+            StatusCode::NOT_FOUND,
+            "not found: try /metrics, /snapshot or /config\n",
+        ),
+    };
+    Ok(response)
+}
+
+async fn put_config(
+    gateway: &Gateway,
+    token: &AdminToken,
+    req: Request<Incoming>,
+) -> Response<ProxyBody> {
+    let presented = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| bearer(v.as_bytes()));
+    if !presented.is_some_and(|p| token.matches(p)) {
+        let mut r = text(
+            StatusCode::UNAUTHORIZED,
+            "a valid `Authorization: Bearer <token>` is required\n",
+        );
+        r.headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        return r;
+    }
+    let body = match Limited::new(req.into_body(), MAX_CONFIG_BYTES)
+        .collect()
+        .await
+    {
+        Ok(b) => b.to_bytes(),
+        Err(_) => {
+            return text(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "config body unreadable or over 1 MiB\n",
+            );
+        }
+    };
+    let config: Config = match serde_json::from_slice(&body) {
+        Ok(c) => c,
+        Err(e) => {
+            return respond(
+                StatusCode::BAD_REQUEST,
+                "text/plain; charset=utf-8",
+                format!("invalid config JSON: {e}\n"),
+            );
+        }
+    };
+    match gateway.set_config(config) {
+        Ok(()) => json(StatusCode::OK, &*gateway.config()),
+        Err(e) => respond(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "text/plain; charset=utf-8",
+            format!("{e}\n"),
+        ),
+    }
+}
+
+/// The credentials of `Bearer <token>` (the scheme is case-insensitive,
+/// RFC 9110 §11.1).
+fn bearer(authorization: &[u8]) -> Option<&[u8]> {
+    let (scheme, rest) = authorization.split_at_checked(7)?;
+    scheme
+        .eq_ignore_ascii_case(b"bearer ")
+        .then(|| rest.trim_ascii())
+}
+
+fn json<T: serde::Serialize>(status: StatusCode, value: &T) -> Response<ProxyBody> {
+    match serde_json::to_string_pretty(value) {
+        Ok(s) => respond(status, "application/json", s + "\n"),
+        Err(e) => respond(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "text/plain; charset=utf-8",
+            format!("{e}\n"),
+        ),
+    }
+}
+
+fn text(status: StatusCode, body: &'static str) -> Response<ProxyBody> {
+    respond(status, "text/plain; charset=utf-8", body.to_owned())
+}
+
+fn respond(status: StatusCode, content_type: &'static str, body: String) -> Response<ProxyBody> {
+    let mut r = Response::new(
+        Full::new(Bytes::from(body))
+            .map_err(|never| match never {})
+            .boxed(),
+    );
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r
+}
