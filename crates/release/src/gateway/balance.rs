@@ -37,6 +37,16 @@ pub(crate) struct EjectPolicy {
     pub(crate) max: Duration,
 }
 
+impl EjectPolicy {
+    /// How long the `streak`-th ejection in a row (from 0) lasts: the base,
+    /// doubled each time, at most the maximum.
+    pub(crate) fn backoff(&self, streak: u32) -> Duration {
+        self.base
+            .saturating_mul(1u32 << streak.min(20))
+            .min(self.max)
+    }
+}
+
 impl Replica {
     pub(crate) fn new(url: String, uri: Uri, epoch: Instant) -> Self {
         Self {
@@ -76,8 +86,7 @@ impl Replica {
         if (failures < policy.after && !unreachable) || self.is_ejected() {
             return;
         }
-        let streak = self.streak.fetch_add(1, Ordering::Relaxed).min(20);
-        let backoff = policy.base.saturating_mul(1 << streak).min(policy.max);
+        let backoff = policy.backoff(self.streak.fetch_add(1, Ordering::Relaxed));
         let until = self
             .now_micros()
             .saturating_add(u64::try_from(backoff.as_micros()).unwrap_or(u64::MAX));
@@ -173,4 +182,32 @@ pub(crate) fn os_seed() -> u64 {
 pub(crate) fn read_urandom(buf: &mut [u8]) -> std::io::Result<()> {
     use std::io::Read as _;
     std::fs::File::open("/dev/urandom")?.read_exact(buf)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::{EjectPolicy, stable_hash};
+
+    #[test]
+    fn backoff_doubles_up_to_the_maximum() {
+        let policy = EjectPolicy {
+            after: 3,
+            base: Duration::from_millis(1_000),
+            max: Duration::from_millis(30_000),
+        };
+        let seconds: Vec<u64> = (0..8).map(|s| policy.backoff(s).as_secs()).collect();
+        assert_eq!(seconds, [1, 2, 4, 8, 16, 30, 30, 30]);
+        assert_eq!(policy.backoff(u32::MAX), Duration::from_millis(30_000));
+    }
+
+    #[test]
+    fn sticky_hash_is_stable_across_processes() {
+        // Pinned (FNV-1a, then the SplitMix64 finalizer; computed
+        // independently): a user must land on the same arm after a restart
+        // or an upgrade.
+        assert_eq!(stable_hash(b"user-1"), 0xf16d_8d44_0fbb_25d5);
+        assert_ne!(stable_hash(b"user-1"), stable_hash(b"user-2"));
+    }
 }
