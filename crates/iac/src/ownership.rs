@@ -215,19 +215,54 @@ impl<'a> Controller<'a> {
             .services
             .get(service)
             .ok_or_else(|| InfraError::UnknownService(service.to_owned()))?;
+        self.start_spec(spec, model, replicas, true).await
+    }
+
+    /// Starts an instance of a service this controller defines itself
+    /// instead of the manifest (the release gateway in front of a declared
+    /// service): `spec` is its whole definition. Its name must not be a
+    /// declared service's, whose instances `apply` manages. Otherwise as
+    /// [`start`](Self::start): the instance is owned, recorded in the
+    /// ledger, left alone by `plan` and `apply`, shown by `status` and
+    /// removed by `destroy`.
+    pub async fn start_undeclared(
+        &self,
+        infra: &InfraSpec,
+        spec: &ServiceSpec,
+        replicas: u32,
+    ) -> Result<Instance, InfraError> {
+        if infra.services.contains_key(&spec.name) {
+            return Err(self.refused(format!(
+                "`{}` is a service declared in [infra.services]; a controller's own service needs another name",
+                spec.name
+            )));
+        }
+        self.start_spec(spec, None, replicas, false).await
+    }
+
+    async fn start_spec(
+        &self,
+        spec: &ServiceSpec,
+        model: Option<ModelRef>,
+        replicas: u32,
+        declared: bool,
+    ) -> Result<Instance, InfraError> {
         check_start(spec, replicas).map_err(|e| self.refused(e))?;
         let _lock = lock_infra(&self.ledger).await?;
         let mut desired = desired_of(spec, model, &self.scope.root, |v| std::env::var(v).ok())?;
         desired.spec.replicas = replicas;
         desired.owner = Some(self.name.clone());
-        let action = serde_json::json!({
+        let mut action = serde_json::json!({
             "action": "start-owned",
-            "service": service,
+            "service": spec.name,
             "owner": self.name,
             "revision": desired.revision,
             "replicas": replicas,
             "model_version": desired.model.as_ref().map(|m| m.version.clone()),
         });
+        if !declared {
+            action["declared"] = serde_json::Value::Bool(false);
+        }
         self.recorded(action, async {
             Ok(self.provider.start(self.scope, &desired).await?)
         })
