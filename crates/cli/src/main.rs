@@ -84,6 +84,19 @@ enum Command {
     Model(model::ModelCommand),
     /// Assess a repository's maturity from evidence (HTML, Markdown or JSON report)
     Assess(assess::AssessArgs),
+    /// Run the release gateway as a supervised service (internal)
+    #[command(hide = true, name = mlops_release::service::SERVE_SUBCOMMAND)]
+    GatewayServe {
+        /// The state directory: config.json, admin.token
+        #[arg(long)]
+        state: PathBuf,
+        /// The data plane's address
+        #[arg(long)]
+        listen: std::net::SocketAddr,
+        /// The admin API's port on 127.0.0.1
+        #[arg(long)]
+        admin_port: u16,
+    },
 }
 
 #[derive(Subcommand)]
@@ -329,6 +342,22 @@ fn dispatch(cli: Cli) -> Result<u8, Failure> {
         Command::Infra(command) => infra::run(command),
         Command::Model(command) => model::run(command),
         Command::Assess(args) => assess::run(args),
+        Command::GatewayServe {
+            state,
+            listen,
+            admin_port,
+        } => {
+            use mlops_release::service::{EventLog, ServeOptions, serve_main};
+            let options = ServeOptions {
+                state,
+                listen,
+                admin_port,
+            };
+            Ok(match serve_main(&options, EventLog::new(io::stderr())) {
+                c if c == ExitCode::SUCCESS => exit::OK,
+                _ => exit::ENGINE,
+            })
+        }
         Command::Data(DataCommand::InferSchema {
             file,
             output,

@@ -12,11 +12,16 @@
 //! - [`gateway`]: the traffic-splitting data plane, an HTTP/1.1 reverse
 //!   proxy in front of a release's variants (weights, header and cookie
 //!   routes, least-outstanding balancing, passive ejection, live
-//!   reconfiguration, per-variant metrics, a loopback admin API).
+//!   reconfiguration, per-variant metrics, a loopback admin API);
+//! - [`service`]: the gateway as a long-lived service of the release
+//!   environment, a process the provider supervises, owned by the
+//!   `release` controller, with its config persisted across restarts and
+//!   a client of its authenticated admin API.
 //!
 //! It depends on `core` and the crates of earlier stages only.
 
 pub mod analysis;
 pub mod driver;
 pub mod gateway;
+pub mod service;
 pub mod stats;

@@ -1,0 +1,1026 @@
+//! The gateway as a long-lived service of the release environment: a
+//! process the provider runs and restarts, not a thread of a pipeline
+//! step. It keeps serving after `mlops pipeline run` exits, comes back
+//! with its last config after any restart (`kill -9` included), shows in
+//! `mlops infra status`, and is driven only through its authenticated
+//! admin API.
+//!
+//! Two halves:
+//!
+//! - **The process** ([`serve`], [`serve_main`]; the `mlops` binary's hidden
+//!   `gateway-serve`). It reads its state directory: `config.json` (the
+//!   gateway [`Config`]) and `admin.token` ([`ensure_token_file`]). It
+//!   proxies on `--listen` and answers the admin API on 127.0.0.1
+//!   `--admin-port`: `GET /health`, `/metrics`, `/snapshot`, `/config`
+//!   (open to local clients, as the library's admin API) and
+//!   `PUT /config` (bearer token), which validates, applies and writes
+//!   `config.json` atomically (temporary file, fsync, rename) before it
+//!   answers, so an accepted config is one a restarted gateway loads. It
+//!   logs one JSON object per line per event (never the token) to the
+//!   sink it is given (stderr: the provider's log). SIGTERM or SIGINT:
+//!   stop accepting, let requests in flight finish (5 s at most), exit.
+//! - **The controller's side** ([`GatewayService`]). The release controller
+//!   runs the gateway in front of a declared service `S` as an instance of
+//!   the service `S-gateway`, which the manifest does not declare, owned
+//!   by `release` ([`Controller::start_undeclared`]): `plan` lists it as
+//!   owned and `apply` leaves it alone, `status` shows it, `destroy`
+//!   removes it. [`GatewayService::ensure`] starts it when it does not run
+//!   (or runs another revision: a new `mlops` binary) and returns a
+//!   [`GatewayClient`] that speaks the admin API over HTTP: release steps
+//!   and the CLI never touch the process's memory.
+//!
+//! The instance's command is the `mlops` executable with `gateway-serve
+//! --state DIR --listen 127.0.0.1:P --admin-port {port}`: the provider's
+//! port (`{port}`, the one it health-checks at `/health`) is the admin
+//! API's, so the health check never crosses the proxy to an upstream and
+//! never counts in the release's measurements; the data plane's port `P`
+//! is chosen once and kept in `DIR/gateway.json`, so clients keep one
+//! address across restarts. The state directory is
+//! `.mlops/release/<environment>/<S>-gateway/`; it outlives the instance
+//! (`destroy` stops the process, the next `ensure` finds its config).
+//!
+//! Docker is not done: the container would be a `FROM scratch` image of
+//! the `mlops` binary and the libraries `ldd` lists (as iac builds a
+//! `binary` service), with the state directory bind-mounted read-write
+//! and two published ports (admin and data plane); a `ServiceSpec` has
+//! one. [`GatewayService::ensure`] refuses any provider but `local`.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::io::Write;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderValue};
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use mlops_core::LedgerHandle;
+use mlops_iac::spec::{HealthSpec, Resources, RestartPolicy};
+use mlops_iac::{Controller, InfraError, InfraSpec, Instance, Provider, ProviderKind, Scope};
+use mlops_iac::{ProviderError, ServiceSpec};
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::gateway::{AdminToken, Config, Gateway, GatewayError, ensure_token_file};
+
+/// The controller that owns the gateway's instance.
+pub const OWNER: &str = "release";
+
+/// The hidden `mlops` subcommand that runs the gateway process.
+pub const SERVE_SUBCOMMAND: &str = "gateway-serve";
+
+/// The gateway's config in its state directory.
+pub const CONFIG_FILE: &str = "config.json";
+
+/// Where the data plane listens, in the state directory (chosen once).
+pub const ADDRESS_FILE: &str = "gateway.json";
+
+/// Largest `PUT /config` body.
+const MAX_CONFIG_BYTES: usize = 1024 * 1024;
+
+/// How long a stopping gateway waits for requests in flight.
+const DRAIN_LIMIT: Duration = Duration::from_secs(5);
+
+/// How long a client waits for one admin call.
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What can go wrong running, starting or talking to the gateway service.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// Starting, observing or stopping its instance failed.
+    #[error(transparent)]
+    Infra(#[from] InfraError),
+    /// The provider failed.
+    #[error(transparent)]
+    Provider(#[from] ProviderError),
+    /// The gateway refused its config or could not listen.
+    #[error(transparent)]
+    Gateway(#[from] GatewayError),
+    /// A state file could not be read or written.
+    #[error("gateway state {path}: {detail}")]
+    State {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        detail: String,
+    },
+    /// The service it fronts has no healthy instance to route to.
+    #[error(
+        "no healthy instance of `{service}` runs in `{environment}` for its gateway to route to; run `mlops infra apply` first"
+    )]
+    NothingToRoute {
+        /// The service.
+        service: String,
+        /// The environment.
+        environment: String,
+    },
+    /// The service it fronts is not declared.
+    #[error("no service `{0}` in [infra.services]")]
+    UnknownService(String),
+    /// The provider cannot run the gateway yet.
+    #[error("the gateway service runs on the local provider only, not on {0}")]
+    Unsupported(ProviderKind),
+    /// No gateway instance runs (or it has no admin endpoint).
+    #[error("no gateway for `{0}` runs; `GatewayService::ensure` starts one")]
+    NotRunning(String),
+    /// An admin call failed on the way.
+    #[error("{method} {url}: {detail}")]
+    Http {
+        /// The method.
+        method: &'static str,
+        /// The URL.
+        url: String,
+        /// Why.
+        detail: String,
+    },
+    /// The admin API answered with an error status.
+    #[error("{method} {url}: {status}: {}", body.trim())]
+    Status {
+        /// The method.
+        method: &'static str,
+        /// The URL.
+        url: String,
+        /// The status code.
+        status: u16,
+        /// What it said.
+        body: String,
+    },
+}
+
+// ---- state files ------------------------------------------------------------
+
+/// `gateway.json`: where the data plane listens.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct AddressFile {
+    listen: SocketAddr,
+}
+
+/// Writes `path` whole or not at all: a temporary sibling, synced, renamed
+/// over it, and the directory synced, so a reader (or a gateway restarted
+/// after `kill -9`) sees the old or the new content.
+fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let written = std::fs::File::create(&tmp).and_then(|mut f| {
+        f.write_all(bytes)?;
+        f.sync_all()
+    });
+    if let Err(e) = written.and_then(|()| std::fs::rename(&tmp, path)) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+fn state_error(path: &Path, detail: impl std::fmt::Display) -> ServiceError {
+    ServiceError::State {
+        path: path.to_owned(),
+        detail: detail.to_string(),
+    }
+}
+
+/// The config in `dir`/[`CONFIG_FILE`], if there is one.
+pub fn read_config(dir: &Path) -> Result<Option<Config>, ServiceError> {
+    let path = dir.join(CONFIG_FILE);
+    match std::fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| state_error(&path, e)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(state_error(&path, e)),
+    }
+}
+
+/// Writes `config` to `dir`/[`CONFIG_FILE`] atomically.
+pub fn write_config(dir: &Path, config: &Config) -> Result<(), ServiceError> {
+    let path = dir.join(CONFIG_FILE);
+    let mut json = serde_json::to_vec_pretty(config).map_err(|e| state_error(&path, e))?;
+    json.push(b'\n');
+    write_atomic(&path, &json).map_err(|e| state_error(&path, e))
+}
+
+// ---- the process --------------------------------------------------------------
+
+/// Where the gateway process finds its state and listens.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// The state directory: `config.json`, `admin.token`.
+    pub state: PathBuf,
+    /// The data plane's address.
+    pub listen: SocketAddr,
+    /// The admin API's port on 127.0.0.1.
+    pub admin_port: u16,
+}
+
+/// One JSON object per line per event, to a sink the caller owns (the
+/// process's stderr, which the provider keeps as its log). Never given a
+/// secret.
+#[derive(Clone)]
+pub struct EventLog(Arc<Mutex<Box<dyn Write + Send>>>);
+
+impl std::fmt::Debug for EventLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("EventLog(..)")
+    }
+}
+
+impl EventLog {
+    /// A log writing to `sink`.
+    pub fn new(sink: impl Write + Send + 'static) -> Self {
+        EventLog(Arc::new(Mutex::new(Box::new(sink))))
+    }
+
+    /// Writes `{"time", "event", ...fields}` as one line.
+    pub fn event(&self, event: &str, fields: serde_json::Value) {
+        let now = mlops_core::ledger::now_ms();
+        let mut line = serde_json::json!({
+            "time": mlops_core::ledger::format_ms(now),
+            "ts_ms": now,
+            "event": event,
+        });
+        if let (Some(line), serde_json::Value::Object(fields)) = (line.as_object_mut(), fields) {
+            line.extend(fields);
+        }
+        let mut sink = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = writeln!(sink, "{line}");
+        let _ = sink.flush();
+    }
+}
+
+/// What a log line says about a config: variants, weights and replica
+/// counts.
+fn config_summary(config: &Config) -> serde_json::Value {
+    serde_json::json!(
+        config
+            .variants
+            .iter()
+            .map(|v| serde_json::json!({
+                "name": v.name,
+                "weight": v.weight,
+                "replicas": v.replicas.len(),
+            }))
+            .collect::<Vec<_>>()
+    )
+}
+
+/// The gateway process's main: runs [`serve`] on a runtime of its own until
+/// SIGTERM or SIGINT, and turns its outcome into an exit code.
+pub fn serve_main(options: &ServeOptions, log: EventLog) -> std::process::ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            log.event("failed", serde_json::json!({ "error": e.to_string() }));
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
+        let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
+        let stop_log = log.clone();
+        let stop = async move {
+            let which = tokio::select! {
+                _ = term.recv() => "SIGTERM",
+                _ = int.recv() => "SIGINT",
+            };
+            stop_log.event("stopping", serde_json::json!({ "signal": which }));
+        };
+        serve(options, log.clone(), stop)
+            .await
+            .map_err(|e| e.to_string())
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            log.event("failed", serde_json::json!({ "error": e }));
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs the gateway from `options.state` until `stop` completes, then
+/// stops gracefully. Fails when the state is missing or invalid or a
+/// listener cannot be bound (the provider restarts it).
+pub async fn serve(
+    options: &ServeOptions,
+    log: EventLog,
+    stop: impl Future<Output = ()>,
+) -> Result<(), ServiceError> {
+    let dir = &options.state;
+    let token = ensure_token_file(dir)?;
+    let config = read_config(dir)?.ok_or_else(|| {
+        state_error(
+            &dir.join(CONFIG_FILE),
+            "missing: the gateway has nothing to route to",
+        )
+    })?;
+    let summary = config_summary(&config);
+    let gateway = Gateway::new(config)?;
+    let admin_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, options.admin_port));
+    let admin_listener =
+        TcpListener::bind(admin_addr)
+            .await
+            .map_err(|source| GatewayError::Bind {
+                addr: admin_addr,
+                source,
+            })?;
+    let proxy = gateway.bind(options.listen).await?;
+    let (stop_admin, admin_stopped) = watch::channel(false);
+    let admin = Arc::new(Admin {
+        gateway: gateway.clone(),
+        token,
+        dir: dir.clone(),
+        log: log.clone(),
+        put: tokio::sync::Mutex::new(()),
+    });
+    let admin_task = tokio::spawn(serve_admin(admin_listener, admin, admin_stopped));
+    log.event(
+        "started",
+        serde_json::json!({
+            "pid": std::process::id(),
+            "listen": proxy.local_addr().to_string(),
+            "admin": admin_addr.to_string(),
+            "state": dir.display().to_string(),
+            "variants": summary,
+        }),
+    );
+    stop.await;
+    let _ = stop_admin.send(true);
+    proxy.shutdown().await;
+    let _ = admin_task.await;
+    let started = Instant::now();
+    let in_flight = || -> i64 {
+        gateway
+            .snapshot()
+            .variants
+            .iter()
+            .map(|v| v.meter.in_flight)
+            .sum()
+    };
+    while in_flight() > 0 && started.elapsed() < DRAIN_LIMIT {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    log.event(
+        "stopped",
+        serde_json::json!({ "in_flight_left": in_flight() }),
+    );
+    Ok(())
+}
+
+/// The admin API of the gateway process.
+struct Admin {
+    gateway: Gateway,
+    token: AdminToken,
+    dir: PathBuf,
+    log: EventLog,
+    /// One `PUT /config` at a time, so the file holds the config applied
+    /// last.
+    put: tokio::sync::Mutex<()>,
+}
+
+async fn serve_admin(listener: TcpListener, admin: Arc<Admin>, mut stopped: watch::Receiver<bool>) {
+    let mut connections = tokio::task::JoinSet::new();
+    loop {
+        let stream = tokio::select! {
+            _ = stopped.changed() => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(_) => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let admin = admin.clone();
+        let mut stopped = stopped.clone();
+        connections.spawn(async move {
+            let service = service_fn(move |req| {
+                let admin = admin.clone();
+                async move { Ok::<_, Infallible>(admin.handle(req).await) }
+            });
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(30));
+            let conn = builder.serve_connection(TokioIo::new(stream), service);
+            tokio::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                _ = stopped.changed() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+            }
+        });
+    }
+    // A `PUT /config` under way finishes (and is written) before exit.
+    let _ = tokio::time::timeout(DRAIN_LIMIT, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+}
+
+impl Admin {
+    async fn handle(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
+        match (req.method(), req.uri().path()) {
+            (&Method::GET, "/health") => text(StatusCode::OK, "ok\n".to_owned()),
+            (&Method::GET, "/metrics") => respond(
+                StatusCode::OK,
+                "text/plain; version=0.0.4; charset=utf-8",
+                self.gateway.prometheus_text(),
+            ),
+            (&Method::GET, "/snapshot") => json(StatusCode::OK, &self.gateway.snapshot()),
+            (&Method::GET, "/config") => json(StatusCode::OK, &*self.gateway.config()),
+            (&Method::PUT, "/config") => self.put_config(req).await,
+            (_, "/health" | "/metrics" | "/snapshot" | "/config") => text(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method not allowed\n".into(),
+            ),
+            _ => text(
+                StatusCode::NOT_FOUND,
+                "not found: try /health, /metrics, /snapshot or /config\n".into(),
+            ),
+        }
+    }
+
+    async fn put_config(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
+        let presented = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| bearer(v.as_bytes()));
+        if !presented.is_some_and(|p| self.token.matches(p)) {
+            self.log.event(
+                "admin-unauthorized",
+                serde_json::json!({ "method": "PUT", "path": "/config" }),
+            );
+            let mut r = text(
+                StatusCode::UNAUTHORIZED,
+                "a valid `Authorization: Bearer <token>` is required\n".into(),
+            );
+            r.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            return r;
+        }
+        let body = match Limited::new(req.into_body(), MAX_CONFIG_BYTES)
+            .collect()
+            .await
+        {
+            Ok(b) => b.to_bytes(),
+            Err(_) => {
+                return text(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "config body unreadable or over 1 MiB\n".into(),
+                );
+            }
+        };
+        let config: Config = match serde_json::from_slice(&body) {
+            Ok(c) => c,
+            Err(e) => {
+                self.reject("invalid-json", &e.to_string());
+                return text(
+                    StatusCode::BAD_REQUEST,
+                    format!("invalid config JSON: {e}\n"),
+                );
+            }
+        };
+        let _one = self.put.lock().await;
+        let previous = self.gateway.config();
+        if let Err(e) = self.gateway.set_config(config.clone()) {
+            self.reject("invalid-config", &e.to_string());
+            return text(StatusCode::UNPROCESSABLE_ENTITY, format!("{e}\n"));
+        }
+        // Written before the answer: an accepted config survives any
+        // restart. A config that cannot be written is not accepted.
+        let dir = self.dir.clone();
+        let written = tokio::task::spawn_blocking({
+            let config = config.clone();
+            move || write_config(&dir, &config)
+        })
+        .await
+        .unwrap_or_else(|e| Err(state_error(&self.dir, e)));
+        if let Err(e) = written {
+            let _ = self.gateway.set_config((*previous).clone());
+            self.reject("not-persisted", &e.to_string());
+            return text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("the config was not applied: {e}\n"),
+            );
+        }
+        self.log.event(
+            "config-applied",
+            serde_json::json!({ "variants": config_summary(&config) }),
+        );
+        json(StatusCode::OK, &*self.gateway.config())
+    }
+
+    fn reject(&self, reason: &str, detail: &str) {
+        self.log.event(
+            "config-rejected",
+            serde_json::json!({ "reason": reason, "detail": detail }),
+        );
+    }
+}
+
+/// The credentials of `Bearer <token>` (the scheme is case-insensitive).
+fn bearer(authorization: &[u8]) -> Option<&[u8]> {
+    let (scheme, rest) = authorization.split_at_checked(7)?;
+    scheme
+        .eq_ignore_ascii_case(b"bearer ")
+        .then(|| rest.trim_ascii())
+}
+
+fn json<T: Serialize>(status: StatusCode, value: &T) -> Response<Full<Bytes>> {
+    match serde_json::to_string_pretty(value) {
+        Ok(s) => respond(status, "application/json", s + "\n"),
+        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
+    }
+}
+
+fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
+    respond(status, "text/plain; charset=utf-8", body)
+}
+
+fn respond(status: StatusCode, content_type: &'static str, body: String) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r
+}
+
+// ---- the controller's side ------------------------------------------------------
+
+/// How to run the gateway process: a program that, given
+/// `--state DIR --listen ADDR --admin-port PORT` after `args`, runs
+/// [`serve_main`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GatewayProgram {
+    /// The program (absolute).
+    pub program: PathBuf,
+    /// Arguments before the options.
+    pub args: Vec<String>,
+}
+
+impl GatewayProgram {
+    /// The `mlops` executable at `program`, with its hidden
+    /// [`SERVE_SUBCOMMAND`].
+    pub fn mlops(program: impl Into<PathBuf>) -> Self {
+        GatewayProgram {
+            program: program.into(),
+            args: vec![SERVE_SUBCOMMAND.to_owned()],
+        }
+    }
+}
+
+/// The gateway in front of one declared service, as a service of the
+/// release environment. See the [module docs](self).
+pub struct GatewayService<'a> {
+    scope: &'a Scope,
+    provider: &'a dyn Provider,
+    ledger: LedgerHandle,
+    service: String,
+    program: GatewayProgram,
+}
+
+impl std::fmt::Debug for GatewayService<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GatewayService")
+            .field("service", &self.service)
+            .field("environment", &self.scope.environment)
+            .field("provider", &self.provider.kind())
+            .field("program", &self.program)
+            .finish()
+    }
+}
+
+impl<'a> GatewayService<'a> {
+    /// The gateway of the declared `service` in the scope's environment,
+    /// run by `provider` with `program`; changes are recorded in the
+    /// project's `ledger` as the `release` controller's.
+    pub fn new(
+        scope: &'a Scope,
+        provider: &'a dyn Provider,
+        ledger: impl Into<LedgerHandle>,
+        service: &str,
+        program: GatewayProgram,
+    ) -> Self {
+        GatewayService {
+            scope,
+            provider,
+            ledger: ledger.into(),
+            service: service.to_owned(),
+            program,
+        }
+    }
+
+    /// The name of the gateway's own (undeclared) service: `<service>-gateway`.
+    pub fn name(&self) -> String {
+        format!("{}-gateway", self.service)
+    }
+
+    /// Its state directory: `.mlops/release/<environment>/<service>-gateway/`.
+    pub fn state_dir(&self) -> PathBuf {
+        self.scope
+            .state_dir()
+            .join("release")
+            .join(&self.scope.environment)
+            .join(self.name())
+    }
+
+    /// The gateway's service: the program serving from the state directory,
+    /// the data plane on `listen`, the admin API on the provider's port
+    /// (health-checked at `/health`), restarted whatever its exit.
+    pub fn spec(&self, listen: SocketAddr) -> ServiceSpec {
+        let mut command = vec![self.program.program.to_string_lossy().into_owned()];
+        command.extend(self.program.args.iter().cloned());
+        command.extend([
+            "--state".to_owned(),
+            self.state_dir().to_string_lossy().into_owned(),
+            "--listen".to_owned(),
+            listen.to_string(),
+            "--admin-port".to_owned(),
+            "{port}".to_owned(),
+        ]);
+        ServiceSpec {
+            name: self.name(),
+            command,
+            port: 8080,
+            host_port: None,
+            replicas: 1,
+            replica_range: None,
+            restart: RestartPolicy::Always,
+            health: HealthSpec {
+                path: "/health".to_owned(),
+                interval: Duration::from_secs(1),
+                timeout: Duration::from_secs(1),
+                deadline: Duration::from_secs(20),
+            },
+            resources: Resources::default(),
+            env: Default::default(),
+            model_dir: None,
+            build: None,
+            read_only: true,
+            user: "65534:65534".to_owned(),
+            stop_grace: Duration::from_secs(10),
+            drain: Duration::ZERO,
+        }
+    }
+
+    fn controller(&self) -> Result<Controller<'_>, ServiceError> {
+        Ok(Controller::new(
+            OWNER,
+            self.provider,
+            self.scope,
+            &self.ledger,
+        )?)
+    }
+
+    async fn instances(&self) -> Result<Vec<Instance>, ServiceError> {
+        let name = self.name();
+        let mut found = self.provider.observe(self.scope).await?;
+        found.retain(|i| i.service == name && i.owner.as_deref() == Some(OWNER));
+        Ok(found)
+    }
+
+    /// Makes sure the gateway runs, healthy, as the current program's
+    /// revision, and returns its client. Starts it when it does not run
+    /// (stopping a broken or older one first); its first config sends
+    /// everything to the healthy instance `apply` runs for the service, and
+    /// a config already in the state directory is kept. `infra` is the
+    /// project's `[infra]`: the service must be declared there, and the
+    /// gateway's name must not be.
+    pub async fn ensure(&self, infra: &InfraSpec) -> Result<GatewayClient, ServiceError> {
+        if self.provider.kind() != ProviderKind::Local {
+            return Err(ServiceError::Unsupported(self.provider.kind()));
+        }
+        if !infra.services.contains_key(&self.service) {
+            return Err(ServiceError::UnknownService(self.service.clone()));
+        }
+        if infra.services.contains_key(&self.name()) {
+            return Err(InfraError::Refused {
+                controller: OWNER.to_owned(),
+                detail: format!(
+                    "`{}` is a service declared in [infra.services]; the gateway of `{}` needs that name",
+                    self.name(),
+                    self.service
+                ),
+            }
+            .into());
+        }
+        let dir = self.state_dir();
+        std::fs::create_dir_all(&dir).map_err(|e| state_error(&dir, e))?;
+        let token = ensure_token_file(&dir)?;
+        let listen = self.listen_address(&dir)?;
+        let spec = self.spec(listen);
+        let revision = {
+            let (spec, root) = (spec.clone(), self.scope.root.clone());
+            // Hashes the program's bytes: off the async threads.
+            tokio::task::spawn_blocking(move || {
+                mlops_iac::plan::desired(&spec, None, &root, |_| None).map(|d| d.revision)
+            })
+            .await
+            .map_err(|e| state_error(&dir, e))??
+        };
+        if let Some(current) = self.settled(&revision).await? {
+            return GatewayClient::of(&current, token, listen, &self.name());
+        }
+        let running = self.instances().await?;
+        let controller = self.controller()?;
+        for stale in &running {
+            controller.stop(&stale.id).await?;
+        }
+        // Another program (or a released port) may hold the address now.
+        let listen = if port_free(listen) {
+            listen
+        } else {
+            self.new_listen_address(&dir)?
+        };
+        if read_config(&dir)?.is_none() {
+            write_config(&dir, &self.first_config().await?)?;
+        }
+        let instance = controller
+            .start_undeclared(infra, &self.spec(listen), 1)
+            .await?;
+        GatewayClient::of(&instance, token, listen, &self.name())
+    }
+
+    /// The instance of `revision` once it is healthy, if one runs: one
+    /// whose supervisor is alive but whose process is restarting (after a
+    /// crash) is waited for, up to its health deadline.
+    async fn settled(&self, revision: &str) -> Result<Option<Instance>, ServiceError> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let running = self.instances().await?;
+            let Some(current) = running.into_iter().find(|i| i.revision == revision) else {
+                return Ok(None);
+            };
+            if current.is_healthy() {
+                return Ok(Some(current));
+            }
+            if !current.problems.is_empty() || Instant::now() >= deadline {
+                return Ok(None);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The client of the gateway that runs, without starting one.
+    pub async fn client(&self) -> Result<GatewayClient, ServiceError> {
+        let dir = self.state_dir();
+        let running = self.instances().await?;
+        let instance = running
+            .iter()
+            .find(|i| i.is_healthy())
+            .or(running.first())
+            .ok_or_else(|| ServiceError::NotRunning(self.service.clone()))?;
+        let token = ensure_token_file(&dir)?;
+        let address =
+            read_address(&dir)?.ok_or_else(|| ServiceError::NotRunning(self.service.clone()))?;
+        GatewayClient::of(instance, token, address, &self.name())
+    }
+
+    /// Stops the gateway's instances (its state directory stays); whether
+    /// one ran.
+    pub async fn stop(&self) -> Result<bool, ServiceError> {
+        let running = self.instances().await?;
+        let controller = self.controller()?;
+        for instance in &running {
+            controller.stop(&instance.id).await?;
+        }
+        Ok(!running.is_empty())
+    }
+
+    /// Everything to the healthy replicas of the instance `apply` runs.
+    async fn first_config(&self) -> Result<Config, ServiceError> {
+        let observed = self.provider.observe(self.scope).await?;
+        let endpoints: Vec<String> = observed
+            .iter()
+            .filter(|i| i.service == self.service && i.owner.is_none())
+            .flat_map(|i| &i.replicas)
+            .filter(|r| r.healthy)
+            .filter_map(|r| r.endpoint.clone())
+            .collect();
+        if endpoints.is_empty() {
+            return Err(ServiceError::NothingToRoute {
+                service: self.service.clone(),
+                environment: self.scope.environment.clone(),
+            });
+        }
+        Ok(Config::single(endpoints))
+    }
+
+    /// The data plane's address from [`ADDRESS_FILE`], chosen on first use.
+    fn listen_address(&self, dir: &Path) -> Result<SocketAddr, ServiceError> {
+        match read_address(dir)? {
+            Some(a) => Ok(a),
+            None => self.new_listen_address(dir),
+        }
+    }
+
+    fn new_listen_address(&self, dir: &Path) -> Result<SocketAddr, ServiceError> {
+        let path = dir.join(ADDRESS_FILE);
+        let listen = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .and_then(|l| l.local_addr())
+            .map_err(|e| state_error(&path, format!("cannot find a free port: {e}")))?;
+        let json = serde_json::to_vec_pretty(&AddressFile { listen })
+            .map_err(|e| state_error(&path, e))?;
+        write_atomic(&path, &json).map_err(|e| state_error(&path, e))?;
+        Ok(listen)
+    }
+}
+
+fn read_address(dir: &Path) -> Result<Option<SocketAddr>, ServiceError> {
+    let path = dir.join(ADDRESS_FILE);
+    match std::fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice::<AddressFile>(&bytes)
+            .map(|a| Some(a.listen))
+            .map_err(|e| state_error(&path, e)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(state_error(&path, e)),
+    }
+}
+
+fn port_free(addr: SocketAddr) -> bool {
+    std::net::TcpListener::bind(addr).is_ok()
+}
+
+/// The admin API of a running gateway, over HTTP with its bearer token.
+/// Cheap to clone.
+#[derive(Clone)]
+pub struct GatewayClient {
+    instance: String,
+    admin: String,
+    proxy: SocketAddr,
+    token: AdminToken,
+    http: Client<HttpConnector, Full<Bytes>>,
+}
+
+impl std::fmt::Debug for GatewayClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GatewayClient")
+            .field("instance", &self.instance)
+            .field("admin", &self.admin)
+            .field("proxy", &self.proxy)
+            .field("token", &self.token)
+            .finish()
+    }
+}
+
+impl GatewayClient {
+    fn of(
+        instance: &Instance,
+        token: AdminToken,
+        proxy: SocketAddr,
+        service: &str,
+    ) -> Result<Self, ServiceError> {
+        let admin = instance
+            .endpoints()
+            .into_iter()
+            .next()
+            .ok_or_else(|| ServiceError::NotRunning(service.to_owned()))?;
+        Ok(Self::new(&admin, token, proxy, &instance.id))
+    }
+
+    /// A client of the admin API at `admin` (`http://127.0.0.1:PORT`) of
+    /// the gateway proxying on `proxy`, the instance `instance`.
+    pub fn new(admin: &str, token: AdminToken, proxy: SocketAddr, instance: &str) -> Self {
+        let http = Client::builder(TokioExecutor::new())
+            // Admin calls are rare and the gateway may have restarted
+            // since the last one: a fresh connection each time.
+            .pool_max_idle_per_host(0)
+            .build(HttpConnector::new());
+        GatewayClient {
+            instance: instance.to_owned(),
+            admin: admin.trim_end_matches('/').to_owned(),
+            proxy,
+            token,
+            http,
+        }
+    }
+
+    /// The provider's id of the gateway's instance.
+    pub fn instance(&self) -> &str {
+        &self.instance
+    }
+
+    /// The admin API's base URL.
+    pub fn admin_url(&self) -> &str {
+        &self.admin
+    }
+
+    /// Where the gateway proxies: clients send their requests here.
+    pub fn proxy_addr(&self) -> SocketAddr {
+        self.proxy
+    }
+
+    /// The data plane's base URL.
+    pub fn proxy_url(&self) -> String {
+        format!("http://{}", self.proxy)
+    }
+
+    /// The current config.
+    pub async fn config(&self) -> Result<Config, ServiceError> {
+        let body = self.call(Method::GET, "/config", None).await?;
+        serde_json::from_slice(&body).map_err(|e| self.http_error("GET", "/config", e))
+    }
+
+    /// Validates, applies and persists `config`; returns it as applied.
+    /// Requests in flight finish under the config they started with.
+    pub async fn set_config(&self, config: &Config) -> Result<Config, ServiceError> {
+        let body = serde_json::to_vec(config).map_err(|e| self.http_error("PUT", "/config", e))?;
+        let body = self.call(Method::PUT, "/config", Some(body)).await?;
+        serde_json::from_slice(&body).map_err(|e| self.http_error("PUT", "/config", e))
+    }
+
+    /// Every measurement, per variant and replica: the gateway's
+    /// [`crate::gateway::MetricsSnapshot`] as JSON.
+    pub async fn snapshot(&self) -> Result<serde_json::Value, ServiceError> {
+        let body = self.call(Method::GET, "/snapshot", None).await?;
+        serde_json::from_slice(&body).map_err(|e| self.http_error("GET", "/snapshot", e))
+    }
+
+    /// The measurements in Prometheus text.
+    pub async fn metrics(&self) -> Result<String, ServiceError> {
+        let body = self.call(Method::GET, "/metrics", None).await?;
+        Ok(String::from_utf8_lossy(&body).into_owned())
+    }
+
+    fn http_error(
+        &self,
+        method: &'static str,
+        path: &str,
+        e: impl std::fmt::Display,
+    ) -> ServiceError {
+        ServiceError::Http {
+            method,
+            url: format!("{}{path}", self.admin),
+            detail: e.to_string(),
+        }
+    }
+
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<Bytes, ServiceError> {
+        let name: &'static str = if method == Method::PUT { "PUT" } else { "GET" };
+        let url = format!("{}{path}", self.admin);
+        let mut request = Request::builder().method(method).uri(&url).header(
+            header::AUTHORIZATION,
+            format!("Bearer {}", self.token.expose()),
+        );
+        if body.is_some() {
+            request = request.header(header::CONTENT_TYPE, "application/json");
+        }
+        let request = request
+            .body(Full::new(Bytes::from(body.unwrap_or_default())))
+            .map_err(|e| self.http_error(name, path, e))?;
+        let exchange = async {
+            let response = self
+                .http
+                .request(request)
+                .await
+                .map_err(|e| self.http_error(name, path, e))?;
+            let status = response.status();
+            let body = response
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| self.http_error(name, path, e))?
+                .to_bytes();
+            Ok::<_, ServiceError>((status, body))
+        };
+        let (status, body) = tokio::time::timeout(CLIENT_TIMEOUT, exchange)
+            .await
+            .map_err(|_| self.http_error(name, path, "no answer within 10s"))??;
+        if !status.is_success() {
+            return Err(ServiceError::Status {
+                method: name,
+                url,
+                status: status.as_u16(),
+                body: String::from_utf8_lossy(&body).into_owned(),
+            });
+        }
+        Ok(body)
+    }
+}

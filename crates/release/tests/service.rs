@@ -1,0 +1,363 @@
+//! The gateway as a service of the release environment, with real
+//! processes: the `mlops` binary (`target/debug/mlops`, beside this test's
+//! directory) is the local provider's supervisor and the gateway process;
+//! Python's `http.server` is the declared service it fronts; a canary
+//! upstream runs in the test.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use mlops_core::LedgerHandle;
+use mlops_iac::{
+    InfraError, InfraSpec, Instance, LocalProvider, Provider, Scope, SupervisorCommand,
+};
+use mlops_release::gateway::Config;
+use mlops_release::service::{GatewayProgram, GatewayService, ServiceError};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+/// `target/debug/mlops`: this test runs it, so it must be built (and
+/// current).
+fn mlops() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable");
+    let path = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .expect("target directory")
+        .join("mlops");
+    assert!(
+        path.is_file(),
+        "{} is missing: this test runs the `mlops` binary; build it first with `cargo build -p mlops-cli`",
+        path.display()
+    );
+    path
+}
+
+fn provider() -> LocalProvider {
+    LocalProvider::new(SupervisorCommand {
+        program: mlops(),
+        args: vec!["infra".into(), "supervise".into()],
+    })
+}
+
+const WEB: &str = r#"
+[infra.services.web]
+command = ["python3", "-m", "http.server", "{port}", "--bind", "{host}"]
+replicas = 2
+health = { path = "/", interval = "200ms", timeout = "1s", deadline = "20s" }
+stop-grace = "2s"
+"#;
+
+fn project(services: &str) -> (tempfile::TempDir, Scope) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("mlops.toml"),
+        format!(
+            "[project]\nname = \"shop\"\n\n[iac.steps.noop]\nrun = \"true\"\n\n[infra]\nprovider = \"local\"\n{services}"
+        ),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("who.txt"), "stable\n").unwrap();
+    let root = std::fs::canonicalize(dir.path()).unwrap();
+    let scope = Scope {
+        project: "shop".into(),
+        environment: "dev".into(),
+        root,
+    };
+    (dir, scope)
+}
+
+/// Runs `mlops ARGS...` and returns its stdout; fails on a non-zero exit.
+fn cli(args: &[&str]) -> String {
+    let out = Command::new(mlops()).args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "mlops {args:?}: {}\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// One HTTP/1.1 exchange on a fresh connection: (status, body).
+async fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &str,
+    body: &str,
+) -> (u16, String) {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n{headers}\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await.unwrap();
+    let response = String::from_utf8_lossy(&response).into_owned();
+    let status = response
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP response: {response:?}"));
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// An upstream answering every request with `name`.
+async fn upstream(name: &'static str) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                let service = service_fn(move |_req| async move {
+                    Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from(format!(
+                        "{name}\n"
+                    )))))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+async fn gateway_instance(scope: &Scope) -> Option<Instance> {
+    provider()
+        .observe(scope)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|i| i.service == "web-gateway")
+}
+
+fn pid(instance: &Instance) -> i32 {
+    instance.replicas[0]
+        .handle
+        .strip_prefix("pid ")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no pid in {instance:?}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_is_a_supervised_owned_service_that_keeps_its_config() {
+    let (_dir, scope) = project(WEB);
+    let root = scope.root.to_str().unwrap().to_owned();
+    cli(&["infra", "apply", &root]);
+    let infra = InfraSpec::load(&scope.root).unwrap();
+    let p = provider();
+    let ledger = LedgerHandle::for_project(&scope.root);
+    let service = GatewayService::new(&scope, &p, &ledger, "web", GatewayProgram::mlops(mlops()));
+
+    // ensure starts it, in front of the stable instance.
+    let client = service.ensure(&infra).await.unwrap();
+    let (status, body) = http(client.proxy_addr(), "GET", "/who.txt", "", "").await;
+    assert_eq!((status, body.as_str()), (200, "stable\n"));
+    let first = client.config().await.unwrap();
+    assert_eq!(first.variants.len(), 1);
+    assert_eq!(first.variants[0].replicas.len(), 2, "{first:?}");
+
+    // ensure again: the same instance, not a second one.
+    let again = service.ensure(&infra).await.unwrap();
+    assert_eq!(again.instance(), client.instance());
+    assert_eq!(again.proxy_addr(), client.proxy_addr());
+
+    // The client changes the weights: everything to a canary.
+    let canary = upstream("canary").await;
+    let mut config = first.clone();
+    config.variants[0].weight = 0;
+    config.variants.push(mlops_release::gateway::Variant {
+        name: "canary".into(),
+        weight: 100,
+        replicas: vec![canary.clone()],
+    });
+    let applied = client.set_config(&config).await.unwrap();
+    assert_eq!(applied, config);
+    for _ in 0..20 {
+        let (status, body) = http(client.proxy_addr(), "GET", "/who.txt", "", "").await;
+        assert_eq!((status, body.as_str()), (200, "canary\n"));
+    }
+    let snapshot = client.snapshot().await.unwrap();
+    let canary_ok = snapshot["variants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "canary")
+        .map(|v| v["meter"]["requests"]["success"].as_u64().unwrap());
+    assert_eq!(canary_ok, Some(20), "{snapshot:#}");
+    let on_disk: Config =
+        serde_json::from_slice(&std::fs::read(service.state_dir().join("config.json")).unwrap())
+            .unwrap();
+    assert_eq!(on_disk, config, "PUT /config persists before it answers");
+
+    // kill -9: the supervisor restarts it and it comes back with that config.
+    let before = gateway_instance(&scope).await.unwrap();
+    let old_pid = pid(&before);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(old_pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let after = loop {
+        if let Some(i) = gateway_instance(&scope).await
+            && i.is_healthy()
+            && pid(&i) != old_pid
+        {
+            break i;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the gateway did not come back after kill -9"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(after.id, before.id, "the same instance, restarted");
+    assert!(after.replicas[0].restarts >= 1);
+    assert_eq!(
+        client.config().await.unwrap(),
+        config,
+        "the persisted config"
+    );
+    let (status, body) = http(client.proxy_addr(), "GET", "/who.txt", "", "").await;
+    assert_eq!((status, body.as_str()), (200, "canary\n"));
+
+    // `infra status` shows it, owned by the release controller.
+    let status_json: serde_json::Value =
+        serde_json::from_str(&cli(&["infra", "status", &root, "--json"])).unwrap();
+    let shown = status_json["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["service"] == "web-gateway")
+        .unwrap_or_else(|| panic!("no gateway in {status_json:#}"));
+    assert_eq!(shown["owner"], "release");
+    assert!(cli(&["infra", "status", &root]).contains("web-gateway (healthy): instance"));
+
+    // `infra plan` lists it as owned, `infra apply` leaves it alone.
+    let plan = cli(&["infra", "plan", &root]);
+    assert!(plan.contains("no changes"), "{plan}");
+    assert!(plan.contains("owned by release"), "{plan}");
+    cli(&["infra", "apply", &root]);
+    let untouched = gateway_instance(&scope).await.unwrap();
+    assert_eq!(
+        (untouched.id.as_str(), pid(&untouched)),
+        (after.id.as_str(), pid(&after))
+    );
+
+    // Without the token, nothing changes.
+    let admin: SocketAddr = client
+        .admin_url()
+        .trim_start_matches("http://")
+        .parse()
+        .unwrap();
+    let body = serde_json::to_string(&first).unwrap();
+    let (status, _) = http(admin, "PUT", "/config", "", &body).await;
+    assert_eq!(status, 401);
+    let wrong = format!("Authorization: Bearer {}\r\n", "0".repeat(64));
+    let (status, _) = http(admin, "PUT", "/config", &wrong, &body).await;
+    assert_eq!(status, 401);
+    assert_eq!(client.config().await.unwrap(), config);
+    let (status, _) = http(admin, "GET", "/health", "", "").await;
+    assert_eq!(status, 200);
+
+    // Its log: one JSON object per line, never the token.
+    let token = std::fs::read_to_string(service.state_dir().join("admin.token")).unwrap();
+    let log_path = scope
+        .root
+        .join(".mlops/infra/local/dev/web-gateway")
+        .join(&after.id)
+        .join("replica-0.log");
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    let events: Vec<String> = log
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value =
+                serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l:?} in {log}"));
+            v["event"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    assert_eq!(
+        events.iter().filter(|e| *e == "started").count(),
+        2,
+        "{log}"
+    );
+    assert!(events.contains(&"config-applied".to_owned()), "{log}");
+    assert_eq!(
+        events.iter().filter(|e| *e == "admin-unauthorized").count(),
+        2,
+        "{log}"
+    );
+    assert!(!log.contains(token.trim()), "the token is never logged");
+
+    // `infra destroy` removes it; nothing listens on its address any more.
+    cli(&["infra", "destroy", &root]);
+    assert!(gateway_instance(&scope).await.is_none());
+    assert!(
+        tokio::net::TcpStream::connect(client.proxy_addr())
+            .await
+            .is_err()
+    );
+    assert!(
+        !Path::new(&format!("/proc/{}", pid(&after))).exists() || {
+            // A zombie until its parent (the gone supervisor's init) reaps it.
+            std::fs::read_to_string(format!("/proc/{}/stat", pid(&after)))
+                .is_ok_and(|s| s.contains(") Z"))
+        }
+    );
+}
+
+#[tokio::test]
+async fn ensure_refuses_what_it_cannot_front() {
+    let (_dir, scope) = project(&format!(
+        "{WEB}\n[infra.services.web-gateway]\ncommand = [\"true\"]\nhealth = {{ path = \"/\" }}\n"
+    ));
+    let infra = InfraSpec::load(&scope.root).unwrap();
+    let p = provider();
+    let ledger = LedgerHandle::for_project(&scope.root);
+    let program = GatewayProgram::mlops(mlops());
+
+    let unknown = GatewayService::new(&scope, &p, &ledger, "api", program.clone());
+    let e = unknown.ensure(&infra).await.unwrap_err();
+    assert!(
+        matches!(e, ServiceError::UnknownService(ref s) if s == "api"),
+        "{e}"
+    );
+
+    let clash = GatewayService::new(&scope, &p, &ledger, "web", program.clone());
+    let e = clash.ensure(&infra).await.unwrap_err();
+    assert!(
+        matches!(e, ServiceError::Infra(InfraError::Refused { .. }))
+            && e.to_string()
+                .contains("`web-gateway` is a service declared"),
+        "{e}"
+    );
+
+    // Nothing runs to route to: said, and nothing started.
+    let (_dir, scope) = project(WEB);
+    let infra = InfraSpec::load(&scope.root).unwrap();
+    let ledger = LedgerHandle::for_project(&scope.root);
+    let e = GatewayService::new(&scope, &p, &ledger, "web", program)
+        .ensure(&infra)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, ServiceError::NothingToRoute { .. }), "{e}");
+    assert!(p.observe(&scope).await.unwrap().is_empty());
+}
