@@ -361,3 +361,86 @@ async fn ensure_refuses_what_it_cannot_front() {
     assert!(matches!(e, ServiceError::NothingToRoute { .. }), "{e}");
     assert!(p.observe(&scope).await.unwrap().is_empty());
 }
+
+/// A log sink the test reads back.
+#[derive(Clone, Default)]
+struct Sink(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Sink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Stopping (SIGTERM in the process) lets a request in flight finish.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopping_gateway_finishes_what_is_in_flight() {
+    use mlops_release::service::{EventLog, ServeOptions, serve, write_config};
+    // An upstream that takes 400 ms.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let slow = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let service = service_fn(|_req| async {
+                    tokio::time::sleep(Duration::from_millis(400)).await;
+                    Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from("slow\n"))))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    let state = tempfile::tempdir().unwrap();
+    write_config(state.path(), &Config::single([format!("http://{slow}")])).unwrap();
+    let free = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+    };
+    let options = ServeOptions {
+        state: state.path().to_owned(),
+        listen: free(),
+        admin_port: free().port(),
+    };
+    let sink = Sink::default();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let gateway = tokio::spawn({
+        let options = options.clone();
+        let log = EventLog::new(sink.clone());
+        async move {
+            serve(&options, log, async {
+                let _ = stopped.await;
+            })
+            .await
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while tokio::net::TcpStream::connect(options.listen)
+        .await
+        .is_err()
+    {
+        assert!(Instant::now() < deadline, "the gateway did not listen");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let request = tokio::spawn(http(options.listen, "GET", "/", "", ""));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    stop.send(()).unwrap();
+    gateway.await.unwrap().unwrap();
+    assert_eq!(request.await.unwrap(), (200, "slow\n".to_owned()));
+    let log = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
+    let last: serde_json::Value = serde_json::from_str(log.lines().last().unwrap()).unwrap();
+    assert_eq!(last["event"], "stopped", "{log}");
+    assert_eq!(last["in_flight_left"], 0, "{log}");
+    assert!(
+        tokio::net::TcpStream::connect(options.listen)
+            .await
+            .is_err()
+    );
+}
