@@ -16,10 +16,11 @@
 //! transport failure, passive ejection with back-off, 503 when a variant
 //! has no healthy replica.
 //!
-//! Not here: shadow mirroring, HTTP/2, upgrades (WebSocket), TLS, running
-//! the gateway as a provider-managed service, state that survives a
-//! restart. Request bodies are buffered up to the limit (so that a retry
-//! can resend them); response bodies stream.
+//! Running it as a service of the release environment (supervised by the
+//! provider, its config persisted across restarts) is [`crate::service`]'s.
+//! Not here: shadow mirroring, HTTP/2, upgrades (WebSocket), TLS. Request
+//! bodies are buffered up to the limit (so that a retry can resend them);
+//! response bodies stream.
 
 mod admin;
 mod balance;
