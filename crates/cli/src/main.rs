@@ -3,6 +3,7 @@
 //! prints.
 
 mod assess;
+mod gateway;
 mod infra;
 mod model;
 mod output;
@@ -84,6 +85,8 @@ enum Command {
     Model(model::ModelCommand),
     /// Assess a repository's maturity from evidence (HTML, Markdown or JSON report)
     Assess(assess::AssessArgs),
+    /// Reverse-proxy to upstreams, balanced, until Ctrl-C (metrics on --admin)
+    Gateway(gateway::GatewayArgs),
     /// Run the release gateway as a supervised service (internal)
     #[command(hide = true, name = mlops_release::service::SERVE_SUBCOMMAND)]
     GatewayServe {
@@ -342,6 +345,7 @@ fn dispatch(cli: Cli) -> Result<u8, Failure> {
         Command::Infra(command) => infra::run(command),
         Command::Model(command) => model::run(command),
         Command::Assess(args) => assess::run(args),
+        Command::Gateway(args) => gateway::run(args),
         Command::GatewayServe {
             state,
             listen,
