@@ -119,6 +119,11 @@ pub struct VariantMeasurements {
     pub predictions: Option<Vec<f64>>,
 }
 
+/// The most PSI bins a config may ask for (each bin needs samples of its
+/// own to mean anything; the bound also keeps a config from allocating
+/// without limit).
+pub const MAX_PSI_BINS: usize = 1000;
+
 /// The thresholds and test settings of an analysis.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
@@ -254,8 +259,11 @@ impl AnalysisConfig {
             ),
         );
         need(
-            self.psi_bins >= 2,
-            format!("psi-bins is {}, it must be at least 2", self.psi_bins),
+            (2..=MAX_PSI_BINS).contains(&self.psi_bins),
+            format!(
+                "psi-bins is {}, it must be from 2 to {MAX_PSI_BINS}",
+                self.psi_bins
+            ),
         );
         if problems.is_empty() {
             Ok(())
@@ -693,8 +701,8 @@ impl TailEvidence {
     pub fn candidate_heavier(&self) -> bool {
         let [[s_below, s_above], [c_below, c_above]] = self.outcome.table;
         // c_above / (c_below + c_above) > s_above / (s_below + s_above), cross-multiplied.
-        u128::from(c_above) * u128::from(s_below + s_above)
-            > u128::from(s_above) * u128::from(c_below + c_above)
+        u128::from(c_above) * (u128::from(s_below) + u128::from(s_above))
+            > u128::from(s_above) * (u128::from(c_below) + u128::from(c_above))
     }
 }
 
@@ -1007,9 +1015,18 @@ fn latency_p99_slo(candidate: &Prepared, config: &AnalysisConfig) -> Check {
 /// Tests a 2×2 table: Fisher's exact when an expected count is below 5,
 /// chi-square with Yates' correction otherwise.
 fn table_outcome(table: [[u64; 2]; 2]) -> TableOutcome {
-    let rows = [table[0][0] + table[0][1], table[1][0] + table[1][1]];
-    let columns = [table[0][0] + table[1][0], table[0][1] + table[1][1]];
-    let total = rows[0] + rows[1];
+    // Saturating: counts come from deserialized records and must not
+    // overflow (a saturated margin only makes the expected counts larger,
+    // which chooses the chi-square test, as such counts would).
+    let rows = [
+        table[0][0].saturating_add(table[0][1]),
+        table[1][0].saturating_add(table[1][1]),
+    ];
+    let columns = [
+        table[0][0].saturating_add(table[1][0]),
+        table[0][1].saturating_add(table[1][1]),
+    ];
+    let total = rows[0].saturating_add(rows[1]);
     let min_expected = if total == 0 {
         0.0
     } else {

@@ -138,6 +138,23 @@ pub enum DriverError {
         /// The length given.
         actual: u64,
     },
+    /// A serialized histogram of another shape than the driver's (its
+    /// header is checked before anything is allocated from it).
+    #[error(
+        "a serialized latency histogram tracks {low}..={high} at {digits} significant digits; the driver's histograms track 1..={expected_high} at {expected_digits}"
+    )]
+    HistogramShape {
+        /// Its lowest discernible value.
+        low: u64,
+        /// Its highest trackable value.
+        high: u64,
+        /// Its significant digits.
+        digits: u32,
+        /// The driver's highest trackable value.
+        expected_high: u64,
+        /// The driver's significant digits.
+        expected_digits: u32,
+    },
 }
 
 fn list(errors: &[SettingError]) -> String {

@@ -633,6 +633,18 @@ fn invalid_inputs_are_refused() {
         ),
         Expected::Error(&["alpha is 1.5", "psi-bins is 1", "max-error-rate is 2"]),
     );
+    check(
+        "psi-bins has an upper bound",
+        analysis(
+            None,
+            BASE,
+            AnalysisConfig {
+                psi_bins: 1_000_000_000,
+                ..AnalysisConfig::default()
+            },
+        ),
+        Expected::Error(&["psi-bins is 1000000000, it must be from 2 to 1000"]),
+    );
 }
 
 fn rounds(policy: RoundPolicy, verdicts: &str) -> Case {
@@ -669,6 +681,7 @@ fn the_round_state_machine_decides() {
     let tolerant = RoundPolicy {
         rounds: n(10),
         failure_limit: 2,
+        failure_count: FailureCount::Consecutive,
         ..default()
     };
     check(
@@ -682,11 +695,12 @@ fn the_round_state_machine_decides() {
         Expected::Actions(&[C, C, C, Rollback]),
     );
     check(
-        "failure-limit 2, total (argo)",
+        "failure-limit 2, total (argo's, the default)",
         rounds(
             RoundPolicy {
-                failure_count: FailureCount::Total,
-                ..tolerant.clone()
+                rounds: n(10),
+                failure_limit: 2,
+                ..default()
             },
             "FPFPF",
         ),
@@ -865,4 +879,18 @@ fn the_msprt_detects_a_real_difference() {
         c,
     );
     assert!(refused.is_err_and(|e| e.to_string().contains("0 requests with 0 errors")));
+}
+
+#[test]
+fn the_msprt_refuses_a_previous_p_value_that_is_not_a_probability() {
+    let msprt = ErrorRateMsprt::default();
+    let counts = CumulativeCounts {
+        requests: 100,
+        errors: 1,
+    };
+    for bad in [f64::NAN, -0.1, 1.5, f64::INFINITY] {
+        let err = msprt.round(bad, counts, counts).unwrap_err().to_string();
+        assert!(err.contains("previous p-value"), "{bad}: {err}");
+    }
+    assert!(msprt.round(1.0, counts, counts).is_ok());
 }

@@ -9,8 +9,9 @@
 //! decides:
 //!
 //! 1. **Roll back** when the failures counted by `failure-count`
-//!    (`consecutive`, the default: the current failure streak; `total`: every
-//!    failing round, as Argo Rollouts counts) exceed `failure-limit`. With
+//!    (`total`, the default: every failing round, as Argo Rollouts counts
+//!    for `failureLimit`; `consecutive`: the current failure streak) exceed
+//!    `failure-limit`. With
 //!    `failure-limit = 0` (Argo's default) the first failing round rolls back.
 //! 2. **`on-inconclusive`** (pause, the default, as Argo does; or roll back)
 //!    when the inconclusive rounds in total exceed `inconclusive-limit`.
@@ -58,7 +59,7 @@ impl Default for RoundPolicy {
         Self {
             rounds: NonZeroU32::new(5).unwrap_or(NonZeroU32::MIN),
             failure_limit: 0,
-            failure_count: FailureCount::Consecutive,
+            failure_count: FailureCount::Total,
             promote_after_passes: None,
             inconclusive_limit: 3,
             on_inconclusive: InconclusiveAction::Pause,
@@ -71,9 +72,9 @@ impl Default for RoundPolicy {
 #[serde(rename_all = "kebab-case")]
 pub enum FailureCount {
     /// The current streak of failing rounds; a passing round resets it.
-    #[default]
     Consecutive,
     /// Every failing round of the step (Argo Rollouts' `failureLimit`).
+    #[default]
     Total,
 }
 

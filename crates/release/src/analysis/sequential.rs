@@ -104,6 +104,12 @@ pub enum SequentialError {
         /// Errors given.
         errors: u64,
     },
+    /// The previous round's p-value is not a probability (a lost or
+    /// corrupted state would otherwise reset the test silently).
+    #[error(
+        "error-rate msprt: the previous p-value is {0}, it must be a number in [0, 1] (1 before the first round)"
+    )]
+    InvalidPreviousP(f64),
 }
 
 impl ErrorRateMsprt {
@@ -112,8 +118,9 @@ impl ErrorRateMsprt {
     ///
     /// # Errors
     ///
-    /// Settings out of range, or a variant without requests or with more
-    /// errors than requests.
+    /// Settings out of range, a previous p-value outside `[0, 1]` (NaN
+    /// included), or a variant without requests or with more errors than
+    /// requests.
     pub fn round(
         &self,
         previous_p_value: f64,
@@ -136,6 +143,9 @@ impl ErrorRateMsprt {
                 Ok(c.errors as f64 / c.requests as f64)
             }
         };
+        if !(0.0..=1.0).contains(&previous_p_value) {
+            return Err(SequentialError::InvalidPreviousP(previous_p_value));
+        }
         let (r_s, r_c) = (rate(stable)?, rate(candidate)?);
         let difference = r_c - r_s;
         let variance = r_c * (1.0 - r_c) / candidate.requests as f64
@@ -147,9 +157,7 @@ impl ErrorRateMsprt {
         } else {
             0.0
         };
-        let p_value = previous_p_value
-            .clamp(0.0, 1.0)
-            .min((-log_likelihood_ratio).exp());
+        let p_value = previous_p_value.min((-log_likelihood_ratio).exp());
         Ok(MsprtRound {
             difference,
             variance,

@@ -58,8 +58,27 @@ pub fn decode_histogram(bytes: &[u8]) -> Result<Histogram<u64>, DriverError> {
         header[4], header[5], header[6], header[7],
     ]));
     let actual = bytes.len().saturating_sub(V2_HEADER_LEN) as u64;
-    if declared != actual {
+    if bytes.len() < V2_HEADER_LEN || declared != actual {
         return Err(DriverError::HistogramLength { declared, actual });
+    }
+    // hdrhistogram allocates the counts from the header's bounds before it
+    // reads them: a 40-byte header declaring huge bounds would allocate
+    // tens of megabytes. Only the driver's own shape is accepted (which is
+    // also the only shape `latency_histogram().add` takes without loss).
+    let field = |at: usize, len: usize| -> u64 {
+        bytes[at..at + len]
+            .iter()
+            .fold(0u64, |acc, b| (acc << 8) | u64::from(*b))
+    };
+    let (digits, low, high) = (field(12, 4) as u32, field(16, 8), field(24, 8));
+    if (low, high, digits) != (1, HIGHEST_MICROS, u32::from(SIGNIFICANT_DIGITS)) {
+        return Err(DriverError::HistogramShape {
+            low,
+            high,
+            digits,
+            expected_high: HIGHEST_MICROS,
+            expected_digits: u32::from(SIGNIFICANT_DIGITS),
+        });
     }
     let mut reader = bytes;
     Deserializer::new()

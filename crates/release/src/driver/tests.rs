@@ -721,6 +721,28 @@ fn histograms_round_trip_and_reject_other_bytes() {
         decode_histogram(&[]),
         Err(DriverError::DecodeHistogram(_))
     ));
+    // A header of another shape is refused before anything is allocated
+    // from it: here one declaring u64::MAX as its highest value and 5
+    // significant digits, which would allocate tens of megabytes.
+    let mut huge = bytes[..40].to_vec();
+    huge[4..8].copy_from_slice(&0u32.to_be_bytes());
+    huge[12..16].copy_from_slice(&5u32.to_be_bytes());
+    huge[24..32].copy_from_slice(&u64::MAX.to_be_bytes());
+    assert!(matches!(
+        decode_histogram(&huge),
+        Err(DriverError::HistogramShape {
+            high: u64::MAX,
+            digits: 5,
+            ..
+        })
+    ));
+    // A header cut short is an error, not a panic.
+    let mut short = bytes[..20].to_vec();
+    short[4..8].copy_from_slice(&0u32.to_be_bytes());
+    assert!(matches!(
+        decode_histogram(&short),
+        Err(DriverError::HistogramLength { .. })
+    ));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
