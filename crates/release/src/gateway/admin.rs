@@ -245,7 +245,7 @@ fn respond(status: StatusCode, content_type: &'static str, body: String) -> Resp
     let mut r = Response::new(
         Full::new(Bytes::from(body))
             .map_err(|never| match never {})
-            .boxed(),
+            .boxed_unsync(),
     );
     *r.status_mut() = status;
     r.headers_mut()

@@ -10,14 +10,20 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use hyper::Uri;
+use hyper::header::HeaderValue;
 
 use super::metrics::Meter;
+use super::upstream::{Pool, host_header};
 
 /// One upstream of a variant, with its health and counters.
 #[derive(Debug)]
 pub(crate) struct Replica {
     pub(crate) url: String,
     pub(crate) uri: Uri,
+    /// `Host` for requests that come without one: the URL's authority.
+    pub(crate) host: Option<HeaderValue>,
+    /// Its idle keep-alive connections.
+    pub(crate) pool: Arc<Pool>,
     pub(crate) meter: Arc<Meter>,
     pub(crate) upstream_failures: AtomicU64,
     pub(crate) ejections: AtomicU64,
@@ -51,7 +57,9 @@ impl Replica {
     pub(crate) fn new(url: String, uri: Uri, epoch: Instant) -> Self {
         Self {
             url,
+            host: host_header(&uri),
             uri,
+            pool: Arc::default(),
             meter: Arc::new(Meter::new()),
             upstream_failures: AtomicU64::new(0),
             ejections: AtomicU64::new(0),

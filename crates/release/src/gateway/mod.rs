@@ -27,19 +27,16 @@ mod balance;
 mod config;
 pub mod metrics;
 mod proxy;
+mod upstream;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -96,7 +93,6 @@ struct Shared {
     active: RwLock<Arc<Active>>,
     /// Live state by variant name, kept across reconfigurations.
     state: Mutex<State>,
-    client: Client<HttpConnector, Full<Bytes>>,
     rng: Rng,
     epoch: Instant,
 }
@@ -142,15 +138,6 @@ impl Active {
 impl Gateway {
     /// A gateway serving `config` (nothing listens until [`serve`](Self::serve)).
     pub fn new(config: Config) -> Result<Self, GatewayError> {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(Duration::from_secs(5)));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .pool_max_idle_per_host(64)
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .build(connector);
         let epoch = Instant::now();
         let mut state = State::default();
         let compiled = config::compile(&config).map_err(GatewayError::InvalidConfig)?;
@@ -159,7 +146,6 @@ impl Gateway {
             shared: Arc::new(Shared {
                 active: RwLock::new(Arc::new(active)),
                 state: Mutex::new(state),
-                client,
                 rng: Rng::new(balance::os_seed()),
                 epoch,
             }),
@@ -239,7 +225,9 @@ impl Gateway {
         let shared = self.shared.clone();
         spawn_server(listener, move |peer| {
             let shared = shared.clone();
-            service_fn(move |req| proxy::handle(shared.clone(), peer, req))
+            // Per connection, not per request.
+            let peer = proxy::Peer::new(peer);
+            service_fn(move |req| proxy::handle(shared.clone(), peer.clone(), req))
         })
     }
 
@@ -315,7 +303,19 @@ impl State {
                     replicas,
                 }
             })
-            .collect();
+            .collect::<Vec<ActiveVariant>>();
+        // Replicas that left the config keep their counters, not their
+        // idle connections.
+        for vs in &self.variants {
+            for r in &vs.replicas {
+                let kept = variants
+                    .iter()
+                    .any(|v| v.replicas.iter().any(|a| Arc::ptr_eq(a, r)));
+                if !kept {
+                    r.pool.clear();
+                }
+            }
+        }
         Active {
             config: Arc::new(config),
             compiled,

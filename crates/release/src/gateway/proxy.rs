@@ -12,7 +12,7 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use bytes::Bytes;
-use http_body_util::combinators::BoxBody;
+use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -21,46 +21,59 @@ use hyper::{Method, Request, Response, StatusCode, Uri, Version};
 use super::balance;
 use super::config::{CompiledRoute, CompiledSticky};
 use super::metrics::Meter;
+use super::upstream::UpstreamBody;
 use super::{Active, Shared};
 
 /// The error a response body may fail with.
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// Every response the gateway sends.
-pub(crate) type ProxyBody = BoxBody<Bytes, BoxError>;
+pub(crate) type ProxyBody = UnsyncBoxBody<Bytes, BoxError>;
 
 /// The request id header, kept when the client sends one.
 pub(crate) const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 const FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
-/// Headers that belong to one connection, never forwarded (RFC 9110 §7.6.1).
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "upgrade",
+/// Headers that belong to one connection, never forwarded (RFC 9110
+/// §7.6.1); and `Transfer-Encoding`, whose framing is the connection's
+/// (hyper sets it from the body it sends).
+const HOP_BY_HOP: [HeaderName; 9] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::UPGRADE,
+    header::TRANSFER_ENCODING,
 ];
+
+/// The client end of a connection, as forwarded: made once per connection.
+#[derive(Clone)]
+pub(crate) struct Peer {
+    /// Its IP address, text.
+    ip: HeaderValue,
+}
+
+impl Peer {
+    pub(crate) fn new(addr: SocketAddr) -> Self {
+        Self {
+            ip: HeaderValue::from_str(&addr.ip().to_string())
+                .expect("an IP address is a valid header value"),
+        }
+    }
+}
 
 pub(crate) async fn handle(
     shared: Arc<Shared>,
-    peer: SocketAddr,
+    peer: Peer,
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Infallible> {
     let started = Instant::now();
     let active = shared.active();
     let request_id = match req.headers().get(REQUEST_ID) {
         Some(v) if valid_request_id(v) => v.clone(),
-        _ => {
-            let id = format!(
-                "{:016x}{:016x}",
-                shared.rng.next_u64(),
-                shared.rng.next_u64()
-            );
-            HeaderValue::from_str(&id).expect("hex is a valid header value")
-        }
+        _ => new_request_id(&shared.rng),
     };
     let variant = choose_variant(&active, &shared, req.headers());
     let meter = active.variants[variant].meter.clone();
@@ -83,11 +96,8 @@ pub(crate) async fn handle(
     let (mut parts, body) = response.into_parts();
     parts.headers.insert(REQUEST_ID, request_id);
     guard.status = Some(parts.status.as_u16());
-    let metered = Metered {
-        inner: body,
-        guards: vec![guard],
-    };
-    Ok(Response::from_parts(parts, metered.boxed()))
+    let metered = Metered { inner: body, guard };
+    Ok(Response::from_parts(parts, metered.boxed_unsync()))
 }
 
 /// Send the request to a replica of `variant`, retrying where that is
@@ -96,7 +106,7 @@ async fn forward(
     shared: &Shared,
     active: &Active,
     variant: usize,
-    peer: SocketAddr,
+    peer: Peer,
     req: Request<Incoming>,
     request_id: &HeaderValue,
     guard: &mut Guard,
@@ -114,18 +124,23 @@ async fn forward(
     if body.size_hint().lower() > limit {
         return too_large(limit);
     }
-    // Buffered (never past the limit) so that a retry can send it again.
-    let body = match Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX))
-        .collect()
-        .await
-    {
-        Ok(collected) => collected.to_bytes(),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => return too_large(limit),
-        Err(_) => {
-            return plain(
-                StatusCode::BAD_REQUEST,
-                "could not read the request body\n".to_owned(),
-            );
+    // Buffered (never past the limit) so that a retry can send it again;
+    // none (a GET, a `Content-Length: 0`) is not read at all.
+    let body = if body.is_end_stream() {
+        Bytes::new()
+    } else {
+        match Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX))
+            .collect()
+            .await
+        {
+            Ok(collected) => collected.to_bytes(),
+            Err(e) if e.is::<http_body_util::LengthLimitError>() => return too_large(limit),
+            Err(_) => {
+                return plain(
+                    StatusCode::BAD_REQUEST,
+                    "could not read the request body\n".to_owned(),
+                );
+            }
         }
     };
     guard.meter.add_bytes_in(body.len() as u64);
@@ -136,19 +151,23 @@ async fn forward(
     // asked, from our server): the replica is not asked again.
     headers.remove(header::EXPECT);
     headers.insert(REQUEST_ID, request_id.clone());
-    let peer_ip = peer.ip().to_string();
     let forwarded_for = match headers.get(FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prior) => format!("{prior}, {peer_ip}"),
-        None => peer_ip,
+        Some(prior) => HeaderValue::from_str(&format!(
+            "{prior}, {}",
+            peer.ip.to_str().unwrap_or_default()
+        ))
+        .ok(),
+        None => Some(peer.ip),
     };
-    if let Ok(v) = HeaderValue::from_str(&forwarded_for) {
+    if let Some(v) = forwarded_for {
         headers.insert(FORWARDED_FOR, v);
     }
-    let path = parts
+    // Origin form, the client's path and query.
+    let uri = parts
         .uri
         .path_and_query()
-        .map_or("/", |p| p.as_str())
-        .to_owned();
+        .map_or_else(|| Uri::from_static("/"), |p| Uri::from(p.clone()));
+    let mut headers = Some(headers);
     let idempotent = matches!(
         parts.method,
         Method::GET | Method::HEAD | Method::PUT | Method::DELETE | Method::OPTIONS | Method::TRACE
@@ -181,19 +200,35 @@ async fn forward(
         tried.push(index);
         let mut upstream = Request::new(Full::new(body.clone()));
         *upstream.method_mut() = parts.method.clone();
-        *upstream.uri_mut() = upstream_uri(&replica.uri, &path);
+        *upstream.uri_mut() = uri.clone();
         *upstream.version_mut() = Version::HTTP_11;
-        *upstream.headers_mut() = headers.clone();
+        // The last replica there is to try gets the headers themselves.
+        let Some(request_headers) = (if tried.len() == replicas.len() {
+            headers.take()
+        } else {
+            headers.clone()
+        }) else {
+            unreachable!("no replica is tried twice, so the headers are taken last")
+        };
+        *upstream.headers_mut() = request_headers;
+        if let Some(host) = &replica.host
+            && !upstream.headers().contains_key(header::HOST)
+        {
+            upstream.headers_mut().insert(header::HOST, host.clone());
+        }
         replica.meter.start();
         let mut replica_guard = Guard {
             meter: replica.meter.clone(),
             started: Instant::now(),
             status: None,
         };
-        let sent = tokio::time::timeout(
-            active.compiled.upstream_timeout,
-            shared.client.request(upstream),
-        )
+        let sent = tokio::time::timeout(active.compiled.upstream_timeout, async {
+            let mut conn = replica.pool.checkout(&replica.uri).await?;
+            let response = conn.send(upstream).await?;
+            let (parts, body) = response.into_parts();
+            let body = UpstreamBody::new(body, conn, replica.pool.clone()).await;
+            Ok::<_, super::upstream::UpstreamError>(Response::from_parts(parts, body))
+        })
         .await;
         match sent {
             Ok(Ok(response)) => {
@@ -208,10 +243,10 @@ async fn forward(
                 let (mut parts, body) = response.into_parts();
                 strip_hop_by_hop(&mut parts.headers);
                 let metered = Metered {
-                    inner: body.map_err(BoxError::from).boxed(),
-                    guards: vec![replica_guard],
+                    inner: body.boxed_unsync(),
+                    guard: replica_guard,
                 };
-                return Response::from_parts(parts, metered.boxed());
+                return Response::from_parts(parts, metered.boxed_unsync());
             }
             Ok(Err(e)) => {
                 replica
@@ -312,6 +347,11 @@ fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
 }
 
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Most messages have none: one pass over the few names there are
+    // (comparing known names is cheap), rather than a lookup for each.
+    if !headers.keys().any(|k| HOP_BY_HOP.contains(k)) {
+        return;
+    }
     let listed: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -325,20 +365,27 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     for name in HOP_BY_HOP {
         headers.remove(name);
     }
-    // Framing is the connection's: hyper sets it from the body it sends.
-    headers.remove(header::TRANSFER_ENCODING);
+}
+
+/// 32 random hex digits.
+fn new_request_id(rng: &balance::Rng) -> HeaderValue {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut id = [0u8; 32];
+    for (half, word) in id
+        .chunks_exact_mut(16)
+        .zip([rng.next_u64(), rng.next_u64()])
+    {
+        for (i, digit) in half.iter_mut().enumerate() {
+            *digit = HEX[((word >> (60 - 4 * i)) & 0xf) as usize];
+        }
+    }
+    HeaderValue::from_bytes(&id).expect("hex is a valid header value")
 }
 
 /// Kept from the client when short and printable; else replaced.
 fn valid_request_id(v: &HeaderValue) -> bool {
     let b = v.as_bytes();
     !b.is_empty() && b.len() <= 200 && b.iter().all(|c| c.is_ascii_graphic())
-}
-
-fn upstream_uri(base: &Uri, path: &str) -> Uri {
-    let mut parts = base.clone().into_parts();
-    parts.path_and_query = path.parse().ok();
-    Uri::from_parts(parts).unwrap_or_else(|_| base.clone())
 }
 
 fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
@@ -368,7 +415,7 @@ fn plain(status: StatusCode, body: String) -> Response<ProxyBody> {
     let mut r = Response::new(
         Full::new(Bytes::from(body))
             .map_err(|never| match never {})
-            .boxed(),
+            .boxed_unsync(),
     );
     *r.status_mut() = status;
     r.headers_mut().insert(
@@ -392,11 +439,11 @@ impl Drop for Guard {
     }
 }
 
-/// A response body that counts its bytes into its guards' meters and
-/// records them when it ends.
+/// A response body that counts its bytes into its guard's meter and
+/// records it when it ends.
 struct Metered {
     inner: ProxyBody,
-    guards: Vec<Guard>,
+    guard: Guard,
 }
 
 impl Body for Metered {
@@ -411,9 +458,7 @@ impl Body for Metered {
         if let Poll::Ready(Some(Ok(frame))) = &polled
             && let Some(data) = frame.data_ref()
         {
-            for g in &self.guards {
-                g.meter.add_bytes_out(data.len() as u64);
-            }
+            self.guard.meter.add_bytes_out(data.len() as u64);
         }
         polled
     }
