@@ -1,7 +1,9 @@
 //! `mlops_release::stats` against scipy: every case of the shared reference file
-//! (`shared/reference/stats_scipy.json`) and of our own generated file
-//! (`tests/data/scipy_cases.json`, from `tests/data/gen_scipy_cases.py`), plus
-//! the inputs each function must refuse.
+//! (`shared/reference/stats_scipy.json`) and of our own generated files
+//! (`tests/data/scipy_cases.json` and `tests/data/scipy_extreme_cases.json`,
+//! from `tests/data/gen_scipy_cases.py`), the inputs each function must
+//! refuse, and properties at the edges of f64 (Welch's t-test on magnitudes
+//! 1e-300..1e300) and of the counts (Fisher's test on mirrored tables).
 //!
 //! Every comparison goes through [`Report::check`]: relative error at most
 //! 1e-6 (statistics within 1e-12 of zero are compared absolutely, where a
@@ -305,6 +307,220 @@ fn generated_scipy_cases() {
         );
     }
     report.finish("tests/data/scipy_cases.json");
+}
+
+#[test]
+fn extreme_scipy_cases() {
+    let data = load(
+        "tests/data/scipy_extreme_cases.json",
+        "our extreme scipy cases (regenerate with tests/data/gen_scipy_cases.py)",
+    );
+    let mut report = Report::default();
+    // scipy's own answer underflows or overflows there (see the generator and
+    // `welch_t_test`'s documentation): the reference is scipy on the same
+    // samples times a power of two, which leaves t, df and p unchanged.
+    for case in data["welch"].as_array().expect("welch cases") {
+        let got = outcome(welch_t_test(&floats(&case["a"]), &floats(&case["b"])));
+        report.check(
+            "welch_t_test (rescaled)",
+            case["id"].as_str().unwrap(),
+            got,
+            expect(&case["rescaled"]),
+        );
+    }
+    // Against scipy, except where scipy's own pmf (~1e-7 relative at margins
+    // of 1e9) decides a near tie wrongly; against the 50-digit evaluation of
+    // scipy's rule everywhere.
+    let mut near_ties = Vec::new();
+    for case in data["fisher"].as_array().expect("fisher cases") {
+        let t = table(&case["table"]);
+        let id = format!("{t:?}");
+        if case["scipy_splits_near_tie"].as_bool() == Some(true) {
+            near_ties.push(id.clone());
+        } else {
+            let got = outcome(fisher_exact_2x2(t));
+            report.check(
+                "fisher_exact_2x2 (large)",
+                &id,
+                got,
+                expect(&case["fisher"]),
+            );
+        }
+        let got = outcome(fisher_exact_2x2(t));
+        let want = Expect::PValue(num(&case["reference_pvalue"]));
+        report.check("fisher_exact_2x2 (large, 50 digits)", &id, got, want);
+    }
+    // The reviewer's examples where scipy is the one that is wrong: the
+    // exact p-values are P(0..=1) + P(6..=7) and P(0) + P(3) (the mirror
+    // table is less likely by 2.5e-8 and 3e-8 relative).
+    assert_eq!(
+        near_ties,
+        [
+            "[[1, 1000000000], [6, 1000000000]]",
+            "[[3, 200000000], [0, 200000001]]"
+        ]
+    );
+    report.finish("tests/data/scipy_extreme_cases.json");
+}
+
+/// splitmix64: deterministic inputs without a dependency.
+struct SplitMix(u64);
+
+impl SplitMix {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in [0, 1).
+    fn unit(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// Uniform in lo..=hi.
+    fn int(&mut self, lo: i64, hi: i64) -> i64 {
+        lo + (self.next() % (hi - lo + 1) as u64) as i64
+    }
+}
+
+/// A sample of `n` values with magnitudes anywhere in 1e-300..1e300, in one
+/// of several shapes: one magnitude, every value its own magnitude, nearly
+/// equal values, a constant, zeros with one value.
+fn extreme_sample(rng: &mut SplitMix, n: usize) -> Vec<f64> {
+    let magnitude = |rng: &mut SplitMix| 10f64.powi(rng.int(-300, 300) as i32);
+    let signed = |rng: &mut SplitMix, x: f64| if rng.unit() < 0.5 { -x } else { x };
+    let base = magnitude(rng);
+    match rng.int(0, 4) {
+        0 => (0..n)
+            .map(|_| {
+                let x = base * (0.5 + rng.unit());
+                signed(rng, x)
+            })
+            .collect(),
+        1 => (0..n)
+            .map(|_| {
+                let x = magnitude(rng) * (0.5 + rng.unit());
+                signed(rng, x)
+            })
+            .collect(),
+        2 => (0..n)
+            .map(|i| base * (1.0 + i as f64 * f64::EPSILON * rng.int(0, 3) as f64))
+            .collect(),
+        3 => vec![signed(rng, base); n],
+        _ => {
+            let mut v = vec![0.0; n];
+            v[n - 1] = signed(rng, base);
+            v
+        }
+    }
+}
+
+/// Multiplies every value by 2^k when every non-zero result stays a normal
+/// finite number (so the product is exact), else `None`.
+fn times_power_of_two(values: &[f64], k: i32) -> Option<Vec<f64>> {
+    values
+        .iter()
+        .map(|&v| {
+            let w = v * 2f64.powi(k);
+            let exact = v == 0.0 || (w.is_normal() && w / 2f64.powi(k) == v);
+            exact.then_some(w)
+        })
+        .collect()
+}
+
+#[test]
+fn welch_t_test_on_extreme_magnitudes() {
+    let mut rng = SplitMix(0x5eed_1e30_0000_0001);
+    let (mut outcomes, mut refusals, mut rescaled) = (0, 0, 0);
+    for case in 0..3000 {
+        let (na, nb) = (rng.int(2, 12) as usize, rng.int(2, 12) as usize);
+        let (a, b) = (extreme_sample(&mut rng, na), extreme_sample(&mut rng, nb));
+        let got = std::panic::catch_unwind(|| welch_t_test(&a, &b))
+            .unwrap_or_else(|_| panic!("case {case}: welch_t_test panicked on a={a:?} b={b:?}"));
+        match &got {
+            Ok(o) => {
+                outcomes += 1;
+                assert!(
+                    o.p_value.is_finite() && (0.0..=1.0).contains(&o.p_value),
+                    "case {case}: p {} for a={a:?} b={b:?}",
+                    o.p_value
+                );
+                assert!(
+                    !o.statistic.is_nan(),
+                    "case {case}: t is NaN for a={a:?} b={b:?}"
+                );
+            }
+            Err(StatsError::ConstantInput { .. }) => {
+                refusals += 1;
+                let constant = |s: &[f64]| s.iter().all(|&v| v == s[0]);
+                assert!(
+                    constant(&a) && constant(&b),
+                    "case {case}: refused a={a:?} b={b:?}"
+                );
+            }
+            Err(e) => panic!("case {case}: unexpected error {e} for a={a:?} b={b:?}"),
+        }
+        // Scale-free: multiplying both samples by 2^k (exactly) changes nothing.
+        let k = rng.int(-900, 900) as i32;
+        if let (Some(sa), Some(sb)) = (times_power_of_two(&a, k), times_power_of_two(&b, k)) {
+            rescaled += 1;
+            let scaled = welch_t_test(&sa, &sb);
+            match (&got, &scaled) {
+                (Ok(x), Ok(y)) => assert!(
+                    x.statistic.to_bits() == y.statistic.to_bits()
+                        && x.p_value.to_bits() == y.p_value.to_bits(),
+                    "case {case}: {x:?} but {y:?} times 2^{k} for a={a:?} b={b:?}"
+                ),
+                (Err(x), Err(y)) => assert_eq!(x, y, "case {case}"),
+                _ => panic!("case {case}: {got:?} but {scaled:?} times 2^{k}"),
+            }
+        }
+    }
+    println!("{outcomes} outcomes, {refusals} refusals, {rescaled} rescaled and compared");
+    assert!(outcomes > 2000 && refusals > 10 && rescaled > 500);
+}
+
+#[test]
+fn fisher_exact_mirror_tables_agree() {
+    // A table, its row swap, column swap and transpose (and their products)
+    // have the same hypergeometric tail: the p-values must be equal, bit for
+    // bit, for huge margins as for small ones.
+    let tables: [[[u64; 2]; 2]; 9] = [
+        [[499_980_000, 500_020_000], [500_020_000, 499_980_000]],
+        [[0, 300_000_000], [4, 300_000_000]],
+        [[3, 200_000_000], [0, 200_000_001]],
+        [[1, 1_000_000_000], [6, 1_000_000_000]],
+        [[12, 5], [5, 12]],
+        [[7, 0], [0, 9]],
+        [[249_990_000, 750_010_000], [250_010_000, 749_990_000]],
+        [[1_000_000_000, 3], [1_000_000_000, 9]],
+        [
+            [10_000_000_000, 10_000_000_000],
+            [9_999_000_000, 10_001_000_000],
+        ],
+    ];
+    for [[a, b], [c, d]] in tables {
+        let p = fisher_exact_2x2([[a, b], [c, d]]).unwrap().p_value;
+        for variant in [
+            [[c, d], [a, b]],
+            [[b, a], [d, c]],
+            [[d, c], [b, a]],
+            [[a, c], [b, d]],
+            [[d, b], [c, a]],
+            [[b, d], [a, c]],
+            [[c, a], [d, b]],
+        ] {
+            let q = fisher_exact_2x2(variant).unwrap().p_value;
+            assert!(
+                p.to_bits() == q.to_bits(),
+                "{:?}: p {p:e}, its mirror {variant:?}: p {q:e}",
+                [[a, b], [c, d]]
+            );
+        }
+    }
 }
 
 #[test]

@@ -1,9 +1,9 @@
 //! Location tests on two independent samples: Welch's t-test and the
 //! Mann-Whitney U test.
 
-use statrs::function::{beta::beta_reg, erf::erfc};
+use statrs::function::{beta::checked_beta_reg, erf::erfc};
 
-use super::{StatsError, TestOutcome, check_sample};
+use super::{StatsError, TestOutcome, check_sample, ldexp};
 
 /// Welch's unequal-variances t-test, two-sided, as scipy's
 /// `ttest_ind(a, b, equal_var=False)`.
@@ -20,39 +20,133 @@ use super::{StatsError, TestOutcome, check_sample};
 /// where `I_x(a, b)` is the regularized incomplete beta function. The
 /// statistic is `t` (positive when `a`'s mean is larger).
 ///
+/// Nothing is squared at the data's own scale: each sample's deviations are
+/// scaled by a power of two (exactly) before they are squared, `v_a` and `v_b`
+/// are kept relative to the larger of the two scales, and `df` is evaluated
+/// with both divided by their maximum. So `t`, `df` and `p` do not change
+/// when both samples are multiplied by a power of two, anywhere in f64's
+/// range. scipy squares `v_a` and `v_b` as they are: where those squares
+/// underflow or overflow (values below ~1e-75 or above ~1e75 in magnitude)
+/// its `df` is `0/0` or `∞/∞`, which it replaces by 1, and its variances lose
+/// precision in subnormals. There the two differ: for `a = [0, 1e-160]`,
+/// `b = [0, 3e-160]` scipy gives `t = -0.6324591`, `df = 1`, `p = 0.64098`,
+/// this function the values of `[0, 1]`, `[0, 3]`: `t = -0.6324555`,
+/// `df = 1.2195`, `p = 0.62483`. A `df` that still is not a positive number
+/// is replaced by 1 as scipy does.
+///
 /// # Errors
 ///
-/// A sample with fewer than 2 values or a non-finite value, or both samples
-/// constant (zero variance in both: `t` is 0/0 or ±∞).
+/// A sample with fewer than 2 values or a non-finite value, both samples
+/// constant (zero variance in both: `t` is 0/0 or ±∞), or a tail probability
+/// the incomplete beta function refuses (never expected; an error rather
+/// than a panic).
 pub fn welch_t_test(a: &[f64], b: &[f64]) -> Result<TestOutcome, StatsError> {
     const TEST: &str = "welch t-test";
     check_sample(TEST, "a", a, 2)?;
     check_sample(TEST, "b", b, 2)?;
     let (na, nb) = (a.len() as f64, b.len() as f64);
-    let (mean_a, var_a) = mean_and_variance(a);
-    let (mean_b, var_b) = mean_and_variance(b);
-    if var_a == 0.0 && var_b == 0.0 {
-        return Err(StatsError::ConstantInput {
+    let (sa, sb) = (Moments::of(a), Moments::of(b));
+    // The common scale: 2^scale is about the larger sample's spread.
+    let scale = match (sa.spread, sb.spread) {
+        (Some((ea, _)), Some((eb, _))) => ea.max(eb),
+        (Some((e, _)), None) | (None, Some((e, _))) => e,
+        (None, None) => {
+            return Err(StatsError::ConstantInput {
+                test: TEST,
+                what: "both samples are constant (zero variance in both)",
+            });
+        }
+    };
+    // v / 2^(2·scale): the larger one is about 1/n, the other at most that.
+    let relative = |m: &Moments, n: f64| match m.spread {
+        Some((e, variance)) => {
+            let r = ldexp(1.0, i64::from(e) - i64::from(scale));
+            variance * r * r / n
+        }
+        None => 0.0,
+    };
+    let (va, vb) = (relative(&sa, na), relative(&sb, nb));
+    // (m_a - m_b) / 2^scale: a non-constant sample's mean is at most ~2^54
+    // there, a constant sample's may overflow to ±∞ (then so does t, rightly).
+    let difference = sa.mean_over(scale) - sb.mean_over(scale);
+    let t = difference / (va + vb).sqrt();
+    let largest = va.max(vb);
+    let (ra, rb) = (va / largest, vb / largest);
+    let df = (ra + rb).powi(2) / (ra * ra / (na - 1.0) + rb * rb / (nb - 1.0));
+    let df = if df.is_nan() || df <= 0.0 { 1.0 } else { df };
+    let p_value = if t.is_nan() {
+        f64::NAN
+    } else {
+        // t = ±∞ gives x = 0 and p = 0; t = 0 gives x = 1 and p = 1.
+        checked_beta_reg(df / 2.0, 0.5, df / (df + t * t)).unwrap_or(f64::NAN)
+    };
+    if !p_value.is_finite() {
+        return Err(StatsError::Numerical {
             test: TEST,
-            what: "both samples are constant (zero variance in both)",
+            what: "the student t tail probability could not be evaluated",
         });
     }
-    let (va, vb) = (var_a / na, var_b / nb);
-    let t = (mean_a - mean_b) / (va + vb).sqrt();
-    let df = (va + vb).powi(2) / (va * va / (na - 1.0) + vb * vb / (nb - 1.0));
-    let p_value = beta_reg(df / 2.0, 0.5, df / (df + t * t));
     Ok(TestOutcome {
         statistic: t,
         p_value: p_value.clamp(0.0, 1.0),
     })
 }
 
-/// Mean (compensated sum) and sample variance (divisor `n - 1`, two passes).
-fn mean_and_variance(x: &[f64]) -> (f64, f64) {
-    let n = x.len() as f64;
-    let mean = neumaier_sum(x.iter().copied()) / n;
-    let ss = neumaier_sum(x.iter().map(|v| (v - mean) * (v - mean)));
-    (mean, ss / (n - 1.0))
+/// A sample's mean as `mean · 2^exponent` and, unless the sample is constant,
+/// its sample variance (divisor `n - 1`) as `(e, v)` with `variance = v · 4^e`.
+/// The values are divided by `2^exponent`, about their largest magnitude,
+/// before they are summed, and the deviations from the mean by `2^e`, about
+/// their largest magnitude, before they are squared (both exact), so nothing
+/// overflows or underflows and the result only shifts those exponents when
+/// the sample is multiplied by a power of two.
+struct Moments {
+    mean: f64,
+    exponent: i32,
+    spread: Option<(i32, f64)>,
+}
+
+impl Moments {
+    fn of(x: &[f64]) -> Self {
+        let n = x.len() as f64;
+        let exponent = binary_exponent(x.iter().fold(0.0_f64, |m, v| m.max(v.abs())));
+        let down = |v: f64| ldexp(v, -i64::from(exponent));
+        let mean = neumaier_sum(x.iter().map(|&v| down(v))) / n;
+        let deviations: Vec<f64> = x.iter().map(|&v| down(v) - mean).collect();
+        let largest = deviations.iter().fold(0.0_f64, |m, d| m.max(d.abs()));
+        let spread = (largest > 0.0).then(|| {
+            let e = binary_exponent(largest);
+            let ss = neumaier_sum(deviations.iter().map(|&d| {
+                let d = ldexp(d, -i64::from(e));
+                d * d
+            }));
+            (exponent + e, ss / (n - 1.0))
+        });
+        Self {
+            mean,
+            exponent,
+            spread,
+        }
+    }
+
+    /// The mean divided by `2^scale`.
+    fn mean_over(&self, scale: i32) -> f64 {
+        ldexp(self.mean, i64::from(self.exponent) - i64::from(scale))
+    }
+}
+
+/// The `e` with `2^e ≤ |x| < 2^(e + 1)` for a finite non-zero `x` (0 for 0).
+fn binary_exponent(x: f64) -> i32 {
+    if x == 0.0 {
+        return 0;
+    }
+    let bits = x.abs().to_bits();
+    let biased = ((bits >> 52) & 0x7ff) as i32;
+    if biased == 0 {
+        // Subnormal: 2^-1074 times the integer mantissa.
+        -1074 + (63 - bits.leading_zeros() as i32)
+    } else {
+        biased - 1023
+    }
 }
 
 /// Sum with Neumaier's compensation, so that means do not depend on order.

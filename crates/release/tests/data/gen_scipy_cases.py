@@ -1,8 +1,13 @@
 """Generate scipy reference cases for `mlops_release::stats`.
 
-Writes `scipy_cases.json` next to this script. The Rust test
-`crates/release/tests/stats.rs` reads it (and `shared/reference/stats_scipy.json`)
-and checks every case to 1e-6 relative.
+Writes `scipy_cases.json` and `scipy_extreme_cases.json` next to this script.
+The Rust test `crates/release/tests/stats.rs` reads them (and
+`shared/reference/stats_scipy.json`) and checks every case to 1e-6 relative.
+
+`scipy_extreme_cases.json` holds the inputs at the edges of f64 and of the
+counts: Welch t-tests on samples of magnitude 1e-300..1e300 and Fisher's exact
+test on tables with margins of 1e6..1e9 (mirrored tables, zero cells, rare
+events).
 
 Rerun (from the repository root):
 
@@ -15,6 +20,8 @@ the samples above 10000 values, to keep the file small) BEFORE computing, so the
 results are those of the rounded values stored in the file.
 """
 
+import decimal
+import fractions
 import itertools
 import json
 import math
@@ -26,6 +33,7 @@ import scipy
 from scipy import stats
 
 OUT = pathlib.Path(__file__).with_name("scipy_cases.json")
+EXTREME_OUT = pathlib.Path(__file__).with_name("scipy_extreme_cases.json")
 
 
 def rounded(xs, decimals=6):
@@ -190,6 +198,195 @@ def psi_cases():
     return cases
 
 
+def finite_or_name(x):
+    """A float for JSON, or "nan" / "inf" / "-inf" (JSON has no such numbers)."""
+    x = float(x)
+    return x if math.isfinite(x) else str(x)
+
+
+def welch_extreme_cases():
+    """Welch t-tests far from 1 in magnitude.
+
+    scipy squares v_a = s_a^2/n_a and v_b as they are: below ~1e-75 or above
+    ~1e75 the squares underflow or overflow, its df becomes 0/0 or inf/inf and
+    it substitutes df = 1 (and subnormal variances lose digits). The Rust
+    function is scale-free, so each case stores scipy's raw answer ("scipy",
+    where a non-finite value is written as the string "nan", "inf" or "-inf")
+    and scipy's answer on the same samples multiplied by 2^k ("rescaled",
+    `k` = "rescale_exponent", exact in f64 (k bringing the largest magnitude
+    to about 1; values below 2^-900 of the largest may lose digits there, which
+    changes nothing they enter). The test checks the Rust result against
+    "rescaled".
+    """
+    rng = np.random.default_rng(31337)
+    samples = [
+        ("tiny_pair_1e-160", [0.0, 1e-160], [0.0, 3e-160]),
+        ("huge_cancelling_1e100", [1e100, -1e100, 3.0], [0.0, 1.0]),
+    ]
+    for exponent in (-300, -250, -200, -160, -100, -40, 40, 100, 160, 200, 250, 300):
+        for n1, n2, shift, scale in ((2, 3, 1.0, 1.0), (5, 4, 0.5, 3.0), (30, 20, 0.2, 0.5)):
+            a = [float(x) * 10.0 ** exponent for x in rng.normal(0, 1, n1)]
+            b = [float(x) * 10.0 ** exponent for x in rng.normal(shift, scale, n2)]
+            samples.append((f"normal_{n1}_{n2}_1e{exponent}", a, b))
+    # The two samples at very different magnitudes.
+    for ea, eb in ((-300, 300), (-200, 0), (0, 250), (-150, -160), (150, 160)):
+        a = [float(x) * 10.0 ** ea for x in rng.normal(1, 1, 4)]
+        b = [float(x) * 10.0 ** eb for x in rng.normal(1, 1, 6)]
+        samples.append((f"mixed_1e{ea}_1e{eb}", a, b))
+    cases = []
+    for case_id, a, b in samples:
+        raw = stats.ttest_ind(a, b, equal_var=False)
+        largest = max(abs(v) for v in a + b)
+        k = -math.frexp(largest)[1]
+        sa = [math.ldexp(v, k) for v in a]
+        sb = [math.ldexp(v, k) for v in b]
+        # Exact, except values below 2^-900 of the largest (mixed magnitudes),
+        # which may lose digits but are negligible in every sum they enter.
+        assert all(math.ldexp(v, -k) == w or abs(w) < math.ldexp(largest, -900)
+                   for v, w in zip(sa + sb, a + b)), case_id
+        scaled = stats.ttest_ind(sa, sb, equal_var=False)
+        cases.append({
+            "id": case_id, "a": a, "b": b,
+            "scipy": {key: finite_or_name(value) for key, value in
+                      (("statistic", raw.statistic), ("pvalue", raw.pvalue), ("df", raw.df))},
+            "rescale_exponent": k,
+            "rescaled": {"statistic": float(scaled.statistic), "pvalue": float(scaled.pvalue),
+                         "df": float(scaled.df)},
+        })
+    return cases
+
+
+def fisher_reference(table):
+    """Fisher's two-sided p-value with scipy 1.17's rule, in 50-digit decimals.
+
+    scipy's hypergeom pmf is good to only ~1e-7 relative at margins of 1e9, so
+    where two tables' probabilities differ by less than that (a near-mirror
+    table, e.g. [[1, 1e9], [6, 1e9]]: P(6)/P(1) = 1 - 2.5e-8) scipy may count
+    the wrong one and be off by far more than 1e-6. This is the same rule
+    (p = 1 when P(a) is within 1e-14 of the mode's; otherwise a's own tail plus
+    the tables beyond the mode less likely than P(a)·(1 + 1e-14), strictly when
+    a is below the mode) with the pmf from the ratio recurrence
+    P(x+1)/P(x) = (n1-x)(K-x) / ((x+1)(n2-K+x+1)) in 50 digits, checked against
+    exact fractions where the support is small.
+    """
+    (a, b), (c, d) = table
+    n1, n2, k = a + b, c + d, a + c
+    lo, hi = max(0, k - n2), min(k, n1)
+    mode = (k + 1) * (n1 + 1) // (n1 + n2 + 2)
+    with decimal.localcontext() as ctx:
+        ctx.prec = 50
+        tiny = decimal.Decimal("1e-40")
+
+        def up(x):
+            return decimal.Decimal((n1 - x) * (k - x)) / decimal.Decimal((x + 1) * (n2 - k + x + 1))
+
+        def down(x):
+            return decimal.Decimal(x * (n2 - k + x)) / decimal.Decimal((n1 - x + 1) * (k - x + 1))
+
+        def walk(x, w, step, until):
+            """Weights relative to the mode from x (weight w) outward until until(x, w)."""
+            out = {}
+            while True:
+                out[x] = w
+                nxt = x + step
+                if nxt < lo or nxt > hi or until(x, w):
+                    return out
+                w *= up(x) if step > 0 else down(x)
+                x = nxt
+
+        # The mode's side of a first, far enough to reach a.
+        side = -1 if a < mode else 1
+        weights = walk(mode, decimal.Decimal(1), side, lambda x, w: x == a)
+        pa = weights[a]
+        if abs(pa - 1) <= decimal.Decimal("1e-14"):
+            return 1.0, mode
+        gamma = 1 + decimal.Decimal("1e-14")
+        # Continue both ways until the terms are negligible relative to the
+        # mode and beyond P(a)·gamma on the other side.
+        floor = min(pa * gamma, decimal.Decimal(1)) * tiny
+        weights.update(walk(a, pa, side, lambda x, w: w < floor))
+        weights.update(walk(mode, decimal.Decimal(1), -side, lambda x, w: w < floor))
+        total = sum(weights.values())
+        if side < 0:
+            p = sum(w for x, w in weights.items() if x <= a or (x > mode and w < pa * gamma))
+        else:
+            p = sum(w for x, w in weights.items() if x >= a or (x < mode and w <= pa * gamma))
+        return float(min(p / total, 1)), mode
+
+
+def fisher_exact_fraction(table):
+    """The same rule in exact rationals (small supports only)."""
+    (a, b), (c, d) = table
+    n1, n2, k = a + b, c + d, a + c
+    lo, hi = max(0, k - n2), min(k, n1)
+    mode = (k + 1) * (n1 + 1) // (n1 + n2 + 2)
+    pmf = {x: math.comb(n1, x) * math.comb(n2, k - x) for x in range(lo, hi + 1)}
+    pa, pm = fractions.Fraction(pmf[a]), pmf[mode]
+    if abs(pa - pm) <= fractions.Fraction(1, 10**14) * pm:
+        return 1.0
+    gamma = 1 + fractions.Fraction(1, 10**14)
+    if a < mode:
+        p = sum(w for x, w in pmf.items() if x <= a or (x > mode and w < pa * gamma))
+    else:
+        p = sum(w for x, w in pmf.items() if x >= a or (x < mode and w <= pa * gamma))
+    return float(fractions.Fraction(p, sum(pmf.values())))
+
+
+def fisher_large_cases():
+    """Fisher's exact test on tables with margins of 1e6..1e9."""
+    tables = [
+        [[0, 300_000_000], [4, 300_000_000]],
+        [[1, 1_000_000_000], [6, 1_000_000_000]],
+        [[5, 1_000_000_000], [20, 1_000_000_000]],
+        [[3, 200_000_000], [0, 200_000_001]],
+    ]
+    rng = np.random.default_rng(4242)
+    for n in (10**6, 10**7, 10**8, 10**9):
+        # Zero cells and rare events (conversion counts out of huge traffic).
+        for k in (1, 2, 5, 9):
+            tables.append([[0, n], [k, n - k]])
+        tables.append([[int(rng.integers(1, 40)), n], [0, n + int(rng.integers(0, 3))]])
+        for _ in range(3):
+            a, c = (int(v) for v in rng.integers(0, 60, 2))
+            if a + c > 0:
+                tables.append([[a, n - a], [c, n - c]])
+        # Mirrored tables of a symmetric design: P(table) = P(mirror) exactly.
+        sd = math.sqrt(n) / 4
+        for z in (0.5, 2.0, 3.5):
+            d = max(1, int(z * sd))
+            half = n // 2
+            tables.append([[half - d, half + d], [half + d, half - d]])
+        # Equal columns (the other symmetry), unequal rows.
+        m = n // 4
+        d = max(1, int(2.5 * math.sqrt(m) / 2))
+        tables.append([[m + d, 3 * m - d], [m - d, 3 * m + d]])
+        # Random rates, unequal rows.
+        for p in (0.001, 0.3):
+            n2 = int(n * rng.uniform(0.5, 2))
+            a = int(rng.binomial(n, p))
+            c = int(rng.binomial(n2, p * rng.uniform(0.995, 1.005)))
+            tables.append([[a, n - a], [c, n2 - c]])
+    cases = []
+    for table in tables:
+        f = stats.fisher_exact(table)
+        odds = float(f.statistic)
+        reference, _ = fisher_reference(table)
+        (a, b), (c, d) = table
+        if min(a + c, b + d, a + b, c + d) <= 60:
+            exact = fisher_exact_fraction(table)
+            assert abs(exact - reference) <= 1e-12 * exact, (table, exact, reference)
+        scipy_p = float(f.pvalue)
+        case = {"table": table,
+                "fisher": {"statistic": odds if math.isfinite(odds) else None,
+                           "pvalue": scipy_p},
+                "reference_pvalue": reference}
+        # scipy's pmf noise (~1e-7 at 1e9) decided a near tie the other way.
+        if abs(scipy_p - reference) > 1e-6 * reference:
+            case["scipy_splits_near_tie"] = True
+        cases.append(case)
+    return cases
+
+
 def main():
     data = {
         "meta": {
@@ -214,6 +411,29 @@ def main():
     text = json.dumps(data, separators=(",", ":"), allow_nan=False)
     OUT.write_text(text + "\n")
     print(f"wrote {OUT} ({len(text) / 1e6:.2f} MB)")
+    extreme = {
+        "meta": {
+            "generator": "crates/release/tests/data/gen_scipy_cases.py",
+            "python": platform.python_version(),
+            "numpy": np.__version__,
+            "scipy": scipy.__version__,
+            "notes": [
+                "welch: scipy = ttest_ind(a, b, equal_var=False) as given; rescaled = the same "
+                "on a and b multiplied by 2^rescale_exponent (exact), which the scale-free "
+                "Rust function must match.",
+                "fisher: fisher_exact(table) (two-sided, odds ratio; null for +inf) on tables "
+                "with margins of 1e6..1e9; reference_pvalue: scipy's rule in 50-digit "
+                "arithmetic (fisher_reference); scipy_splits_near_tie marks the tables where "
+                "scipy's pmf noise (~1e-7 relative at 1e9) decided a near tie wrongly and "
+                "its p-value is off by more than 1e-6.",
+            ],
+        },
+        "welch": welch_extreme_cases(),
+        "fisher": fisher_large_cases(),
+    }
+    text = json.dumps(extreme, separators=(",", ":"), allow_nan=False)
+    EXTREME_OUT.write_text(text + "\n")
+    print(f"wrote {EXTREME_OUT} ({len(text) / 1e6:.3f} MB)")
 
 
 if __name__ == "__main__":
