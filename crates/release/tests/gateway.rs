@@ -593,7 +593,7 @@ fn a_killed_replica_is_ejected_and_idempotent_requests_retry_unseen() {
 }
 
 #[test]
-fn a_replica_answering_5xx_is_ejected_and_an_empty_variant_answers_503() {
+fn a_replica_answering_5xx_is_ejected_but_never_the_last_and_an_empty_variant_answers_503() {
     bounded(async {
         let (bad, good) = (Upstream::start("bad").await, Upstream::start("good").await);
         bad.failing.store(true, Ordering::Relaxed);
@@ -618,16 +618,32 @@ fn a_replica_answering_5xx_is_ejected_and_an_empty_variant_answers_503() {
         let tally = h.tally("/", 50, 2).await;
         assert_eq!(ok_from(&tally, "good"), 50, "{tally:?}");
 
-        // A variant whose only replica is ejected: 503, saying why.
+        // The last replica in rotation is never ejected for answers a
+        // client can provoke (5xx, timeouts): its 500s pass through, and
+        // the variant stays up for everyone else.
         let lonely = Upstream::start("lonely").await;
         lonely.failing.store(true, Ordering::Relaxed);
         let mut config = Config::single([lonely.url()]);
         config.eject_base_ms = 60_000;
         config.eject_max_ms = 60_000;
         let h = Harness::start(config).await;
-        for _ in 0..3 {
+        for _ in 0..10 {
             assert_eq!(h.get("/", &[]).await.status, 500);
         }
+        assert!(!ejected(&h, "stable", &lonely.url()));
+
+        // A replica nothing listens on is ejected at once, last or not:
+        // then the variant answers 503, saying why.
+        let dead = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            format!("http://{}", l.local_addr().unwrap())
+        };
+        let mut config = Config::single([dead.clone()]);
+        config.eject_base_ms = 60_000;
+        config.eject_max_ms = 60_000;
+        let h = Harness::start(config).await;
+        assert_eq!(h.get("/", &[]).await.status, 502);
+        assert!(ejected(&h, "stable", &dead));
         let reply = h.get("/", &[]).await;
         assert_eq!(reply.status, 503);
         assert!(
@@ -681,6 +697,33 @@ fn bodies_over_the_limit_get_413_without_being_read() {
         let body = Bytes::from("b".repeat(1024));
         let fits = h.send(Method::POST, "/echo", &[], body.clone()).await;
         assert_eq!((fits.status, fits.body.len()), (200, 1024));
+    });
+}
+
+#[test]
+fn a_body_sent_too_slowly_gets_408_and_reaches_no_replica() {
+    bounded(async {
+        let up = Upstream::start("only").await;
+        let mut config = Config::single([up.url()]);
+        config.body_timeout_ms = 200;
+        let h = Harness::start(config).await;
+        // Ten bytes promised, one sent, then nothing: the connection would
+        // otherwise be held for as long as the client likes.
+        let reply = raw(
+            h.server.local_addr(),
+            b"POST /echo HTTP/1.1\r\nhost: gw\r\ncontent-length: 10\r\n\r\na",
+        )
+        .await;
+        assert!(reply.starts_with("HTTP/1.1 408"), "{reply}");
+        assert!(reply.contains("did not arrive within 200 ms"), "{reply}");
+        let snapshot = h.gateway.snapshot();
+        let replica = snapshot
+            .variant("stable")
+            .and_then(|v| v.replica(&up.url()))
+            .expect("the replica");
+        assert_eq!(replica.meter.requests.total(), 0);
+        // The gateway still serves.
+        assert_eq!(h.get("/", &[]).await.status, 200);
     });
 }
 

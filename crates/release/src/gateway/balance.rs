@@ -88,10 +88,16 @@ impl Replica {
     /// the failures in a row reach the threshold (or at once when
     /// `unreachable`: the connection could not be made) the replica is
     /// ejected; after its back-off, one more failure ejects it again, for
-    /// longer.
-    pub(crate) fn failure(&self, policy: EjectPolicy, unreachable: bool) {
+    /// longer. Unless `unreachable`, the last replica in rotation
+    /// (`others_healthy` false) is never ejected: 5xx answers and timeouts
+    /// can be provoked by clients, and ejecting every replica would answer
+    /// 503 to everyone.
+    pub(crate) fn failure(&self, policy: EjectPolicy, unreachable: bool, others_healthy: bool) {
         let failures = self.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1;
-        if (failures < policy.after && !unreachable) || self.is_ejected() {
+        if (failures < policy.after && !unreachable)
+            || self.is_ejected()
+            || (!unreachable && !others_healthy)
+        {
             return;
         }
         let backoff = policy.backoff(self.streak.fetch_add(1, Ordering::Relaxed));

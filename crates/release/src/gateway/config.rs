@@ -34,6 +34,9 @@ pub struct Config {
     /// headers; past it the client gets 504.
     #[serde(default = "defaults::upstream_timeout_ms")]
     pub upstream_timeout_ms: u64,
+    /// Time a client may take to send a request body; past it, 408.
+    #[serde(default = "defaults::body_timeout_ms")]
+    pub body_timeout_ms: u64,
     /// Largest request body accepted; a larger one gets 413.
     #[serde(default = "defaults::max_body_bytes")]
     pub max_body_bytes: u64,
@@ -51,6 +54,9 @@ pub struct Config {
 }
 
 mod defaults {
+    pub(super) fn body_timeout_ms() -> u64 {
+        30_000
+    }
     pub(super) fn upstream_timeout_ms() -> u64 {
         30_000
     }
@@ -126,6 +132,7 @@ impl Config {
             routes: Vec::new(),
             sticky: None,
             upstream_timeout_ms: defaults::upstream_timeout_ms(),
+            body_timeout_ms: defaults::body_timeout_ms(),
             max_body_bytes: defaults::max_body_bytes(),
             eject_after: defaults::eject_after(),
             eject_base_ms: defaults::eject_base_ms(),
@@ -142,6 +149,7 @@ pub(crate) struct Compiled {
     pub(crate) sticky: Option<CompiledSticky>,
     pub(crate) total_weight: u64,
     pub(crate) upstream_timeout: Duration,
+    pub(crate) body_timeout: Duration,
     pub(crate) max_body_bytes: u64,
     pub(crate) eject_after: u32,
     pub(crate) eject_base: Duration,
@@ -292,6 +300,9 @@ pub(crate) fn compile(config: &Config) -> Result<Compiled, Vec<String>> {
     if config.upstream_timeout_ms == 0 {
         errors.push("upstream-timeout-ms must be above 0".to_owned());
     }
+    if config.body_timeout_ms == 0 {
+        errors.push("body-timeout-ms must be above 0".to_owned());
+    }
     if config.eject_after == 0 {
         errors.push("eject-after must be above 0".to_owned());
     }
@@ -307,6 +318,7 @@ pub(crate) fn compile(config: &Config) -> Result<Compiled, Vec<String>> {
         sticky,
         total_weight,
         upstream_timeout: Duration::from_millis(config.upstream_timeout_ms),
+        body_timeout: Duration::from_millis(config.body_timeout_ms),
         max_body_bytes: config.max_body_bytes,
         eject_after: config.eject_after,
         eject_base: Duration::from_millis(config.eject_base_ms),

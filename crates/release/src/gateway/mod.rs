@@ -51,6 +51,9 @@ use balance::{EjectPolicy, Replica, Rng};
 use config::Compiled;
 use metrics::Meter;
 
+/// The most client connections the proxy serves at once.
+const MAX_CONNECTIONS: usize = 10_000;
+
 /// What can go wrong configuring or starting the gateway. (Failures of
 /// single requests are HTTP responses, never errors here.)
 #[derive(Debug, thiserror::Error)]
@@ -365,8 +368,19 @@ where
         .local_addr()
         .expect("a bound listener has a local address");
     let (stop, mut stopped) = watch::channel(false);
+    // At most this many client connections at once: past it the gateway
+    // stops accepting (clients wait in the kernel's backlog) instead of
+    // spending memory and descriptors without bound.
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     let task = tokio::spawn(async move {
         loop {
+            let slot = tokio::select! {
+                _ = stopped.changed() => break,
+                slot = slots.clone().acquire_owned() => match slot {
+                    Ok(slot) => slot,
+                    Err(_) => break,
+                },
+            };
             let (stream, peer) = tokio::select! {
                 _ = stopped.changed() => break,
                 accepted = listener.accept() => match accepted {
@@ -382,6 +396,7 @@ where
             let service = make(peer);
             let mut stopped = stopped.clone();
             tokio::spawn(async move {
+                let _slot = slot;
                 let mut builder = hyper::server::conn::http1::Builder::new();
                 builder
                     .timer(TokioTimer::new())

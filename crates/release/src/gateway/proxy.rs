@@ -129,16 +129,29 @@ async fn forward(
     let body = if body.is_end_stream() {
         Bytes::new()
     } else {
-        match Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX))
-            .collect()
-            .await
-        {
-            Ok(collected) => collected.to_bytes(),
-            Err(e) if e.is::<http_body_util::LengthLimitError>() => return too_large(limit),
-            Err(_) => {
+        // A client that sends its body slowly holds a connection and a
+        // buffer: it gets the body-read time and no more (408).
+        let read = tokio::time::timeout(
+            active.compiled.body_timeout,
+            Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX)).collect(),
+        )
+        .await;
+        match read {
+            Ok(Ok(collected)) => collected.to_bytes(),
+            Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => return too_large(limit),
+            Ok(Err(_)) => {
                 return plain(
                     StatusCode::BAD_REQUEST,
                     "could not read the request body\n".to_owned(),
+                );
+            }
+            Err(_elapsed) => {
+                return plain(
+                    StatusCode::REQUEST_TIMEOUT,
+                    format!(
+                        "the request body did not arrive within {} ms\n",
+                        active.compiled.body_timeout.as_millis()
+                    ),
                 );
             }
         }
@@ -235,7 +248,7 @@ async fn forward(
                 replica.meter.add_bytes_in(body.len() as u64);
                 let status = response.status();
                 if status.is_server_error() {
-                    replica.failure(policy, false);
+                    replica.failure(policy, false, others_healthy(replicas, index));
                 } else {
                     replica.success();
                 }
@@ -252,7 +265,7 @@ async fn forward(
                 replica
                     .upstream_failures
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                replica.failure(policy, e.is_connect());
+                replica.failure(policy, e.is_connect(), others_healthy(replicas, index));
                 drop(replica_guard);
                 // A failed connect never sent the request, so any method
                 // may go again; any other transport failure may have sent
@@ -271,7 +284,7 @@ async fn forward(
                 replica
                     .upstream_failures
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                replica.failure(policy, false);
+                replica.failure(policy, false, others_healthy(replicas, index));
                 return plain(
                     StatusCode::GATEWAY_TIMEOUT,
                     format!(
@@ -470,4 +483,14 @@ impl Body for Metered {
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
     }
+}
+
+/// Whether a replica of the variant other than `index` is in rotation: a
+/// failure a client can provoke (a 5xx, a timeout) never ejects the last
+/// one, or a few bad requests would take the variant down for everyone.
+fn others_healthy(replicas: &[Arc<balance::Replica>], index: usize) -> bool {
+    replicas
+        .iter()
+        .enumerate()
+        .any(|(i, r)| i != index && !r.is_ejected())
 }
