@@ -8,8 +8,8 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -22,11 +22,12 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use mlops_release::gateway::metrics::{
-    LATENCY_BUCKETS_SECONDS, MeterSnapshot, MetricsSnapshot, ReplicaSnapshot, VariantSnapshot,
-    prometheus_text,
+    Disagreement, LATENCY_BUCKETS_SECONDS, MeterSnapshot, MetricsSnapshot, ReplicaSnapshot,
+    ShadowSnapshot, VariantSnapshot, prometheus_text,
 };
 use mlops_release::gateway::{
-    Config, Gateway, GatewayError, Route, ServerHandle, Sticky, TOKEN_FILE, ensure_token_file,
+    Config, Gateway, GatewayError, Route, ServerHandle, Shadow, Sticky, TOKEN_FILE, Tolerance,
+    ensure_token_file,
 };
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
@@ -1027,8 +1028,26 @@ fn prometheus_label_values_are_escaped() {
                 ejected: false,
             }],
         }],
+        shadows: vec![ShadowSnapshot {
+            variant: "odd \"shadow\"".to_owned(),
+            active: true,
+            mirrored: 3,
+            disagreed_numeric: 1,
+            max_abs_difference: 0.25,
+            recent_disagreements: vec![Disagreement {
+                request_id: "r".to_owned(),
+                kind: "numeric".to_owned(),
+                reason: "$[0]: 1.25 where the primary has 1".to_owned(),
+            }],
+            ..ShadowSnapshot::default()
+        }],
     };
     let text = prometheus_text(&snapshot);
+    assert!(
+        text.lines()
+            .any(|l| l == r#"mlops_gateway_shadow_comparisons_total{variant="odd \"shadow\"",result="numeric"} 1"#),
+        "{text}"
+    );
     assert!(
         text.contains(r#"variant="odd \"name\" with \\ and\nnewline""#),
         "{text}"
@@ -1215,4 +1234,408 @@ impl std::fmt::Display for ErrorChain<'_> {
         }
         Ok(())
     }
+}
+
+/// A replica with a fixed answer: `status` and `body` after `delay_ms`,
+/// `x-upstream: NAME`. It keeps the request id and body of every request
+/// it got, and counts the answers it has finished sending.
+struct Fixed {
+    addr: SocketAddr,
+    /// `(x-request-id, body)` of each request, in arrival order.
+    seen: Arc<Mutex<Vec<(String, String)>>>,
+    answered: Arc<AtomicU64>,
+    _task: JoinHandle<()>,
+}
+
+impl Fixed {
+    async fn start(name: &str, status: u16, body: &str, delay_ms: u64) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("local addr");
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let answered = Arc::new(AtomicU64::new(0));
+        let (name, body) = (name.to_owned(), Bytes::from(body.to_owned()));
+        let (s, a) = (seen.clone(), answered.clone());
+        let task = tokio::spawn(async move {
+            let mut connections = JoinSet::new();
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let (name, body, s, a) = (name.clone(), body.clone(), s.clone(), a.clone());
+                connections.spawn(async move {
+                    let service = service_fn(move |req: Request<Incoming>| {
+                        let (name, body, s, a) = (name.clone(), body.clone(), s.clone(), a.clone());
+                        async move {
+                            let id = req
+                                .headers()
+                                .get("x-request-id")
+                                .map_or("-", |v| v.to_str().unwrap_or("?"))
+                                .to_owned();
+                            let got = req.into_body().collect().await.map(|b| b.to_bytes());
+                            let got =
+                                String::from_utf8_lossy(&got.unwrap_or_default()).into_owned();
+                            s.lock().expect("not poisoned").push((id, got));
+                            tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+                            let mut response = Response::new(Full::new(body));
+                            *response.status_mut() =
+                                StatusCode::from_u16(status).expect("a status");
+                            response
+                                .headers_mut()
+                                .insert("x-upstream", name.parse().expect("a name"));
+                            a.fetch_add(1, Ordering::SeqCst);
+                            Ok::<_, Infallible>(response)
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Self {
+            addr,
+            seen,
+            answered,
+            _task: task,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    fn seen(&self) -> Vec<(String, String)> {
+        self.seen.lock().expect("not poisoned").clone()
+    }
+}
+
+/// `primary` (weight 1) and shadow variants of weight 0, `(name, url,
+/// shadow)`.
+fn shadowed(primary: Vec<String>, shadows: Vec<(&str, String, Shadow)>) -> Config {
+    let mut variants = vec![("stable", 1, primary)];
+    variants.extend(
+        shadows
+            .iter()
+            .map(|(name, url, _)| (*name, 0, vec![url.clone()])),
+    );
+    let mut config = Config::weighted(variants);
+    config.shadows = shadows.into_iter().map(|(_, _, s)| s).collect();
+    config
+}
+
+/// The shadow `name`'s counters once every mirror it started has ended
+/// (bounded by the test's timeout).
+async fn settled(h: &Harness, name: &str) -> ShadowSnapshot {
+    loop {
+        let s = h.gateway.snapshot();
+        let shadow = s.shadow(name).expect("a shadow").clone();
+        if shadow.finished() == shadow.mirrored {
+            return shadow;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[test]
+fn share_one_mirrors_every_request_and_the_shadows_answer_never_reaches_the_client() {
+    bounded(async {
+        let s1 = Upstream::start("s1").await;
+        let shadow = Fixed::start("shadow", 200, "the shadow's answer", 0).await;
+        let mut config = shadowed(
+            vec![s1.url()],
+            vec![("shadow", shadow.url(), Shadow::new("shadow", 1.0))],
+        );
+        config.max_body_bytes = 1000;
+        let h = Harness::start(config).await;
+        let mut sent = Vec::new();
+        for i in 0..20 {
+            let id = format!("req-{i}");
+            let body = format!("payload {i}");
+            let reply = h
+                .send(
+                    Method::POST,
+                    "/echo",
+                    &[("x-request-id", &id)],
+                    Bytes::from(body.clone()),
+                )
+                .await;
+            assert_eq!(
+                (reply.status, reply.upstream(), reply.body.as_str()),
+                (200, "s1", body.as_str())
+            );
+            assert_eq!(reply.header("x-request-id"), id);
+            sent.push((id, body));
+        }
+        // Over the body limit: refused, never mirrored.
+        let big = h
+            .send(Method::POST, "/echo", &[], Bytes::from("x".repeat(2000)))
+            .await;
+        assert_eq!(big.status, 413);
+
+        let stats = settled(&h, "shadow").await;
+        assert_eq!((stats.mirrored, stats.skipped, stats.failed), (20, 0, 0));
+        assert_eq!((stats.compared, stats.uncompared), (20, 0));
+        assert_eq!(
+            (stats.agreed, stats.disagreed_body, stats.disagreed()),
+            (0, 20, 20)
+        );
+        assert!(stats.active);
+        // Every request reached the shadow once, with its id and body.
+        let mut seen = shadow.seen();
+        seen.sort();
+        sent.sort();
+        assert_eq!(seen, sent);
+        let ids: Vec<&str> = stats
+            .recent_disagreements
+            .iter()
+            .map(|d| d.request_id.as_str())
+            .collect();
+        assert_eq!(ids.len(), 20);
+        assert!(ids.contains(&"req-0") && ids.contains(&"req-19"), "{ids:?}");
+        assert!(stats.recent_disagreements.iter().all(|d| d.kind == "body"));
+
+        let snapshot = h.gateway.snapshot();
+        let meter = &snapshot.variant("shadow").expect("shadow").meter;
+        assert_eq!(meter.requests.success, 20);
+        let json = serde_json::to_value(&snapshot).expect("serializable");
+        assert_eq!(json["shadows"][0]["variant"], "shadow");
+        assert_eq!(json["shadows"][0]["disagreed_body"], 20);
+        let text = h.gateway.prometheus_text();
+        for line in [
+            "mlops_gateway_shadow_mirrored_total{variant=\"shadow\"} 20",
+            "mlops_gateway_shadow_compared_total{variant=\"shadow\"} 20",
+            "mlops_gateway_shadow_comparisons_total{variant=\"shadow\",result=\"body\"} 20",
+            "mlops_gateway_shadow_skipped_total{variant=\"shadow\"} 0",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "no line {line:?} in\n{text}"
+            );
+        }
+        promtool_check(&text);
+    });
+}
+
+#[test]
+fn share_zero_mirrors_nothing() {
+    bounded(async {
+        let s1 = Upstream::start("s1").await;
+        let shadow = Fixed::start("shadow", 200, "s1", 0).await;
+        let config = shadowed(
+            vec![s1.url()],
+            vec![("shadow", shadow.url(), Shadow::new("shadow", 0.0))],
+        );
+        let h = Harness::start(config).await;
+        let tally = h.tally("/", 50, 2).await;
+        assert_eq!(ok_from(&tally, "s1"), 50, "{tally:?}");
+        // A mirror is counted before the client has its answer.
+        let stats = h
+            .gateway
+            .snapshot()
+            .shadow("shadow")
+            .expect("a shadow")
+            .clone();
+        assert_eq!((stats.mirrored, stats.skipped), (0, 0));
+        assert!(shadow.seen().is_empty());
+    });
+}
+
+#[test]
+fn a_slow_shadow_never_delays_the_client_and_a_full_one_is_skipped() {
+    bounded(async {
+        let s1 = Upstream::start("s1").await;
+        // Answers what the primary answers, 2 s late.
+        let shadow = Fixed::start("shadow", 200, "s1", 2_000).await;
+        let mut mirror = Shadow::new("shadow", 1.0);
+        mirror.max_in_flight = 1;
+        let config = shadowed(vec![s1.url()], vec![("shadow", shadow.url(), mirror)]);
+        let h = Harness::start(config).await;
+        for i in 0..3 {
+            let reply = h.get("/", &[]).await;
+            assert_eq!((reply.status, reply.upstream()), (200, "s1"));
+            // The client has its whole answer and the shadow has not
+            // answered yet: nobody waited for it.
+            assert_eq!(shadow.answered.load(Ordering::SeqCst), 0, "request {i}");
+            let stats = h
+                .gateway
+                .snapshot()
+                .shadow("shadow")
+                .expect("a shadow")
+                .clone();
+            assert_eq!(stats.finished(), 0, "request {i}: {stats:?}");
+            // One mirror outstanding at most: the later copies are skipped.
+            assert_eq!((stats.mirrored, stats.skipped), (1, i), "{stats:?}");
+        }
+        let stats = settled(&h, "shadow").await;
+        assert_eq!((stats.compared, stats.agreed), (1, 1), "{stats:?}");
+        assert_eq!(shadow.answered.load(Ordering::SeqCst), 1);
+    });
+}
+
+#[test]
+fn a_failing_shadow_never_affects_the_client_or_the_primary() {
+    bounded(async {
+        let s1 = Upstream::start("s1").await;
+        let broken = Fixed::start("broken", 500, "oops", 0).await;
+        let gone = Upstream::start("gone").await;
+        let gone_url = gone.url();
+        gone.kill().await;
+        let mut late = Shadow::new("late", 1.0);
+        late.timeout_ms = 100;
+        let never = Fixed::start("late", 200, "s1", 5_000).await;
+        let config = shadowed(
+            vec![s1.url()],
+            vec![
+                ("broken", broken.url(), Shadow::new("broken", 1.0)),
+                ("gone", gone_url.clone(), Shadow::new("gone", 1.0)),
+                ("late", never.url(), late),
+            ],
+        );
+        let h = Harness::start(config).await;
+        let tally = h.tally("/", 10, 1).await;
+        assert_eq!(ok_from(&tally, "s1"), 10, "{tally:?}");
+        for name in ["broken", "gone", "late"] {
+            let stats = settled(&h, name).await;
+            assert_eq!(
+                (stats.mirrored, stats.failed, stats.compared),
+                (10, 10, 0),
+                "{name}: {stats:?}"
+            );
+        }
+        let snapshot = h.gateway.snapshot();
+        let primary = snapshot
+            .variant("stable")
+            .expect("stable")
+            .replica(&s1.url())
+            .expect("s1");
+        assert_eq!((primary.upstream_failures, primary.ejected), (0, false));
+        assert_eq!(primary.meter.requests.success, 10);
+        // The shadow's own replica is ejected: nothing listens there.
+        let gone = snapshot.variant("gone").expect("gone");
+        assert!(gone.replica(&gone_url).expect("gone's replica").ejections >= 1);
+    });
+}
+
+#[test]
+fn numeric_outputs_within_the_tolerance_agree_and_beyond_it_disagree() {
+    bounded(async {
+        let oip = |version: &str, data: &str| {
+            format!(
+                r#"{{"model_name":"m","model_version":"{version}","outputs":[{{"name":"y","shape":[3],"datatype":"FP64","data":{data}}}]}}"#
+            )
+        };
+        let primary = Fixed::start("p", 200, &oip("1", "[0.25, 10.0, -3.0]"), 0).await;
+        let near = Fixed::start("near", 200, &oip("2", "[0.2505, 10.0, -3.0]"), 0).await;
+        let far = Fixed::start("far", 200, &oip("2", "[0.25, 10.5, -3.0]"), 0).await;
+        let missing = Fixed::start("missing", 404, "no such model", 0).await;
+        let tolerant = |name: &str| {
+            let mut s = Shadow::new(name, 1.0);
+            s.tolerance = Tolerance {
+                absolute: 1e-3,
+                relative: 1e-3,
+            };
+            s
+        };
+        let config = shadowed(
+            vec![primary.url()],
+            vec![
+                ("near", near.url(), tolerant("near")),
+                ("far", far.url(), tolerant("far")),
+                ("missing", missing.url(), tolerant("missing")),
+            ],
+        );
+        let h = Harness::start(config).await;
+        for i in 0..5 {
+            let id = format!("n-{i}");
+            let reply = h.get("/v2/models/m/infer", &[("x-request-id", &id)]).await;
+            assert_eq!((reply.status, reply.upstream()), (200, "p"));
+            assert!(
+                reply.body.contains(r#""model_version":"1""#),
+                "{}",
+                reply.body
+            );
+        }
+        let near = settled(&h, "near").await;
+        assert_eq!((near.compared, near.agreed, near.disagreed()), (5, 5, 0));
+        assert!((near.max_abs_difference - 5e-4).abs() < 1e-12, "{near:?}");
+        assert!((near.max_rel_difference - 2e-3).abs() < 1e-12, "{near:?}");
+        assert!(near.recent_disagreements.is_empty());
+
+        let far = settled(&h, "far").await;
+        assert_eq!((far.compared, far.agreed, far.disagreed_numeric), (5, 0, 5));
+        assert!((far.max_abs_difference - 0.5).abs() < 1e-12, "{far:?}");
+        assert!((far.max_rel_difference - 0.05).abs() < 1e-12, "{far:?}");
+        let last = far.recent_disagreements.last().expect("recorded");
+        assert_eq!(
+            (last.request_id.as_str(), last.kind.as_str()),
+            ("n-4", "numeric")
+        );
+        assert!(
+            last.reason
+                .starts_with("$.outputs[0].data[1]: 10.5 where the primary has 10"),
+            "{last:?}"
+        );
+
+        let missing = settled(&h, "missing").await;
+        assert_eq!((missing.compared, missing.disagreed_status), (5, 5));
+        promtool_check(&h.gateway.prometheus_text());
+    });
+}
+
+#[test]
+fn shadow_config_errors_are_all_reported() {
+    let mut config = Config::weighted([
+        ("stable", 1, vec!["http://127.0.0.1:1".to_owned()]),
+        ("weighted", 2, vec!["http://127.0.0.1:2".to_owned()]),
+        ("routed", 0, vec!["http://127.0.0.1:3".to_owned()]),
+    ]);
+    config.routes = vec![Route {
+        header: Some("x-variant: routed".to_owned()),
+        cookie: None,
+        variant: "routed".to_owned(),
+    }];
+    let mut bad = Shadow::new("routed", 1.5);
+    bad.tolerance.absolute = -1.0;
+    bad.timeout_ms = 0;
+    bad.max_in_flight = 0;
+    config.shadows = vec![
+        Shadow::new("weighted", 0.5),
+        bad,
+        Shadow::new("nope", 0.1),
+        Shadow::new("weighted", 0.1),
+    ];
+    let Err(GatewayError::InvalidConfig(errors)) = Gateway::new(config) else {
+        panic!("an invalid config")
+    };
+    assert_eq!(
+        errors,
+        [
+            r#"shadows[0]: shadow variant "weighted" must have weight 0, not 2"#,
+            r#"shadows[1]: shadow variant "routed" is the target of a route"#,
+            "shadows[1]: share 1.5 is not in [0, 1]",
+            "shadows[1]: tolerance absolute -1 and relative 0 must be finite and at least 0",
+            "shadows[1]: timeout-ms must be above 0",
+            "shadows[1]: max-in-flight must be above 0",
+            r#"shadows[2]: unknown variant "nope""#,
+            r#"shadows[3]: shadow variant "weighted" must have weight 0, not 2"#,
+            r#"shadows[3]: variant "weighted" is shadowed twice"#,
+        ]
+    );
+    // The only variant cannot be a shadow; keys are kebab-case.
+    let config: Config = serde_json::from_str(
+        r#"{"variants": [{"name": "s", "weight": 0, "replicas": ["http://127.0.0.1:1"]}],
+            "shadows": [{"variant": "s", "share": 1, "tolerance": {"absolute": 1e-6},
+                         "timeout-ms": 100, "max-in-flight": 2}]}"#,
+    )
+    .expect("a config's JSON");
+    let Err(GatewayError::InvalidConfig(errors)) = Gateway::new(config) else {
+        panic!("an invalid config")
+    };
+    assert_eq!(
+        errors,
+        [
+            "every variant has weight 0: unrouted requests would have nowhere to go",
+            r#"shadows[0]: "s" is the only variant: a shadow needs a primary to copy"#,
+        ]
+    );
 }

@@ -51,7 +51,53 @@ pub struct Config {
     /// Longest ejection time.
     #[serde(default = "defaults::eject_max_ms")]
     pub eject_max_ms: u64,
+    /// Variants that get a copy of a share of the traffic, their answers
+    /// compared with the primary's and never returned.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shadows: Vec<Shadow>,
 }
+
+/// Mirroring to a shadow variant: a share of the requests the primary
+/// routing serves is copied to it, and its answer compared with the
+/// primary's (status, body, numbers within the tolerance), recorded, and
+/// never returned. A shadow variant has weight 0 and no route targets it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Shadow {
+    /// The shadow variant's name.
+    pub variant: String,
+    /// The fraction of requests copied, in `[0, 1]`.
+    pub share: f64,
+    /// How far numbers in the two answers may differ and still agree.
+    #[serde(default)]
+    pub tolerance: Tolerance,
+    /// Time allowed for the shadow's whole answer (and for the primary's
+    /// body to be seen for the comparison); past it the mirror failed.
+    #[serde(default = "defaults::shadow_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Mirrored requests outstanding at once; past it a request that would
+    /// be copied is not (and is counted as skipped).
+    #[serde(default = "defaults::shadow_max_in_flight")]
+    pub max_in_flight: u32,
+}
+
+// The floats are validated finite (and JSON has no NaN): equality is total.
+impl Eq for Shadow {}
+
+/// Numbers `a` (shadow) and `b` (primary) agree when
+/// `|a - b| <= absolute + relative * |b|`. Both default to 0: exact.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Tolerance {
+    /// The absolute part.
+    #[serde(default)]
+    pub absolute: f64,
+    /// The part relative to the primary's value.
+    #[serde(default)]
+    pub relative: f64,
+}
+
+impl Eq for Tolerance {}
 
 mod defaults {
     pub(super) fn body_timeout_ms() -> u64 {
@@ -71,6 +117,12 @@ mod defaults {
     }
     pub(super) fn eject_max_ms() -> u64 {
         30_000
+    }
+    pub(super) fn shadow_timeout_ms() -> u64 {
+        5_000
+    }
+    pub(super) fn shadow_max_in_flight() -> u32 {
+        64
     }
 }
 
@@ -137,6 +189,20 @@ impl Config {
             eject_after: defaults::eject_after(),
             eject_base_ms: defaults::eject_base_ms(),
             eject_max_ms: defaults::eject_max_ms(),
+            shadows: Vec::new(),
+        }
+    }
+}
+
+impl Shadow {
+    /// Copy `share` of the requests to `variant`, defaults elsewhere.
+    pub fn new(variant: impl Into<String>, share: f64) -> Self {
+        Self {
+            variant: variant.into(),
+            share,
+            tolerance: Tolerance::default(),
+            timeout_ms: defaults::shadow_timeout_ms(),
+            max_in_flight: defaults::shadow_max_in_flight(),
         }
     }
 }
@@ -154,6 +220,17 @@ pub(crate) struct Compiled {
     pub(crate) eject_after: u32,
     pub(crate) eject_base: Duration,
     pub(crate) eject_max: Duration,
+    pub(crate) shadows: Vec<CompiledShadow>,
+}
+
+#[derive(Debug)]
+pub(crate) struct CompiledShadow {
+    /// The shadow variant's index in `variants`.
+    pub(crate) variant: usize,
+    pub(crate) share: f64,
+    pub(crate) tolerance: Tolerance,
+    pub(crate) timeout: Duration,
+    pub(crate) max_in_flight: u32,
 }
 
 #[derive(Debug)]
@@ -309,6 +386,7 @@ pub(crate) fn compile(config: &Config) -> Result<Compiled, Vec<String>> {
     if config.eject_base_ms == 0 || config.eject_max_ms < config.eject_base_ms {
         errors.push("eject-base-ms must be above 0 and at most eject-max-ms".to_owned());
     }
+    let shadows = compile_shadows(config, &mut errors);
     if !errors.is_empty() {
         return Err(errors);
     }
@@ -323,7 +401,74 @@ pub(crate) fn compile(config: &Config) -> Result<Compiled, Vec<String>> {
         eject_after: config.eject_after,
         eject_base: Duration::from_millis(config.eject_base_ms),
         eject_max: Duration::from_millis(config.eject_max_ms),
+        shadows,
     })
+}
+
+/// Validate `config.shadows`, pushing every problem onto `errors`.
+fn compile_shadows(config: &Config, errors: &mut Vec<String>) -> Vec<CompiledShadow> {
+    let mut shadows = Vec::new();
+    let mut seen = BTreeSet::new();
+    for (i, s) in config.shadows.iter().enumerate() {
+        let at = format!("shadows[{i}]");
+        let variant = config.variants.iter().position(|v| v.name == s.variant);
+        match variant {
+            None => errors.push(format!("{at}: unknown variant {:?}", s.variant)),
+            Some(v) => {
+                if config.variants.len() == 1 {
+                    errors.push(format!(
+                        "{at}: {:?} is the only variant: a shadow needs a primary to copy",
+                        s.variant
+                    ));
+                }
+                if config.variants[v].weight != 0 {
+                    errors.push(format!(
+                        "{at}: shadow variant {:?} must have weight 0, not {}",
+                        s.variant, config.variants[v].weight
+                    ));
+                }
+                if config.routes.iter().any(|r| r.variant == s.variant) {
+                    errors.push(format!(
+                        "{at}: shadow variant {:?} is the target of a route",
+                        s.variant
+                    ));
+                }
+            }
+        }
+        if !seen.insert(s.variant.as_str()) {
+            errors.push(format!("{at}: variant {:?} is shadowed twice", s.variant));
+        }
+        if !(0.0..=1.0).contains(&s.share) {
+            errors.push(format!("{at}: share {} is not in [0, 1]", s.share));
+        }
+        let t = s.tolerance;
+        if !(t.absolute.is_finite()
+            && t.absolute >= 0.0
+            && t.relative.is_finite()
+            && t.relative >= 0.0)
+        {
+            errors.push(format!(
+                "{at}: tolerance absolute {} and relative {} must be finite and at least 0",
+                t.absolute, t.relative
+            ));
+        }
+        if s.timeout_ms == 0 {
+            errors.push(format!("{at}: timeout-ms must be above 0"));
+        }
+        if s.max_in_flight == 0 {
+            errors.push(format!("{at}: max-in-flight must be above 0"));
+        }
+        if let Some(variant) = variant {
+            shadows.push(CompiledShadow {
+                variant,
+                share: s.share,
+                tolerance: t,
+                timeout: Duration::from_millis(s.timeout_ms),
+                max_in_flight: s.max_in_flight,
+            });
+        }
+    }
+    shadows
 }
 
 /// A replica base URL: `http`, an authority, no path beyond `/`, no query.

@@ -222,6 +222,11 @@ pub struct MeterSnapshot {
 pub struct MetricsSnapshot {
     /// One entry per variant ever configured, in first-seen order.
     pub variants: Vec<VariantSnapshot>,
+    /// One entry per variant ever configured as a shadow, in first-seen
+    /// order. (A shadow variant's meters, in `variants`, count the
+    /// mirrored requests.)
+    #[serde(default)]
+    pub shadows: Vec<ShadowSnapshot>,
 }
 
 impl MetricsSnapshot {
@@ -229,6 +234,76 @@ impl MetricsSnapshot {
     pub fn variant(&self, name: &str) -> Option<&VariantSnapshot> {
         self.variants.iter().find(|v| v.name == name)
     }
+
+    /// The mirroring to the shadow variant named `name`.
+    pub fn shadow(&self, name: &str) -> Option<&ShadowSnapshot> {
+        self.shadows.iter().find(|s| s.variant == name)
+    }
+}
+
+/// What mirroring to one shadow variant found. Every mirrored request ends
+/// as exactly one of failed, uncompared, agreed or disagreed (by status,
+/// body or numbers); until then it is in flight.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct ShadowSnapshot {
+    /// The shadow variant.
+    pub variant: String,
+    /// Whether the current config mirrors to it.
+    pub active: bool,
+    /// Requests copied to it.
+    pub mirrored: u64,
+    /// Requests drawn for a copy but not copied: `max-in-flight` mirrors
+    /// were already outstanding.
+    pub skipped: u64,
+    /// Mirrors that got no usable answer: no healthy shadow replica, a
+    /// transport error, a 5xx, a body over the comparison limit, or no
+    /// answer within the shadow's `timeout-ms`.
+    pub failed: u64,
+    /// Mirrors answered but not compared: the primary's body was not seen
+    /// whole (over the comparison limit, the client went away, or it took
+    /// past the shadow's timeout).
+    pub uncompared: u64,
+    /// Answers compared with the primary's.
+    pub compared: u64,
+    /// Compared and in agreement.
+    pub agreed: u64,
+    /// Compared, and the statuses differ.
+    pub disagreed_status: u64,
+    /// Compared, same status, and the bodies differ other than in numbers
+    /// (bytes, JSON structure, strings).
+    pub disagreed_body: u64,
+    /// Compared, same status and structure, a number beyond the tolerance.
+    pub disagreed_numeric: u64,
+    /// The largest `|shadow - primary|` over every number compared.
+    pub max_abs_difference: f64,
+    /// The largest `|shadow - primary| / |primary|` over every number
+    /// compared whose primary value is not 0.
+    pub max_rel_difference: f64,
+    /// The last disagreements, oldest first.
+    pub recent_disagreements: Vec<Disagreement>,
+}
+
+impl ShadowSnapshot {
+    /// Every disagreement: by status, body and numbers.
+    pub fn disagreed(&self) -> u64 {
+        self.disagreed_status + self.disagreed_body + self.disagreed_numeric
+    }
+
+    /// Mirrors that have ended one way or another.
+    pub fn finished(&self) -> u64 {
+        self.failed + self.uncompared + self.compared
+    }
+}
+
+/// One answer of a shadow that disagreed with the primary's.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Disagreement {
+    /// The request's `X-Request-Id`.
+    pub request_id: String,
+    /// `status`, `body` or `numeric`.
+    pub kind: String,
+    /// What differed, first difference only.
+    pub reason: String,
 }
 
 /// One variant's measurements.
@@ -457,6 +532,7 @@ pub fn prometheus_text(snapshot: &MetricsSnapshot) -> String {
             u8::from(r.ejected)
         );
     }
+    shadow_families(&mut out, &snapshot.shadows);
     family(
         &mut out,
         "mlops_gateway_replica_request_duration_seconds",
@@ -472,6 +548,85 @@ pub fn prometheus_text(snapshot: &MetricsSnapshot) -> String {
         );
     }
     out
+}
+
+/// A metric family of shadow values: name, help, and the value.
+type ShadowFamily<T> = (&'static str, &'static str, fn(&ShadowSnapshot) -> T);
+
+/// The shadow mirroring counters, one family each.
+fn shadow_families(out: &mut String, shadows: &[ShadowSnapshot]) {
+    let label = |s: &ShadowSnapshot| format!("variant=\"{}\"", escape(&s.variant));
+    let counters: [ShadowFamily<u64>; 5] = [
+        (
+            "mlops_gateway_shadow_mirrored_total",
+            "Requests copied to a shadow variant.",
+            |s| s.mirrored,
+        ),
+        (
+            "mlops_gateway_shadow_skipped_total",
+            "Requests drawn for a copy but not copied: too many mirrors outstanding.",
+            |s| s.skipped,
+        ),
+        (
+            "mlops_gateway_shadow_failed_total",
+            "Mirrors without a usable answer: transport error, timeout, 5xx, no healthy replica.",
+            |s| s.failed,
+        ),
+        (
+            "mlops_gateway_shadow_uncompared_total",
+            "Mirrors answered but not compared: the primary's body was not seen whole.",
+            |s| s.uncompared,
+        ),
+        (
+            "mlops_gateway_shadow_compared_total",
+            "Shadow answers compared with the primary's.",
+            |s| s.compared,
+        ),
+    ];
+    for (name, help, value) in counters {
+        family(out, name, "counter", help);
+        for s in shadows {
+            let _ = writeln!(out, "{name}{{{}}} {}", label(s), value(s));
+        }
+    }
+    family(
+        out,
+        "mlops_gateway_shadow_comparisons_total",
+        "counter",
+        "Shadow answers compared, by result: agreed, or what disagreed.",
+    );
+    for s in shadows {
+        for (result, n) in [
+            ("agreed", s.agreed),
+            ("status", s.disagreed_status),
+            ("body", s.disagreed_body),
+            ("numeric", s.disagreed_numeric),
+        ] {
+            let _ = writeln!(
+                out,
+                "mlops_gateway_shadow_comparisons_total{{{},result=\"{result}\"}} {n}",
+                label(s)
+            );
+        }
+    }
+    let gauges: [ShadowFamily<f64>; 2] = [
+        (
+            "mlops_gateway_shadow_max_abs_difference",
+            "Largest absolute difference of a number in a shadow's answer from the primary's.",
+            |s| s.max_abs_difference,
+        ),
+        (
+            "mlops_gateway_shadow_max_rel_difference",
+            "Largest relative difference of a number in a shadow's answer from the primary's.",
+            |s| s.max_rel_difference,
+        ),
+    ];
+    for (name, help, value) in gauges {
+        family(out, name, "gauge", help);
+        for s in shadows {
+            let _ = writeln!(out, "{name}{{{}}} {}", label(s), value(s));
+        }
+    }
 }
 
 fn family(out: &mut String, name: &str, kind: &str, help: &str) {

@@ -18,7 +18,13 @@
 //!
 //! Running it as a service of the release environment (supervised by the
 //! provider, its config persisted across restarts) is [`crate::service`]'s.
-//! Not here: shadow mirroring, HTTP/2, upgrades (WebSocket), TLS. Request
+//! Shadow mirroring ([`Shadow`]): a share of the requests is copied to
+//! weight-0 shadow variants from a task of its own once the primary's
+//! response head arrives; the answers are compared with the primary's
+//! (status, body, numbers within a tolerance) and recorded in the
+//! snapshot, never returned, and never delay or fail the client.
+//!
+//! Not here: HTTP/2, upgrades (WebSocket), TLS. Request
 //! bodies are buffered up to the limit (so that a retry can resend them);
 //! response bodies stream.
 
@@ -27,6 +33,7 @@ mod balance;
 mod config;
 pub mod metrics;
 mod proxy;
+mod shadow;
 mod upstream;
 
 use std::convert::Infallible;
@@ -42,14 +49,16 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 pub use admin::{AdminToken, TOKEN_FILE, ensure_token_file, token_path};
-pub use config::{Config, Route, Sticky, Variant};
+pub use config::{Config, Route, Shadow, Sticky, Tolerance, Variant};
 pub use metrics::{
-    LatencySummary, MeterSnapshot, MetricsSnapshot, ReplicaSnapshot, StatusClasses, VariantSnapshot,
+    Disagreement, LatencySummary, MeterSnapshot, MetricsSnapshot, ReplicaSnapshot, ShadowSnapshot,
+    StatusClasses, VariantSnapshot,
 };
 
 use balance::{EjectPolicy, Replica, Rng};
 use config::Compiled;
 use metrics::Meter;
+use shadow::{ActiveShadow, ShadowStats};
 
 /// The most client connections the proxy serves at once.
 const MAX_CONNECTIONS: usize = 10_000;
@@ -104,6 +113,8 @@ struct Shared {
 struct State {
     /// In first-seen order.
     variants: Vec<VariantState>,
+    /// Mirroring counters by shadow variant name, in first-seen order.
+    shadows: Vec<(String, Arc<ShadowStats>)>,
 }
 
 #[derive(Debug)]
@@ -120,6 +131,8 @@ struct Active {
     config: Arc<Config>,
     compiled: Compiled,
     variants: Vec<ActiveVariant>,
+    /// One per `compiled.shadows`, in its order.
+    shadows: Vec<ActiveShadow>,
 }
 
 #[derive(Debug)]
@@ -205,6 +218,14 @@ impl Gateway {
                             })
                             .collect(),
                     }
+                })
+                .collect(),
+            shadows: state
+                .shadows
+                .iter()
+                .map(|(name, stats)| {
+                    let active = active.config.shadows.iter().any(|s| &s.variant == name);
+                    stats.snapshot(name, active)
                 })
                 .collect(),
         }
@@ -319,10 +340,30 @@ impl State {
                 }
             }
         }
+        let shadows = compiled
+            .shadows
+            .iter()
+            .map(|cs| {
+                let name = &compiled.variants[cs.variant].name;
+                let stats = match self.shadows.iter().find(|(n, _)| n == name) {
+                    Some((_, stats)) => stats.clone(),
+                    None => {
+                        let stats = Arc::new(ShadowStats::default());
+                        self.shadows.push((name.clone(), stats.clone()));
+                        stats
+                    }
+                };
+                ActiveShadow {
+                    stats,
+                    slots: Arc::new(tokio::sync::Semaphore::new(cs.max_in_flight as usize)),
+                }
+            })
+            .collect();
         Active {
             config: Arc::new(config),
             compiled,
             variants,
+            shadows,
         }
     }
 }

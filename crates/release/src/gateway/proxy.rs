@@ -21,6 +21,7 @@ use hyper::{Method, Request, Response, StatusCode, Uri, Version};
 use super::balance;
 use super::config::{CompiledRoute, CompiledSticky};
 use super::metrics::Meter;
+use super::shadow;
 use super::upstream::UpstreamBody;
 use super::{Active, Shared};
 
@@ -103,8 +104,8 @@ pub(crate) async fn handle(
 /// Send the request to a replica of `variant`, retrying where that is
 /// safe; every failure becomes a response.
 async fn forward(
-    shared: &Shared,
-    active: &Active,
+    shared: &Arc<Shared>,
+    active: &Arc<Active>,
     variant: usize,
     peer: Peer,
     req: Request<Incoming>,
@@ -180,6 +181,15 @@ async fn forward(
         .uri
         .path_and_query()
         .map_or_else(|| Uri::from_static("/"), |p| Uri::from(p.clone()));
+    // Drawn for mirroring: a copy of the request as the primary gets it.
+    let drawn = shadow::draw(active, &shared.rng);
+    let mut mirror = (!drawn.is_empty()).then(|| shadow::Pending {
+        shadows: drawn,
+        method: parts.method.clone(),
+        uri: uri.clone(),
+        headers: headers.clone(),
+        body: body.clone(),
+    });
     let mut headers = Some(headers);
     let idempotent = matches!(
         parts.method,
@@ -255,8 +265,12 @@ async fn forward(
                 replica_guard.status = Some(status.as_u16());
                 let (mut parts, body) = response.into_parts();
                 strip_hop_by_hop(&mut parts.headers);
+                let mut body = body.boxed_unsync();
+                if let Some(pending) = mirror.take() {
+                    body = shadow::start(shared, active, pending, request_id, status, body);
+                }
                 let metered = Metered {
-                    inner: body.boxed_unsync(),
+                    inner: body,
                     guard: replica_guard,
                 };
                 return Response::from_parts(parts, metered.boxed_unsync());
@@ -440,10 +454,10 @@ fn plain(status: StatusCode, body: String) -> Response<ProxyBody> {
 
 /// One started request on one meter; recorded when dropped (the end of the
 /// response body, or the client going away).
-struct Guard {
-    meter: Arc<Meter>,
-    started: Instant,
-    status: Option<u16>,
+pub(crate) struct Guard {
+    pub(crate) meter: Arc<Meter>,
+    pub(crate) started: Instant,
+    pub(crate) status: Option<u16>,
 }
 
 impl Drop for Guard {
@@ -488,7 +502,7 @@ impl Body for Metered {
 /// Whether a replica of the variant other than `index` is in rotation: a
 /// failure a client can provoke (a 5xx, a timeout) never ejects the last
 /// one, or a few bad requests would take the variant down for everyone.
-fn others_healthy(replicas: &[Arc<balance::Replica>], index: usize) -> bool {
+pub(crate) fn others_healthy(replicas: &[Arc<balance::Replica>], index: usize) -> bool {
     replicas
         .iter()
         .enumerate()
