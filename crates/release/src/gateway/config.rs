@@ -556,6 +556,29 @@ mod tests {
     }
 
     #[test]
+    fn shadows_compile_with_defaults() {
+        check(
+            r#"{"variants": [
+                  {"name": "stable", "weight": 1, "replicas": ["http://127.0.0.1:8001"]},
+                  {"name": "shadow", "replicas": ["http://127.0.0.1:8002"]}],
+                "shadows": [{"variant": "shadow", "share": 0.1,
+                             "tolerance": {"absolute": 1e-6, "relative": 1e-3}}]}"#,
+            &[],
+        );
+        let config: Config =
+            serde_json::from_str(r#"{"variants": [], "shadows": [{"variant": "s", "share": 1}]}"#)
+                .expect("a config's JSON");
+        assert_eq!(config.shadows[0].timeout_ms, 5_000);
+        assert_eq!(config.shadows[0].max_in_flight, 64);
+        assert_eq!(config.shadows[0].tolerance.absolute, 0.0);
+        let err = serde_json::from_str::<Config>(
+            r#"{"variants": [], "shadows": [{"variant": "s", "share": 1, "weight": 0}]}"#,
+        )
+        .expect_err("unknown key");
+        assert!(err.to_string().contains("unknown field `weight`"), "{err}");
+    }
+
+    #[test]
     fn unknown_keys_are_refused() {
         let err = serde_json::from_str::<Config>(r#"{"variants": [], "retry-post": true}"#)
             .expect_err("unknown key");
