@@ -873,9 +873,10 @@ fn reconfiguration_mid_traffic_fails_no_request() {
 fn promtool_check(text: &str) {
     use std::io::Write as _;
     let promtool = "/usr/bin/promtool";
+    // scripts/test (the README's test command) installs it.
     assert!(
         std::path::Path::new(promtool).exists(),
-        "promtool is missing: apt-get install prometheus"
+        "promtool is missing: run scripts/test-deps, or apt-get install prometheus"
     );
     let mut child = Command::new(promtool)
         .args(["check", "metrics"])
