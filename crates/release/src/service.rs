@@ -45,7 +45,6 @@
 //! and two published ports (admin and data plane); a `ServiceSpec` has
 //! one. [`GatewayService::ensure`] refuses any provider but `local`.
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -54,23 +53,21 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt as _, Full, Limited};
-use hyper::body::Incoming;
-use hyper::header::{self, HeaderValue};
-use hyper::service::service_fn;
-use hyper::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt as _, Full};
+use hyper::{Method, Request, header};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::TokioExecutor;
 use mlops_core::LedgerHandle;
 use mlops_iac::spec::{HealthSpec, Resources, RestartPolicy};
 use mlops_iac::{Controller, InfraError, InfraSpec, Instance, Provider, ProviderKind, Scope};
 use mlops_iac::{ProviderError, ServiceSpec};
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 
-use crate::gateway::{AdminToken, Config, Gateway, GatewayError, ensure_token_file};
+use crate::gateway::{
+    AdminHooks, AdminToken, Config, Gateway, GatewayError, config_summary, ensure_token_file,
+};
 
 /// The controller that owns the gateway's instance.
 pub const OWNER: &str = "release";
@@ -83,9 +80,6 @@ pub const CONFIG_FILE: &str = "config.json";
 
 /// Where the data plane listens, in the state directory (chosen once).
 pub const ADDRESS_FILE: &str = "gateway.json";
-
-/// Largest `PUT /config` body.
-const MAX_CONFIG_BYTES: usize = 1024 * 1024;
 
 /// How long a stopping gateway waits for requests in flight.
 const DRAIN_LIMIT: Duration = Duration::from_secs(5);
@@ -263,22 +257,6 @@ impl EventLog {
     }
 }
 
-/// What a log line says about a config: variants, weights and replica
-/// counts.
-fn config_summary(config: &Config) -> serde_json::Value {
-    serde_json::json!(
-        config
-            .variants
-            .iter()
-            .map(|v| serde_json::json!({
-                "name": v.name,
-                "weight": v.weight,
-                "replicas": v.replicas.len(),
-            }))
-            .collect::<Vec<_>>()
-    )
-}
-
 /// The gateway process's main: runs [`serve`] on a runtime of its own until
 /// SIGTERM or SIGINT, and turns its outcome into an exit code.
 pub fn serve_main(options: &ServeOptions, log: EventLog) -> std::process::ExitCode {
@@ -344,15 +322,19 @@ pub async fn serve(
                 source,
             })?;
     let proxy = gateway.bind(options.listen).await?;
-    let (stop_admin, admin_stopped) = watch::channel(false);
-    let admin = Arc::new(Admin {
-        gateway: gateway.clone(),
-        token,
-        dir: dir.clone(),
-        log: log.clone(),
-        put: tokio::sync::Mutex::new(()),
-    });
-    let admin_task = tokio::spawn(serve_admin(admin_listener, admin, admin_stopped));
+    let hooks = AdminHooks {
+        // Written before the answer: an accepted config survives any
+        // restart. A config that cannot be written is not accepted.
+        on_config: Some(Box::new({
+            let dir = dir.clone();
+            move |config| write_config(&dir, config).map_err(|e| e.to_string())
+        })),
+        on_event: Some(Box::new({
+            let log = log.clone();
+            move |event, fields| log.event(event, fields)
+        })),
+    };
+    let admin = gateway.serve_admin_with(admin_listener, token, hooks)?;
     log.event(
         "started",
         serde_json::json!({
@@ -364,9 +346,9 @@ pub async fn serve(
         }),
     );
     stop.await;
-    let _ = stop_admin.send(true);
-    proxy.shutdown().await;
-    let _ = admin_task.await;
+    // Both stop accepting at once (the admin API first); a `PUT /config`
+    // under way finishes (and is written) before exit.
+    let (_, ()) = tokio::join!(admin.drain(DRAIN_LIMIT), proxy.shutdown());
     let started = Instant::now();
     let in_flight = || -> i64 {
         gateway
@@ -384,187 +366,6 @@ pub async fn serve(
         serde_json::json!({ "in_flight_left": in_flight() }),
     );
     Ok(())
-}
-
-/// The admin API of the gateway process.
-struct Admin {
-    gateway: Gateway,
-    token: AdminToken,
-    dir: PathBuf,
-    log: EventLog,
-    /// One `PUT /config` at a time, so the file holds the config applied
-    /// last.
-    put: tokio::sync::Mutex<()>,
-}
-
-async fn serve_admin(listener: TcpListener, admin: Arc<Admin>, mut stopped: watch::Receiver<bool>) {
-    let mut connections = tokio::task::JoinSet::new();
-    loop {
-        let stream = tokio::select! {
-            _ = stopped.changed() => break,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(_) => {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let admin = admin.clone();
-        let mut stopped = stopped.clone();
-        connections.spawn(async move {
-            let service = service_fn(move |req| {
-                let admin = admin.clone();
-                async move { Ok::<_, Infallible>(admin.handle(req).await) }
-            });
-            let mut builder = hyper::server::conn::http1::Builder::new();
-            builder
-                .timer(TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(30));
-            let conn = builder.serve_connection(TokioIo::new(stream), service);
-            tokio::pin!(conn);
-            tokio::select! {
-                _ = conn.as_mut() => {}
-                _ = stopped.changed() => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = conn.await;
-                }
-            }
-        });
-    }
-    // A `PUT /config` under way finishes (and is written) before exit.
-    let _ = tokio::time::timeout(DRAIN_LIMIT, async {
-        while connections.join_next().await.is_some() {}
-    })
-    .await;
-}
-
-impl Admin {
-    async fn handle(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
-        match (req.method(), req.uri().path()) {
-            (&Method::GET, "/health") => text(StatusCode::OK, "ok\n".to_owned()),
-            (&Method::GET, "/metrics") => respond(
-                StatusCode::OK,
-                "text/plain; version=0.0.4; charset=utf-8",
-                self.gateway.prometheus_text(),
-            ),
-            (&Method::GET, "/snapshot") => json(StatusCode::OK, &self.gateway.snapshot()),
-            (&Method::GET, "/config") => json(StatusCode::OK, &*self.gateway.config()),
-            (&Method::PUT, "/config") => self.put_config(req).await,
-            (_, "/health" | "/metrics" | "/snapshot" | "/config") => text(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method not allowed\n".into(),
-            ),
-            _ => text(
-                StatusCode::NOT_FOUND,
-                "not found: try /health, /metrics, /snapshot or /config\n".into(),
-            ),
-        }
-    }
-
-    async fn put_config(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
-        let presented = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| bearer(v.as_bytes()));
-        if !presented.is_some_and(|p| self.token.matches(p)) {
-            self.log.event(
-                "admin-unauthorized",
-                serde_json::json!({ "method": "PUT", "path": "/config" }),
-            );
-            let mut r = text(
-                StatusCode::UNAUTHORIZED,
-                "a valid `Authorization: Bearer <token>` is required\n".into(),
-            );
-            r.headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-            return r;
-        }
-        let body = match Limited::new(req.into_body(), MAX_CONFIG_BYTES)
-            .collect()
-            .await
-        {
-            Ok(b) => b.to_bytes(),
-            Err(_) => {
-                return text(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "config body unreadable or over 1 MiB\n".into(),
-                );
-            }
-        };
-        let config: Config = match serde_json::from_slice(&body) {
-            Ok(c) => c,
-            Err(e) => {
-                self.reject("invalid-json", &e.to_string());
-                return text(
-                    StatusCode::BAD_REQUEST,
-                    format!("invalid config JSON: {e}\n"),
-                );
-            }
-        };
-        let _one = self.put.lock().await;
-        let previous = self.gateway.config();
-        if let Err(e) = self.gateway.set_config(config.clone()) {
-            self.reject("invalid-config", &e.to_string());
-            return text(StatusCode::UNPROCESSABLE_ENTITY, format!("{e}\n"));
-        }
-        // Written before the answer: an accepted config survives any
-        // restart. A config that cannot be written is not accepted.
-        let dir = self.dir.clone();
-        let written = tokio::task::spawn_blocking({
-            let config = config.clone();
-            move || write_config(&dir, &config)
-        })
-        .await
-        .unwrap_or_else(|e| Err(state_error(&self.dir, e)));
-        if let Err(e) = written {
-            let _ = self.gateway.set_config((*previous).clone());
-            self.reject("not-persisted", &e.to_string());
-            return text(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("the config was not applied: {e}\n"),
-            );
-        }
-        self.log.event(
-            "config-applied",
-            serde_json::json!({ "variants": config_summary(&config) }),
-        );
-        json(StatusCode::OK, &*self.gateway.config())
-    }
-
-    fn reject(&self, reason: &str, detail: &str) {
-        self.log.event(
-            "config-rejected",
-            serde_json::json!({ "reason": reason, "detail": detail }),
-        );
-    }
-}
-
-/// The credentials of `Bearer <token>` (the scheme is case-insensitive).
-fn bearer(authorization: &[u8]) -> Option<&[u8]> {
-    let (scheme, rest) = authorization.split_at_checked(7)?;
-    scheme
-        .eq_ignore_ascii_case(b"bearer ")
-        .then(|| rest.trim_ascii())
-}
-
-fn json<T: Serialize>(status: StatusCode, value: &T) -> Response<Full<Bytes>> {
-    match serde_json::to_string_pretty(value) {
-        Ok(s) => respond(status, "application/json", s + "\n"),
-        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
-    }
-}
-
-fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
-    respond(status, "text/plain; charset=utf-8", body)
-}
-
-fn respond(status: StatusCode, content_type: &'static str, body: String) -> Response<Full<Bytes>> {
-    let mut r = Response::new(Full::new(Bytes::from(body)));
-    *r.status_mut() = status;
-    r.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    r
 }
 
 // ---- the controller's side ------------------------------------------------------

@@ -1,6 +1,8 @@
-//! The admin API, on a loopback listener: `GET /metrics` (Prometheus
-//! text), `GET /snapshot` (the measurements as JSON), `GET /config`, and
-//! `PUT /config`, which needs `Authorization: Bearer <token>`.
+//! The admin API, on a loopback listener: `GET /health`, `GET /metrics`
+//! (Prometheus text), `GET /snapshot` (the measurements as JSON),
+//! `GET /config`, and `PUT /config`, which needs
+//! `Authorization: Bearer <token>`; [`AdminHooks`] let the caller persist
+//! an accepted config before it applies and log what happens.
 //!
 //! It owns the admin token: made from /dev/urandom, kept in a file only
 //! its owner reads, compared in constant time, never printed (its `Debug`
@@ -142,12 +144,95 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
         == 0
 }
 
-pub(crate) async fn handle(
+/// Called with a `PUT /config`'s config once it is valid, before it is
+/// applied or answered (from a blocking thread: it may write files). An
+/// `Err` is answered 500 with its text, and the config in force stays.
+pub type ConfigHook = Box<dyn Fn(&Config) -> Result<(), String> + Send + Sync>;
+
+/// Given each admin event: its name and its fields, as a JSON object.
+/// Never given the token.
+pub type EventSink = Box<dyn Fn(&str, serde_json::Value) + Send + Sync>;
+
+/// What a caller of [`Gateway::serve_admin_with`] adds to the admin API.
+///
+/// Events: `admin-unauthorized` (`method`, `path`) when a change lacks the
+/// token; `config-rejected` (`reason`: `invalid-json`, `invalid-config` or
+/// `not-persisted`, and `detail`); `config-applied` (`variants`: name,
+/// weight and replica count of each).
+#[derive(Default)]
+pub struct AdminHooks {
+    /// Persists (or otherwise accepts) a new config before it takes effect.
+    pub on_config: Option<ConfigHook>,
+    /// Where events go.
+    pub on_event: Option<EventSink>,
+}
+
+impl std::fmt::Debug for AdminHooks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminHooks")
+            .field("on_config", &self.on_config.is_some())
+            .field("on_event", &self.on_event.is_some())
+            .finish()
+    }
+}
+
+/// What an event says about a config: variants, weights and replica
+/// counts.
+pub(crate) fn config_summary(config: &Config) -> serde_json::Value {
+    serde_json::json!(
+        config
+            .variants
+            .iter()
+            .map(|v| serde_json::json!({
+                "name": v.name,
+                "weight": v.weight,
+                "replicas": v.replicas.len(),
+            }))
+            .collect::<Vec<_>>()
+    )
+}
+
+/// The admin API of one gateway.
+pub(crate) struct Admin {
     gateway: Gateway,
-    token: Arc<AdminToken>,
+    token: AdminToken,
+    hooks: AdminHooks,
+    /// One `PUT /config` at a time, so that what `on_config` was given
+    /// last is the config in force.
+    put: tokio::sync::Mutex<()>,
+}
+
+impl Admin {
+    pub(crate) fn new(gateway: Gateway, token: AdminToken, hooks: AdminHooks) -> Self {
+        Admin {
+            gateway,
+            token,
+            hooks,
+            put: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    fn event(&self, event: &str, fields: serde_json::Value) {
+        if let Some(sink) = &self.hooks.on_event {
+            sink(event, fields);
+        }
+    }
+
+    fn reject(&self, reason: &str, detail: &str) {
+        self.event(
+            "config-rejected",
+            serde_json::json!({ "reason": reason, "detail": detail }),
+        );
+    }
+}
+
+pub(crate) async fn handle(
+    admin: Arc<Admin>,
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Infallible> {
+    let gateway = &admin.gateway;
     let response = match (req.method(), req.uri().path()) {
+        (&Method::GET, "/health") => text(StatusCode::OK, "ok\n"),
         (&Method::GET, "/metrics") => respond(
             StatusCode::OK,
             "text/plain; version=0.0.4; charset=utf-8",
@@ -155,28 +240,28 @@ pub(crate) async fn handle(
         ),
         (&Method::GET, "/snapshot") => json(StatusCode::OK, &gateway.snapshot()),
         (&Method::GET, "/config") => json(StatusCode::OK, &*gateway.config()),
-        (&Method::PUT, "/config") => put_config(&gateway, &token, req).await,
-        (_, "/metrics" | "/snapshot" | "/config") => {
+        (&Method::PUT, "/config") => put_config(&admin, req).await,
+        (_, "/health" | "/metrics" | "/snapshot" | "/config") => {
             text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
         }
         _ => text(
             StatusCode::NOT_FOUND,
-            "not found: try /metrics, /snapshot or /config\n",
+            "not found: try /health, /metrics, /snapshot or /config\n",
         ),
     };
     Ok(response)
 }
 
-async fn put_config(
-    gateway: &Gateway,
-    token: &AdminToken,
-    req: Request<Incoming>,
-) -> Response<ProxyBody> {
+async fn put_config(admin: &Arc<Admin>, req: Request<Incoming>) -> Response<ProxyBody> {
     let presented = req
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| bearer(v.as_bytes()));
-    if !presented.is_some_and(|p| token.matches(p)) {
+    if !presented.is_some_and(|p| admin.token.matches(p)) {
+        admin.event(
+            "admin-unauthorized",
+            serde_json::json!({ "method": "PUT", "path": "/config" }),
+        );
         let mut r = text(
             StatusCode::UNAUTHORIZED,
             "a valid `Authorization: Bearer <token>` is required\n",
@@ -200,21 +285,48 @@ async fn put_config(
     let config: Config = match serde_json::from_slice(&body) {
         Ok(c) => c,
         Err(e) => {
-            return respond(
+            admin.reject("invalid-json", &e.to_string());
+            return plain(
                 StatusCode::BAD_REQUEST,
-                "text/plain; charset=utf-8",
                 format!("invalid config JSON: {e}\n"),
             );
         }
     };
-    match gateway.set_config(config) {
-        Ok(()) => json(StatusCode::OK, &*gateway.config()),
-        Err(e) => respond(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "text/plain; charset=utf-8",
-            format!("{e}\n"),
-        ),
+    let _one = admin.put.lock().await;
+    let compiled = match Gateway::validate(&config) {
+        Ok(c) => c,
+        Err(e) => {
+            admin.reject("invalid-config", &e.to_string());
+            return plain(StatusCode::UNPROCESSABLE_ENTITY, format!("{e}\n"));
+        }
+    };
+    // Before it applies and before the answer: a config the hook refuses
+    // (one that could not be persisted) is not accepted.
+    if admin.hooks.on_config.is_some() {
+        let accepted = tokio::task::spawn_blocking({
+            let (admin, config) = (admin.clone(), config.clone());
+            move || {
+                admin
+                    .hooks
+                    .on_config
+                    .as_ref()
+                    .map_or(Ok(()), |f| f(&config))
+            }
+        })
+        .await
+        .unwrap_or_else(|e| Err(e.to_string()));
+        if let Err(e) = accepted {
+            admin.reject("not-persisted", &e);
+            return plain(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("the config was not applied: {e}\n"),
+            );
+        }
     }
+    let summary = config_summary(&config);
+    admin.gateway.apply(config, compiled);
+    admin.event("config-applied", serde_json::json!({ "variants": summary }));
+    json(StatusCode::OK, &*admin.gateway.config())
 }
 
 /// The credentials of `Bearer <token>` (the scheme is case-insensitive,
@@ -229,16 +341,16 @@ fn bearer(authorization: &[u8]) -> Option<&[u8]> {
 fn json<T: serde::Serialize>(status: StatusCode, value: &T) -> Response<ProxyBody> {
     match serde_json::to_string_pretty(value) {
         Ok(s) => respond(status, "application/json", s + "\n"),
-        Err(e) => respond(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "text/plain; charset=utf-8",
-            format!("{e}\n"),
-        ),
+        Err(e) => plain(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
     }
 }
 
 fn text(status: StatusCode, body: &'static str) -> Response<ProxyBody> {
-    respond(status, "text/plain; charset=utf-8", body.to_owned())
+    plain(status, body.to_owned())
+}
+
+fn plain(status: StatusCode, body: String) -> Response<ProxyBody> {
+    respond(status, "text/plain; charset=utf-8", body)
 }
 
 fn respond(status: StatusCode, content_type: &'static str, body: String) -> Response<ProxyBody> {

@@ -4,7 +4,8 @@
 //!
 //! A [`Gateway`] holds the current [`Config`] and the live state (replica
 //! health, [`metrics`]). [`Gateway::serve`] runs the proxy on a listener,
-//! [`Gateway::serve_admin`] the loopback admin API (`/metrics`, `/config`).
+//! [`Gateway::serve_admin`] the loopback admin API (`/health`, `/metrics`,
+//! `/config`; [`Gateway::serve_admin_with`] with [`AdminHooks`]).
 //! [`Gateway::set_config`] swaps the config atomically: a request keeps the
 //! config it started with, so reconfiguration drops nothing in flight.
 //!
@@ -48,7 +49,10 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-pub use admin::{AdminToken, TOKEN_FILE, ensure_token_file, token_path};
+pub(crate) use admin::config_summary;
+pub use admin::{
+    AdminHooks, AdminToken, ConfigHook, EventSink, TOKEN_FILE, ensure_token_file, token_path,
+};
 pub use config::{Config, Route, Shadow, Sticky, Tolerance, Variant};
 pub use metrics::{
     Disagreement, LatencySummary, MeterSnapshot, MetricsSnapshot, ReplicaSnapshot, ShadowSnapshot,
@@ -172,7 +176,18 @@ impl Gateway {
     /// finish under the config they started with; replicas that stay keep
     /// their health and counters. An invalid config changes nothing.
     pub fn set_config(&self, config: Config) -> Result<(), GatewayError> {
-        let compiled = config::compile(&config).map_err(GatewayError::InvalidConfig)?;
+        let compiled = Self::validate(&config)?;
+        self.apply(config, compiled);
+        Ok(())
+    }
+
+    /// `config` checked and compiled, not yet applied.
+    fn validate(config: &Config) -> Result<Compiled, GatewayError> {
+        config::compile(config).map_err(GatewayError::InvalidConfig)
+    }
+
+    /// Makes `config`, compiled by [`validate`](Self::validate), current.
+    fn apply(&self, config: Config, compiled: Compiled) {
         let mut state = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
         let active = Arc::new(state.activate(config, compiled, self.shared.epoch));
         *self
@@ -180,7 +195,6 @@ impl Gateway {
             .active
             .write()
             .unwrap_or_else(|e| e.into_inner()) = active;
-        Ok(())
     }
 
     /// The current config.
@@ -256,8 +270,8 @@ impl Gateway {
     }
 
     /// Bind the admin API on `addr`, which must be loopback. Reading
-    /// (`GET /metrics`, `/snapshot`, `/config`) is open to local clients;
-    /// `PUT /config` needs `Authorization: Bearer <token>`.
+    /// (`GET /health`, `/metrics`, `/snapshot`, `/config`) is open to local
+    /// clients; `PUT /config` needs `Authorization: Bearer <token>`.
     pub async fn serve_admin(
         &self,
         addr: SocketAddr,
@@ -269,12 +283,29 @@ impl Gateway {
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|source| GatewayError::Bind { addr, source })?;
-        let gateway = self.clone();
-        let token = Arc::new(token);
+        self.serve_admin_with(listener, token, AdminHooks::default())
+    }
+
+    /// The admin API, as [`serve_admin`](Self::serve_admin), on `listener`
+    /// (which must be bound to a loopback address), with `hooks`: a config
+    /// `PUT` is given to `on_config` once valid and applies only if it
+    /// returns `Ok`; events go to `on_event`. Changes are serialized.
+    pub fn serve_admin_with(
+        &self,
+        listener: TcpListener,
+        token: AdminToken,
+        hooks: AdminHooks,
+    ) -> Result<ServerHandle, GatewayError> {
+        let addr = listener
+            .local_addr()
+            .expect("a bound listener has a local address");
+        if !addr.ip().is_loopback() {
+            return Err(GatewayError::AdminNotLoopback(addr));
+        }
+        let admin = Arc::new(admin::Admin::new(self.clone(), token, hooks));
         Ok(spawn_server(listener, move |_peer| {
-            let gateway = gateway.clone();
-            let token = token.clone();
-            service_fn(move |req| admin::handle(gateway.clone(), token.clone(), req))
+            let admin = admin.clone();
+            service_fn(move |req| admin::handle(admin.clone(), req))
         }))
     }
 }
@@ -376,6 +407,9 @@ pub struct ServerHandle {
     local_addr: SocketAddr,
     stop: watch::Sender<bool>,
     task: JoinHandle<()>,
+    /// A permit per connection it may serve; those missing are held by
+    /// open connections.
+    slots: Arc<tokio::sync::Semaphore>,
 }
 
 impl ServerHandle {
@@ -389,6 +423,20 @@ impl ServerHandle {
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
         let _ = self.task.await;
+    }
+
+    /// As [`shutdown`](Self::shutdown), then wait up to `limit` for the
+    /// open connections to finish their requests (an admin `PUT /config`
+    /// under way is answered, its hook run, before this returns). Whether
+    /// every connection closed in time.
+    pub async fn drain(self, limit: Duration) -> bool {
+        let slots = self.slots.clone();
+        self.shutdown().await;
+        let all = u32::try_from(MAX_CONNECTIONS).expect("MAX_CONNECTIONS fits in u32");
+        matches!(
+            tokio::time::timeout(limit, slots.acquire_many(all)).await,
+            Ok(Ok(_))
+        )
     }
 }
 
@@ -413,6 +461,7 @@ where
     // stops accepting (clients wait in the kernel's backlog) instead of
     // spending memory and descriptors without bound.
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let held = slots.clone();
     let task = tokio::spawn(async move {
         loop {
             let slot = tokio::select! {
@@ -458,5 +507,6 @@ where
         local_addr,
         stop,
         task,
+        slots: held,
     }
 }
