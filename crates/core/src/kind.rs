@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use crate::diagnostic::Diagnostic;
 use crate::ledger::LedgerHandle;
 use crate::process::{AttemptEnd, ShellAttempt, run_shell, step_env};
-use crate::section::{ManifestSection, RegistryError, SectionRead, Sections};
+use crate::section::{CompiledSection, RegistryError, SectionRead, Sections};
 use crate::stage::Stage;
 
 /// A boxed, sendable future: the return type of [`StepAction::run`].
@@ -464,6 +464,24 @@ pub trait StepKind: Send + Sync + 'static {
     /// Validates the `with` parameters and builds the action. Reports every
     /// problem it finds.
     fn compile(&self, params: &KindParams<'_>) -> Result<Arc<dyn StepAction>, Vec<Diagnostic>>;
+}
+
+/// A table of `mlops.toml` owned by a stage crate.
+pub trait ManifestSection: Send + Sync + 'static {
+    /// The table's name: `infra` for `[infra]`; for a stage's settings, the
+    /// stage's name.
+    fn name(&self) -> &'static str;
+
+    /// Validates and compiles the table; `None` when the manifest has none
+    /// (the section decides what that means, usually its defaults). Reports
+    /// every problem it finds, each with its span.
+    fn compile(&self, table: Option<&KindParams<'_>>) -> Result<CompiledSection, Vec<Diagnostic>>;
+
+    /// The table's JSON Schema, for `mlops schema` (editors): an object
+    /// schema whose `properties` are the table's keys. By default any table.
+    fn json_schema(&self) -> serde_json::Value {
+        serde_json::json!({ "type": "object" })
+    }
 }
 
 /// What the manifest compiler and the CLI know of the stage crates: their

@@ -57,15 +57,15 @@ pub mod status;
 pub use event::Event;
 pub use exec::{ExecError, Executor, RunOptions, RunReport, Selection, StepReport};
 pub use kind::{
-    CommandEnd, EvidenceKind, KindParams, KindRegistry, StepAction, StepContext, StepFailure,
-    StepKind,
+    CommandEnd, EvidenceKind, KindParams, KindRegistry, ManifestSection, StepAction, StepContext,
+    StepFailure, StepKind,
 };
 pub use ledger::{
     Evidence, EvidenceRecord, Ledger, LedgerError, LedgerHandle, RunSummary, StepEvidence,
 };
 pub use manifest::{Manifest, ManifestError};
 pub use pipeline::{Action, Pipeline, PipelineError, Step};
-pub use section::{CompiledSection, ManifestSection, RegistryError, SectionRead};
+pub use section::{CompiledSection, RegistryError, SectionRead};
 pub use stage::Stage;
 pub use status::{RunStatus, StageStatus, StepStatus};
 pub use tokio_util::sync::CancellationToken;

@@ -17,27 +17,6 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use crate::diagnostic::Diagnostic;
-use crate::kind::KindParams;
-
-/// A table of `mlops.toml` owned by a stage crate.
-pub trait ManifestSection: Send + Sync + 'static {
-    /// The table's name: `infra` for `[infra]`; for a stage's settings, the
-    /// stage's name.
-    fn name(&self) -> &'static str;
-
-    /// Validates and compiles the table; `None` when the manifest has none
-    /// (the section decides what that means, usually its defaults). Reports
-    /// every problem it finds, each with its span.
-    fn compile(&self, table: Option<&KindParams<'_>>) -> Result<CompiledSection, Vec<Diagnostic>>;
-
-    /// The table's JSON Schema, for `mlops schema` (editors): an object
-    /// schema whose `properties` are the table's keys. By default any table.
-    fn json_schema(&self) -> serde_json::Value {
-        serde_json::json!({ "type": "object" })
-    }
-}
-
 /// A compiled section: the domain value the kinds use, and its canonical
 /// form (the value serialized), from which the parts kinds read are
 /// fingerprinted. Comments, key order and spelling that compile to the same

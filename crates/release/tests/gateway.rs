@@ -872,10 +872,11 @@ fn reconfiguration_mid_traffic_fails_no_request() {
 /// Run `promtool check metrics` on `text`; panics with its findings.
 fn promtool_check(text: &str) {
     use std::io::Write as _;
-    let promtool = "/usr/bin/promtool";
-    // scripts/test (the README's test command) installs it.
+    // From PATH, as scripts/test-deps (the README's test command) finds
+    // it and installs it when missing.
+    let promtool = "promtool";
     assert!(
-        std::path::Path::new(promtool).exists(),
+        Command::new(promtool).arg("--version").output().is_ok(),
         "promtool is missing: run scripts/test-deps, or apt-get install prometheus"
     );
     let mut child = Command::new(promtool)

@@ -751,6 +751,10 @@ fn an_edit_of_what_a_kind_reads_reruns_it_and_an_edit_that_does_not_matter_does_
         );
     assert_ne!(same, manifest);
     expect(&run(&same), &all_cached);
+    // Another spelling of the same value.
+    let spelled = manifest.replace("stop-grace = \"2s\"", "stop-grace = \"2000ms\"");
+    assert_ne!(spelled, manifest);
+    expect(&run(&spelled), &all_cached);
 
     // The service changed: the steps that read it run again; `--stage cd`
     // was refused first, naming the step and the part.
@@ -785,11 +789,34 @@ fn an_edit_of_what_a_kind_reads_reruns_it_and_an_edit_that_does_not_matter_does_
         ],
     );
 
-    // The environment changed: only the environment step runs again.
+    // The environment changed: a later stage alone is refused (with
+    // `--stage` and `--from`), naming the environment step and the part;
+    // a plain run reruns only the environment step.
     let environment = service.replace(
         "build-args = [\"--quiet\"]",
         "build-args = [\"--quiet\", \"--offline\"]",
     );
+    std::fs::write(root.join("mlops.toml"), &environment).unwrap();
+    for selection in [
+        mlops_core::Selection::Stage(mlops_core::Stage::Ci),
+        mlops_core::Selection::From(mlops_core::Stage::Cd),
+    ] {
+        let refused = mlops_testkit::run(
+            root,
+            &registry,
+            mlops_core::RunOptions {
+                selection,
+                ..mlops_core::RunOptions::default()
+            },
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            refused.contains("`env`")
+                && refused.contains("`[infra.environment]` changed since its evidence"),
+            "{refused}"
+        );
+    }
     expect(
         &run(&environment),
         &[

@@ -19,9 +19,10 @@ use toml::de::{DeTable, DeValue, ValueDeserializer};
 
 pub use crate::diagnostic::{Diagnostic, Diagnostics, Location, locate};
 
+use crate::kind::ManifestSection;
 use crate::kind::{CompileScope, KindParams, KindRegistry};
 use crate::pipeline::{Action, Pipeline, PipelineError, Step};
-use crate::section::{ManifestSection, Sections};
+use crate::section::Sections;
 use crate::stage::Stage;
 
 /// The manifest's file name inside a project directory.
