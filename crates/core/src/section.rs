@@ -2,7 +2,9 @@
 //!
 //! A stage crate may own a top-level table of `mlops.toml` (`[infra]`) or
 //! the settings of its own stage (the keys of `[release]` beside its
-//! `steps`). It registers a [`ManifestSection`]; the manifest compiler hands
+//! `steps`). It registers a [`crate::ManifestSection`] (the trait lives in
+//! `kind`, beside the `KindParams` it compiles from, so that this module
+//! depends on no other); the manifest compiler hands
 //! it the table with its spans, once, before any step is compiled, and keeps
 //! the [`CompiledSection`] it returns. Step kinds read the compiled value
 //! through [`crate::KindParams::section`], which also records what they read:
