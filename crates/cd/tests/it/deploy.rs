@@ -758,22 +758,32 @@ fn an_edit_of_what_a_kind_reads_reruns_it_and_an_edit_that_does_not_matter_does_
 
     // The service changed: the steps that read it run again; `--stage cd`
     // was refused first, naming the step and the part.
+    // Writes `text` and runs only `selection`, which must be refused
+    // naming `step` and `part`.
+    let assert_refused = |text: &str, selection, step: &str, part: &str| {
+        std::fs::write(root.join("mlops.toml"), text).unwrap();
+        let refused = mlops_testkit::run(
+            root,
+            &registry,
+            mlops_core::RunOptions {
+                selection,
+                ..mlops_core::RunOptions::default()
+            },
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            refused.contains(&format!("`{step}`"))
+                && refused.contains(&format!("`{part}` changed since its evidence")),
+            "{refused}"
+        );
+    };
     let service = manifest.replace("stop-grace = \"2s\"", "stop-grace = \"3s\"");
-    std::fs::write(root.join("mlops.toml"), &service).unwrap();
-    let refused = mlops_testkit::run(
-        root,
-        &registry,
-        mlops_core::RunOptions {
-            selection: mlops_core::Selection::Stage(mlops_core::Stage::Cd),
-            ..mlops_core::RunOptions::default()
-        },
-    )
-    .unwrap_err()
-    .to_string();
-    assert!(
-        refused.contains("`up`")
-            && refused.contains("`[infra.services]` changed since its evidence"),
-        "{refused}"
+    assert_refused(
+        &service,
+        mlops_core::Selection::Stage(mlops_core::Stage::Cd),
+        "up",
+        "[infra.services]",
     );
     let rerun = run(&service);
     cleanup.note_pids();
@@ -796,26 +806,11 @@ fn an_edit_of_what_a_kind_reads_reruns_it_and_an_edit_that_does_not_matter_does_
         "build-args = [\"--quiet\"]",
         "build-args = [\"--quiet\", \"--offline\"]",
     );
-    std::fs::write(root.join("mlops.toml"), &environment).unwrap();
     for selection in [
         mlops_core::Selection::Stage(mlops_core::Stage::Ci),
         mlops_core::Selection::From(mlops_core::Stage::Cd),
     ] {
-        let refused = mlops_testkit::run(
-            root,
-            &registry,
-            mlops_core::RunOptions {
-                selection,
-                ..mlops_core::RunOptions::default()
-            },
-        )
-        .unwrap_err()
-        .to_string();
-        assert!(
-            refused.contains("`env`")
-                && refused.contains("`[infra.environment]` changed since its evidence"),
-            "{refused}"
-        );
+        assert_refused(&environment, selection, "env", "[infra.environment]");
     }
     expect(
         &run(&environment),
