@@ -154,7 +154,7 @@ pub fn read(root: &Path) -> Result<Option<RunEvidence>, RunsError> {
 
     let release_verdicts: Vec<RecordedEvidence> = records
         .iter()
-        .filter(|r| r.kind == later::RELEASE)
+        .filter(|r| r.kind == mlops_release::evidence::RELEASE)
         .take(MAX_RELEASE_VERDICTS)
         .map(recorded)
         .collect();
@@ -228,8 +228,8 @@ pub fn signals_of_kind(kind: &str) -> &'static [Signal] {
         cd::PACKAGE => &[Signal::Packaging, Signal::ModelRegistry],
         cd::DEPLOY => &[Signal::Deployment],
         cd::SMOKE => &[Signal::SmokeTests, Signal::IntegrationTests],
-        later::RELEASE => &[Signal::ProgressiveDelivery],
-        later::ROLLBACK => &[Signal::Rollback],
+        mlops_release::evidence::RELEASE => &[Signal::ProgressiveDelivery],
+        mlops_release::evidence::ROLLBACK => &[Signal::Rollback],
         later::SLO => &[Signal::Metrics, Signal::Alerting],
         later::DRIFT => &[Signal::DriftMonitoring],
         later::LOAD_TEST | later::BREAKING_POINT | later::CAPACITY => &[Signal::LoadTest],
@@ -380,14 +380,11 @@ fn registry_signals(changes: &[mlops_core::registry::ProductionChange]) -> Vec<E
     out
 }
 
-/// The evidence kinds stages 4–6 record. Their stage crates do not exist
+/// The evidence kinds stages 5–6 record. Their stage crates do not exist
 /// yet; each constant moves to its crate's `evidence` module when the
-/// crate lands, as stages 1–3's did.
+/// crate lands, as stages 1–4's did (stage 4's are in
+/// [`mlops_release::evidence`]).
 pub mod later {
-    /// Stage 4: a release's verdict.
-    pub const RELEASE: &str = "release";
-    /// Stage 4: a rollback.
-    pub const ROLLBACK: &str = "rollback";
     /// Stage 5: SLOs held over a window.
     pub const SLO: &str = "slo";
     /// Stage 5: no feature drifted past its threshold.

@@ -238,12 +238,21 @@ enum PlanFormat {
 /// --provider`, handed to the stage-1 and stage-3 kinds as an option.
 fn registry(provider: Option<mlops_iac::ProviderKind>) -> KindRegistry {
     type Register = fn(&mut KindRegistry) -> Result<(), mlops_core::RegistryError>;
-    const STAGES: &[Register] = &[mlops_iac::register, mlops_ci::register, mlops_cd::register];
+    const STAGES: &[Register] = &[
+        mlops_iac::register,
+        mlops_ci::register,
+        mlops_cd::register,
+        mlops_release::register,
+    ];
     let mut registry = KindRegistry::new();
     registry.set_option(mlops_iac::IacOptions {
         supervisor: infra::supervisor(),
         provider,
     });
+    // The release gateway runs as this program's hidden `gateway-serve`.
+    if let Ok(exe) = std::env::current_exe() {
+        registry.set_option(mlops_release::service::GatewayProgram::mlops(exe));
+    }
     for register in STAGES.iter() {
         // Names are fixed in the stage crates; a clash is a bug that the
         // tests catch, not something a user can cause.

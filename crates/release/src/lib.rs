@@ -18,10 +18,50 @@
 //!   `release` controller, with its config persisted across restarts and
 //!   a client of its authenticated admin API.
 //!
-//! It depends on `core` and the crates of earlier stages only.
+//! - [`settings`]: the `[release]` settings (service, model, environment);
+//! - [`canary`]: the `canary` step kind, which runs the staging version
+//!   beside production behind the gateway, shifts traffic to it step by
+//!   step, analyzes every step and promotes or rolls back.
+//!
+//! [`register`] adds the settings, the kinds and the evidence kinds to a
+//! [`KindRegistry`]. It depends on `core` and the crates of earlier stages
+//! only.
+
+use std::sync::Arc;
+
+use mlops_core::{EvidenceKind, KindRegistry, RegistryError, Stage};
 
 pub mod analysis;
+pub mod canary;
 pub mod driver;
 pub mod gateway;
 pub mod service;
+pub mod settings;
 pub mod stats;
+
+/// The evidence kinds stage 4 records.
+pub mod evidence {
+    /// `release`: a release step's verdict (promote, rollback or pause),
+    /// the versions and every round's analysis.
+    pub const RELEASE: &str = "release";
+    /// `rollback`: a candidate taken out, and why.
+    pub const ROLLBACK: &str = "rollback";
+}
+
+/// Registers stage 4: the `[release]` settings, the kind `canary`, and the
+/// evidence kinds `release` and `rollback`. The `canary` kind runs the
+/// gateway with the [`service::GatewayProgram`] option when the registry
+/// has one (the CLI sets its own executable), else with `mlops` from beside
+/// the running program or from `PATH`.
+pub fn register(registry: &mut KindRegistry) -> Result<(), RegistryError> {
+    registry.register_stage_settings(Stage::Release, settings::section())?;
+    registry.register(Arc::new(canary::CanaryKind))?;
+    for name in [evidence::RELEASE, evidence::ROLLBACK] {
+        registry.register_evidence(EvidenceKind {
+            name,
+            stage: Stage::Release,
+            summarize: canary::summarize,
+        })?;
+    }
+    Ok(())
+}

@@ -144,8 +144,11 @@ async fn work(shared: Arc<Shared>, stop: CancellationToken) -> Finished {
         let latency = Instant::now().saturating_duration_since(due);
         let mut tally = shared.tally();
         tally.record(&ticket, &outcome, latency);
-        if let (Some(observer), Outcome::Response { status, .. }, Some((body, truncated))) =
-            (&shared.observer, &outcome, captured)
+        if let (
+            Some(observer),
+            Outcome::Response { status, .. },
+            Some((body, truncated, variant)),
+        ) = (&shared.observer, &outcome, captured)
         {
             let observed = ObservedResponse {
                 index: ticket.index,
@@ -154,6 +157,7 @@ async fn work(shared: Arc<Shared>, stop: CancellationToken) -> Finished {
                 latency,
                 body,
                 truncated,
+                variant,
             };
             if observer.try_send(observed).is_err() {
                 tally.observed_dropped();
@@ -162,8 +166,9 @@ async fn work(shared: Arc<Shared>, stop: CancellationToken) -> Finished {
     }
 }
 
-/// A captured body and whether it was cut.
-type Captured = Option<(Bytes, bool)>;
+/// A captured body, whether it was cut, and the variant the gateway said
+/// served it ([`crate::gateway::VARIANT_HEADER`]).
+type Captured = Option<(Bytes, bool, Option<String>)>;
 
 /// Sends one request on the worker's connection, opening one if needed.
 ///
@@ -243,6 +248,13 @@ async fn read_response(
     capture: Option<usize>,
 ) -> (Outcome, Captured) {
     let status = response.status().as_u16();
+    let variant = capture.and_then(|_| {
+        response
+            .headers()
+            .get(crate::gateway::VARIANT_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    });
     let mut body = response.into_body();
     let mut received = 0u64;
     let mut kept = capture.map(|_| BytesMut::new());
@@ -267,5 +279,8 @@ async fn read_response(
         sent,
         received,
     };
-    (outcome, kept.map(|kept| (kept.freeze(), truncated)))
+    (
+        outcome,
+        kept.map(|kept| (kept.freeze(), truncated, variant)),
+    )
 }

@@ -195,4 +195,7 @@ pub struct ObservedResponse {
     pub body: Bytes,
     /// Whether the body was longer than the capture limit.
     pub truncated: bool,
+    /// The variant that served it, when the target is the mlops gateway
+    /// (its `x-mlops-variant` response header); `None` otherwise.
+    pub variant: Option<String>,
 }

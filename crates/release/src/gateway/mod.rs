@@ -15,7 +15,10 @@
 //! requests. Failures: 413 over the body limit, 504 past the upstream
 //! timeout, retries of idempotent requests on another replica after a
 //! transport failure, passive ejection with back-off, 503 when a variant
-//! has no healthy replica.
+//! has no healthy replica. Every response the proxy returns (the
+//! upstream's or one the gateway made, 503 and 504 included) carries
+//! [`VARIANT_HEADER`] naming the variant chosen for the request, so that a
+//! client measuring a release can tell the variants apart.
 //!
 //! Running it as a service of the release environment (supervised by the
 //! provider, its config persisted across restarts) is [`crate::service`]'s.
@@ -53,6 +56,11 @@ pub(crate) use admin::config_summary;
 pub use admin::{
     AdminHooks, AdminToken, ConfigHook, EventSink, TOKEN_FILE, ensure_token_file, token_path,
 };
+/// The response header naming the variant that served a request
+/// (`x-mlops-variant: canary`): set on every proxied response, replacing an
+/// upstream's header of that name.
+pub const VARIANT_HEADER: &str = "x-mlops-variant";
+
 pub use config::{Config, Route, Shadow, Sticky, Tolerance, Variant};
 pub use metrics::{
     Disagreement, LatencySummary, MeterSnapshot, MetricsSnapshot, ReplicaSnapshot, ShadowSnapshot,

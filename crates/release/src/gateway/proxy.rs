@@ -32,6 +32,9 @@ pub(crate) type ProxyBody = UnsyncBoxBody<Bytes, BoxError>;
 
 /// The request id header, kept when the client sends one.
 pub(crate) const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+/// The response header naming the variant that served a request
+/// ([`super::VARIANT_HEADER`]).
+const VARIANT: HeaderName = HeaderName::from_static(super::VARIANT_HEADER);
 const FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
 /// Headers that belong to one connection, never forwarded (RFC 9110
@@ -96,6 +99,11 @@ pub(crate) async fn handle(
     .await;
     let (mut parts, body) = response.into_parts();
     parts.headers.insert(REQUEST_ID, request_id);
+    // Which variant served it, so that a client measuring the release (the
+    // request driver of a canary step) can tell the variants apart.
+    if let Ok(name) = HeaderValue::from_str(&active.compiled.variants[variant].name) {
+        parts.headers.insert(VARIANT, name);
+    }
     guard.status = Some(parts.status.as_u16());
     let metered = Metered { inner: body, guard };
     Ok(Response::from_parts(parts, metered.boxed_unsync()))
