@@ -522,12 +522,23 @@ async fn run(ctx: &StepContext, infra: &StepInfra, c: &Canary) -> Result<(), Ste
         } else if baseline.is_some() {
             ctx.log("  stable served nothing in this step: compared with its measurements of the step before");
         }
-        let analysis = analyze(
-            stable_endpoints.as_ref().and(baseline.as_ref()),
-            &round.canary,
-            &c.analysis,
-        )
-        .map_err(|e| failure(format!("the analysis of step {} failed: {e}", i + 1)))?;
+        // With a stable in production the candidate is always compared
+        // with it: no measurement of stable yet (a first step at 100 %,
+        // or stable served nothing) is an empty sample, which the
+        // sample-size gate makes inconclusive, never a pass on SLOs alone.
+        let unmeasured = VariantMeasurements {
+            requests: 0,
+            errors: 0,
+            latencies_ms: Vec::new(),
+            predictions: None,
+        };
+        let compared_with = match (&stable_endpoints, &baseline) {
+            (None, _) => None,
+            (Some(_), Some(b)) => Some(b),
+            (Some(_), None) => Some(&unmeasured),
+        };
+        let analysis = analyze(compared_with, &round.canary, &c.analysis)
+            .map_err(|e| failure(format!("the analysis of step {} failed: {e}", i + 1)))?;
         let decided = tracker.record(analysis.verdict);
         log_round(
             ctx,
@@ -550,10 +561,12 @@ async fn run(ctx: &StepContext, infra: &StepInfra, c: &Canary) -> Result<(), Ste
             break;
         }
     }
+    // No final decision after the last step cannot happen with one round
+    // per step; if it ever does, nothing is promoted on it.
     let decision = decision.unwrap_or_else(|| RoundDecision {
-        action: RoundAction::Promote,
+        action: RoundAction::Pause,
         round: u32::try_from(rounds.len()).unwrap_or(u32::MAX),
-        reason: "every step passed".to_owned(),
+        reason: "the rounds ended without a decision".to_owned(),
     });
     let mut evidence = ReleaseEvidence {
         strategy: "canary".to_owned(),
@@ -570,7 +583,7 @@ async fn run(ctx: &StepContext, infra: &StepInfra, c: &Canary) -> Result<(), Ste
     };
     let actor = format!("step {}", ctx.step);
     match decision.action {
-        RoundAction::Promote | RoundAction::Continue => {
+        RoundAction::Promote => {
             ctx.log(format!("promoting {}: {}", candidate.id(), decision.reason));
             // Everything to the candidate while the declared instance is
             // replaced by one serving it.
@@ -645,7 +658,7 @@ async fn run(ctx: &StepContext, infra: &StepInfra, c: &Canary) -> Result<(), Ste
                     .unwrap_or(0)
             )))
         }
-        RoundAction::Pause => {
+        RoundAction::Pause | RoundAction::Continue => {
             ctx.record(crate::evidence::RELEASE, &evidence);
             Err(failure(format!(
                 "canary of {} paused at step {}: {}; the candidate keeps its share of traffic until a human decides",
@@ -916,7 +929,9 @@ async fn drive(
             }
         };
         m.requests += 1;
-        if r.status >= 500 {
+        // Anything but a 2xx is a failed answer: a candidate that refuses
+        // every request (4xx) must not look healthy.
+        if !(200..300).contains(&r.status) {
             m.errors += 1;
         }
         m.latencies_ms.push(r.latency.as_secs_f64() * 1000.0);
@@ -932,10 +947,19 @@ async fn drive(
     round.unanswered = run.report.requests.saturating_sub(answered);
     round.canary.requests += round.unanswered;
     round.canary.errors += run.report.errors_by_kind.total().min(round.unanswered);
-    for m in [&mut round.stable, &mut round.canary] {
-        if m.predictions.as_ref().is_some_and(Vec::is_empty) {
-            m.predictions = None;
-        }
+    // A candidate with no predictions where stable has some is not
+    // skipped: its empty sample fails the analysis's sample-size gate
+    // (inconclusive), so an unreadable output never passes unseen.
+    let stable_predicts = round
+        .stable
+        .predictions
+        .as_ref()
+        .is_some_and(|p| !p.is_empty());
+    if round.stable.predictions.as_ref().is_some_and(Vec::is_empty) {
+        round.stable.predictions = None;
+    }
+    if !stable_predicts && round.canary.predictions.as_ref().is_some_and(Vec::is_empty) {
+        round.canary.predictions = None;
     }
     Ok(round)
 }
