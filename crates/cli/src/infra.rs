@@ -129,7 +129,7 @@ fn infra_failure(e: InfraError) -> Failure {
     fail(code, e)
 }
 
-fn actor() -> String {
+pub(crate) fn actor() -> String {
     std::env::var("USER")
         .or_else(|_| std::env::var("LOGNAME"))
         .unwrap_or_else(|_| "unknown".into())

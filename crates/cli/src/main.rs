@@ -7,6 +7,7 @@ mod gateway;
 mod infra;
 mod model;
 mod output;
+mod release;
 
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -83,6 +84,9 @@ enum Command {
     /// Work with registered model versions
     #[command(subcommand)]
     Model(model::ModelCommand),
+    /// Releases (stage 4): status, history, promote, abort, rollback
+    #[command(subcommand)]
+    Release(release::ReleaseCommand),
     /// Assess a repository's maturity from evidence (HTML, Markdown or JSON report)
     Assess(assess::AssessArgs),
     /// Reverse-proxy to upstreams, balanced, until Ctrl-C (metrics on --admin)
@@ -353,6 +357,7 @@ fn dispatch(cli: Cli) -> Result<u8, Failure> {
         }
         Command::Infra(command) => infra::run(command),
         Command::Model(command) => model::run(command),
+        Command::Release(command) => release::run(command),
         Command::Assess(args) => assess::run(args),
         Command::Gateway(args) => gateway::run(args),
         Command::GatewayServe {

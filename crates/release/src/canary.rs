@@ -42,34 +42,31 @@
 //! 6. **pause** (an inconclusive analysis with `on-inconclusive =
 //!    "pause"`): everything is left as it is for a human; the step fails.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use mlops_core::manifest::Diagnostic;
-use mlops_core::registry::{ModelStage, ModelVersion};
+use mlops_core::registry::ModelVersion;
 use mlops_core::{KindParams, Stage, StepAction as CoreAction, StepContext, StepFailure, StepKind};
-use mlops_iac::apply::{self, ApplyContext};
-use mlops_iac::provider::Provider;
-use mlops_iac::{Controller, Instance, ModelRef, Scope, StepInfra};
-use serde::{Deserialize, Serialize};
+use mlops_iac::{Instance, StepInfra};
+use serde::Deserialize;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::analysis::{
     AnalysisConfig, CheckVerdict, InconclusiveAction, RoundDecision, RoundPolicy, RoundTracker,
-    StepAction as RoundAction, StepAnalysis, VariantMeasurements, analyze,
+    StepAction as RoundAction, StepAnalysis, StepVerdict, VariantMeasurements, analyze,
 };
 use crate::driver::{CsvColumns, DriverSettings, ObservedResponse, Samples};
 use crate::gateway::Config;
-use crate::service::{self, GatewayClient, GatewayProgram, GatewayService, OWNER};
+use crate::rollout::{
+    Baseline, CANARY, ReleaseEvidence, ReleaseTarget, RollbackEvidence, RolloutError, RoundRecord,
+    STABLE, Verdict, healthy_endpoints, split,
+};
+use crate::service::{self, GatewayClient, GatewayProgram};
 use crate::settings::ReleaseSettings;
-
-/// The variant names the canary step gives the gateway.
-const STABLE: &str = "stable";
-/// See [`STABLE`].
-const CANARY: &str = "canary";
+use crate::state::{self, Phase, ReleaseState};
 
 /// The highest `rate` a canary step may drive.
 const MAX_RATE: f64 = 1000.0;
@@ -92,6 +89,8 @@ struct CanaryWire {
     inconclusive_limit: Option<u32>,
     #[serde(default = "default_on_inconclusive")]
     on_inconclusive: InconclusiveAction,
+    /// How long a replaced instance keeps serving requests in flight.
+    drain: Option<toml::Spanned<String>>,
 }
 
 fn default_on_inconclusive() -> InconclusiveAction {
@@ -135,6 +134,7 @@ struct Canary {
     analysis: AnalysisConfig,
     policy: RoundPolicy,
     program: GatewayProgram,
+    drain: Duration,
 }
 
 /// The `mlops` program beside the running one (or the directory above it,
@@ -266,14 +266,41 @@ impl StepKind for CanaryKind {
         else {
             return Err(errors);
         };
+        let drain = match &wire.drain {
+            None => Some(crate::rollout::DEFAULT_DRAIN),
+            Some(d) => match mlops_core::manifest::parse_duration("drain", d) {
+                Ok(d) if d <= MAX_HOLD => Some(d),
+                Ok(_) => {
+                    errors.push(Diagnostic::new(
+                        "`drain` must be at most 1h",
+                        Some(d.span()),
+                    ));
+                    None
+                }
+                Err(e) => {
+                    errors.push(e);
+                    None
+                }
+            },
+        };
+        let Some(drain) = drain else {
+            return Err(errors);
+        };
+        // A weight is held until a round passes at it: the planned rounds
+        // are the steps plus every failing and inconclusive round the
+        // policy tolerates.
+        let inconclusive_limit = wire
+            .inconclusive_limit
+            .unwrap_or(u32::try_from(steps.len()).unwrap_or(u32::MAX));
         let rounds = u32::try_from(steps.len())
-            .ok()
-            .and_then(std::num::NonZeroU32::new)
-            .unwrap_or(std::num::NonZeroU32::MIN);
+            .unwrap_or(u32::MAX)
+            .saturating_add(wire.failure_limit)
+            .saturating_add(inconclusive_limit);
+        let rounds = std::num::NonZeroU32::new(rounds).unwrap_or(std::num::NonZeroU32::MIN);
         let policy = RoundPolicy {
             rounds,
             failure_limit: wire.failure_limit,
-            inconclusive_limit: wire.inconclusive_limit.unwrap_or(rounds.get()),
+            inconclusive_limit,
             on_inconclusive: wire.on_inconclusive,
             ..RoundPolicy::default()
         };
@@ -296,6 +323,7 @@ impl StepKind for CanaryKind {
             analysis: wire.analysis,
             policy,
             program,
+            drain,
         };
         Ok(Arc::new(move |ctx: StepContext| {
             let canary = canary.clone();
@@ -305,86 +333,25 @@ impl StepKind for CanaryKind {
     }
 }
 
-/// What one round measured and decided.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct RoundRecord {
-    /// The canary's share of traffic, in percent.
-    pub weight: u32,
-    /// Requests the driver sent.
-    pub sent: u64,
-    /// Requests that got no response (connection, timeout, transport), all
-    /// counted against the candidate.
-    pub unanswered: u64,
-    /// The analysis of the round.
-    pub analysis: StepAnalysis,
-    /// What the round tracker decided after it.
-    pub decision: RoundDecision,
-}
-
-/// The `release` evidence of a canary step.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ReleaseEvidence {
-    /// `canary`.
-    pub strategy: String,
-    /// `promote`, `rollback` or `pause`.
-    pub verdict: RoundAction,
-    /// Why.
-    pub reason: String,
-    /// The model.
-    pub model: String,
-    /// The candidate, `model:N`.
-    pub candidate: String,
-    /// Its digest.
-    pub candidate_digest: String,
-    /// The version in production before the step (none: a first release).
-    pub stable: Option<String>,
-    /// The service released.
-    pub service: String,
-    /// The release environment.
-    pub environment: String,
-    /// The gateway's proxy URL.
-    pub gateway: String,
-    /// Every round, in order.
-    pub rounds: Vec<RoundRecord>,
-}
-
-/// The `rollback` evidence of a canary step.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct RollbackEvidence {
-    /// The model.
-    pub model: String,
-    /// The candidate taken out.
-    pub candidate: String,
-    /// What serves users now (none: nothing, a first release).
-    pub stable: Option<String>,
-    /// Why.
-    pub reason: String,
-    /// The round that decided it (1-based).
-    pub round: u32,
-}
-
 fn failure(e: impl std::fmt::Display) -> StepFailure {
     StepFailure::new(e.to_string())
 }
 
-/// Where the step acts: provider, scope and the controller's hands.
-struct Env {
-    provider: Box<dyn Provider>,
-    scope: Scope,
-}
-
 async fn run(ctx: &StepContext, infra: &StepInfra, c: &Canary) -> Result<(), StepFailure> {
-    let ledger = ctx.ledger();
-    let model = c.model.clone();
-    let (candidate, stable) = ledger
-        .call(move |l| {
-            Ok::<_, mlops_core::registry::RegistryError>((
-                l.model_in_stage(&model, ModelStage::Staging)?,
-                l.model_in_stage(&model, ModelStage::Production)?,
-            ))
-        })
-        .await
-        .map_err(failure)?;
+    let (_, provider, scope) = infra.target(ctx, &c.environment).await.map_err(failure)?;
+    let target = ReleaseTarget {
+        provider,
+        scope,
+        spec: Arc::clone(&infra.spec),
+        ledger: ctx.ledger().clone(),
+        service: c.service.clone(),
+        model: c.model.clone(),
+        program: c.program.clone(),
+        actor: format!("step {}", ctx.step),
+        step: Some((ctx.run_id, ctx.step.clone())),
+        drain: c.drain,
+    };
+    let (candidate, stable) = target.versions().await.map_err(failure)?;
     let Some(candidate) = candidate else {
         return Err(failure(format!(
             "no version of model `{}` is in staging: deploy one to staging (a `deploy` step) before the canary",
@@ -392,13 +359,20 @@ async fn run(ctx: &StepContext, infra: &StepInfra, c: &Canary) -> Result<(), Ste
         )));
     };
     let samples = load_samples(ctx, &c.source).await?;
-    let candidate_dir = verified(ctx, &candidate).await?;
-    let stable_dir = match &stable {
-        Some(s) => Some(verified(ctx, s).await?),
-        None => None,
-    };
-    let (_, provider, scope) = infra.target(ctx, &c.environment).await.map_err(failure)?;
-    let env = Env { provider, scope };
+    target.verified(&candidate).await.map_err(failure)?;
+    if let Some(s) = &stable {
+        target.verified(s).await.map_err(failure)?;
+    }
+    if let Some(previous) = target.read_state().await.map_err(failure)?
+        && previous.effective_phase().in_progress()
+    {
+        ctx.log(format!(
+            "the earlier release of {} was {} ({}): this step replaces it",
+            previous.candidate_id(),
+            previous.effective_phase(),
+            previous.reason
+        ));
+    }
     ctx.log(format!(
         "canary of {} against {} in `{}`, service `{}`: steps {:?}, hold {:?} at {} requests/s",
         candidate.id(),
@@ -412,81 +386,165 @@ async fn run(ctx: &StepContext, infra: &StepInfra, c: &Canary) -> Result<(), Ste
         c.hold,
         c.rate
     ));
+    let mut state = ReleaseState {
+        service: c.service.clone(),
+        model: c.model.clone(),
+        environment: c.environment.clone(),
+        strategy: "canary".to_owned(),
+        candidate: candidate.number,
+        stable: stable.as_ref().map(|s| s.number),
+        phase: Phase::Running,
+        weight: 0,
+        round: 0,
+        rounds: u32::try_from(c.steps.len()).unwrap_or(u32::MAX),
+        reason: "starting the candidate".to_owned(),
+        candidate_instance: None,
+        run: Some(ctx.run_id),
+        step: Some(ctx.step.clone()),
+        pid: Some(std::process::id()),
+        abort_requested: None,
+        started: state::now(),
+        updated: state::now(),
+    };
+    target.write_state(&state).await.map_err(failure)?;
+    let mut evidence = ReleaseEvidence {
+        strategy: "canary".to_owned(),
+        verdict: Verdict::Error,
+        reason: String::new(),
+        outcome: String::new(),
+        model: c.model.clone(),
+        candidate: candidate.id(),
+        candidate_digest: candidate.digest.clone(),
+        stable: stable.as_ref().map(ModelVersion::id),
+        service: c.service.clone(),
+        environment: c.environment.clone(),
+        gateway: String::new(),
+        settings: serde_json::json!({
+            "steps": c.steps,
+            "hold-ms": u64::try_from(c.hold.as_millis()).unwrap_or(u64::MAX),
+            "rate": c.rate,
+            "path": c.path,
+            "analysis": c.analysis,
+            "policy": c.policy,
+        }),
+        rounds: Vec::new(),
+    };
 
-    // Stable: the declared instance, serving the production version.
-    let stable_endpoints = match (&stable, stable_dir) {
-        (Some(s), Some(dir)) => {
-            let instance = apply_declared(ctx, infra, &env, &c.service, s, dir).await?;
-            Some(healthy_endpoints(&instance, &c.service)?)
+    // Stable: the declared instance, serving the production version, all
+    // of its replicas healthy before any traffic moves.
+    let stable_endpoints = match &stable {
+        Some(s) => {
+            let checked = target
+                .apply_declared(s)
+                .await
+                .and_then(|(instance, actions)| {
+                    for action in actions {
+                        ctx.log(action);
+                    }
+                    if !instance.is_healthy() {
+                        return Err(RolloutError::Failed(format!(
+                            "instance {} has unhealthy replicas",
+                            instance.id
+                        )));
+                    }
+                    healthy_endpoints(&instance)
+                });
+            match checked {
+                Ok(endpoints) => Some(endpoints),
+                Err(e) => {
+                    let why = format!("stable {} is not serving in full: {e}", s.id());
+                    return Err(end(
+                        ctx,
+                        &target,
+                        &mut state,
+                        &mut evidence,
+                        Verdict::Error,
+                        why,
+                        None,
+                    )
+                    .await);
+                }
+            }
         }
-        _ => None,
+        None => None,
     };
 
     // The candidate: an instance the release controller owns.
-    let controller = Controller::new(OWNER, env.provider.as_ref(), &env.scope, ledger.clone())
-        .map_err(failure)?;
-    stop_canaries(&controller, &c.service).await?;
-    let instance = controller
-        .start(
-            &infra.spec,
-            &c.service,
-            Some(ModelRef {
-                version: candidate.id(),
-                dir: candidate_dir,
-            }),
-            1,
-        )
-        .await
-        .map_err(|e| {
-            failure(format!(
-                "starting the candidate {} failed: {e}",
+    let instance = match target.start_candidate(&candidate).await {
+        Ok(instance) => instance,
+        Err(e) => {
+            let why = format!(
+                "the candidate did not start: {e}; no traffic moved and {} stays in staging",
                 candidate.id()
-            ))
-        })?;
+            );
+            return Err(end(
+                ctx,
+                &target,
+                &mut state,
+                &mut evidence,
+                Verdict::Error,
+                why,
+                None,
+            )
+            .await);
+        }
+    };
     ctx.log(format!(
         "candidate {} runs as instance {} at {}",
         candidate.id(),
         instance.id,
         instance.endpoints().join(", ")
     ));
-    let canary_endpoints = match healthy_endpoints(&instance, &c.service) {
-        Ok(e) => e,
-        Err(e) => {
-            let _ = controller.stop(&instance.id).await;
-            return Err(e);
-        }
-    };
+    state.candidate_instance = Some(instance.id.clone());
+    let canary_endpoints = instance.endpoints();
 
     // The gateway in front of the service.
-    let gateway = GatewayService::new(
-        &env.scope,
-        env.provider.as_ref(),
-        ledger.clone(),
-        &c.service,
-        c.program.clone(),
-    );
-    if stable_endpoints.is_none()
-        && service::read_config(&gateway.state_dir())
-            .map_err(failure)?
-            .is_none()
-    {
+    let gateway = target.gateway();
+    if stable_endpoints.is_none() {
         // A first release: nothing runs yet for the gateway's first config
         // to send traffic to, but the candidate does.
-        std::fs::create_dir_all(gateway.state_dir()).map_err(failure)?;
-        service::write_config(
-            &gateway.state_dir(),
-            &Config::single(canary_endpoints.clone()),
-        )
-        .map_err(failure)?;
+        let (dir, endpoints) = (gateway.state_dir(), canary_endpoints.clone());
+        let written = tokio::task::spawn_blocking(move || {
+            if service::read_config(&dir)?.is_none() {
+                std::fs::create_dir_all(&dir).map_err(|e| service::ServiceError::State {
+                    path: dir.clone(),
+                    detail: e.to_string(),
+                })?;
+                service::write_config(&dir, &Config::single(endpoints))?;
+            }
+            Ok::<_, service::ServiceError>(())
+        })
+        .await
+        .map_err(failure)
+        .and_then(|r| r.map_err(failure));
+        if let Err(e) = written {
+            let why = format!("the gateway's first config: {e}");
+            return Err(end(
+                ctx,
+                &target,
+                &mut state,
+                &mut evidence,
+                Verdict::Error,
+                why,
+                None,
+            )
+            .await);
+        }
     }
     let client = match gateway.ensure(&infra.spec).await {
         Ok(client) => client,
         Err(e) => {
-            let _ = controller.stop(&instance.id).await;
-            return Err(failure(format!(
-                "the gateway of `{}` did not start: {e}",
-                c.service
-            )));
+            let why = format!("the gateway of `{}` did not start: {e}", c.service);
+            return Err(end(
+                ctx,
+                &target,
+                &mut state,
+                &mut evidence,
+                Verdict::Error,
+                why,
+                None,
+            )
+            .await);
         }
     };
     ctx.log(format!(
@@ -494,146 +552,106 @@ async fn run(ctx: &StepContext, infra: &StepInfra, c: &Canary) -> Result<(), Ste
         client.instance(),
         client.proxy_url()
     ));
-
-    let mut tracker = RoundTracker::new(c.policy.clone());
-    let mut rounds = Vec::new();
-    let mut decision = None;
-    let mut baseline: Option<VariantMeasurements> = None;
-    for (i, &weight) in c.steps.iter().enumerate() {
-        let config = split(
-            &client,
-            stable_endpoints.as_deref(),
-            &canary_endpoints,
-            weight,
-        )
-        .await;
-        if let Err(e) = config {
-            let _ = rollback_traffic(&client, &gateway, stable_endpoints.as_deref()).await;
-            let _ = controller.stop(&instance.id).await;
-            return Err(failure(format!(
-                "the gateway refused the {weight}% split: {e}"
-            )));
-        }
-        let round = drive(ctx, &client, &samples, c).await?;
-        // At 100 % stable serves nothing: the candidate is compared with
-        // stable as the latest earlier step measured it.
-        if round.stable.requests > 0 {
-            baseline = Some(round.stable.clone());
-        } else if baseline.is_some() {
-            ctx.log("  stable served nothing in this step: compared with its measurements of the step before");
-        }
-        // With a stable in production the candidate is always compared
-        // with it: no measurement of stable yet (a first step at 100 %,
-        // or stable served nothing) is an empty sample, which the
-        // sample-size gate makes inconclusive, never a pass on SLOs alone.
-        let unmeasured = VariantMeasurements {
-            requests: 0,
-            errors: 0,
-            latencies_ms: Vec::new(),
-            predictions: None,
-        };
-        let compared_with = match (&stable_endpoints, &baseline) {
-            (None, _) => None,
-            (Some(_), Some(b)) => Some(b),
-            (Some(_), None) => Some(&unmeasured),
-        };
-        let analysis = analyze(compared_with, &round.canary, &c.analysis)
-            .map_err(|e| failure(format!("the analysis of step {} failed: {e}", i + 1)))?;
-        let decided = tracker.record(analysis.verdict);
-        log_round(
-            ctx,
-            i + 1,
-            c.steps.len(),
-            weight,
-            &round,
-            &analysis,
-            &decided,
-        );
-        rounds.push(RoundRecord {
-            weight,
-            sent: round.sent,
-            unanswered: round.unanswered,
-            analysis,
-            decision: decided.clone(),
-        });
-        if decided.action.is_final() {
-            decision = Some(decided);
-            break;
-        }
-    }
-    // No final decision after the last step cannot happen with one round
-    // per step; if it ever does, nothing is promoted on it.
-    let decision = decision.unwrap_or_else(|| RoundDecision {
-        action: RoundAction::Pause,
-        round: u32::try_from(rounds.len()).unwrap_or(u32::MAX),
-        reason: "the rounds ended without a decision".to_owned(),
-    });
-    let mut evidence = ReleaseEvidence {
-        strategy: "canary".to_owned(),
-        verdict: decision.action,
-        reason: decision.reason.clone(),
-        model: c.model.clone(),
-        candidate: candidate.id(),
-        candidate_digest: candidate.digest.clone(),
-        stable: stable.as_ref().map(ModelVersion::id),
-        service: c.service.clone(),
-        environment: c.environment.clone(),
-        gateway: client.proxy_url(),
-        rounds,
+    evidence.gateway = client.proxy_url();
+    let live = Live {
+        client: &client,
+        stable: stable_endpoints.as_deref(),
+        canary: &canary_endpoints,
+        instance: &instance,
     };
-    let actor = format!("step {}", ctx.step);
+
+    let decision = match rounds(ctx, &target, &live, &samples, c, &mut state, &mut evidence).await {
+        Ok(decision) => decision,
+        Err(e) => {
+            let (verdict, why) = match e {
+                Stopped::Aborted(who) => (Verdict::Abort, format!("aborted by {who}")),
+                Stopped::Failed(_) if ctx.cancel.is_cancelled() => {
+                    (Verdict::Abort, "the run was cancelled".to_owned())
+                }
+                Stopped::Failed(e) => (Verdict::Error, e.message),
+            };
+            return Err(end(
+                ctx,
+                &target,
+                &mut state,
+                &mut evidence,
+                verdict,
+                why,
+                Some(&live),
+            )
+            .await);
+        }
+    };
+    evidence.reason = decision.reason.clone();
     match decision.action {
         RoundAction::Promote => {
             ctx.log(format!("promoting {}: {}", candidate.id(), decision.reason));
-            // Everything to the candidate while the declared instance is
-            // replaced by one serving it.
-            split(&client, None, &canary_endpoints, 100)
-                .await
-                .map_err(|e| {
-                    failure(format!(
-                        "the gateway refused to send everything to the candidate: {e}"
-                    ))
-                })?;
-            let (m, n, a) = (candidate.model.clone(), candidate.number, actor.clone());
+            state.reason = format!("promoting: {}", decision.reason);
+            target.write_state(&state).await.map_err(failure)?;
             let reason = format!(
                 "promoted by canary (run {}, step {}): {}",
                 ctx.run_id, ctx.step, decision.reason
             );
-            ledger
-                .call(move |l| l.set_model_stage(&m, n, ModelStage::Production, &a, &reason))
+            match target
+                .promote(&client, &candidate, &instance, live.stable, &reason)
                 .await
-                .map_err(failure)?;
-            let dir = verified(ctx, &candidate).await?;
-            let new_stable = apply_declared(ctx, infra, &env, &c.service, &candidate, dir).await?;
-            let endpoints = healthy_endpoints(&new_stable, &c.service)?;
-            client
-                .set_config(&with_variants(&client, vec![(STABLE, 100, endpoints)]).await)
-                .await
-                .map_err(|e| failure(format!("the gateway refused the new stable: {e}")))?;
-            controller.stop(&instance.id).await.map_err(failure)?;
-            ctx.log(format!(
-                "{} is production in `{}`; the canary instance {} stopped",
-                candidate.id(),
-                c.environment,
-                instance.id
-            ));
-            evidence.verdict = RoundAction::Promote;
-            ctx.record(crate::evidence::RELEASE, &evidence);
-            Ok(())
+            {
+                Ok(lines) => {
+                    for line in lines {
+                        ctx.log(line);
+                    }
+                    evidence.verdict = Verdict::Promote;
+                    evidence.outcome = format!("{} is production", candidate.id());
+                    ctx.record(crate::evidence::RELEASE, &evidence);
+                    state.phase = Phase::Promoted;
+                    state.weight = 100;
+                    state.reason = decision.reason;
+                    state.candidate_instance = None;
+                    state.pid = None;
+                    target.write_state(&state).await.map_err(failure)?;
+                    Ok(())
+                }
+                Err(e) => {
+                    let why = format!("the analysis said promote, but {e}");
+                    Err(end(
+                        ctx,
+                        &target,
+                        &mut state,
+                        &mut evidence,
+                        Verdict::Error,
+                        why,
+                        Some(&live),
+                    )
+                    .await)
+                }
+            }
         }
         RoundAction::Rollback => {
             let why = why(&evidence, &decision);
             ctx.log(format!("rolling back {}: {why}", candidate.id()));
-            let traffic = rollback_traffic(&client, &gateway, stable_endpoints.as_deref()).await;
-            let stopped = controller.stop(&instance.id).await;
-            let (m, n, a) = (candidate.model.clone(), candidate.number, actor.clone());
             let reason = format!(
                 "rolled back by canary (run {}, step {}): {why}",
                 ctx.run_id, ctx.step
             );
-            let archived = ledger
-                .call(move |l| l.set_model_stage(&m, n, ModelStage::Archived, &a, &reason))
+            let done = target
+                .roll_back(
+                    Some(&client),
+                    &candidate,
+                    Some(&instance.id),
+                    live.stable,
+                    &reason,
+                )
                 .await;
+            if let Ok(lines) = &done {
+                for line in lines {
+                    ctx.log(line.clone());
+                }
+            }
+            evidence.verdict = Verdict::Rollback;
+            evidence.outcome = match &done {
+                Ok(_) => "the candidate is out, archived in the registry".to_owned(),
+                Err(e) => format!("the rollback was incomplete: {e}"),
+            };
             ctx.record(crate::evidence::RELEASE, &evidence);
             ctx.record(
                 crate::evidence::ROLLBACK,
@@ -645,27 +663,233 @@ async fn run(ctx: &StepContext, infra: &StepInfra, c: &Canary) -> Result<(), Ste
                     round: decision.round,
                 },
             );
-            traffic.map_err(failure)?;
-            stopped.map_err(failure)?;
-            archived.map_err(failure)?;
+            state.phase = if done.is_ok() {
+                Phase::RolledBack
+            } else {
+                Phase::Failed
+            };
+            state.weight = 0;
+            state.reason = why.clone();
+            state.candidate_instance = None;
+            state.pid = None;
+            target.write_state(&state).await.map_err(failure)?;
+            done.map_err(failure)?;
             Err(failure(format!(
-                "canary of {} rolled back at step {} ({}% canary): {why}",
+                "canary of {} rolled back at round {} ({}% canary): {why}",
                 candidate.id(),
                 decision.round,
-                c.steps
-                    .get(decision.round as usize - 1)
-                    .copied()
-                    .unwrap_or(0)
+                state_weight(&evidence, decision.round)
             )))
         }
         RoundAction::Pause | RoundAction::Continue => {
+            let why = why(&evidence, &decision);
+            evidence.verdict = Verdict::Pause;
+            evidence.outcome = format!(
+                "paused with {}% of traffic on the candidate for `mlops release promote` or `mlops release abort`",
+                state.weight
+            );
             ctx.record(crate::evidence::RELEASE, &evidence);
+            state.phase = Phase::Paused;
+            state.reason = why.clone();
+            state.pid = None;
+            target.write_state(&state).await.map_err(failure)?;
             Err(failure(format!(
-                "canary of {} paused at step {}: {}; the candidate keeps its share of traffic until a human decides",
+                "canary of {} paused at round {}: {why}; the candidate keeps {}% of traffic until `mlops release promote` or `mlops release abort`",
                 candidate.id(),
                 decision.round,
-                why(&evidence, &decision)
+                state.weight
             )))
+        }
+    }
+}
+
+/// What serves while the rounds run.
+struct Live<'a> {
+    client: &'a GatewayClient,
+    stable: Option<&'a [String]>,
+    canary: &'a [String],
+    instance: &'a Instance,
+}
+
+/// The canary weight of round `round` (1-based), from the evidence.
+fn state_weight(evidence: &ReleaseEvidence, round: u32) -> u32 {
+    evidence
+        .rounds
+        .get(round.saturating_sub(1) as usize)
+        .map_or(0, |r| r.weight)
+}
+
+/// Ends a release that cannot go on (an error, a cancelled run): traffic
+/// back to stable, the candidate (if it runs) stopped, the candidate left in
+/// staging; evidence and state say what happened. Returns the step's
+/// failure.
+async fn end(
+    ctx: &StepContext,
+    target: &ReleaseTarget,
+    state: &mut ReleaseState,
+    evidence: &mut ReleaseEvidence,
+    verdict: Verdict,
+    why: String,
+    live: Option<&Live<'_>>,
+) -> StepFailure {
+    let mut outcome = Vec::new();
+    if let Some(live) = live {
+        match target
+            .withdraw(Some(live.client), Some(&live.instance.id), live.stable)
+            .await
+        {
+            Ok(lines) => outcome.extend(lines),
+            Err(e) => outcome.push(format!("withdrawing the candidate failed: {e}")),
+        }
+    }
+    outcome.push(format!("{} stays in staging", evidence.candidate));
+    let outcome = outcome.join("; ");
+    ctx.log(format!("{why}: {outcome}"));
+    evidence.verdict = verdict;
+    evidence.reason = why.clone();
+    evidence.outcome = outcome.clone();
+    ctx.record(crate::evidence::RELEASE, &*evidence);
+    state.phase = if verdict == Verdict::Abort {
+        Phase::Aborted
+    } else {
+        Phase::Failed
+    };
+    state.weight = 0;
+    state.reason = why.clone();
+    state.candidate_instance = None;
+    state.pid = None;
+    if let Err(e) = target.write_state(state).await {
+        ctx.log(format!("the release state was not written: {e}"));
+    }
+    failure(format!(
+        "canary of {}: {why} ({outcome})",
+        evidence.candidate
+    ))
+}
+
+/// Why the rounds stopped without a decision.
+enum Stopped {
+    /// `mlops release abort`, by this user.
+    Aborted(String),
+    /// Something failed (or the run was cancelled).
+    Failed(StepFailure),
+}
+
+impl From<StepFailure> for Stopped {
+    fn from(e: StepFailure) -> Self {
+        Stopped::Failed(e)
+    }
+}
+
+/// Runs the rounds until a final decision. A weight is held until a round
+/// passes at it (a failing or inconclusive round repeats it, so a candidate
+/// never gets more traffic on bad or missing evidence); the candidate is
+/// promoted after a passing round at the last weight, or when the tracker
+/// says so.
+async fn rounds(
+    ctx: &StepContext,
+    target: &ReleaseTarget,
+    live: &Live<'_>,
+    samples: &Samples,
+    c: &Canary,
+    state: &mut ReleaseState,
+    evidence: &mut ReleaseEvidence,
+) -> Result<RoundDecision, Stopped> {
+    let mut tracker = RoundTracker::new(c.policy.clone());
+    let mut baseline: Option<VariantMeasurements> = None;
+    let mut at = 0usize;
+    let mut round_no = 0u32;
+    loop {
+        let Some(&weight) = c.steps.get(at) else {
+            // Unreachable: a pass at the last weight promotes below.
+            return Ok(RoundDecision {
+                action: RoundAction::Pause,
+                round: round_no,
+                reason: "the steps ended without a decision".to_owned(),
+            });
+        };
+        round_no += 1;
+        if let Some(who) = target
+            .read_state()
+            .await
+            .ok()
+            .flatten()
+            .and_then(|s| s.abort_requested)
+        {
+            return Err(Stopped::Aborted(who));
+        }
+        split(live.client, live.stable, live.canary, weight)
+            .await
+            .map_err(|e| failure(format!("the gateway refused the {weight}% split: {e}")))?;
+        state.weight = weight;
+        state.round = round_no;
+        state.reason = format!("round {round_no}: {weight}% to the candidate");
+        target.write_state(state).await.map_err(failure)?;
+        let round = drive(ctx, live.client, samples, c).await?;
+        // At 100 % stable serves nothing: the candidate is compared with
+        // stable as the latest earlier round measured it.
+        let compared_with = if round.stable.requests > 0 {
+            baseline = Some(round.stable.clone());
+            Baseline::SameRound
+        } else if baseline.is_some() {
+            ctx.log("  stable served nothing in this round: compared with its measurements of an earlier round");
+            Baseline::EarlierRound
+        } else {
+            Baseline::None
+        };
+        // With a stable in production the candidate is always compared
+        // with it: no measurement of stable yet is an empty sample, which
+        // the sample-size gate makes inconclusive, never a pass on SLOs
+        // alone.
+        let unmeasured = VariantMeasurements {
+            requests: 0,
+            errors: 0,
+            latencies_ms: Vec::new(),
+            predictions: None,
+        };
+        let reference = match (live.stable, &baseline) {
+            (None, _) => None,
+            (Some(_), Some(b)) => Some(b),
+            (Some(_), None) => Some(&unmeasured),
+        };
+        let analysis = analyze(reference, &round.canary, &c.analysis)
+            .map_err(|e| failure(format!("the analysis of round {round_no} failed: {e}")))?;
+        let verdict = analysis.verdict;
+        let mut decided = tracker.record(verdict);
+        if decided.action == RoundAction::Continue
+            && verdict == StepVerdict::Pass
+            && at + 1 == c.steps.len()
+        {
+            decided = RoundDecision {
+                action: RoundAction::Promote,
+                round: round_no,
+                reason: format!("round {round_no} passed at the last step ({weight}%)"),
+            };
+        }
+        log_round(ctx, round_no, weight, &round, &analysis, &decided);
+        evidence.rounds.push(RoundRecord {
+            weight,
+            sent: round.sent,
+            unanswered: round.unanswered,
+            unlabelled: round.unlabelled,
+            dropped: round.dropped,
+            stable_baseline: if live.stable.is_some() {
+                compared_with
+            } else {
+                Baseline::None
+            },
+            analysis,
+            decision: decided.clone(),
+        });
+        if decided.action.is_final() {
+            return Ok(decided);
+        }
+        if verdict == StepVerdict::Pass {
+            at += 1;
+        } else {
+            ctx.log(format!(
+                "  round {round_no} did not pass: the candidate stays at {weight}%"
+            ));
         }
     }
 }
@@ -714,163 +938,19 @@ async fn load_samples(ctx: &StepContext, source: &RequestSource) -> Result<Sampl
     .map_err(|e| failure(format!("the canary's traffic: {e}")))
 }
 
-/// The version's files, checked against their recorded hashes.
-async fn verified(ctx: &StepContext, version: &ModelVersion) -> Result<PathBuf, StepFailure> {
-    let (root, checked) = (ctx.project_root.clone(), version.clone());
-    tokio::task::spawn_blocking(move || mlops_cd::package::verify_artifact(&root, &checked))
-        .await
-        .map_err(failure)?
-        .map_err(|e| failure(format!("refusing to release {}: {e}", version.id())))
-}
-
-/// Applies the release environment with `version` as the service's
-/// declared instance (new before old); returns that instance.
-async fn apply_declared(
-    ctx: &StepContext,
-    infra: &StepInfra,
-    env: &Env,
-    service: &str,
-    version: &ModelVersion,
-    dir: PathBuf,
-) -> Result<Instance, StepFailure> {
-    let mut models = BTreeMap::new();
-    models.insert(
-        service.to_owned(),
-        ModelRef {
-            version: version.id(),
-            dir,
-        },
-    );
-    let ledger = ctx.ledger();
-    let desired = apply::desired_state(
-        infra.spec.as_ref(),
-        &env.scope,
-        ledger,
-        env.provider.as_ref(),
-        &models,
-    )
-    .await
-    .map_err(failure)?;
-    let only = [service.to_owned()];
-    let report = apply::apply(
-        env.provider.as_ref(),
-        &env.scope,
-        ledger,
-        &desired,
-        Some(&only),
-        &ApplyContext {
-            actor: format!("step {}", ctx.step),
-            step: Some((ctx.run_id, ctx.step.clone())),
-            on_ready: None,
-        },
-    )
-    .await
-    .map_err(|e| {
-        failure(format!(
-            "running {} as `{service}` in `{}` failed: {e}",
-            version.id(),
-            env.scope.environment
-        ))
-    })?;
-    for action in &report.actions {
-        ctx.log(action.to_string());
-    }
-    report
-        .instances
-        .into_iter()
-        .find(|i| i.service == service && i.owner.is_none())
-        .ok_or_else(|| failure(format!("no instance of `{service}` runs after the apply")))
-}
-
-fn healthy_endpoints(instance: &Instance, service: &str) -> Result<Vec<String>, StepFailure> {
-    let endpoints: Vec<String> = instance
-        .replicas
-        .iter()
-        .filter(|r| r.healthy)
-        .filter_map(|r| r.endpoint.clone())
-        .collect();
-    if endpoints.is_empty() {
-        return Err(failure(format!(
-            "instance {} of `{service}` has no healthy replica",
-            instance.id
-        )));
-    }
-    Ok(endpoints)
-}
-
-/// Stops candidates an earlier, interrupted canary step left running.
-async fn stop_canaries(controller: &Controller<'_>, service: &str) -> Result<(), StepFailure> {
-    for stale in controller.owned().await.map_err(failure)? {
-        if stale.service == service {
-            controller.stop(&stale.id).await.map_err(failure)?;
-        }
-    }
-    Ok(())
-}
-
-/// The gateway's current config with other variants (its timeouts and
-/// limits kept; routes, stickiness and shadows dropped).
-async fn with_variants(client: &GatewayClient, variants: Vec<(&str, u32, Vec<String>)>) -> Config {
-    let fresh = Config::weighted(variants);
-    match client.config().await {
-        Ok(current) => Config {
-            variants: fresh.variants,
-            routes: Vec::new(),
-            sticky: None,
-            shadows: Vec::new(),
-            ..current
-        },
-        Err(_) => fresh,
-    }
-}
-
-/// `weight` % to the canary, the rest to stable (all to the canary
-/// without one).
-async fn split(
-    client: &GatewayClient,
-    stable: Option<&[String]>,
-    canary: &[String],
-    weight: u32,
-) -> Result<Config, service::ServiceError> {
-    let variants = match stable {
-        Some(stable) => vec![
-            (STABLE, 100 - weight, stable.to_vec()),
-            (CANARY, weight, canary.to_vec()),
-        ],
-        None => vec![(CANARY, 100, canary.to_vec())],
-    };
-    client
-        .set_config(&with_variants(client, variants).await)
-        .await
-}
-
-/// Everything back to stable; without one, the gateway stops (nothing is
-/// left for it to serve).
-async fn rollback_traffic(
-    client: &GatewayClient,
-    gateway: &GatewayService<'_>,
-    stable: Option<&[String]>,
-) -> Result<(), service::ServiceError> {
-    match stable {
-        Some(stable) => client
-            .set_config(&with_variants(client, vec![(STABLE, 100, stable.to_vec())]).await)
-            .await
-            .map(|_| ()),
-        None => gateway.stop().await.map(|_| ()),
-    }
-}
-
 /// What one round measured, per variant.
 struct Round {
     sent: u64,
     unanswered: u64,
     unlabelled: u64,
+    dropped: u64,
     stable: VariantMeasurements,
     canary: VariantMeasurements,
 }
 
 /// Drives `hold` of traffic through the gateway and sorts the responses
-/// by the variant that served them.
+/// by the variant that served them, as they arrive (a response's body is
+/// dropped once its predictions are read).
 async fn drive(
     ctx: &StepContext,
     client: &GatewayClient,
@@ -886,10 +966,54 @@ async fn drive(
     );
     settings.timeout = Duration::from_secs(10);
     let driver = settings.compile(samples.clone()).map_err(failure)?;
+    // Room for every planned response: the driver never waits for the
+    // tally, and the tally keeps up, so the queue stays short.
     let capacity = usize::try_from(driver.planned_requests())
         .unwrap_or(usize::MAX)
         .saturating_add(1);
     let (tx, mut rx) = mpsc::channel::<ObservedResponse>(capacity);
+    let tally = tokio::spawn(async move {
+        let mut round = Round {
+            sent: 0,
+            unanswered: 0,
+            unlabelled: 0,
+            dropped: 0,
+            stable: VariantMeasurements {
+                predictions: Some(Vec::new()),
+                ..VariantMeasurements::default()
+            },
+            canary: VariantMeasurements {
+                predictions: Some(Vec::new()),
+                ..VariantMeasurements::default()
+            },
+        };
+        let mut answered = 0u64;
+        while let Some(r) = rx.recv().await {
+            answered += 1;
+            let m = match r.variant.as_deref() {
+                Some(STABLE) => &mut round.stable,
+                Some(CANARY) => &mut round.canary,
+                _ => {
+                    round.unlabelled += 1;
+                    continue;
+                }
+            };
+            m.requests += 1;
+            // Anything but a 2xx is a failed answer: a candidate that
+            // refuses every request (4xx) must not look healthy.
+            if !(200..300).contains(&r.status) {
+                m.errors += 1;
+            }
+            m.latencies_ms.push(r.latency.as_secs_f64() * 1000.0);
+            if r.status < 300
+                && !r.truncated
+                && let Some(p) = m.predictions.as_mut()
+            {
+                p.extend(predictions(&r.body));
+            }
+        }
+        (round, answered)
+    });
     let stop = CancellationToken::new();
     let cancel = ctx.cancel.clone();
     let watcher = {
@@ -901,49 +1025,15 @@ async fn drive(
     };
     let run = driver.run_observed(&stop, tx).await;
     watcher.abort();
+    let (mut round, answered) = tally.await.map_err(failure)?;
     if ctx.cancel.is_cancelled() {
         return Err(failure("cancelled"));
     }
-    let mut round = Round {
-        sent: run.report.requests,
-        unanswered: 0,
-        unlabelled: 0,
-        stable: VariantMeasurements {
-            predictions: Some(Vec::new()),
-            ..VariantMeasurements::default()
-        },
-        canary: VariantMeasurements {
-            predictions: Some(Vec::new()),
-            ..VariantMeasurements::default()
-        },
-    };
-    let mut answered = 0u64;
-    while let Ok(r) = rx.try_recv() {
-        answered += 1;
-        let m = match r.variant.as_deref() {
-            Some(STABLE) => &mut round.stable,
-            Some(CANARY) => &mut round.canary,
-            _ => {
-                round.unlabelled += 1;
-                continue;
-            }
-        };
-        m.requests += 1;
-        // Anything but a 2xx is a failed answer: a candidate that refuses
-        // every request (4xx) must not look healthy.
-        if !(200..300).contains(&r.status) {
-            m.errors += 1;
-        }
-        m.latencies_ms.push(r.latency.as_secs_f64() * 1000.0);
-        if r.status < 300
-            && !r.truncated
-            && let Some(p) = m.predictions.as_mut()
-        {
-            p.extend(predictions(&r.body));
-        }
-    }
-    // Requests with no response (or whose response the channel missed)
-    // cannot be told apart: they count against the candidate.
+    round.sent = run.report.requests;
+    round.dropped = run.report.observed_dropped;
+    // Requests with no response (or whose response was not observed)
+    // cannot be told apart: they count against the candidate, the
+    // conservative side.
     round.unanswered = run.report.requests.saturating_sub(answered);
     round.canary.requests += round.unanswered;
     round.canary.errors += run.report.errors_by_kind.total().min(round.unanswered);
@@ -1006,15 +1096,14 @@ fn summary(name: &str, m: &VariantMeasurements) -> String {
 
 fn log_round(
     ctx: &StepContext,
-    index: usize,
-    of: usize,
+    round_no: u32,
     weight: u32,
     round: &Round,
     analysis: &StepAnalysis,
     decision: &RoundDecision,
 ) {
     ctx.log(format!(
-        "step {index}/{of}: canary {weight}%: {} sent, {} unanswered, {} without a variant",
+        "round {round_no}: canary {weight}%: {} sent, {} unanswered, {} without a variant",
         round.sent, round.unanswered, round.unlabelled
     ));
     ctx.log(format!("  {}", summary(STABLE, &round.stable)));

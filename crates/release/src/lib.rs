@@ -33,10 +33,13 @@ use mlops_core::{EvidenceKind, KindRegistry, RegistryError, Stage};
 
 pub mod analysis;
 pub mod canary;
+pub mod control;
 pub mod driver;
 pub mod gateway;
+pub mod rollout;
 pub mod service;
 pub mod settings;
+pub mod state;
 pub mod stats;
 
 /// The evidence kinds stage 4 records.

@@ -310,7 +310,7 @@ fn a_first_release_and_a_second_are_promoted_and_a_failing_candidate_rolls_back(
     };
     assert_eq!(owned(dir), 0, "the canary instance is gone");
     let log1 = log(dir, canary);
-    assert!(log1.contains("step 1/2: canary 50%"), "{log1}");
+    assert!(log1.contains("round 1: canary 50%"), "{log1}");
     eprintln!("first release:\n{log1}");
 
     // 2. A new version (another training order): compared with stable.
