@@ -34,8 +34,6 @@ commands:
   scrape    --port-file PATH --expect METRIC [--expect METRIC ...]
             check that /metrics exposes the given metrics (*_total and *_count non-zero;
             a histogram family name is checked through its _count sample)
-  version   --model model.json --metrics metrics.json --out run/release.json
-            derive the model version from its content hash and write a release record
   help      print this message
 
 durations accept ms, s, m and h suffixes (a bare number means seconds).

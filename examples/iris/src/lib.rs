@@ -18,7 +18,6 @@ pub mod load;
 pub mod model;
 pub mod oip;
 pub mod prom;
-pub mod release;
 pub mod scoring;
 pub mod scrape;
 pub mod server;

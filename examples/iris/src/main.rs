@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use iris::error::{Error, Result};
 use iris::server::ServeOptions;
-use iris::{background, cli, load, release, scrape, server, smoke, train};
+use iris::{background, cli, load, scrape, server, smoke, train};
 
 fn main() -> ExitCode {
     let args = match collect_args() {
@@ -64,7 +64,6 @@ fn run(args: &[String]) -> Result<()> {
         "smoke" => block_on(smoke::run(rest)),
         "load" => block_on(load::run(rest)),
         "scrape" => block_on(scrape::run(rest)),
-        "version" => release::run(rest),
         other => Err(Error::usage(format!(
             "unknown command '{other}' (see 'iris help')"
         ))),
