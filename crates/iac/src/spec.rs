@@ -207,6 +207,22 @@ pub struct ServiceSpec {
     /// Not part of the revision: changing it replaces nothing.
     #[serde(with = "millis", default = "default_drain")]
     pub drain: Duration,
+    /// Docker: run in the host's network namespace instead of the
+    /// environment's network, as the local provider runs every process:
+    /// `{host}` is 127.0.0.1 and `{port}` a port on the host's loopback
+    /// (`host_port`, else one chosen when the replica is created), and
+    /// nothing is published. For a controller's service that must reach
+    /// replicas at the addresses the host sees them at (the release
+    /// gateway); not a manifest key. Absent when false, so other specs'
+    /// revisions are what they were.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub host_network: bool,
+    /// A directory (absolute) the service keeps its state in across
+    /// restarts: the local provider's processes use it where it is, Docker
+    /// bind-mounts it read-write at the same path, so the command names it
+    /// the same way on both. It must exist. Not a manifest key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_dir: Option<PathBuf>,
 }
 
 fn default_drain() -> Duration {
@@ -965,6 +981,8 @@ fn compile_service(
         user,
         stop_grace,
         drain,
+        host_network: false,
+        state_dir: None,
     })
 }
 

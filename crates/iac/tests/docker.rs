@@ -196,6 +196,8 @@ fn iris_spec(replicas: u32) -> ServiceSpec {
         user: "65534:65534".into(),
         stop_grace: Duration::from_secs(2),
         drain: Duration::ZERO,
+        host_network: false,
+        state_dir: None,
     }
 }
 

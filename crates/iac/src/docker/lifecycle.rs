@@ -100,6 +100,29 @@ fn model_source(scope: &Scope, desired: &Desired) -> Result<PathBuf, ProviderErr
     Ok(dir)
 }
 
+/// Refuses a `state_dir` that is not an existing absolute directory:
+/// Docker would create a missing one (owned by root), and a relative path
+/// would mean another directory inside the container than outside.
+fn check_state_dir(spec: &ServiceSpec) -> Result<(), ProviderError> {
+    let Some(dir) = &spec.state_dir else {
+        return Ok(());
+    };
+    let detail = if !dir.is_absolute() {
+        format!(
+            "the state directory {} is not an absolute path",
+            dir.display()
+        )
+    } else if !dir.is_dir() {
+        format!("the state directory {} does not exist", dir.display())
+    } else {
+        return Ok(());
+    };
+    Err(ProviderError::Invalid {
+        service: spec.name.clone(),
+        detail,
+    })
+}
+
 /// Whether a container running as `user` (`uid[:gid]`) can read `meta`'s
 /// file (and enter it, a directory) through a bind mount, by its owner,
 /// group and mode on the host. `None` when that cannot be told here: a
@@ -152,6 +175,7 @@ impl DockerProvider {
         // A missing caller variable fails before anything is built.
         replica_env(desired, spec.port, LISTEN_HOST, MODEL_DIR, 0)?;
         let model_source = model_source(scope, desired)?;
+        check_state_dir(spec)?;
         if let Some(port) = spec.host_port {
             ensure_port_free(&spec.name, port)?;
         }
@@ -209,7 +233,7 @@ impl DockerProvider {
         model_source: Option<PathBuf>,
         created: &mut Vec<(u32, String)>,
     ) -> Result<(), ProviderError> {
-        let network = self.ensure_network(scope).await?;
+        let network = self.network_for(scope, &desired.spec).await?;
         let template = ReplicaTemplate {
             desired: desired.clone(),
             instance: id.to_owned(),
@@ -267,7 +291,7 @@ impl DockerProvider {
                 instance: id.to_owned(),
                 image_id: blueprint.image_id.clone(),
                 image: blueprint.image.clone(),
-                network: self.ensure_network(scope).await?,
+                network: self.network_for(scope, &spec).await?,
                 model_source: blueprint.model_source.clone(),
                 desired_replicas: replicas,
             };

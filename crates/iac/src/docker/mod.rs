@@ -12,7 +12,12 @@
 //!   `mlops-<project>-<environment>`, created on demand and removed with the
 //!   last container of the environment;
 //! - one container per replica, `mlops-<project>-<env>-<service>-<id>-<n>`,
-//!   with its port published on 127.0.0.1 only, the spec's user, limits and
+//!   with its port published on 127.0.0.1 only (or, for a spec with
+//!   `host_network`, in the host's network namespace listening on a
+//!   loopback port of the host, labelled [`labels::HOST_PORT`]: what a
+//!   controller's service that must reach other replicas at their host
+//!   addresses needs), its `state_dir` bind-mounted read-write at the same
+//!   path, the spec's user, limits and
 //!   read-only root (a tmpfs at `/tmp`), the model directory mounted
 //!   read-only at `/model` (the directory `{model-dir}` means on the local
 //!   provider too: [`crate::provider::model_dir`]; without a deployed
@@ -55,7 +60,7 @@ use bollard::query_parameters::{
 use tokio::sync::Mutex;
 
 use crate::provider::{Desired, Instance, Provider, ProviderError, ProviderFuture, Scope};
-use crate::spec::ProviderKind;
+use crate::spec::{ProviderKind, ServiceSpec};
 
 /// Label keys and the values the provider filters on.
 pub mod labels {
@@ -87,6 +92,9 @@ pub mod labels {
     /// The controller that owns the instance (containers of a controller's
     /// instance only).
     pub const OWNER: &str = "mlops.owner";
+    /// The host loopback port a replica in the host's network listens on
+    /// (containers of a `host_network` spec only: they publish nothing).
+    pub const HOST_PORT: &str = "mlops.host-port";
 }
 
 /// Where the model directory is mounted (read-only) in every container:
@@ -95,6 +103,9 @@ pub const MODEL_DIR: &str = "/model";
 /// The address services listen on inside their container; the provider
 /// publishes the port on the host's 127.0.0.1 only.
 pub const LISTEN_HOST: &str = "0.0.0.0";
+
+/// The host's network (Docker's predefined `host` network mode).
+const HOST_NETWORK: &str = "host";
 
 /// How long connecting to the engine may take before it counts as down.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -225,6 +236,20 @@ impl DockerProvider {
             .await
             .map_err(self.engine_error(format!("creating network {name}")))?;
         Ok(created.id)
+    }
+
+    /// The network a replica of `spec` joins: the host's for a
+    /// `host_network` spec, else the environment's (created when missing).
+    async fn network_for(
+        &self,
+        scope: &Scope,
+        spec: &ServiceSpec,
+    ) -> Result<String, ProviderError> {
+        if spec.host_network {
+            Ok(HOST_NETWORK.to_owned())
+        } else {
+            self.ensure_network(scope).await
+        }
     }
 
     /// The ids of the project's networks for the scope's environment (one,

@@ -13,7 +13,7 @@ use futures_util::future::join_all;
 
 use super::lifecycle::{label, replica_index, spec_label};
 use super::record::{self, InstanceRecord};
-use super::replica::{exit_description, published_port};
+use super::replica::{exit_description, replica_port};
 use super::{DockerProvider, container_name, image_tag, labels, short_id};
 use crate::provider::{Instance, ProviderError, Replica, ReplicaState, Scope};
 use crate::spec::{BuildSpec, ProviderKind, ServiceSpec};
@@ -212,7 +212,7 @@ impl DockerProvider {
             let port = identity
                 .spec
                 .as_ref()
-                .and_then(|spec| published_port(inspect, spec.port));
+                .and_then(|spec| replica_port(inspect, spec));
             if state == ReplicaState::Running {
                 checks.push((replicas.len(), port));
             }

@@ -2,6 +2,7 @@
 //! ones answer their health check from the host, and removing them.
 
 use std::collections::HashMap;
+use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -23,7 +24,7 @@ use super::{
     DockerProvider, LISTEN_HOST, MODEL_DIR, container_name, describe, labels, scope_labels,
 };
 use crate::provider::{Desired, ProviderError, Scope, fill, replica_env};
-use crate::spec::{ProviderKind, RestartPolicy};
+use crate::spec::{ProviderKind, RestartPolicy, ServiceSpec};
 
 /// How many log lines per replica an `Unhealthy` error carries.
 const LOG_TAIL: usize = 20;
@@ -54,8 +55,26 @@ pub(super) fn port_key(port: u16) -> String {
     format!("{port}/tcp")
 }
 
+/// The host port a replica of `spec` answers on at 127.0.0.1: the one it
+/// listens on in the host's network (its [`labels::HOST_PORT`]) for a
+/// `host_network` spec, else the one its port is published on.
+pub(super) fn replica_port(inspect: &ContainerInspectResponse, spec: &ServiceSpec) -> Option<u16> {
+    if spec.host_network {
+        inspect
+            .config
+            .as_ref()?
+            .labels
+            .as_ref()?
+            .get(labels::HOST_PORT)?
+            .parse()
+            .ok()
+    } else {
+        published_port(inspect, spec.port)
+    }
+}
+
 /// The host port a container publishes `port` on at 127.0.0.1, if any.
-pub(super) fn published_port(inspect: &ContainerInspectResponse, port: u16) -> Option<u16> {
+fn published_port(inspect: &ContainerInspectResponse, port: u16) -> Option<u16> {
     let ports = inspect.network_settings.as_ref()?.ports.as_ref()?;
     ports
         .get(&port_key(port))?
@@ -89,10 +108,17 @@ impl ReplicaTemplate {
             .model
             .as_ref()
             .map_or("", |m| m.version.as_str());
+        // In the host's network the replica listens on the host's loopback
+        // (as a local process does), on a port of its own.
+        let (host, port) = if spec.host_network {
+            (Ipv4Addr::LOCALHOST.to_string(), host_port(spec)?)
+        } else {
+            (LISTEN_HOST.to_owned(), spec.port)
+        };
         let mut command: Vec<String> = spec
             .command
             .iter()
-            .map(|w| fill(w, spec.port, LISTEN_HOST, MODEL_DIR, index, version))
+            .map(|w| fill(w, port, &host, MODEL_DIR, index, version))
             .collect();
         if let Some(name) = binary_name(spec.build.as_ref())
             && std::path::Path::new(&command[0])
@@ -107,11 +133,10 @@ impl ReplicaTemplate {
                 detail: "`command` is empty: it must name the program to run".to_owned(),
             });
         }
-        let env: Vec<String> =
-            replica_env(&self.desired, spec.port, LISTEN_HOST, MODEL_DIR, index)?
-                .into_iter()
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect();
+        let env: Vec<String> = replica_env(&self.desired, port, &host, MODEL_DIR, index)?
+            .into_iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
         let spec_json = serde_json::to_string(spec).map_err(|e| ProviderError::Invalid {
             service: spec.name.clone(),
             detail: format!("cannot serialize the spec: {e}"),
@@ -135,7 +160,30 @@ impl ReplicaTemplate {
         if let Some(owner) = &self.desired.owner {
             container_labels.insert(labels::OWNER.to_owned(), owner.clone());
         }
+        if spec.host_network {
+            container_labels.insert(labels::HOST_PORT.to_owned(), port.to_string());
+        }
         let port = port_key(spec.port);
+        let mut mounts = Vec::new();
+        if let Some(source) = &self.model_source {
+            mounts.push(Mount {
+                target: Some(MODEL_DIR.to_owned()),
+                source: Some(source.display().to_string()),
+                typ: Some(MountType::BIND),
+                read_only: Some(true),
+                ..Default::default()
+            });
+        }
+        if let Some(dir) = &spec.state_dir {
+            let dir = dir.display().to_string();
+            mounts.push(Mount {
+                target: Some(dir.clone()),
+                source: Some(dir),
+                typ: Some(MountType::BIND),
+                read_only: Some(false),
+                ..Default::default()
+            });
+        }
         let restart = match spec.restart {
             RestartPolicy::Always => RestartPolicyNameEnum::ALWAYS,
             RestartPolicy::OnFailure => RestartPolicyNameEnum::ON_FAILURE,
@@ -148,22 +196,17 @@ impl ReplicaTemplate {
             tmpfs: spec
                 .read_only
                 .then(|| HashMap::from([("/tmp".to_owned(), TMPFS_OPTIONS.to_owned())])),
-            mounts: self.model_source.as_ref().map(|source| {
-                vec![Mount {
-                    target: Some(MODEL_DIR.to_owned()),
-                    source: Some(source.display().to_string()),
-                    typ: Some(MountType::BIND),
-                    read_only: Some(true),
-                    ..Default::default()
-                }]
+            mounts: (!mounts.is_empty()).then_some(mounts),
+            // Nothing to publish from the host's network.
+            port_bindings: (!spec.host_network).then(|| {
+                HashMap::from([(
+                    port.clone(),
+                    Some(vec![PortBinding {
+                        host_ip: Some("127.0.0.1".to_owned()),
+                        host_port: Some(spec.host_port.map(|p| p.to_string()).unwrap_or_default()),
+                    }]),
+                )])
             }),
-            port_bindings: Some(HashMap::from([(
-                port.clone(),
-                Some(vec![PortBinding {
-                    host_ip: Some("127.0.0.1".to_owned()),
-                    host_port: Some(spec.host_port.map(|p| p.to_string()).unwrap_or_default()),
-                }]),
-            )])),
             restart_policy: Some(DockerRestartPolicy {
                 name: Some(restart),
                 maximum_retry_count: None,
@@ -189,12 +232,15 @@ impl ReplicaTemplate {
             env: Some(env),
             user: Some(spec.user.clone()),
             labels: Some(container_labels),
-            exposed_ports: Some(vec![port]),
+            exposed_ports: (!spec.host_network).then(|| vec![port]),
+            // The host's network has the host's name (Docker refuses
+            // another).
             hostname: Some(format!("{}-{index}", super::docker_name(&spec.name)))
-                .filter(|h| h.len() <= 63),
+                .filter(|h| h.len() <= 63 && !spec.host_network),
             stop_timeout: Some(spec.stop_grace.as_secs_f64().ceil() as i64),
             host_config: Some(host_config),
-            networking_config: Some(NetworkingConfig {
+            // Aliases are for user-defined networks only.
+            networking_config: (!spec.host_network).then(|| NetworkingConfig {
                 endpoints_config: Some(HashMap::from([(
                     self.network.clone(),
                     EndpointSettings {
@@ -279,7 +325,7 @@ impl DockerProvider {
                 let status = state.and_then(|s| s.status);
                 match status {
                     Some(ContainerStateStatusEnum::RUNNING) => {
-                        let Some(port) = published_port(&inspect, spec.port) else {
+                        let Some(port) = replica_port(&inspect, spec) else {
                             return Check::Failed(
                                 format!("replica {index}: port {} is not published yet", spec.port),
                                 false,
@@ -445,6 +491,23 @@ enum Check {
     Healthy,
     /// What failed, and whether waiting longer cannot help.
     Failed(String, bool),
+}
+
+/// The host port a new replica in the host's network listens on: the
+/// spec's `host_port`, else a free one of the host's loopback (as the
+/// local provider allocates one).
+fn host_port(spec: &ServiceSpec) -> Result<u16, ProviderError> {
+    if let Some(port) = spec.host_port {
+        return Ok(port);
+    }
+    std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| ProviderError::Backend {
+            provider: ProviderKind::Docker,
+            what: "allocating a port on 127.0.0.1".to_owned(),
+            detail: e.to_string(),
+        })
 }
 
 /// Refuses a fixed host port something already listens on, before anything
