@@ -39,11 +39,35 @@
 //! `.mlops/release/<environment>/<S>-gateway/`; it outlives the instance
 //! (`destroy` stops the process, the next `ensure` finds its config).
 //!
-//! Docker is not done: the container would be a `FROM scratch` image of
-//! the `mlops` binary and the libraries `ldd` lists (as iac builds a
-//! `binary` service), with the state directory bind-mounted read-write
-//! and two published ports (admin and data plane); a `ServiceSpec` has
-//! one. [`GatewayService::ensure`] refuses any provider but `local`.
+//! One spec serves both providers ([`GatewayService::spec`]). On Docker the
+//! instance is a container of a `FROM scratch` image of the program and
+//! the libraries `ldd` lists (as iac builds a `binary` service), with a
+//! read-only root, restarted by Docker's `always` policy, running as the
+//! owner of the state directory (so `admin.token` stays 0600 on the host
+//! and the gateway can write `config.json` beside it), the state directory
+//! bind-mounted read-write at its own path (`ServiceSpec::state_dir`).
+//!
+//! The network: the container runs in the host's network namespace
+//! (`ServiceSpec::host_network`) and, exactly as the local process does,
+//! listens on 127.0.0.1 only: the data plane on `P`, the admin API on a
+//! loopback port the provider picks (health-checked from the host). The
+//! reason is the upstreams: the release steps put the `endpoint`s of
+//! [`Instance`] replicas in its config, and on Docker those are ports
+//! published on the host's 127.0.0.1, which from a container on a bridge
+//! network (the environment's `mlops-<project>-<env>`) is the container
+//! itself. Joining that network instead and routing to `container:port`
+//! would need every endpoint a step writes translated, and translated
+//! back when read, by a mapping only the provider knows; in the host's
+//! network there is no mapping: a replica's `endpoint` is the gateway's
+//! upstream on both providers, and an upstream outside Docker on the
+//! host's loopback works too. The price: the gateway's container has no
+//! network isolation of its own (it reaches every loopback port of the
+//! host, as the local process does), `docker ps` shows no published ports
+//! (it binds 127.0.0.1 itself, never 0.0.0.0), and it needs a Linux engine
+//! on this machine, which the Docker provider requires anyway. A container
+//! stopped by `docker kill` is not restarted by Docker (a kill suspends
+//! the restart policy): `ensure` sees it exited and replaces it, with the
+//! same config and data plane port.
 
 use std::future::Future;
 use std::io::Write;
@@ -59,8 +83,10 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use mlops_core::LedgerHandle;
-use mlops_iac::spec::{HealthSpec, Resources, RestartPolicy};
-use mlops_iac::{Controller, InfraError, InfraSpec, Instance, Provider, ProviderKind, Scope};
+use mlops_iac::spec::{BuildSpec, HealthSpec, Resources, RestartPolicy};
+use mlops_iac::{
+    Controller, InfraError, InfraSpec, Instance, Provider, ProviderKind, ReplicaState, Scope,
+};
 use mlops_iac::{ProviderError, ServiceSpec};
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
@@ -120,9 +146,6 @@ pub enum ServiceError {
     /// The service it fronts is not declared.
     #[error("no service `{0}` in [infra.services]")]
     UnknownService(String),
-    /// The provider cannot run the gateway yet.
-    #[error("the gateway service runs on the local provider only, not on {0}")]
-    Unsupported(ProviderKind),
     /// No gateway instance runs (or it has no admin endpoint).
     #[error("no gateway for `{0}` runs; `GatewayService::ensure` starts one")]
     NotRunning(String),
@@ -449,13 +472,18 @@ impl<'a> GatewayService<'a> {
 
     /// The gateway's service: the program serving from the state directory,
     /// the data plane on `listen`, the admin API on the provider's port
-    /// (health-checked at `/health`), restarted whatever its exit.
+    /// (health-checked at `/health`), restarted whatever its exit. One
+    /// spec for both providers: on Docker it is the program in a `FROM
+    /// scratch` image, in the host's network (see the [module
+    /// docs](self)), running as the owner of the state directory, which is
+    /// bind-mounted read-write at its own path.
     pub fn spec(&self, listen: SocketAddr) -> ServiceSpec {
+        let dir = self.state_dir();
         let mut command = vec![self.program.program.to_string_lossy().into_owned()];
         command.extend(self.program.args.iter().cloned());
         command.extend([
             "--state".to_owned(),
-            self.state_dir().to_string_lossy().into_owned(),
+            dir.to_string_lossy().into_owned(),
             "--listen".to_owned(),
             listen.to_string(),
             "--admin-port".to_owned(),
@@ -478,11 +506,20 @@ impl<'a> GatewayService<'a> {
             resources: Resources::default(),
             env: Default::default(),
             model_dir: None,
-            build: None,
+            build: Some(BuildSpec::Binary {
+                binary: self.program.program.clone(),
+                files: Vec::new(),
+            }),
             read_only: true,
-            user: "65534:65534".to_owned(),
+            // The token file is the owner's alone (0600), and the gateway
+            // writes its config beside it: it runs as that owner.
+            user: owner_of(&dir),
             stop_grace: Duration::from_secs(10),
             drain: Duration::ZERO,
+            // Docker: the replicas it routes to are published on the
+            // host's loopback, which only the host's network reaches.
+            host_network: true,
+            state_dir: Some(dir),
         }
     }
 
@@ -510,9 +547,6 @@ impl<'a> GatewayService<'a> {
     /// project's `[infra]`: the service must be declared there, and the
     /// gateway's name must not be.
     pub async fn ensure(&self, infra: &InfraSpec) -> Result<GatewayClient, ServiceError> {
-        if self.provider.kind() != ProviderKind::Local {
-            return Err(ServiceError::Unsupported(self.provider.kind()));
-        }
         if !infra.services.contains_key(&self.service) {
             return Err(ServiceError::UnknownService(self.service.clone()));
         }
@@ -577,7 +611,16 @@ impl<'a> GatewayService<'a> {
             if current.is_healthy() {
                 return Ok(Some(current));
             }
-            if !current.problems.is_empty() || Instant::now() >= deadline {
+            // Exited for good (`docker kill` suspends a container's restart
+            // policy) or, on Docker, removed: replaced, not waited for. A
+            // local process is `Missing` for a moment before its supervisor
+            // restarts it.
+            let dead = current.replicas.iter().any(|r| match r.state {
+                ReplicaState::Exited => true,
+                ReplicaState::Missing => self.provider.kind() == ProviderKind::Docker,
+                _ => false,
+            });
+            if dead || !current.problems.is_empty() || Instant::now() >= deadline {
                 return Ok(None);
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -658,6 +701,16 @@ fn read_address(dir: &Path) -> Result<Option<SocketAddr>, ServiceError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(state_error(&path, e)),
     }
+}
+
+/// `uid:gid` of `dir`'s owner (`65534:65534`, nobody, when it cannot be
+/// read).
+fn owner_of(dir: &Path) -> String {
+    use std::os::unix::fs::MetadataExt as _;
+    std::fs::metadata(dir).map_or_else(
+        |_| "65534:65534".to_owned(),
+        |m| format!("{}:{}", m.uid(), m.gid()),
+    )
 }
 
 fn port_free(addr: SocketAddr) -> bool {

@@ -444,3 +444,381 @@ async fn a_stopping_gateway_finishes_what_is_in_flight() {
             .is_err()
     );
 }
+
+// ---- the Docker provider ------------------------------------------------------
+
+/// `target/debug/iris`, beside `mlops`: the replicas the Docker gateway
+/// fronts.
+fn iris() -> PathBuf {
+    let path = mlops().with_file_name("iris");
+    assert!(
+        path.is_file(),
+        "{} is missing: this test runs the `iris` model server in containers; build it first with `cargo build -p iris`",
+        path.display()
+    );
+    path
+}
+
+/// The local engine. Panics, saying how to get one, when none answers: a
+/// test that needs Docker must not pass without it.
+async fn docker() -> mlops_iac::DockerProvider {
+    mlops_iac::DockerProvider::connect().await.unwrap_or_else(|e| {
+        panic!(
+            "{e}\nthis test needs the Docker engine: install it (apt-get install docker.io) and start \
+             dockerd (`scripts/test` starts it when it can), or point DOCKER_HOST at its socket"
+        )
+    })
+}
+
+/// `docker ARGS...`: its stdout, trimmed; fails on a non-zero exit.
+fn docker_cli(args: &[&str]) -> String {
+    let out = Command::new("docker")
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("cannot run `docker` ({e}): install it (apt-get install docker.io)")
+        });
+    assert!(
+        out.status.success(),
+        "docker {args:?}: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// Removes whatever a failed test left in the engine: `infra destroy`
+/// first, then anything still labelled with the project.
+struct Leftovers {
+    root: String,
+    project: String,
+}
+
+impl Drop for Leftovers {
+    fn drop(&mut self) {
+        let _ = Command::new(mlops())
+            .args(["infra", "destroy", &self.root])
+            .output();
+        let label = format!("label=mlops.project={}", self.project);
+        for (list, remove) in [
+            (vec!["ps", "-aq", "--filter", &label], vec!["rm", "-f"]),
+            (vec!["images", "-q", "--filter", &label], vec!["rmi", "-f"]),
+            (
+                vec!["network", "ls", "-q", "--filter", &label],
+                vec!["network", "rm"],
+            ),
+        ] {
+            let Ok(out) = Command::new("docker").args(&list).output() else {
+                return;
+            };
+            for id in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                let _ = Command::new("docker").args(&remove).arg(id).output();
+            }
+        }
+    }
+}
+
+/// Two `iris` replicas in containers (`target/debug/iris` in a `FROM
+/// scratch` image) on the Docker provider, with a trained model.
+fn docker_project() -> (tempfile::TempDir, Scope, Leftovers) {
+    let project = format!("gw{}", std::process::id());
+    let dir = tempfile::tempdir().unwrap();
+    let root = std::fs::canonicalize(dir.path()).unwrap();
+    std::fs::create_dir_all(root.join("bin")).unwrap();
+    std::os::unix::fs::symlink(iris(), root.join("bin/iris")).unwrap();
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/iris/data/iris.csv");
+    let trained = Command::new(iris())
+        .arg("train")
+        .arg("--data")
+        .arg(data)
+        .arg("--model")
+        .arg(root.join("model/model.json"))
+        .arg("--metrics")
+        .arg(root.join("model/metrics.json"))
+        .output()
+        .unwrap();
+    assert!(trained.status.success(), "iris train: {trained:?}");
+    std::fs::write(
+        root.join("mlops.toml"),
+        format!(
+            r#"[project]
+name = "{project}"
+
+[iac.steps.noop]
+run = "true"
+
+[infra]
+provider = "docker"
+
+[infra.services.iris]
+command = ["bin/iris", "serve", "--model", "{{model-dir}}/model.json", "--host", "{{host}}", "--port", "{{port}}"]
+replicas = 2
+restart = "always"
+model-dir = "model"
+build = {{ binary = "bin/iris" }}
+health = {{ path = "/v2/health/ready", interval = "200ms", timeout = "2s", deadline = "30s" }}
+stop-grace = "2s"
+"#
+        ),
+    )
+    .unwrap();
+    let scope = Scope {
+        project: project.clone(),
+        environment: "dev".into(),
+        root: root.clone(),
+    };
+    let guard = Leftovers {
+        root: root.to_string_lossy().into_owned(),
+        project,
+    };
+    (dir, scope, guard)
+}
+
+async fn docker_gateway(provider: &mlops_iac::DockerProvider, scope: &Scope) -> Option<Instance> {
+    provider
+        .observe(scope)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|i| i.service == "iris-gateway")
+}
+
+/// The container of the gateway's one replica.
+fn container_of(scope: &Scope, instance: &Instance) -> String {
+    docker_cli(&[
+        "ps",
+        "-aq",
+        "--filter",
+        &format!("label=mlops.project={}", scope.project),
+        "--filter",
+        &format!("label=mlops.instance={}", instance.id),
+    ])
+}
+
+const INFER: &str =
+    r#"{"inputs":[{"name":"input-0","shape":[1,4],"datatype":"FP32","data":[5.1,3.5,1.4,0.2]}]}"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_runs_on_docker_in_front_of_containers() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let p = docker().await;
+    let (_dir, scope, _guard) = docker_project();
+    let root = scope.root.to_str().unwrap().to_owned();
+    cli(&["infra", "apply", &root]);
+    let infra = InfraSpec::load(&scope.root).unwrap();
+    let ledger = LedgerHandle::for_project(&scope.root);
+    let service = GatewayService::new(&scope, &p, &ledger, "iris", GatewayProgram::mlops(mlops()));
+
+    // ensure starts it in a container, in front of both iris containers.
+    let client = service.ensure(&infra).await.unwrap();
+    assert!(client.proxy_addr().ip().is_loopback());
+    assert!(client.admin_url().starts_with("http://127.0.0.1:"));
+    let first = client.config().await.unwrap();
+    assert_eq!(first.variants.len(), 1);
+    assert_eq!(first.variants[0].replicas.len(), 2, "{first:?}");
+    for _ in 0..10 {
+        let (status, body) = http(
+            client.proxy_addr(),
+            "POST",
+            "/v2/models/iris/infer",
+            "",
+            INFER,
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        assert!(body.contains("\"outputs\""), "{body}");
+    }
+    let snapshot = client.snapshot().await.unwrap();
+    let answered: Vec<u64> = snapshot["variants"][0]["replicas"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["meter"]["requests"]["success"].as_u64().unwrap_or(0))
+        .collect();
+    assert!(
+        answered.len() == 2 && answered.iter().all(|n| *n > 0),
+        "both replicas answer: {snapshot:#}"
+    );
+
+    // What runs: a container in the host's network, as the state
+    // directory's owner, the state bind-mounted read-write; the token stays
+    // the owner's alone.
+    let gateway = docker_gateway(&p, &scope).await.unwrap();
+    assert_eq!(gateway.owner.as_deref(), Some("release"));
+    assert_eq!(gateway.id, client.instance());
+    let container = container_of(&scope, &gateway);
+    let dir = service.state_dir();
+    let inspected: serde_json::Value =
+        serde_json::from_str(&docker_cli(&["inspect", &container])).unwrap();
+    let inspected = &inspected[0];
+    assert_eq!(inspected["HostConfig"]["NetworkMode"], "host");
+    assert_eq!(inspected["HostConfig"]["RestartPolicy"]["Name"], "always");
+    let state_mount = inspected["Mounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["Destination"] == dir.to_str().unwrap())
+        .unwrap_or_else(|| panic!("no state mount in {inspected:#}"));
+    assert_eq!(state_mount["RW"], true);
+    {
+        use std::os::unix::fs::MetadataExt as _;
+        let owner = std::fs::metadata(&dir).unwrap();
+        assert_eq!(
+            inspected["Config"]["User"],
+            format!("{}:{}", owner.uid(), owner.gid())
+        );
+    }
+    let token_mode = std::fs::metadata(dir.join("admin.token"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(token_mode & 0o777, 0o600);
+
+    // ensure again: the same instance.
+    let again = service.ensure(&infra).await.unwrap();
+    assert_eq!(again.instance(), client.instance());
+    assert_eq!(again.proxy_addr(), client.proxy_addr());
+
+    // Without the token, nothing changes.
+    let admin: SocketAddr = client
+        .admin_url()
+        .trim_start_matches("http://")
+        .parse()
+        .unwrap();
+    let body = serde_json::to_string(&first).unwrap();
+    let (status, _) = http(admin, "PUT", "/config", "", &body).await;
+    assert_eq!(status, 401);
+    let wrong = format!("Authorization: Bearer {}\r\n", "0".repeat(64));
+    let (status, _) = http(admin, "PUT", "/config", &wrong, &body).await;
+    assert_eq!(status, 401);
+    assert_eq!(client.config().await.unwrap(), first);
+
+    // A config change: everything to an upstream on the host's loopback.
+    let canary = upstream("canary").await;
+    let mut config = first.clone();
+    config.variants[0].weight = 0;
+    config.variants.push(mlops_release::gateway::Variant {
+        name: "canary".into(),
+        weight: 100,
+        replicas: vec![canary.clone()],
+    });
+    assert_eq!(client.set_config(&config).await.unwrap(), config);
+    for _ in 0..10 {
+        let (status, body) = http(client.proxy_addr(), "GET", "/", "", "").await;
+        assert_eq!((status, body.as_str()), (200, "canary\n"));
+    }
+    let on_disk: Config =
+        serde_json::from_slice(&std::fs::read(dir.join("config.json")).unwrap()).unwrap();
+    assert_eq!(on_disk, config, "PUT /config persists before it answers");
+
+    // kill -9 of the container's process: Docker's restart policy brings
+    // the same container back, with that config.
+    let pid: i32 = docker_cli(&["inspect", "-f", "{{.State.Pid}}", &container])
+        .parse()
+        .unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let restarted = loop {
+        if let Some(i) = docker_gateway(&p, &scope).await
+            && i.is_healthy()
+            && i.replicas[0].restarts >= 1
+        {
+            break i;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the gateway did not come back after kill -9"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(restarted.id, gateway.id, "the same instance, restarted");
+    assert_eq!(client.config().await.unwrap(), config);
+    let (status, body) = http(client.proxy_addr(), "GET", "/", "", "").await;
+    assert_eq!((status, body.as_str()), (200, "canary\n"));
+
+    // `docker kill` stops it for good (Docker does not restart a container
+    // it was told to kill): the next ensure replaces it, with the same
+    // config on the same data port.
+    docker_cli(&["kill", &container]);
+    let dead = docker_gateway(&p, &scope).await.unwrap();
+    assert!(!dead.is_healthy(), "{dead:?}");
+    assert!(
+        tokio::net::TcpStream::connect(client.proxy_addr())
+            .await
+            .is_err()
+    );
+    let repaired = service.ensure(&infra).await.unwrap();
+    assert_ne!(repaired.instance(), client.instance(), "a new instance");
+    assert_eq!(
+        repaired.proxy_addr(),
+        client.proxy_addr(),
+        "the same data port"
+    );
+    assert_eq!(repaired.config().await.unwrap(), config, "the same config");
+    let (status, body) = http(repaired.proxy_addr(), "GET", "/", "", "").await;
+    assert_eq!((status, body.as_str()), (200, "canary\n"));
+    assert_eq!(
+        p.observe(&scope)
+            .await
+            .unwrap()
+            .iter()
+            .filter(|i| i.service == "iris-gateway")
+            .count(),
+        1,
+        "the killed instance is gone"
+    );
+
+    // `infra status` shows it, owned by the release controller; `plan`
+    // lists it as owned and `apply` leaves it alone.
+    let status_json: serde_json::Value =
+        serde_json::from_str(&cli(&["infra", "status", &root, "--json"])).unwrap();
+    let shown = status_json["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["service"] == "iris-gateway")
+        .unwrap_or_else(|| panic!("no gateway in {status_json:#}"));
+    assert_eq!(shown["owner"], "release");
+    let plan = cli(&["infra", "plan", &root]);
+    assert!(plan.contains("no changes"), "{plan}");
+    assert!(plan.contains("owned by release"), "{plan}");
+    let before = docker_gateway(&p, &scope).await.unwrap();
+    cli(&["infra", "apply", &root]);
+    let untouched = docker_gateway(&p, &scope).await.unwrap();
+    assert_eq!(
+        (untouched.id.as_str(), untouched.replicas[0].handle.as_str()),
+        (before.id.as_str(), before.replicas[0].handle.as_str())
+    );
+
+    // Its log: JSON lines, never the token.
+    let token = std::fs::read_to_string(dir.join("admin.token")).unwrap();
+    // The gateway logs to stderr, which `docker logs` gives back on its own.
+    let logs = Command::new("docker")
+        .args(["logs", &container_of(&scope, &untouched)])
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&logs.stderr);
+    assert!(log.contains("\"event\":\"started\""), "{log}");
+    assert!(!log.contains(token.trim()), "the token is never logged");
+
+    // `infra destroy` removes it and everything else of the project.
+    cli(&["infra", "destroy", &root]);
+    assert!(docker_gateway(&p, &scope).await.is_none());
+    assert!(
+        tokio::net::TcpStream::connect(client.proxy_addr())
+            .await
+            .is_err()
+    );
+    let label = format!("label=mlops.project={}", scope.project);
+    assert_eq!(docker_cli(&["ps", "-aq", "--filter", &label]), "");
+    assert_eq!(docker_cli(&["images", "-q", "--filter", &label]), "");
+    // The state directory outlives it: the next ensure finds its config.
+    assert_eq!(
+        mlops_release::service::read_config(&dir).unwrap(),
+        Some(config)
+    );
+}
