@@ -62,7 +62,7 @@ use crate::driver::{CsvColumns, DriverSettings, ObservedResponse, Samples};
 use crate::gateway::Config;
 use crate::rollout::{
     Baseline, CANARY, ReleaseEvidence, ReleaseTarget, RollbackEvidence, RolloutError, RoundRecord,
-    STABLE, Verdict, healthy_endpoints, split,
+    STABLE, Verdict, healthy_endpoints, set_variants, split,
 };
 use crate::service::{self, GatewayClient, GatewayProgram};
 use crate::settings::ReleaseSettings;
@@ -432,42 +432,63 @@ async fn run(ctx: &StepContext, infra: &StepInfra, c: &Canary) -> Result<(), Ste
 
     // Stable: the declared instance, serving the production version, all
     // of its replicas healthy before any traffic moves.
-    let stable_endpoints = match &stable {
-        Some(s) => {
-            let checked = target
-                .apply_declared(s)
-                .await
-                .and_then(|(instance, actions)| {
-                    for action in actions {
-                        ctx.log(action);
+    // A gateway already running (an earlier release) follows stable's
+    // instance if the apply replaces it, and then sends stable everything:
+    // a candidate an interrupted release left running loses its share
+    // before it is stopped.
+    let running = target.gateway().client().await.ok();
+    let stable_endpoints =
+        match &stable {
+            Some(s) => {
+                let checked = target.apply_declared(s, running.as_ref()).await.and_then(
+                    |(instance, actions)| {
+                        for action in actions {
+                            ctx.log(action);
+                        }
+                        if !instance.is_healthy() {
+                            return Err(RolloutError::Failed(format!(
+                                "instance {} has unhealthy replicas",
+                                instance.id
+                            )));
+                        }
+                        healthy_endpoints(&instance)
+                    },
+                );
+                match checked {
+                    Ok(endpoints) => Some(endpoints),
+                    Err(e) => {
+                        let why = format!("stable {} is not serving in full: {e}", s.id());
+                        return Err(end(
+                            ctx,
+                            &target,
+                            &mut state,
+                            &mut evidence,
+                            Verdict::Error,
+                            why,
+                            None,
+                        )
+                        .await);
                     }
-                    if !instance.is_healthy() {
-                        return Err(RolloutError::Failed(format!(
-                            "instance {} has unhealthy replicas",
-                            instance.id
-                        )));
-                    }
-                    healthy_endpoints(&instance)
-                });
-            match checked {
-                Ok(endpoints) => Some(endpoints),
-                Err(e) => {
-                    let why = format!("stable {} is not serving in full: {e}", s.id());
-                    return Err(end(
-                        ctx,
-                        &target,
-                        &mut state,
-                        &mut evidence,
-                        Verdict::Error,
-                        why,
-                        None,
-                    )
-                    .await);
                 }
             }
-        }
-        None => None,
-    };
+            None => None,
+        };
+
+    if let (Some(client), Some(endpoints)) = (&running, &stable_endpoints)
+        && let Err(e) = set_variants(client, vec![(STABLE, 100, endpoints.clone())]).await
+    {
+        let why = format!("the gateway refused to send everything to stable: {e}");
+        return Err(end(
+            ctx,
+            &target,
+            &mut state,
+            &mut evidence,
+            Verdict::Error,
+            why,
+            None,
+        )
+        .await);
+    }
 
     // The candidate: an instance the release controller owns.
     let instance = match target.start_candidate(&candidate).await {
@@ -583,6 +604,26 @@ async fn run(ctx: &StepContext, infra: &StepInfra, c: &Canary) -> Result<(), Ste
         }
     };
     evidence.reason = decision.reason.clone();
+    // An abort asked for during the last round wins over its verdict.
+    if let Some(who) = target
+        .read_state()
+        .await
+        .ok()
+        .flatten()
+        .and_then(|s| s.abort_requested)
+    {
+        let why = format!("aborted by {who}");
+        return Err(end(
+            ctx,
+            &target,
+            &mut state,
+            &mut evidence,
+            Verdict::Abort,
+            why,
+            Some(&live),
+        )
+        .await);
+    }
     match decision.action {
         RoundAction::Promote => {
             ctx.log(format!("promoting {}: {}", candidate.id(), decision.reason));

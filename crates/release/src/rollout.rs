@@ -333,9 +333,14 @@ impl ReleaseTarget {
     /// Applies the environment with `version` as the service's declared
     /// instance (new before old); returns that instance and the apply's
     /// actions.
+    ///
+    /// With `publish`, the gateway is sent to the new instance (every
+    /// request to it, as `stable`) once it is healthy and *before* the
+    /// instance it replaces stops, so no request finds a stopped replica.
     pub async fn apply_declared(
         &self,
         version: &ModelVersion,
+        publish: Option<&GatewayClient>,
     ) -> Result<(Instance, Vec<String>), RolloutError> {
         let dir = self.verified(version).await?;
         let mut models = BTreeMap::new();
@@ -356,6 +361,7 @@ impl ReleaseTarget {
         .await
         .map_err(failed)?;
         let only = [self.service.clone()];
+        let published = Arc::new(std::sync::Mutex::new(Vec::new()));
         let report = apply::apply(
             self.provider.as_ref(),
             &self.scope,
@@ -365,7 +371,7 @@ impl ReleaseTarget {
             &ApplyContext {
                 actor: self.actor.clone(),
                 step: self.step.clone(),
-                on_ready: None,
+                on_ready: publish.map(|client| self.publisher(client, &published)),
             },
         )
         .await
@@ -377,7 +383,13 @@ impl ReleaseTarget {
                 self.scope.environment
             ))
         })?;
-        let actions = report.actions.iter().map(ToString::to_string).collect();
+        let mut actions: Vec<String> = report.actions.iter().map(ToString::to_string).collect();
+        actions.extend(
+            published
+                .lock()
+                .map(|mut p| std::mem::take(&mut *p))
+                .unwrap_or_default(),
+        );
         let instance = report
             .instances
             .into_iter()
@@ -389,6 +401,55 @@ impl ReleaseTarget {
                 ))
             })?;
         Ok((instance, actions))
+    }
+
+    /// The apply hook that sends the gateway to a new declared instance of
+    /// the service. The hook is synchronous and runs on the apply's task:
+    /// the admin call is made from a thread of its own, with a runtime and
+    /// a client of its own, and waited for (milliseconds on loopback).
+    fn publisher(
+        &self,
+        client: &GatewayClient,
+        published: &Arc<std::sync::Mutex<Vec<String>>>,
+    ) -> apply::OnReady {
+        let (client, service, published) = (
+            client.detached(),
+            self.service.clone(),
+            Arc::clone(published),
+        );
+        apply::OnReady(Arc::new(move |instance: &Instance| {
+            if instance.service != service || instance.owner.is_some() {
+                return;
+            }
+            let Ok(endpoints) = healthy_endpoints(instance) else {
+                return;
+            };
+            let client = client.detached();
+            let line = std::thread::scope(|scope| {
+                scope
+                    .spawn(move || {
+                        let runtime = tokio::runtime::Builder::new_current_thread()
+                            .enable_all()
+                            .build()
+                            .map_err(|e| e.to_string())?;
+                        runtime
+                            .block_on(set_variants(&client, vec![(STABLE, 100, endpoints)]))
+                            .map_err(|e| e.to_string())
+                    })
+                    .join()
+            });
+            let line = match line {
+                Ok(Ok(_)) => format!(
+                    "the gateway sends every request to {} before the instance it replaces stops",
+                    instance.id
+                ),
+                Ok(Err(e)) => format!("the gateway was not re-pointed to {}: {e}", instance.id),
+                Err(_) => format!("the gateway was not re-pointed to {}", instance.id),
+            };
+            if let Ok(mut p) = published.lock() {
+                p.push(line);
+            }
+        }))
     }
 
     /// Runs `version` as an instance the `release` controller owns (one
@@ -465,7 +526,7 @@ impl ReleaseTarget {
                 candidate.id()
             ))
         };
-        let (declared, actions) = match self.apply_declared(candidate).await {
+        let (declared, actions) = match self.apply_declared(candidate, Some(client)).await {
             Ok(d) => d,
             Err(e) => return Err(undo(e).await),
         };

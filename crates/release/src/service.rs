@@ -754,6 +754,13 @@ impl GatewayClient {
         Ok(Self::new(&admin, token, proxy, &instance.id))
     }
 
+    /// The same gateway's client with connections of its own, for use from
+    /// another async runtime (a client's pooled connections belong to the
+    /// runtime that opened them).
+    pub fn detached(&self) -> Self {
+        Self::new(&self.admin, self.token.clone(), self.proxy, &self.instance)
+    }
+
     /// A client of the admin API at `admin` (`http://127.0.0.1:PORT`) of
     /// the gateway proxying on `proxy`, the instance `instance`.
     pub fn new(admin: &str, token: AdminToken, proxy: SocketAddr, instance: &str) -> Self {
