@@ -679,9 +679,10 @@ impl Drop for DockerDown<'_> {
 /// environment and model, deployed as a `FROM scratch` image into the
 /// engine and smoke-tested there; then destroyed, leaving nothing labelled
 /// with the project. Fails, saying how to get one, when no engine answers.
-/// Stage 4's gateway runs on the local provider only (docs/release.md), so
-/// the Docker run stops at stage 3 (`--stage cd`, which the local run's
-/// evidence of stages 1 and 2 allows).
+/// The Docker run stops at stage 3 (`--stage cd`, which the local run's
+/// evidence of stages 1 and 2 allows): the local run's canary promoted
+/// this model, so no version is left in staging, and the canary step,
+/// which a change of provider reruns, refuses to run without one.
 fn the_example_passes_with_the_docker_provider(iris: &Path) {
     if let Err(why) = docker_get("/_ping") {
         panic!(
