@@ -976,3 +976,92 @@ async fn without_a_version_the_model_dir_is_mounted() {
     assert!(provider.observe(scope).await.unwrap().is_empty());
     project.guard.assert_clean().await;
 }
+
+/// A controller's spec may run in the host's network (`host_network`):
+/// each replica listens on its own port of the host's 127.0.0.1 (as a
+/// local process does), nothing is published, no environment network is
+/// made, and it has no capabilities; its `state_dir` is bind-mounted
+/// read-write at the same path. A state directory that is missing or
+/// relative is refused before anything is made.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_network_service_listens_on_the_host_loopback_with_its_state() {
+    let docker = engine().await;
+    let provider = DockerProvider::connect().await.unwrap();
+    let project = Project::new(&docker, "hostnet");
+    let scope = &project.scope;
+    let state = scope.root.join("state");
+
+    let mut spec = iris_spec(2);
+    spec.host_network = true;
+    for (dir, says) in [
+        (state.clone(), "does not exist"),
+        (PathBuf::from("state"), "is not an absolute path"),
+    ] {
+        spec.state_dir = Some(dir);
+        let e = provider
+            .start(scope, &project.desired(spec.clone()))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(e, ProviderError::Invalid { .. }) && e.to_string().contains(says),
+            "{e}"
+        );
+        project.guard.assert_clean().await;
+    }
+    std::fs::create_dir(&state).unwrap();
+    spec.state_dir = Some(state.clone());
+
+    let started = provider
+        .start(scope, &project.desired(spec.clone()))
+        .await
+        .unwrap();
+    assert!(started.is_healthy(), "{started:#?}");
+    let endpoints = started.endpoints();
+    assert_eq!(endpoints.len(), 2, "{started:#?}");
+    assert_ne!(endpoints[0], endpoints[1]);
+    for (endpoint, c) in endpoints.iter().zip(containers(&docker, &started).await) {
+        assert!(endpoint.starts_with("http://127.0.0.1:"), "{endpoint}");
+        let (status, body) = http(endpoint, "POST", "/v2/models/iris/infer", INFER_BODY).await;
+        assert_eq!(status, 200, "{body}");
+        let host = c.host_config.as_ref().unwrap();
+        assert_eq!(host.network_mode.as_deref(), Some("host"));
+        assert!(
+            host.port_bindings.as_ref().is_none_or(|b| b.is_empty()),
+            "{:?}",
+            host.port_bindings
+        );
+        assert_eq!(host.cap_drop.as_deref(), Some(&["ALL".to_owned()][..]));
+        let container_labels = c.config.as_ref().unwrap().labels.as_ref().unwrap();
+        assert_eq!(
+            format!("http://127.0.0.1:{}", container_labels[labels::HOST_PORT]),
+            *endpoint
+        );
+        let mount = c
+            .mounts
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|m| m.destination.as_deref() == state.to_str())
+            .unwrap_or_else(|| panic!("no state mount: {:?}", c.mounts));
+        assert_eq!(mount.rw, Some(true));
+    }
+    let networks = docker
+        .list_networks(Some(
+            ListNetworksOptionsBuilder::default()
+                .filters(&project.guard.filter())
+                .build(),
+        ))
+        .await
+        .unwrap();
+    assert!(networks.is_empty(), "no environment network: {networks:?}");
+
+    // Scaled, a new replica is in the host's network too.
+    let scaled = provider.scale(scope, &started, 3).await.unwrap();
+    assert!(scaled.is_healthy(), "{scaled:#?}");
+    let third = scaled.endpoints()[2].clone();
+    assert_eq!(http(&third, "GET", "/v2/health/ready", "").await.0, 200);
+
+    provider.stop(scope, &scaled).await.unwrap();
+    assert!(provider.observe(scope).await.unwrap().is_empty());
+    project.guard.assert_clean().await;
+}

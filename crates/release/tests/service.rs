@@ -653,6 +653,11 @@ async fn the_gateway_runs_on_docker_in_front_of_containers() {
     let inspected = &inspected[0];
     assert_eq!(inspected["HostConfig"]["NetworkMode"], "host");
     assert_eq!(inspected["HostConfig"]["RestartPolicy"]["Name"], "always");
+    assert_eq!(
+        inspected["HostConfig"]["CapDrop"],
+        serde_json::json!(["ALL"])
+    );
+    assert_eq!(inspected["HostConfig"]["ReadonlyRootfs"], true);
     let state_mount = inspected["Mounts"]
         .as_array()
         .unwrap()

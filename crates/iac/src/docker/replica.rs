@@ -213,8 +213,11 @@ impl ReplicaTemplate {
             }),
             network_mode: Some(self.network.clone()),
             // A service running as root asked for root: it keeps Docker's
-            // default capabilities. Anyone else needs none.
-            cap_drop: (!runs_as_root(&spec.user)).then(|| vec!["ALL".to_owned()]),
+            // default capabilities. Anyone else needs none, and neither
+            // does anything in the host's network (NET_RAW there would
+            // reach the host's own interfaces).
+            cap_drop: (!runs_as_root(&spec.user) || spec.host_network)
+                .then(|| vec!["ALL".to_owned()]),
             security_opt: Some(vec!["no-new-privileges:true".to_owned()]),
             log_config: Some(HostConfigLogConfig {
                 typ: Some("json-file".to_owned()),
@@ -326,10 +329,12 @@ impl DockerProvider {
                 match status {
                     Some(ContainerStateStatusEnum::RUNNING) => {
                         let Some(port) = replica_port(&inspect, spec) else {
-                            return Check::Failed(
-                                format!("replica {index}: port {} is not published yet", spec.port),
-                                false,
-                            );
+                            let what = if spec.host_network {
+                                format!("its {} label is missing", labels::HOST_PORT)
+                            } else {
+                                format!("port {} is not published yet", spec.port)
+                            };
+                            return Check::Failed(format!("replica {index}: {what}"), false);
                         };
                         match crate::health::check(port, &health.path, health.timeout).await {
                             Ok(_) => Check::Healthy,
