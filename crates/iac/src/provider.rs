@@ -395,6 +395,30 @@ pub fn fill(
         .replace("{model-version}", version)
 }
 
+/// Refuses a `state_dir` that is not an existing absolute directory, on
+/// every provider alike: Docker would create a missing one (owned by
+/// root), and a relative path would name another directory inside a
+/// container than outside.
+pub fn check_state_dir(spec: &ServiceSpec) -> Result<(), ProviderError> {
+    let Some(dir) = &spec.state_dir else {
+        return Ok(());
+    };
+    let detail = if !dir.is_absolute() {
+        format!(
+            "the state directory {} is not an absolute path",
+            dir.display()
+        )
+    } else if !dir.is_dir() {
+        format!("the state directory {} does not exist", dir.display())
+    } else {
+        return Ok(());
+    };
+    Err(ProviderError::Invalid {
+        service: spec.name.clone(),
+        detail,
+    })
+}
+
 /// The environment of one replica: the declared variables with their
 /// placeholders filled, plus `PORT`, `HOST`, `MLOPS_SERVICE`,
 /// `MLOPS_REPLICA`, `MLOPS_MODEL_DIR` and `MLOPS_MODEL_VERSION` unless

@@ -210,11 +210,11 @@ pub struct ServiceSpec {
     /// Docker: run in the host's network namespace instead of the
     /// environment's network, as the local provider runs every process:
     /// `{host}` is 127.0.0.1 and `{port}` a port on the host's loopback
-    /// (`host_port`, else one chosen when the replica is created), and
-    /// nothing is published. For a controller's service that must reach
-    /// replicas at the addresses the host sees them at (the release
-    /// gateway); not a manifest key. Absent when false, so other specs'
-    /// revisions are what they were.
+    /// (`host_port`, else one chosen when the replica is created), nothing
+    /// is published, and the container has no capabilities. For a
+    /// controller's service that must reach replicas at the addresses the
+    /// host sees them at (the release gateway); not a manifest key. Absent
+    /// when false, so other specs' revisions are what they were.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub host_network: bool,
     /// A directory (absolute) the service keeps its state in across

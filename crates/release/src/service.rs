@@ -42,10 +42,11 @@
 //! One spec serves both providers ([`GatewayService::spec`]). On Docker the
 //! instance is a container of a `FROM scratch` image of the program and
 //! the libraries `ldd` lists (as iac builds a `binary` service), with a
-//! read-only root, restarted by Docker's `always` policy, running as the
-//! owner of the state directory (so `admin.token` stays 0600 on the host
-//! and the gateway can write `config.json` beside it), the state directory
-//! bind-mounted read-write at its own path (`ServiceSpec::state_dir`).
+//! read-only root and no capabilities, restarted by Docker's `always`
+//! policy, running as the owner of the state directory (so `admin.token`
+//! stays 0600 on the host and the gateway can write `config.json` beside
+//! it), the state directory bind-mounted read-write at its own path
+//! (`ServiceSpec::state_dir`).
 //!
 //! The network: the container runs in the host's network namespace
 //! (`ServiceSpec::host_network`) and, exactly as the local process does,

@@ -12,7 +12,8 @@ use super::record::{self, InstanceRecord};
 use super::replica::{ReplicaTemplate, ensure_port_free};
 use super::{DockerProvider, LISTEN_HOST, MODEL_DIR, labels, new_instance_id};
 use crate::provider::{
-    Desired, Instance, ModelRef, ProviderError, Scope, model_dir, named_model_files, replica_env,
+    Desired, Instance, ModelRef, ProviderError, Scope, check_state_dir, model_dir,
+    named_model_files, replica_env,
 };
 use crate::spec::{EnvValue, ProviderKind, ServiceSpec};
 
@@ -98,29 +99,6 @@ fn model_source(scope: &Scope, desired: &Desired) -> Result<PathBuf, ProviderErr
         }
     }
     Ok(dir)
-}
-
-/// Refuses a `state_dir` that is not an existing absolute directory:
-/// Docker would create a missing one (owned by root), and a relative path
-/// would mean another directory inside the container than outside.
-fn check_state_dir(spec: &ServiceSpec) -> Result<(), ProviderError> {
-    let Some(dir) = &spec.state_dir else {
-        return Ok(());
-    };
-    let detail = if !dir.is_absolute() {
-        format!(
-            "the state directory {} is not an absolute path",
-            dir.display()
-        )
-    } else if !dir.is_dir() {
-        format!("the state directory {} does not exist", dir.display())
-    } else {
-        return Ok(());
-    };
-    Err(ProviderError::Invalid {
-        service: spec.name.clone(),
-        detail,
-    })
 }
 
 /// Whether a container running as `user` (`uid[:gid]`) can read `meta`'s

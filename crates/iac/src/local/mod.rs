@@ -270,6 +270,7 @@ impl LocalProvider {
             )));
         }
         crate::provider::replica_env(desired, 1, "127.0.0.1", "", 0)?;
+        crate::provider::check_state_dir(spec)?;
         if let Some(port) = spec.host_port
             && std::net::TcpListener::bind(("127.0.0.1", port)).is_err()
         {
