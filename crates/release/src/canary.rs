@@ -353,10 +353,13 @@ async fn run(ctx: &StepContext, infra: &StepInfra, c: &Canary) -> Result<(), Ste
     };
     let (candidate, stable) = target.versions().await.map_err(failure)?;
     let Some(candidate) = candidate else {
-        return Err(failure(format!(
-            "no version of model `{}` is in staging: deploy one to staging (a `deploy` step) before the canary",
-            c.model
-        )));
+        return match stable {
+            Some(production) => unchanged(ctx, &target, &production).await,
+            None => Err(failure(format!(
+                "no version of model `{}` is in staging: deploy one to staging (a `deploy` step) before the canary",
+                c.model
+            ))),
+        };
     };
     let samples = load_samples(ctx, &c.source).await?;
     target.verified(&candidate).await.map_err(failure)?;
@@ -744,6 +747,63 @@ async fn run(ctx: &StepContext, infra: &StepInfra, c: &Canary) -> Result<(), Ste
     }
 }
 
+/// No candidate in staging, and a version in production. When that is the
+/// model's newest version there is nothing to release (a rerun, another
+/// provider, a destroyed environment): production is made to run behind
+/// the gateway and the step passes. When a newer version exists, it was
+/// taken out (rolled back or archived): the step fails saying so, rather
+/// than passing a release that did not happen.
+async fn unchanged(
+    ctx: &StepContext,
+    target: &ReleaseTarget,
+    production: &ModelVersion,
+) -> Result<(), StepFailure> {
+    let model = target.model.clone();
+    let newest = target
+        .ledger
+        .call(move |l| l.model_versions(Some(&model)))
+        .await
+        .map_err(failure)?
+        .into_iter()
+        .max_by_key(|v| v.number);
+    if let Some(newest) = newest
+        && newest.number > production.number
+    {
+        return Err(failure(format!(
+            "nothing to release: the newest version {} is {} and production is {}; train and deploy a new version to release again",
+            newest.id(),
+            newest.stage.as_str(),
+            production.id()
+        )));
+    }
+    let running = target.gateway().client().await.ok();
+    let (instance, actions) = target
+        .apply_declared(production, running.as_ref())
+        .await
+        .map_err(failure)?;
+    for action in actions {
+        ctx.log(action);
+    }
+    let endpoints = healthy_endpoints(&instance).map_err(failure)?;
+    let client = target.gateway().ensure(&target.spec).await.map_err(|e| {
+        failure(format!(
+            "the gateway of `{}` did not start: {e}",
+            target.service
+        ))
+    })?;
+    set_variants(&client, vec![(STABLE, 100, endpoints)])
+        .await
+        .map_err(|e| failure(format!("the gateway refused stable: {e}")))?;
+    ctx.log(format!(
+        "nothing to release: {} is the newest version of `{}` and already production; it serves in `{}` behind the gateway at {}",
+        production.id(),
+        target.model,
+        target.environment(),
+        client.proxy_url()
+    ));
+    Ok(())
+}
+
 /// What serves while the rounds run.
 struct Live<'a> {
     client: &'a GatewayClient,
@@ -836,12 +896,22 @@ async fn rounds(
     state: &mut ReleaseState,
     evidence: &mut ReleaseEvidence,
 ) -> Result<RoundDecision, Stopped> {
+    // A first release has no stable to share traffic with: the candidate
+    // takes everything whatever the weight, so one round at 100 % says all
+    // the steps would.
+    let steps: &[u32] = if live.stable.is_some() {
+        &c.steps
+    } else {
+        ctx.log("a first release: one round with all the traffic, judged by the SLOs");
+        &[100]
+    };
+    state.rounds = u32::try_from(steps.len()).unwrap_or(u32::MAX);
     let mut tracker = RoundTracker::new(c.policy.clone());
     let mut baseline: Option<VariantMeasurements> = None;
     let mut at = 0usize;
     let mut round_no = 0u32;
     loop {
-        let Some(&weight) = c.steps.get(at) else {
+        let Some(&weight) = steps.get(at) else {
             // Unreachable: a pass at the last weight promotes below.
             return Ok(RoundDecision {
                 action: RoundAction::Pause,
@@ -899,7 +969,7 @@ async fn rounds(
         let mut decided = tracker.record(verdict);
         if decided.action == RoundAction::Continue
             && verdict == StepVerdict::Pass
-            && at + 1 == c.steps.len()
+            && at + 1 == steps.len()
         {
             decided = RoundDecision {
                 action: RoundAction::Promote,

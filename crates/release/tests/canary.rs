@@ -31,7 +31,9 @@ fn a_first_release_and_a_second_are_promoted_and_a_failing_candidate_rolls_back(
     assert_eq!(release["verdict"], "promote", "{release:#}");
     assert_eq!(release["candidate"], "iris:1");
     assert!(release["stable"].is_null());
-    assert_eq!(release["rounds"].as_array().map(Vec::len), Some(2));
+    // No stable to share with: one round with all the traffic.
+    assert_eq!(release["rounds"].as_array().map(Vec::len), Some(1));
+    assert_eq!(release["rounds"][0]["weight"], 100);
     assert!(release["rounds"][0]["analysis"]["stable"].is_null());
     let ledger = Ledger::open(dir).unwrap();
     let production = |ledger: &Ledger| {
@@ -52,7 +54,7 @@ fn a_first_release_and_a_second_are_promoted_and_a_failing_candidate_rolls_back(
     };
     assert_eq!(owned(dir), 0, "the canary instance is gone");
     let log1 = log(dir, canary);
-    assert!(log1.contains("round 1: canary 50%"), "{log1}");
+    assert!(log1.contains("round 1: canary 100%"), "{log1}");
     eprintln!("first release:\n{log1}");
 
     // 2. A new version (another training order): compared with stable.
@@ -83,6 +85,29 @@ fn a_first_release_and_a_second_are_promoted_and_a_failing_candidate_rolls_back(
         Some("iris:2"),
         "{declared:?}"
     );
+    let (status, variant, _) = infer(&proxy);
+    assert_eq!((status, variant.as_str()), (200, "stable"));
+
+    // A forced rerun with nothing new in staging: production is the
+    // newest version, so there is nothing to release and the step passes,
+    // production still serving behind the gateway.
+    let forced = mlops_testkit::run(
+        dir,
+        &registry,
+        mlops_core::RunOptions {
+            force: true,
+            ..mlops_core::RunOptions::default()
+        },
+    )
+    .unwrap();
+    let canary = step(&forced, "canary");
+    assert_eq!(canary.status, StepStatus::Passed, "{}", log(dir, canary));
+    assert!(
+        log(dir, canary).contains("nothing to release"),
+        "{}",
+        log(dir, canary)
+    );
+    assert_eq!(production(&ledger), Some(2));
     let (status, variant, _) = infer(&proxy);
     assert_eq!((status, variant.as_str()), (200, "stable"));
 
@@ -121,6 +146,16 @@ fn a_first_release_and_a_second_are_promoted_and_a_failing_candidate_rolls_back(
     let declared: Vec<_> = instances(dir, "production", "iris");
     assert_eq!(declared.len(), 1, "{declared:?}");
     assert_eq!(declared[0].model_version.as_deref(), Some("iris:2"));
+
+    // Run again: the rolled-back iris:3 is still the newest version. The
+    // release does not pass (deploy stages iris:3 again and the canary
+    // rolls it back again, or, with nothing staged, the canary says there
+    // is nothing to release); production stays iris:2.
+    let run =
+        mlops_testkit::run_manifest(dir, &manifest(", max-p99-latency-ms = 0.001"), &registry);
+    let canary = step(&run, "canary");
+    assert_eq!(canary.status, StepStatus::Failed, "{}", log(dir, canary));
+    assert_eq!(production(&ledger), Some(2));
 
     drop(cleanup);
     assert!(
