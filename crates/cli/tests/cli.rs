@@ -652,16 +652,18 @@ fn docker_labelled(label: &str) -> [Value; 3] {
     })
 }
 
-/// `mlops infra destroy` of the Docker deployment to staging.
-const DOCKER_DESTROY: &[&str] = &[
-    "infra",
-    "destroy",
-    ".",
-    "--env",
-    "staging",
-    "--provider",
-    "docker",
-];
+/// `mlops infra destroy` of the Docker deployment to `env`.
+fn docker_destroy(env: &str) -> [&str; 7] {
+    [
+        "infra",
+        "destroy",
+        ".",
+        "--env",
+        env,
+        "--provider",
+        "docker",
+    ]
+}
 
 /// Takes the Docker deployment down when a failed assertion unwinds, so a
 /// failing run leaves nothing in the engine.
@@ -670,19 +672,21 @@ struct DockerDown<'a>(&'a Path);
 impl Drop for DockerDown<'_> {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            let _ = run(DOCKER_DESTROY, self.0);
+            for env in ["staging", "production"] {
+                let _ = run(&docker_destroy(env), self.0);
+            }
         }
     }
 }
 
-/// The iris pipeline's stage 3 again with `--provider docker`: the same
-/// environment and model, deployed as a `FROM scratch` image into the
-/// engine and smoke-tested there; then destroyed, leaving nothing labelled
-/// with the project. Fails, saying how to get one, when no engine answers.
-/// The Docker run stops at stage 3 (`--stage cd`, which the local run's
-/// evidence of stages 1 and 2 allows): the local run's canary promoted
-/// this model, so no version is left in staging, and the canary step,
-/// which a change of provider reruns, refuses to run without one.
+/// The iris pipeline from stage 3 on again with `--provider docker`: the
+/// same environment and model, deployed as a `FROM scratch` image into the
+/// engine and smoke-tested there, then released: the local run's canary
+/// promoted this model, so nothing new is in staging and the canary
+/// (rerun by the change of provider) makes production run on Docker
+/// behind the gateway's own `FROM scratch` container, which answers. Then
+/// both environments are destroyed, leaving nothing labelled with the
+/// project. Fails, saying how to get one, when no engine answers.
 fn the_example_passes_with_the_docker_provider(iris: &Path) {
     if let Err(why) = docker_get("/_ping") {
         panic!(
@@ -696,7 +700,7 @@ fn the_example_passes_with_the_docker_provider(iris: &Path) {
             "pipeline",
             "run",
             ".",
-            "--stage",
+            "--from",
             "cd",
             "--provider",
             "docker",
@@ -712,12 +716,51 @@ fn the_example_passes_with_the_docker_provider(iris: &Path) {
     assert_eq!(deploy["endpoints"].as_array().unwrap().len(), 2, "{deploy}");
     let smoke = &step(&s, "smoke")["evidence"][0]["body"];
     assert_eq!(smoke["failed"], 0, "{smoke}");
-    let [containers, images, _] = docker_labelled("mlops.project=iris");
-    assert_eq!(containers.as_array().unwrap().len(), 2, "{containers:#}");
-    assert_eq!(images.as_array().unwrap().len(), 1, "{images:#}");
-
-    let o = run(DOCKER_DESTROY, iris);
+    let canary = step(&s, "canary");
+    assert_eq!(canary["status"], "passed", "{canary:#}");
+    // Production on Docker: iris's two replicas and the gateway, which
+    // answers an inference from its proxy on the host's loopback.
+    let o = run(
+        &[
+            "release",
+            "status",
+            "--path",
+            ".",
+            "--provider",
+            "docker",
+            "--json",
+        ],
+        iris,
+    );
     assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    let status: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(status["gateway"]["running"], true, "{status:#}");
+    assert_eq!(status["production"]["id"], "iris:1", "{status:#}");
+    let proxy = status["gateway"]["proxy"].as_str().unwrap().to_owned();
+    let body = r#"{"inputs":[{"name":"input-0","shape":[1,4],"datatype":"FP64","data":[5.1,3.5,1.4,0.2]}]}"#;
+    use std::io::Write as _;
+    let addr = proxy.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        stream,
+        "POST /v2/models/iris/infer HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut answer = String::new();
+    std::io::Read::read_to_string(&mut stream, &mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let [containers, images, _] = docker_labelled("mlops.project=iris");
+    // staging: 2 replicas; production: 2 replicas and the gateway; the
+    // images of iris and of the gateway
+    assert_eq!(containers.as_array().unwrap().len(), 5, "{containers:#}");
+    assert_eq!(images.as_array().unwrap().len(), 2, "{images:#}");
+
+    for env in ["staging", "production"] {
+        let o = run(&docker_destroy(env), iris);
+        assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    }
+
     for left in docker_labelled("mlops.project=iris") {
         assert_eq!(left, serde_json::json!([]), "left in the engine");
     }
