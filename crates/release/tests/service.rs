@@ -827,3 +827,109 @@ async fn the_gateway_runs_on_docker_in_front_of_containers() {
         Some(config)
     );
 }
+
+/// Stage 4 on Docker as a user runs it: `mlops pipeline run` deploys iris
+/// to staging in a container and the `canary` step releases it to
+/// production through the gateway's container, routing to the replicas'
+/// endpoints as the provider reports them; a second model is compared
+/// with the first there and promoted. Destroying both environments leaves
+/// nothing in the engine.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_releases_through_the_gateway_on_docker() {
+    let _engine = docker().await;
+    let (_dir, scope, _guard) = docker_project();
+    let root = scope.root.clone();
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/iris/data/iris.csv"),
+        root.join("requests.csv"),
+    )
+    .unwrap();
+    // A version's files are where `package` found them, at the top.
+    for file in ["model.json", "metrics.json"] {
+        std::fs::copy(root.join("model").join(file), root.join(file)).unwrap();
+    }
+    let manifest = std::fs::read_to_string(root.join("mlops.toml"))
+        .unwrap()
+        .replace("replicas = 2", "replicas = 1");
+    std::fs::write(
+        root.join("mlops.toml"),
+        format!(
+            r#"{manifest}
+[ci.steps.check]
+run = "true"
+
+[cd.steps.package]
+kind = "package"
+with = {{ model = "iris", files = ["model.json"], metrics = "metrics.json" }}
+
+[cd.steps.deploy]
+kind = "deploy"
+with = {{ service = "iris", model = "iris", version = "latest", environment = "staging" }}
+depends-on = ["package"]
+
+[release]
+service = "iris"
+model = "iris"
+
+[release.steps.canary]
+kind = "canary"
+with = {{ steps = [50, 100], hold = "1s", traffic = {{ csv = "requests.csv", exclude = ["species"], rate = 40 }}, analysis = {{ min-sample-size = 8, max-error-rate = 0.01, alpha = 0.01 }} }}
+"#
+        ),
+    )
+    .unwrap();
+    let at = root.to_str().unwrap();
+    // Runs the pipeline; the canary's evidence: promoted, against `stable`.
+    let release = |stable: serde_json::Value| {
+        cli(&["pipeline", "run", at]);
+        let status: serde_json::Value =
+            serde_json::from_str(&cli(&["pipeline", "status", at, "--json"])).unwrap();
+        let canary = status["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == "canary")
+            .unwrap_or_else(|| panic!("no canary step in {status:#}"));
+        let body = &canary["evidence"][0]["body"];
+        assert_eq!(body["verdict"], "promote", "{canary:#}");
+        assert_eq!(body["stable"], stable, "{canary:#}");
+        body["gateway"].as_str().unwrap().to_owned()
+    };
+    let gateway_url = release(serde_json::Value::Null);
+
+    // The gateway runs in production, in a container, in front of iris.
+    let production = Scope {
+        environment: "production".into(),
+        ..scope.clone()
+    };
+    let p = docker().await;
+    let gateway = docker_gateway(&p, &production)
+        .await
+        .expect("the gateway runs in production");
+    assert_eq!(gateway.owner.as_deref(), Some("release"));
+    let proxy: SocketAddr = gateway_url.trim_start_matches("http://").parse().unwrap();
+    let (status, body) = http(proxy, "POST", "/v2/models/iris/infer", "", INFER).await;
+    assert_eq!(status, 200, "{body}");
+
+    // A second model: compared with the first, promoted.
+    let trained = Command::new(iris())
+        .args(["train", "--epochs", "1500", "--data"])
+        .arg(root.join("requests.csv"))
+        .arg("--model")
+        .arg(root.join("model.json"))
+        .arg("--metrics")
+        .arg(root.join("metrics.json"))
+        .output()
+        .unwrap();
+    assert!(trained.status.success(), "iris train: {trained:?}");
+    assert_eq!(release(serde_json::json!("iris:1")), gateway_url);
+    let (status, body) = http(proxy, "POST", "/v2/models/iris/infer", "", INFER).await;
+    assert_eq!(status, 200, "{body}");
+
+    for env in ["production", "staging"] {
+        cli(&["infra", "destroy", at, "--env", env]);
+    }
+    let label = format!("label=mlops.project={}", scope.project);
+    assert_eq!(docker_cli(&["ps", "-aq", "--filter", &label]), "");
+    assert_eq!(docker_cli(&["images", "-q", "--filter", &label]), "");
+}
