@@ -21,7 +21,23 @@
 //! - [`settings`]: the `[release]` settings (service, model, environment);
 //! - [`canary`]: the `canary` step kind, which runs the staging version
 //!   beside production behind the gateway, shifts traffic to it step by
-//!   step, analyzes every step and promotes or rolls back.
+//!   step, analyzes every step and promotes or rolls back;
+//! - [`blue_green`]: the `blue-green` kind, which runs the staging
+//!   version as a preview reached by a header, analyzes it against stable,
+//!   switches every request at once and keeps the old colour warm for
+//!   `keep-old`;
+//! - [`ab`]: the `ab` kind, an experiment between production (A) and the
+//!   staging version (B) assigned per user by the gateway, one metric
+//!   compared with a hypothesis test, the winner reported (and promoted
+//!   when asked);
+//! - [`shadow`]: the `shadow` kind, a pre-check that mirrors traffic to
+//!   the staging version, compares its answers and prediction
+//!   distributions with stable's, and leaves it in staging for the next
+//!   step or archives it.
+//!
+//! The strategies share one module (`strategy`: the common `with` keys,
+//! starting and ending a release, driving and tallying sample traffic)
+//! over the rollout core ([`rollout`]).
 //!
 //! [`register`] adds the settings, the kinds and the evidence kinds to a
 //! [`KindRegistry`]. It depends on `core` and the crates of earlier stages
@@ -31,7 +47,9 @@ use std::sync::Arc;
 
 use mlops_core::{EvidenceKind, KindRegistry, RegistryError, Stage};
 
+pub mod ab;
 pub mod analysis;
+pub mod blue_green;
 pub mod canary;
 pub mod control;
 pub mod driver;
@@ -39,8 +57,10 @@ pub mod gateway;
 pub mod rollout;
 pub mod service;
 pub mod settings;
+pub mod shadow;
 pub mod state;
 pub mod stats;
+mod strategy;
 
 /// The evidence kinds stage 4 records.
 pub mod evidence {
@@ -51,14 +71,18 @@ pub mod evidence {
     pub const ROLLBACK: &str = "rollback";
 }
 
-/// Registers stage 4: the `[release]` settings, the kind `canary`, and the
-/// evidence kinds `release` and `rollback`. The `canary` kind runs the
+/// Registers stage 4: the `[release]` settings, the kinds `canary`,
+/// `blue-green`, `ab` and `shadow`, and the evidence kinds `release` and
+/// `rollback`. The release kinds run the
 /// gateway with the [`service::GatewayProgram`] option when the registry
 /// has one (the CLI sets its own executable), else with `mlops` from beside
 /// the running program or from `PATH`.
 pub fn register(registry: &mut KindRegistry) -> Result<(), RegistryError> {
     registry.register_stage_settings(Stage::Release, settings::section())?;
     registry.register(Arc::new(canary::CanaryKind))?;
+    registry.register(Arc::new(blue_green::BlueGreenKind))?;
+    registry.register(Arc::new(ab::AbKind))?;
+    registry.register(Arc::new(shadow::ShadowKind))?;
     for name in [evidence::RELEASE, evidence::ROLLBACK] {
         registry.register_evidence(EvidenceKind {
             name,

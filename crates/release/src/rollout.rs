@@ -61,6 +61,14 @@ pub enum Verdict {
     /// Something other than the candidate failed (the gateway, the stable
     /// instance, starting the candidate); the candidate stays in staging.
     Error,
+    /// The candidate passed a step that does not promote (a `shadow`, an
+    /// `ab` experiment that reports): it stays in staging for the next
+    /// step.
+    Pass,
+    /// Too little evidence to judge a step that does not hold traffic for
+    /// a human (a `shadow`, an `ab` experiment): the candidate stays in
+    /// staging and the step fails.
+    Inconclusive,
 }
 
 /// Which measurements of stable a round compared the candidate with.
@@ -111,7 +119,7 @@ fn no_baseline() -> Baseline {
 /// verdict, and the settings that turned them into it.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct ReleaseEvidence {
-    /// `canary`.
+    /// `canary`, `blue-green`, `ab` or `shadow`.
     pub strategy: String,
     /// How the release ended.
     pub verdict: Verdict,

@@ -32,6 +32,10 @@ pub enum Phase {
     Interrupted,
     /// The candidate is production.
     Promoted,
+    /// The candidate passed a step that does not promote (a `shadow`, an
+    /// `ab` experiment that only reports): its instance is stopped and it
+    /// stays in staging for the next step.
+    Passed,
     /// The candidate was taken out by the analysis (or a rollback of
     /// production to an earlier version was done).
     RolledBack,
@@ -55,6 +59,7 @@ impl Phase {
             Phase::Paused => "paused",
             Phase::Interrupted => "interrupted",
             Phase::Promoted => "promoted",
+            Phase::Passed => "passed",
             Phase::RolledBack => "rolled-back",
             Phase::Aborted => "aborted",
             Phase::Failed => "failed",
@@ -78,7 +83,8 @@ pub struct ReleaseState {
     pub model: String,
     /// The release environment.
     pub environment: String,
-    /// `canary`, or `rollback` for a rollback of production.
+    /// `canary`, `blue-green`, `ab` or `shadow`, or `rollback` for a
+    /// rollback of production.
     pub strategy: String,
     /// The candidate's registry number.
     pub candidate: i64,

@@ -80,6 +80,22 @@ pub(crate) fn manifest(slo: &str) -> String {
 /// The pipeline with the canary's `analysis` keys and more of its `with`
 /// keys (`extra`).
 pub(crate) fn manifest_with(analysis: &str, extra: &str) -> String {
+    manifest_release(
+        &["model.json"],
+        &format!(
+            r#"
+[release.steps.canary]
+kind = "canary"
+with = {{ steps = [50, 100], hold = "1s", traffic = {{ csv = "requests.csv", exclude = ["species"], rate = 40 }}, analysis = {{ {analysis} }}{extra} }}
+"#
+        ),
+    )
+}
+
+/// The pipeline packaging `files` (beside `metrics.json`), deploying to
+/// staging, and releasing with `release_steps` (`[release.steps.*]`
+/// tables).
+pub(crate) fn manifest_release(files: &[&str], release_steps: &str) -> String {
     format!(
         r#"
 [project]
@@ -102,7 +118,7 @@ run = "true"
 
 [cd.steps.package]
 kind = "package"
-with = {{ model = "iris", files = ["model.json"], metrics = "metrics.json" }}
+with = {{ model = "iris", files = {files:?}, metrics = "metrics.json" }}
 
 [cd.steps.deploy]
 kind = "deploy"
@@ -112,13 +128,53 @@ depends-on = ["package"]
 [release]
 service = "iris"
 model = "iris"
-
-[release.steps.canary]
-kind = "canary"
-with = {{ steps = [50, 100], hold = "1s", traffic = {{ csv = "requests.csv", exclude = ["species"], rate = 40 }}, analysis = {{ {analysis} }}{extra} }}
-"#,
+{release_steps}"#,
         iris = built("iris").display()
     )
+}
+
+/// Trains iris on `data` with more `iris train` flags (`--epochs 3`).
+pub(crate) fn train_with(dir: &Path, data: &Path, flags: &[&str]) {
+    let out = std::process::Command::new(built("iris"))
+        .arg("train")
+        .arg("--data")
+        .arg(data)
+        .arg("--model")
+        .arg(dir.join("model.json"))
+        .arg("--metrics")
+        .arg(dir.join("metrics.json"))
+        .args(flags)
+        .output()
+        .expect("run iris train");
+    assert!(
+        out.status.success(),
+        "iris train failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The release state file of iris in production, if written.
+pub(crate) fn release_state(dir: &Path) -> Option<serde_json::Value> {
+    let text = std::fs::read_to_string(dir.join(".mlops/release/production/iris.json")).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+/// A model version's stage in the registry.
+pub(crate) fn stage_of(dir: &Path, number: i64) -> Option<mlops_core::registry::ModelStage> {
+    Ledger::open(dir)
+        .ok()?
+        .model_version("iris", number)
+        .ok()?
+        .map(|v| v.stage)
+}
+
+/// The production version's number.
+pub(crate) fn production(dir: &Path) -> Option<i64> {
+    Ledger::open(dir)
+        .ok()?
+        .model_in_stage("iris", mlops_core::registry::ModelStage::Production)
+        .ok()?
+        .map(|v| v.number)
 }
 
 pub(crate) fn step<'a>(run: &'a RunSummary, name: &str) -> &'a StepSummary {
