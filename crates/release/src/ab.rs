@@ -94,13 +94,13 @@ struct AbWire {
     sticky: Option<toml::Spanned<StickyWire>>,
     #[serde(default = "default_metric")]
     metric: Metric,
-    output: Option<String>,
+    output: Option<toml::Spanned<String>>,
     #[serde(default = "default_true")]
     higher_is_better: bool,
     #[serde(default = "default_alpha")]
     alpha: toml::Spanned<f64>,
     #[serde(default = "default_min_sample_size")]
-    min_sample_size: u64,
+    min_sample_size: toml::Spanned<u64>,
     #[serde(default = "default_promote")]
     promote: PromotePolicy,
     drain: Option<toml::Spanned<String>>,
@@ -118,8 +118,8 @@ fn default_true() -> bool {
 fn default_alpha() -> toml::Spanned<f64> {
     toml::Spanned::new(0..0, 0.05)
 }
-fn default_min_sample_size() -> u64 {
-    100
+fn default_min_sample_size() -> toml::Spanned<u64> {
+    toml::Spanned::new(0..0, 100)
 }
 fn default_promote() -> PromotePolicy {
     PromotePolicy::Never
@@ -186,16 +186,18 @@ impl StepKind for AbKind {
                 Some(non_empty(wire.alpha.span(), &span)),
             ));
         }
-        if wire.min_sample_size == 0 {
+        if *wire.min_sample_size.get_ref() == 0 {
             errors.push(Diagnostic::new(
                 "`min-sample-size` must be at least 1",
-                Some(span.clone()),
+                Some(non_empty(wire.min_sample_size.span(), &span)),
             ));
         }
-        if wire.output.is_some() && wire.metric != Metric::OutputMean {
+        if let Some(output) = &wire.output
+            && wire.metric != Metric::OutputMean
+        {
             errors.push(Diagnostic::new(
                 "`output` is read only with `metric = \"output-mean\"`",
-                Some(span.clone()),
+                Some(output.span()),
             ));
         }
         let sticky = match &wire.sticky {
@@ -228,10 +230,10 @@ impl StepKind for AbKind {
             experiment: Experiment {
                 share,
                 metric: wire.metric,
-                output: wire.output,
+                output: wire.output.map(toml::Spanned::into_inner),
                 higher_is_better: wire.higher_is_better,
                 alpha,
-                min_sample_size: wire.min_sample_size,
+                min_sample_size: *wire.min_sample_size.get_ref(),
                 promote: wire.promote,
             },
         };

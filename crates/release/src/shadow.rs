@@ -55,34 +55,26 @@ pub struct ShadowKind;
 struct ShadowWire {
     duration: toml::Spanned<String>,
     traffic: TrafficWire,
-    #[serde(default = "default_share")]
-    share: f64,
-    #[serde(default)]
-    tolerance: Tolerance,
-    #[serde(default = "default_min_agreement")]
-    min_agreement: f64,
-    #[serde(default = "default_min_sample_size")]
-    min_sample_size: u64,
-    max_psi: Option<f64>,
-    max_ks_statistic: Option<f64>,
-    #[serde(default = "default_psi_bins")]
-    psi_bins: usize,
+    share: Option<toml::Spanned<f64>>,
+    tolerance: Option<toml::Spanned<Tolerance>>,
+    min_agreement: Option<toml::Spanned<f64>>,
+    min_sample_size: Option<toml::Spanned<u64>>,
+    max_psi: Option<toml::Spanned<f64>>,
+    max_ks_statistic: Option<toml::Spanned<f64>>,
+    psi_bins: Option<toml::Spanned<usize>>,
     output: Option<String>,
     timeout: Option<toml::Spanned<String>>,
     drain: Option<toml::Spanned<String>>,
 }
 
-fn default_share() -> f64 {
-    1.0
-}
-fn default_min_agreement() -> f64 {
-    0.99
-}
-fn default_min_sample_size() -> u64 {
-    100
-}
-fn default_psi_bins() -> usize {
-    10
+/// A key's value (or `default`) and where to point a diagnostic about it
+/// (the key's value, or the step's `with` when it took its default).
+fn key<T: Copy>(
+    value: Option<&toml::Spanned<T>>,
+    default: T,
+    with: &std::ops::Range<usize>,
+) -> (T, std::ops::Range<usize>) {
+    value.map_or((default, with.clone()), |v| (*v.get_ref(), v.span()))
 }
 
 /// The shadow's thresholds, as the evidence records them.
@@ -134,37 +126,50 @@ impl StepKind for ShadowKind {
         let wire: ShadowWire = params.deserialize().map_err(|d| vec![d])?;
         let mut errors = Vec::new();
         let span = params.span();
-        let mut bad = |what: &str| {
-            errors.push(Diagnostic::new(what.to_owned(), Some(span.clone())));
+        let mut bad = |what: &str, at: std::ops::Range<usize>| {
+            errors.push(Diagnostic::new(what.to_owned(), Some(at)));
         };
-        if !(wire.share > 0.0 && wire.share <= 1.0) {
-            bad("`share` must be the fraction of requests mirrored, above 0 and at most 1");
+        let (share, at) = key(wire.share.as_ref(), 1.0, &span);
+        if !(share > 0.0 && share <= 1.0) {
+            bad(
+                "`share` must be the fraction of requests mirrored, above 0 and at most 1",
+                at,
+            );
         }
-        if !(wire.min_agreement >= 0.0 && wire.min_agreement <= 1.0) {
-            bad("`min-agreement` must be a fraction, 0 to 1");
+        let (min_agreement, at) = key(wire.min_agreement.as_ref(), 0.99, &span);
+        if !(0.0..=1.0).contains(&min_agreement) {
+            bad("`min-agreement` must be a fraction, 0 to 1", at);
         }
-        let t = wire.tolerance;
-        if !(t.absolute.is_finite()
-            && t.absolute >= 0.0
-            && t.relative.is_finite()
-            && t.relative >= 0.0)
+        let (tolerance, at) = key(wire.tolerance.as_ref(), Tolerance::default(), &span);
+        let finite = |x: f64| x.is_finite() && x >= 0.0;
+        if !(finite(tolerance.absolute) && finite(tolerance.relative)) {
+            bad(
+                "`tolerance.absolute` and `tolerance.relative` must be finite and at least 0",
+                at,
+            );
+        }
+        let (min_sample_size, at) = key(wire.min_sample_size.as_ref(), 100, &span);
+        if min_sample_size == 0 {
+            bad("`min-sample-size` must be at least 1", at);
+        }
+        let max_psi = wire.max_psi.as_ref().map(|p| (*p.get_ref(), p.span()));
+        if let Some((p, at)) = &max_psi
+            && !finite(*p)
         {
-            bad("`tolerance.absolute` and `tolerance.relative` must be finite and at least 0");
+            bad("`max-psi` must be finite and at least 0", at.clone());
         }
-        if wire.min_sample_size == 0 {
-            bad("`min-sample-size` must be at least 1");
-        }
-        if wire.max_psi.is_some_and(|p| !(p.is_finite() && p >= 0.0)) {
-            bad("`max-psi` must be finite and at least 0");
-        }
-        if wire
+        let max_ks = wire
             .max_ks_statistic
-            .is_some_and(|k| !(k.is_finite() && (0.0..=1.0).contains(&k)))
+            .as_ref()
+            .map(|k| (*k.get_ref(), k.span()));
+        if let Some((k, at)) = &max_ks
+            && !(0.0..=1.0).contains(k)
         {
-            bad("`max-ks-statistic` must be 0 to 1");
+            bad("`max-ks-statistic` must be 0 to 1", at.clone());
         }
-        if !(2..=crate::analysis::MAX_PSI_BINS).contains(&wire.psi_bins) {
-            bad("`psi-bins` must be 2 to 1000");
+        let (psi_bins, at) = key(wire.psi_bins.as_ref(), 10, &span);
+        if !(2..=crate::analysis::MAX_PSI_BINS).contains(&psi_bins) {
+            bad("`psi-bins` must be 2 to 1000", at);
         }
         let duration = strategy::duration("duration", &wire.duration, false, &mut errors);
         let timeout = match &wire.timeout {
@@ -184,13 +189,13 @@ impl StepKind for ShadowKind {
             duration,
             traffic,
             policy: ShadowPolicy {
-                share: wire.share,
-                tolerance: wire.tolerance,
-                min_agreement: wire.min_agreement,
-                min_sample_size: wire.min_sample_size,
-                max_psi: wire.max_psi,
-                max_ks_statistic: wire.max_ks_statistic,
-                psi_bins: wire.psi_bins,
+                share,
+                tolerance,
+                min_agreement,
+                min_sample_size,
+                max_psi: max_psi.map(|(p, _)| p),
+                max_ks_statistic: max_ks.map(|(k, _)| k),
+                psi_bins,
                 output: wire.output,
                 timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
             },
