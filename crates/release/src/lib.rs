@@ -39,6 +39,12 @@
 //! starting and ending a release, driving and tallying sample traffic)
 //! over the rollout core ([`rollout`]).
 //!
+//! - [`version`]: release versions (semver from the last release's tag and
+//!   the commits since, by the versioning policy) and their annotated git
+//!   tags;
+//! - [`notes`]: release notes (commits, metrics against production, the
+//!   analysis) rendered from a tera template the project may override.
+//!
 //! [`register`] adds the settings, the kinds and the evidence kinds to a
 //! [`KindRegistry`]. It depends on `core` and the crates of earlier stages
 //! only.
@@ -54,6 +60,7 @@ pub mod canary;
 pub mod control;
 pub mod driver;
 pub mod gateway;
+pub mod notes;
 pub mod rollout;
 pub mod service;
 pub mod settings;
@@ -61,6 +68,7 @@ pub mod shadow;
 pub mod state;
 pub mod stats;
 mod strategy;
+pub mod version;
 
 /// The evidence kinds stage 4 records.
 pub mod evidence {
