@@ -4,8 +4,11 @@
 //! sample traffic to both colours at once, analyzes the preview against
 //! stable, and on a pass **switches** every request to the preview at
 //! once. The old colour (stable's declared instance) stays running, warm
-//! and out of traffic, for `keep-old`: an abort in that window sends every
-//! request back to it at once. Then the declared instance is replaced by
+//! and out of traffic, for `keep-old`, while the sample traffic goes on
+//! and the new colour's errors and latency are analyzed again
+//! (`verify-after-switch`): a failing analysis or an abort in that window
+//! sends every request back to the old colour at once (a failure also
+//! archives the candidate). Then the declared instance is replaced by
 //! one serving the candidate, the registry's `production` moves, and the
 //! preview instance stops after `drain`.
 //!
@@ -36,10 +39,11 @@ use mlops_core::registry::ModelVersion;
 use mlops_core::{KindParams, Stage, StepAction as CoreAction, StepContext, StepFailure, StepKind};
 use mlops_iac::StepInfra;
 use serde::Deserialize;
+use tokio_util::sync::CancellationToken;
 
 use crate::analysis::{
     AnalysisConfig, InconclusiveAction, RoundDecision, RoundPolicy, RoundTracker,
-    StepAction as RoundAction, StepVerdict, analyze,
+    StepAction as RoundAction, StepVerdict, VariantMeasurements, analyze,
 };
 use crate::gateway::Route;
 use crate::rollout::{Baseline, CANARY, RoundRecord, STABLE, Verdict, set_variants};
@@ -66,6 +70,8 @@ struct BlueGreenWire {
     analysis: AnalysisConfig,
     preview_header: Option<toml::Spanned<String>>,
     keep_old: Option<toml::Spanned<String>>,
+    #[serde(default = "default_true")]
+    verify_after_switch: bool,
     #[serde(default)]
     inconclusive_limit: u32,
     #[serde(default = "default_on_inconclusive")]
@@ -77,6 +83,10 @@ fn default_on_inconclusive() -> InconclusiveAction {
     InconclusiveAction::Rollback
 }
 
+fn default_true() -> bool {
+    true
+}
+
 #[derive(Debug, Clone)]
 struct BlueGreen {
     common: Common,
@@ -86,6 +96,7 @@ struct BlueGreen {
     /// `(name, value)` of the preview route's header.
     preview_header: (String, String),
     keep_old: Duration,
+    verify_after_switch: bool,
     policy: RoundPolicy,
 }
 
@@ -176,6 +187,7 @@ impl StepKind for BlueGreenKind {
             analysis: wire.analysis,
             preview_header,
             keep_old,
+            verify_after_switch: wire.verify_after_switch,
             policy,
         };
         Ok(Arc::new(move |ctx: StepContext| {
@@ -194,6 +206,7 @@ async fn run(ctx: &StepContext, infra: &StepInfra, bg: &BlueGreen) -> Result<(),
     let settings = serde_json::json!({
         "duration-ms": millis(bg.duration),
         "keep-old-ms": millis(bg.keep_old),
+        "verify-after-switch": bg.verify_after_switch,
         "drain-ms": millis(bg.common.drain),
         "preview-header": format!("{}: {}", bg.preview_header.0, bg.preview_header.1),
         "rate": bg.traffic.rate,
@@ -225,7 +238,7 @@ async fn run(ctx: &StepContext, infra: &StepInfra, bg: &BlueGreen) -> Result<(),
     release.state.rounds = bg.policy.rounds.get();
     let live = release.start(infra).await?;
 
-    let decision = match preview(&mut release, &live, &samples, bg).await {
+    let (decision, baseline) = match preview(&mut release, &live, &samples, bg).await {
         Ok(d) => d,
         Err(e) => return Err(release.stopped(e, Some(&live)).await),
     };
@@ -235,12 +248,18 @@ async fn run(ctx: &StepContext, infra: &StepInfra, bg: &BlueGreen) -> Result<(),
         return Err(release.end(Verdict::Abort, why, Some(&live)).await);
     }
     match decision.action {
-        RoundAction::Promote => {
-            if let Err(e) = switch(&mut release, &live, bg).await {
-                return Err(release.stopped(e, Some(&live)).await);
+        RoundAction::Promote => match switch(&mut release, &live, &samples, bg, &baseline).await {
+            Ok(None) => release.promote(&live, &decision.reason).await,
+            Ok(Some(failed)) => {
+                let why = why(&release.evidence, &failed);
+                release.roll_back(Some(&live), &why, failed.round).await?;
+                Err(failure(format!(
+                    "blue-green of {} switched back to the old colour: {why}",
+                    release.candidate.id()
+                )))
             }
-            release.promote(&live, &decision.reason).await
-        }
+            Err(e) => Err(release.stopped(e, Some(&live)).await),
+        },
         RoundAction::Rollback => {
             let why = why(&release.evidence, &decision);
             release.roll_back(Some(&live), &why, decision.round).await?;
@@ -275,7 +294,7 @@ async fn preview(
     live: &Live,
     samples: &crate::driver::Samples,
     bg: &BlueGreen,
-) -> Result<RoundDecision, Stopped> {
+) -> Result<(RoundDecision, VariantMeasurements), Stopped> {
     let ctx = release.ctx;
     let (name, value) = &bg.preview_header;
     let route = Route {
@@ -324,6 +343,7 @@ async fn preview(
         let reference = live.stable.as_ref().map(|_| &round.stable);
         let analysis = analyze(reference, &round.canary, &bg.analysis)
             .map_err(|e| failure(format!("the analysis of the preview failed: {e}")))?;
+        let stable_measured = round.stable.clone();
         let verdict = analysis.verdict;
         let mut decided = tracker.record(verdict);
         if verdict == StepVerdict::Pass {
@@ -355,15 +375,25 @@ async fn preview(
             decision: decided.clone(),
         });
         if decided.action.is_final() {
-            return Ok(decided);
+            return Ok((decided, stable_measured));
         }
     }
 }
 
 /// The switch: every request to the preview at once; then the old colour
 /// (stable's declared instance) stays warm for `keep-old`, an abort
-/// sending everything back to it.
-async fn switch(release: &mut Release<'_>, live: &Live, bg: &BlueGreen) -> Result<(), Stopped> {
+/// sending everything back to it. With `verify-after-switch` the sample
+/// traffic keeps coming during `keep-old` and the new colour's errors and
+/// latency are analyzed against stable's of the last preview window: a
+/// failing analysis returns its decision (the caller switches back); a
+/// passing or inconclusive one (the preview passed already) goes on.
+async fn switch(
+    release: &mut Release<'_>,
+    live: &Live,
+    samples: &crate::driver::Samples,
+    bg: &BlueGreen,
+    baseline: &VariantMeasurements,
+) -> Result<Option<RoundDecision>, Stopped> {
     let ctx = release.ctx;
     set_variants(&live.client, vec![(CANARY, 100, live.canary.clone())])
         .await
@@ -389,17 +419,99 @@ async fn switch(release: &mut Release<'_>, live: &Live, bg: &BlueGreen) -> Resul
             .as_ref()
             .map_or_else(|| "(none)".to_owned(), ModelVersion::id),
     ));
-    strategy::hold(release, keep).await?;
+    let verify = bg.verify_after_switch && !keep.is_zero();
+    let round = if verify {
+        let stop = CancellationToken::new();
+        let streams = [Stream::through(
+            &live.client,
+            &bg.traffic.path,
+            bg.traffic.rate,
+            keep,
+        )];
+        let held = async {
+            let held = strategy::hold(release, keep).await;
+            if held.is_err() {
+                stop.cancel();
+            }
+            held
+        };
+        let (round, held) = tokio::join!(
+            strategy::drive_until(ctx, samples, &streams, stop.clone()),
+            held
+        );
+        held?;
+        Some(round?)
+    } else {
+        strategy::hold(release, keep).await?;
+        None
+    };
     let retired = crate::state::now();
-    ctx.log(format!(
-        "the old colour kept warm from {switched} to {retired}: retiring it"
-    ));
     release.result = Some(serde_json::json!({
         "switched-at": switched,
         "old-colour-kept-ms": millis(keep),
         "old-colour-retired-at": retired,
     }));
-    Ok(())
+    let Some(round) = round else {
+        ctx.log(format!(
+            "the old colour kept warm from {switched} to {retired}: retiring it"
+        ));
+        return Ok(None);
+    };
+    // Predictions are not compared again: the windows' inputs differ (the
+    // samples are cycled from the start each window), and the preview
+    // compared them with stable's on the same inputs. Errors and latency
+    // are the new colour's to keep.
+    let baseline = VariantMeasurements {
+        predictions: None,
+        ..baseline.clone()
+    };
+    let mut serving = round.canary.clone();
+    serving.predictions = None;
+    let analysis = analyze(Some(&baseline), &serving, &bg.analysis)
+        .map_err(|e| failure(format!("the analysis after the switch failed: {e}")))?;
+    let number = u32::try_from(release.evidence.rounds.len())
+        .unwrap_or(u32::MAX)
+        .saturating_add(1);
+    let failed = analysis.verdict == StepVerdict::Fail;
+    let decision = RoundDecision {
+        action: if failed {
+            RoundAction::Rollback
+        } else {
+            RoundAction::Promote
+        },
+        round: number,
+        reason: match analysis.verdict {
+            StepVerdict::Fail => "the new colour failed its analysis after the switch".to_owned(),
+            StepVerdict::Pass => "the new colour passed its analysis after the switch".to_owned(),
+            StepVerdict::Inconclusive => {
+                "the analysis after the switch was inconclusive; the preview passed".to_owned()
+            }
+        },
+    };
+    log_round(
+        ctx,
+        &format!("after the switch ({keep:?}, the old colour warm)"),
+        &round,
+        &analysis,
+        Some(&decision),
+    );
+    release.evidence.rounds.push(RoundRecord {
+        weight: 100,
+        sent: round.sent,
+        unanswered: round.unanswered,
+        unlabelled: round.unlabelled,
+        dropped: round.dropped,
+        stable_baseline: Baseline::EarlierRound,
+        analysis,
+        decision: decision.clone(),
+    });
+    if failed {
+        return Ok(Some(decision));
+    }
+    ctx.log(format!(
+        "the old colour kept warm from {switched} to {retired}: retiring it"
+    ));
+    Ok(None)
 }
 
 #[cfg(test)]

@@ -967,7 +967,17 @@ pub(crate) async fn drive(
     samples: &Samples,
     streams: &[Stream],
 ) -> Result<Round, StepFailure> {
-    let stop = CancellationToken::new();
+    drive_until(ctx, samples, streams, CancellationToken::new()).await
+}
+
+/// [`drive`], ending early when `stop` is cancelled (what was measured
+/// until then is returned).
+pub(crate) async fn drive_until(
+    ctx: &StepContext,
+    samples: &Samples,
+    streams: &[Stream],
+    stop: CancellationToken,
+) -> Result<Round, StepFailure> {
     let cancel = ctx.cancel.clone();
     let watcher = {
         let stop = stop.clone();

@@ -98,6 +98,12 @@ fn blue_green_switches_a_good_preview_keeps_the_old_colour_warm_and_archives_a_b
     assert_eq!(release["result"]["old-colour-kept-ms"], 3000, "{release:#}");
     let preview = &release["rounds"][0];
     assert_eq!(preview["weight"], 0);
+    // The new colour analyzed again while the old one was warm, against
+    // stable's measurements of the preview window.
+    let after = &release["rounds"][1];
+    assert_eq!(after["weight"], 100, "{release:#}");
+    assert_eq!(after["stable_baseline"], "earlier-round", "{release:#}");
+    assert_eq!(release["settings"]["verify-after-switch"], true);
     assert!(
         preview["analysis"]["stable"]["requests"]
             .as_u64()
@@ -150,7 +156,69 @@ fn blue_green_switches_a_good_preview_keeps_the_old_colour_warm_and_archives_a_b
     assert_eq!((status, variant.as_str()), (200, "stable"));
     assert_eq!(release_state(dir).unwrap()["phase"], "rolled-back");
 
+    // 4. `mlops release abort` while the old colour is warm: every request
+    // back to it at once, the candidate out and still in staging.
+    // (iris:2's training order, one epoch fewer: another version, the
+    // same predictions to the eye of the preview's analysis.)
+    train_with(dir, &reordered_csv(dir, true), &["--epochs", "1999"]);
+    let aborted = std::thread::spawn({
+        let dir = dir.to_owned();
+        move || {
+            for _ in 0..400 {
+                let switched = release_state(&dir).is_some_and(|s| {
+                    s["phase"] == "running" && s["weight"] == 100 && s["candidate"] == 4
+                });
+                if switched {
+                    let (_, _, status) = mlops_release_cli(&dir, &["status"]);
+                    let (code, out, _) = mlops_release_cli(&dir, &["abort"]);
+                    return Some((status, code, out));
+                }
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            None
+        }
+    });
+    let run = mlops_testkit::run_manifest(dir, &blue_green("", "6s"), &registry);
+    let (status, code, out) = aborted.join().unwrap().expect("the switch was seen");
+    assert!(
+        status["warnings"].as_array().is_some_and(Vec::is_empty),
+        "{status:#}"
+    );
+    assert_eq!(status["release"]["strategy"], "blue-green", "{status:#}");
+    assert_eq!(code, 0, "{out}");
+    let switch = step(&run, "switch");
+    eprintln!("aborted after the switch:\n{}", log(dir, switch));
+    assert_eq!(switch.status, StepStatus::Failed);
+    let release = evidence(switch, mlops_release::evidence::RELEASE);
+    assert_eq!(release["verdict"], "abort", "{release:#}");
+    assert_eq!(stage_of(dir, 4), Some(ModelStage::Staging));
+    assert_eq!(production(dir), Some(2));
+    assert_eq!(declared_version(dir), ["iris:2"]);
+    assert_eq!(owned(dir), 0);
+    let (status, variant, _) = infer(&proxy);
+    assert_eq!((status, variant.as_str()), (200, "stable"));
+
     drop(cleanup);
+}
+
+/// `mlops release ARGS --path DIR --json`: the JSON printed (null when
+/// nothing parses) and the exit code with the output, for the second.
+fn mlops_release_cli(dir: &Path, args: &[&str]) -> (i32, String, serde_json::Value) {
+    let out = std::process::Command::new(built("mlops"))
+        .arg("release")
+        .args(args)
+        .arg("--path")
+        .arg(dir)
+        .arg("--json")
+        .env("USER", "tester")
+        .output()
+        .expect("run mlops");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    (
+        out.status.code().unwrap_or(-1),
+        format!("{stdout}{}", String::from_utf8_lossy(&out.stderr)),
+        serde_json::from_str(&stdout).unwrap_or(serde_json::Value::Null),
+    )
 }
 
 fn ab(with: &str) -> String {
