@@ -63,6 +63,7 @@ struct ShadowWire {
     max_ks_statistic: Option<toml::Spanned<f64>>,
     psi_bins: Option<toml::Spanned<usize>>,
     output: Option<String>,
+    drift: Option<toml::Spanned<bool>>,
     timeout: Option<toml::Spanned<String>>,
     drain: Option<toml::Spanned<String>>,
 }
@@ -97,6 +98,10 @@ pub struct ShadowPolicy {
     pub psi_bins: usize,
     /// The output compared for drift (none: every number).
     pub output: Option<String>,
+    /// Whether the samples are replayed to both instances for the drift
+    /// (off: no request of the step reaches stable but through the
+    /// gateway, and no drift is measured).
+    pub drift: bool,
     /// A mirror's whole answer, ms.
     pub timeout_ms: u64,
 }
@@ -167,6 +172,13 @@ impl StepKind for ShadowKind {
         {
             bad("`max-ks-statistic` must be 0 to 1", at.clone());
         }
+        let (drift, at) = key(wire.drift.as_ref(), true, &span);
+        if !drift && (max_psi.is_some() || max_ks.is_some()) {
+            bad(
+                "`max-psi` and `max-ks-statistic` need the drift measured: remove them or `drift = false`",
+                at,
+            );
+        }
         let (psi_bins, at) = key(wire.psi_bins.as_ref(), 10, &span);
         if !(2..=crate::analysis::MAX_PSI_BINS).contains(&psi_bins) {
             bad("`psi-bins` must be 2 to 1000", at);
@@ -197,6 +209,7 @@ impl StepKind for ShadowKind {
                 max_ks_statistic: max_ks.map(|(k, _)| k),
                 psi_bins,
                 output: wire.output,
+                drift,
                 timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
             },
         };
@@ -552,6 +565,9 @@ async fn mirror(
         tokio::time::sleep(Duration::from_millis(100)).await;
         after = snapshot(&live.client).await?.since(&before);
     }
+    if !s.policy.drift {
+        return Ok((after, Drift::default(), answered));
+    }
     // Drift: the same inputs once to each instance, straight.
     let n = samples.len().clamp(1, MAX_REPLAY);
     let rate = s.traffic.rate.clamp(200.0, MAX_RATE);
@@ -614,6 +630,7 @@ mod tests {
             max_ks_statistic: None,
             psi_bins: 10,
             output: None,
+            drift: true,
             timeout_ms: 5000,
         }
     }

@@ -458,6 +458,14 @@ with = { duration = "1s", share = 0, min-agreement = 2, psi-bins = 1, tolerance 
                 "`traffic` needs one of",
             ],
         ),
+        (
+            r#"
+[release.steps.sh]
+kind = "shadow"
+with = { duration = "1s", drift = false, max-psi = 0.2, traffic = { requests = "r.jsonl" } }
+"#,
+            &["`max-psi` and `max-ks-statistic` need the drift measured"],
+        ),
     ];
     for (release, expected) in cases {
         let got = diagnostics(release);
