@@ -10,10 +10,10 @@ use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use mlops_core::{LedgerHandle, Stage};
 use mlops_iac::{InfraSpec, ProviderKind, Scope};
-use mlops_release::control;
 use mlops_release::rollout::{DEFAULT_DRAIN, ReleaseTarget, RolloutError};
 use mlops_release::service::GatewayProgram;
 use mlops_release::settings::ReleaseSettings;
+use mlops_release::{control, publish};
 
 use crate::{Failure, exit, fail};
 
@@ -29,6 +29,14 @@ pub(crate) enum ReleaseCommand {
     /// Take the candidate in progress out (it stays in staging); a running
     /// step is asked to stop at its next round
     Abort(Target),
+    /// Print the release notes of VERSION (a release version or a registry
+    /// number; default: the latest release)
+    Notes {
+        /// The release
+        version: Option<String>,
+        #[command(flatten)]
+        target: Target,
+    },
     /// Roll back the release in progress (the candidate is archived), or
     /// move production back to VERSION (default: the version before it)
     Rollback {
@@ -65,9 +73,10 @@ pub(crate) fn run(command: ReleaseCommand) -> Result<u8, Failure> {
             ReleaseCommand::Status(t) => status(&t).await,
             ReleaseCommand::History(t) => history(&t).await,
             ReleaseCommand::Promote(t) => {
-                let target = target(&t).await?;
-                done(&t, control::promote(&target).await)
+                let (target, settings) = target_and_settings(&t).await?;
+                done(&t, control::promote(&target, &settings).await)
             }
+            ReleaseCommand::Notes { version, target: t } => notes(&t, version.as_deref()),
             ReleaseCommand::Abort(t) => {
                 let target = target(&t).await?;
                 done(&t, control::abort(&target).await)
@@ -81,6 +90,10 @@ pub(crate) fn run(command: ReleaseCommand) -> Result<u8, Failure> {
 }
 
 async fn target(t: &Target) -> Result<ReleaseTarget, Failure> {
+    Ok(target_and_settings(t).await?.0)
+}
+
+async fn target_and_settings(t: &Target) -> Result<(ReleaseTarget, ReleaseSettings), Failure> {
     let manifest = crate::load(&t.path)?;
     let settings = manifest
         .section::<ReleaseSettings>(Stage::Release.name())
@@ -107,7 +120,7 @@ async fn target(t: &Target) -> Result<ReleaseTarget, Failure> {
         .map_err(|e| fail(exit::RUN_FAILED, e))?;
     let root = std::fs::canonicalize(&manifest.root).unwrap_or(manifest.root.clone());
     let program = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("mlops"));
-    Ok(ReleaseTarget {
+    let target = ReleaseTarget {
         provider,
         scope: Scope {
             project: manifest.project.name.clone(),
@@ -125,7 +138,62 @@ async fn target(t: &Target) -> Result<ReleaseTarget, Failure> {
         actor: crate::infra::actor(),
         step: None,
         drain: DEFAULT_DRAIN,
-    })
+    };
+    Ok((target, settings))
+}
+
+/// `mlops release notes [VERSION]`: the notes a promotion wrote.
+fn notes(t: &Target, which: Option<&str>) -> Result<u8, Failure> {
+    let manifest = crate::load(&t.path)?;
+    let settings = manifest
+        .section::<ReleaseSettings>(Stage::Release.name())
+        .map(|s| (*s).clone())
+        .unwrap_or_default();
+    let Some(model) = settings.model else {
+        return Err(fail(
+            exit::INVALID,
+            anyhow::anyhow!(
+                "{} has no `[release] model`: there are no releases to show",
+                manifest.path.display()
+            ),
+        ));
+    };
+    let root = std::fs::canonicalize(&manifest.root).unwrap_or(manifest.root.clone());
+    let state_dir = root.join(mlops_core::ledger::STATE_DIR);
+    let all = publish::publications(&state_dir, &model).map_err(|e| fail(exit::ENGINE, e))?;
+    let Some(p) = publish::find(&all, which) else {
+        return Err(fail(
+            exit::REFUSED,
+            anyhow::anyhow!(match which {
+                Some(w) => format!(
+                    "model `{model}` has no release {w} (releases: {})",
+                    if all.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        all.iter()
+                            .map(|p| p.version.clone())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    }
+                ),
+                None => format!("model `{model}` has no release yet"),
+            }),
+        ));
+    };
+    let path = root.join(&p.notes);
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read the release notes {}", path.display()))?;
+    let mut out = io::stdout().lock();
+    if t.json {
+        serde_json::to_writer_pretty(
+            &mut out,
+            &serde_json::json!({ "release": p, "notes": text }),
+        )?;
+        writeln!(out)?;
+    } else {
+        write!(out, "{text}")?;
+    }
+    Ok(exit::OK)
 }
 
 fn rollout_failure(e: RolloutError) -> Failure {

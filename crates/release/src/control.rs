@@ -19,6 +19,7 @@ use mlops_core::registry::{ModelStage, ModelVersion, RegistryError};
 
 use crate::gateway::Config;
 use crate::rollout::{ReleaseTarget, RolloutError, healthy_endpoints};
+use crate::settings::ReleaseSettings;
 use crate::state::{self, Phase, ReleaseState};
 
 /// A version as status shows it.
@@ -322,7 +323,13 @@ async fn parts(
 
 /// Finishes a paused or interrupted release: the candidate becomes
 /// production. Returns what was done.
-pub async fn promote(target: &ReleaseTarget) -> Result<Vec<String>, RolloutError> {
+///
+/// The promotion is published as a step's would be: release version, git
+/// tag and notes ([`crate::publish`]), under `settings`.
+pub async fn promote(
+    target: &ReleaseTarget,
+    settings: &ReleaseSettings,
+) -> Result<Vec<String>, RolloutError> {
     let mut s = in_progress(target).await?;
     if s.effective_phase() == Phase::Running {
         return Err(RolloutError::Refused(format!(
@@ -364,9 +371,12 @@ pub async fn promote(target: &ReleaseTarget) -> Result<Vec<String>, RolloutError
         s.weight,
         s.reason
     );
-    let log = target
+    let mut log = target
         .promote(&client, &candidate, &via, stable.as_deref(), &reason)
         .await?;
+    let (_, published) =
+        crate::publish::after_promotion(target, settings, &candidate, s.stable, None).await;
+    log.extend(published);
     s.phase = Phase::Promoted;
     s.weight = 100;
     s.reason = reason;

@@ -61,6 +61,7 @@ pub mod control;
 pub mod driver;
 pub mod gateway;
 pub mod notes;
+pub mod publish;
 pub mod rollout;
 pub mod service;
 pub mod settings;

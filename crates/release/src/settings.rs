@@ -13,11 +13,14 @@
 //! settings; the release kinds (`canary`) refuse to compile without
 //! `service` and `model`, and check the service against `[infra]`.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use mlops_core::manifest::Diagnostic;
 use mlops_core::{CompiledSection, KindParams, ManifestSection, Stage};
 use serde::{Deserialize, Serialize};
+
+use crate::version::VersionPolicy;
 
 /// The default release environment.
 pub const DEFAULT_ENVIRONMENT: &str = "production";
@@ -31,6 +34,14 @@ pub struct ReleaseSettings {
     pub model: Option<String>,
     /// The environment users are served from (`production`).
     pub environment: String,
+    /// How release versions and tags are made (`[release.versioning]`).
+    pub versioning: VersionPolicy,
+    /// Whether a promotion makes an annotated git tag (`tag`, default
+    /// true; nothing is tagged outside a git repository).
+    pub tag: bool,
+    /// The project's release-notes template (`notes-template`, relative
+    /// to the project), else the built-in one.
+    pub notes_template: Option<PathBuf>,
 }
 
 impl Default for ReleaseSettings {
@@ -39,6 +50,9 @@ impl Default for ReleaseSettings {
             service: None,
             model: None,
             environment: DEFAULT_ENVIRONMENT.to_owned(),
+            versioning: VersionPolicy::default(),
+            tag: true,
+            notes_template: None,
         }
     }
 }
@@ -49,6 +63,9 @@ struct ReleaseWire {
     service: Option<toml::Spanned<String>>,
     model: Option<toml::Spanned<String>>,
     environment: Option<toml::Spanned<String>>,
+    versioning: Option<toml::Spanned<VersionPolicy>>,
+    tag: Option<bool>,
+    notes_template: Option<toml::Spanned<String>>,
 }
 
 struct ReleaseSection;
@@ -91,6 +108,22 @@ impl ManifestSection for ReleaseSection {
                 ));
             }
         }
+        if let Some(v) = &wire.versioning {
+            for e in v.get_ref().check() {
+                errors.push(Diagnostic::new(
+                    format!("`versioning`: {e}"),
+                    Some(v.span()),
+                ));
+            }
+        }
+        if let Some(t) = &wire.notes_template
+            && (t.get_ref().is_empty() || Path::new(t.get_ref()).is_absolute())
+        {
+            errors.push(Diagnostic::new(
+                "`notes-template` must be a path relative to the project",
+                Some(t.span()),
+            ));
+        }
         if !errors.is_empty() {
             return Err(errors);
         }
@@ -100,6 +133,12 @@ impl ManifestSection for ReleaseSection {
             environment: wire
                 .environment
                 .map_or_else(|| DEFAULT_ENVIRONMENT.to_owned(), toml::Spanned::into_inner),
+            versioning: wire
+                .versioning
+                .map(toml::Spanned::into_inner)
+                .unwrap_or_default(),
+            tag: wire.tag.unwrap_or(true),
+            notes_template: wire.notes_template.map(|t| PathBuf::from(t.into_inner())),
         }))
     }
 
@@ -109,7 +148,22 @@ impl ManifestSection for ReleaseSection {
             "properties": {
                 "service": { "type": "string", "description": "the declared [infra.services] entry released" },
                 "model": { "type": "string", "description": "the registered model whose versions are released" },
-                "environment": { "type": "string", "default": DEFAULT_ENVIRONMENT, "description": "the environment users are served from" }
+                "environment": { "type": "string", "default": DEFAULT_ENVIRONMENT, "description": "the environment users are served from" },
+                "tag": { "type": "boolean", "default": true, "description": "tag each promotion in git (annotated)" },
+                "notes-template": { "type": "string", "description": "the project's tera template for release notes, relative to the project" },
+                "versioning": {
+                    "type": "object",
+                    "description": "how release versions (semver) and tags are made",
+                    "properties": {
+                        "initial": { "type": "string", "default": "0.1.0" },
+                        "tag": { "type": "string", "default": "{model}-v{version}" },
+                        "default-bump": { "enum": ["major", "minor", "patch"], "default": "minor" },
+                        "conventional-commits": { "type": "boolean", "default": true },
+                        "major-paths": { "type": "array", "items": { "type": "string" } },
+                        "minor-paths": { "type": "array", "items": { "type": "string" } }
+                    },
+                    "additionalProperties": false
+                }
             }
         })
     }

@@ -43,6 +43,24 @@ fn pausing() -> String {
     )
 }
 
+/// Commits everything in `dir` (a repository made on first use).
+fn commit(dir: &Path, message: &str) {
+    let repo = git2::Repository::open(dir)
+        .or_else(|_| git2::Repository::init(dir))
+        .unwrap();
+    let mut index = repo.index().unwrap();
+    index
+        .add_all(["mlops.toml"], git2::IndexAddOption::DEFAULT, None)
+        .unwrap();
+    index.write().unwrap();
+    let tree = repo.find_tree(index.write_tree().unwrap()).unwrap();
+    let who = git2::Signature::now("tester", "tester@localhost").unwrap();
+    let parent = repo.head().ok().and_then(|h| h.peel_to_commit().ok());
+    let parents: Vec<&git2::Commit> = parent.iter().collect();
+    repo.commit(Some("HEAD"), &who, &who, message, &tree, &parents)
+        .unwrap();
+}
+
 fn production(dir: &Path) -> Option<i64> {
     Ledger::open(dir)
         .unwrap()
@@ -60,8 +78,11 @@ fn a_paused_canary_is_promoted_by_hand_rolled_back_and_a_second_aborted() {
     std::fs::copy(&iris_csv, dir.join("requests.csv")).unwrap();
     let registry = registry();
 
-    // Before any release: status says so; the human commands refuse (3).
+    // A git repository, so that promotions are tagged.
     std::fs::write(dir.join("mlops.toml"), pausing()).unwrap();
+    commit(dir, "feat: the iris release pipeline");
+
+    // Before any release: status says so; the human commands refuse (3).
     let (code, status, out) = mlops(dir, &["status"]);
     assert_eq!(code, 0, "{out}");
     assert!(status["release"].is_null(), "{status:#}");
@@ -168,6 +189,34 @@ fn a_paused_canary_is_promoted_by_hand_rolled_back_and_a_second_aborted() {
     assert_ne!(served_2, served_1, "iris:2 serves another model");
     // Nothing left to promote.
     let (code, _, out) = mlops(dir, &["promote"]);
+    assert_eq!(code, 3, "{out}");
+    // The promotion has a release version, an annotated tag and notes.
+    let (code, notes, out) = mlops(dir, &["notes"]);
+    assert_eq!(code, 0, "{out}");
+    let version = notes["release"]["version"].as_str().unwrap().to_owned();
+    assert!(version.ends_with("+iris.2"), "{notes:#}");
+    assert_eq!(notes["release"]["tag-status"], "created", "{notes:#}");
+    let tag = notes["release"]["tag"].as_str().unwrap().to_owned();
+    let repo = git2::Repository::open(dir).unwrap();
+    let tagged = repo
+        .revparse_single(&format!("refs/tags/{tag}"))
+        .unwrap()
+        .into_tag()
+        .expect("an annotated tag");
+    assert!(
+        tagged
+            .message()
+            .ok()
+            .flatten()
+            .unwrap_or_default()
+            .contains("iris:2"),
+        "{:?}",
+        tagged.message()
+    );
+    let text = notes["notes"].as_str().unwrap();
+    assert!(text.contains(version.split('+').next().unwrap()), "{text}");
+    assert!(text.contains("iris:2"), "{text}");
+    let (code, _, out) = mlops(dir, &["notes", "9.9.9"]);
     assert_eq!(code, 3, "{out}");
 
     // Production rolled back to the version before it.
