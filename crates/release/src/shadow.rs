@@ -552,7 +552,9 @@ async fn mirror(
         "sent": round.sent,
         "stable": round.stable.requests,
         "stable-errors": round.stable.errors,
-        "candidate": round.canary.requests,
+        // Requests without an answer count against the candidate in a
+        // tally; here they are their own number.
+        "candidate": round.canary.requests.saturating_sub(round.unanswered),
         "unanswered": round.unanswered,
         "unlabelled": round.unlabelled,
     });

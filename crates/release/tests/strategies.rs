@@ -27,6 +27,9 @@ fn declared_version(dir: &Path) -> Vec<String> {
         .collect()
 }
 
+/// A blue-green step; the latency regressions allowed are wide, so a
+/// loaded machine's noise between the preview and the switch does not
+/// switch back.
 fn blue_green(analysis: &str, keep_old: &str) -> String {
     manifest_release(
         &["model.json"],
@@ -34,7 +37,7 @@ fn blue_green(analysis: &str, keep_old: &str) -> String {
             r#"
 [release.steps.switch]
 kind = "blue-green"
-with = {{ duration = "1s", keep-old = "{keep_old}", drain = "200ms", traffic = {{ csv = "requests.csv", exclude = ["species"], rate = 40 }}, analysis = {{ min-sample-size = 8, max-error-rate = 0.01, alpha = 0.01{analysis} }} }}
+with = {{ duration = "1s", keep-old = "{keep_old}", drain = "200ms", traffic = {{ csv = "requests.csv", exclude = ["species"], rate = 40 }}, analysis = {{ min-sample-size = 8, max-error-rate = 0.01, alpha = 0.01, latency-median-increase = {{ ms = 50, percent = 50 }}, latency-p99-increase = {{ ms = 200, percent = 100 }}{analysis} }} }}
 "#
         ),
     )
