@@ -24,7 +24,10 @@
 //! - `not-worse`: B is promoted unless A wins.
 //!
 //! Whatever the policy, a B that loses (A wins) is rolled back: archived,
-//! evidence `rollback`, the step fails. Too few answers in an arm
+//! evidence `rollback`, the step fails. With `analysis` (guardrails), B is
+//! also analyzed against A as a canary round is (SLOs, regressions,
+//! predictions): a failure rolls B back whatever the metric said, an
+//! inconclusive analysis keeps it from being promoted. Too few answers in an arm
 //! (`min-sample-size`) is inconclusive: B stays in staging and the step
 //! fails. With nothing in production there is no arm A: the step passes
 //! without an experiment, B left in staging for the next step.
@@ -38,9 +41,12 @@ use mlops_core::{KindParams, Stage, StepAction as CoreAction, StepContext, StepF
 use mlops_iac::StepInfra;
 use serde::{Deserialize, Serialize};
 
-use crate::analysis::VariantMeasurements;
+use crate::analysis::{
+    AnalysisConfig, RoundDecision, StepAction as RoundAction, StepVerdict, VariantMeasurements,
+    analyze,
+};
 use crate::gateway::{Route, Sticky};
-use crate::rollout::{CANARY, STABLE, Verdict};
+use crate::rollout::{Baseline, CANARY, RoundRecord, STABLE, Verdict};
 use crate::state::Phase;
 use crate::stats;
 use crate::strategy::{
@@ -103,6 +109,8 @@ struct AbWire {
     min_sample_size: toml::Spanned<u64>,
     #[serde(default = "default_promote")]
     promote: PromotePolicy,
+    /// Guardrails: B analyzed against A as a canary round is.
+    analysis: Option<AnalysisConfig>,
     drain: Option<toml::Spanned<String>>,
 }
 
@@ -148,6 +156,7 @@ pub struct Experiment {
 #[derive(Debug, Clone)]
 struct Ab {
     common: Common,
+    guardrails: Option<AnalysisConfig>,
     duration: Duration,
     traffic: Traffic,
     sticky: Option<Sticky>,
@@ -214,6 +223,12 @@ impl StepKind for AbKind {
                 }
             },
         };
+        if let Some(Err(e)) = wire.analysis.as_ref().map(AnalysisConfig::validate) {
+            errors.push(Diagnostic::new(
+                format!("`analysis`: {e}"),
+                Some(span.clone()),
+            ));
+        }
         let common = strategy::common(params, "ab", wire.drain.as_ref(), &mut errors);
         let model = common.as_ref().map_or("", |(c, _)| c.model.as_str());
         let traffic = wire.traffic.compile(model, &span, &mut errors);
@@ -224,6 +239,7 @@ impl StepKind for AbKind {
         };
         let ab = Ab {
             common,
+            guardrails: wire.analysis,
             duration,
             traffic,
             sticky,
@@ -446,6 +462,7 @@ async fn run(ctx: &StepContext, infra: &StepInfra, ab: &Ab) -> Result<(), StepFa
         "sticky": ab.sticky,
         "arm-header": ARM_HEADER,
         "experiment": ab.experiment,
+        "analysis": ab.guardrails,
     });
     let Some(mut release) = strategy::begin(ctx, infra, &ab.common, "ab", settings).await? else {
         return Ok(());
@@ -489,16 +506,16 @@ async fn run(ctx: &StepContext, infra: &StepInfra, ab: &Ab) -> Result<(), StepFa
         Err(e) => return Err(release.stopped(e, Some(&live)).await),
     };
     // The arms' outputs, only the one named when `output` is set.
-    let outcome = compare(&round.0, &round.1, &ab.experiment);
+    let outcome = compare(&round.stable, &round.canary, &ab.experiment);
     let a = arm(
         release
             .stable
             .as_ref()
             .map(ModelVersion::id)
             .unwrap_or_default(),
-        &round.0,
+        &round.stable,
     );
-    let b = arm(release.candidate.id(), &round.1);
+    let b = arm(release.candidate.id(), &round.canary);
     ctx.log(format!(
         "A {}: {} requests, {} errors, p50 {:.1} ms, output mean {:?}",
         a.version, a.requests, a.errors, a.p50_ms, a.output_mean
@@ -509,9 +526,9 @@ async fn run(ctx: &StepContext, infra: &StepInfra, ab: &Ab) -> Result<(), StepFa
     ));
     ctx.log(outcome.conclusion.clone());
     release.result = Some(serde_json::json!({
-        "sent": round.2,
-        "unanswered": round.3,
-        "unlabelled": round.4,
+        "sent": round.sent,
+        "unanswered": round.unanswered,
+        "unlabelled": round.unlabelled,
         "a": a,
         "b": b,
         "outcome": outcome,
@@ -520,27 +537,88 @@ async fn run(ctx: &StepContext, infra: &StepInfra, ab: &Ab) -> Result<(), StepFa
         let why = format!("aborted by {who}");
         return Err(release.end(Verdict::Abort, why, Some(&live)).await);
     }
-    let why = outcome.conclusion.clone();
-    match (
-        outcome.conclusive,
-        outcome.winner.as_deref(),
-        ab.experiment.promote,
-    ) {
-        (false, _, _) => {
+    let mut why = outcome.conclusion.clone();
+    // Guardrails: B against A as a canary round (SLOs, regressions,
+    // predictions). A failure rolls B back whatever the metric said; an
+    // inconclusive analysis keeps B from being promoted.
+    let mut guarded = true;
+    if let Some(config) = &ab.guardrails {
+        let analysis = match analyze(Some(&round.stable), &round.canary, config) {
+            Ok(a) => a,
+            Err(e) => {
+                let why = format!("the guardrail analysis failed: {e}");
+                return Err(release.end(Verdict::Error, why, Some(&live)).await);
+            }
+        };
+        let verdict = analysis.verdict;
+        let decision = RoundDecision {
+            action: match verdict {
+                StepVerdict::Fail => RoundAction::Rollback,
+                StepVerdict::Pass => RoundAction::Promote,
+                StepVerdict::Inconclusive => RoundAction::Pause,
+            },
+            round: 1,
+            reason: format!("guardrails: {}", analysis.reason),
+        };
+        strategy::log_round(
+            ctx,
+            &format!("guardrails: B ({}%) against A", ab.experiment.share),
+            &round,
+            &analysis,
+            Some(&decision),
+        );
+        release.evidence.rounds.push(RoundRecord {
+            weight: ab.experiment.share,
+            sent: round.sent,
+            unanswered: round.unanswered,
+            unlabelled: round.unlabelled,
+            dropped: round.dropped,
+            stable_baseline: Baseline::SameRound,
+            analysis,
+            decision: decision.clone(),
+        });
+        match verdict {
+            StepVerdict::Fail => {
+                let why = format!("{}; {why}", strategy::why(&release.evidence, &decision));
+                release.roll_back(Some(&live), &why, 1).await?;
+                return Err(failure(format!(
+                    "A/B of {}: B failed its guardrails and is rolled back: {why}",
+                    release.candidate.id()
+                )));
+            }
+            StepVerdict::Inconclusive => {
+                guarded = false;
+                why = format!("{why}; {}", strategy::why(&release.evidence, &decision));
+            }
+            StepVerdict::Pass => {}
+        }
+    }
+    let promotes = matches!(
+        (outcome.winner.as_deref(), ab.experiment.promote),
+        (Some("b"), PromotePolicy::Winner | PromotePolicy::NotWorse)
+            | (None, PromotePolicy::NotWorse)
+    );
+    match outcome.winner.as_deref() {
+        _ if !outcome.conclusive => {
             release
                 .keep_in_staging(&live, Verdict::Inconclusive, &why)
                 .await
         }
-        (true, Some("a"), _) => {
+        Some("a") => {
             release.roll_back(Some(&live), &why, 1).await?;
             Err(failure(format!(
                 "A/B of {}: B lost and is rolled back: {why}",
                 release.candidate.id()
             )))
         }
-        (true, Some(_), PromotePolicy::Winner | PromotePolicy::NotWorse)
-        | (true, None, PromotePolicy::NotWorse) => release.promote(&live, &why).await,
-        (true, _, _) => {
+        _ if promotes && guarded => release.promote(&live, &why).await,
+        _ if promotes => {
+            let why = format!("{why}: B is not promoted without its guardrails' evidence");
+            release
+                .keep_in_staging(&live, Verdict::Inconclusive, &why)
+                .await
+        }
+        _ => {
             let why = format!(
                 "{why}; promote = \"{}\": B is not promoted",
                 match ab.experiment.promote {
@@ -554,15 +632,14 @@ async fn run(ctx: &StepContext, infra: &StepInfra, ab: &Ab) -> Result<(), StepFa
     }
 }
 
-/// The arms live for `duration` of sample traffic: A's and B's
-/// measurements (outputs filtered to `output`), sent, unanswered,
-/// unlabelled.
+/// The arms live for `duration` of sample traffic, tallied by arm
+/// (outputs filtered to `output`).
 async fn experiment(
     release: &mut Release<'_>,
     live: &Live,
     samples: &crate::driver::Samples,
     ab: &Ab,
-) -> Result<(VariantMeasurements, VariantMeasurements, u64, u64, u64), Stopped> {
+) -> Result<strategy::Round, Stopped> {
     let ctx = release.ctx;
     let share = ab.experiment.share;
     let stable = live.stable.clone().unwrap_or_default();
@@ -600,13 +677,7 @@ async fn experiment(
     let mut stream = Stream::through(&live.client, &ab.traffic.path, ab.traffic.rate, ab.duration);
     stream.outputs = ab.experiment.output.clone();
     let round = strategy::drive(ctx, samples, &[stream]).await?;
-    Ok((
-        round.stable,
-        round.canary,
-        round.sent,
-        round.unanswered,
-        round.unlabelled,
-    ))
+    Ok(round)
 }
 
 #[cfg(test)]

@@ -289,7 +289,8 @@ fn ab_names_the_arm_without_errors_and_promotes_a_candidate_that_is_not_worse() 
     // An equally good B with promote = "not-worse": no significant
     // difference, promoted.
     train(dir, &reordered_csv(dir, true));
-    let run = mlops_testkit::run_manifest(dir, &ab(", promote = \"not-worse\""), &registry);
+    let guarded = ", promote = \"not-worse\", analysis = { min-sample-size = 8, max-error-rate = 0.01, alpha = 0.01, latency-median-increase = { ms = 50, percent = 50 }, latency-p99-increase = { ms = 200, percent = 100 } }";
+    let run = mlops_testkit::run_manifest(dir, &ab(guarded), &registry);
     assert_passed(dir, &run);
     let release = evidence(step(&run, "experiment"), mlops_release::evidence::RELEASE);
     eprintln!("B not worse:\n{}", log(dir, step(&run, "experiment")));
@@ -303,6 +304,12 @@ fn ab_names_the_arm_without_errors_and_promotes_a_candidate_that_is_not_worse() 
         release["result"]["b"]["requests"].as_u64().unwrap(),
     );
     assert!(a >= 20 && b >= 20, "both arms served: {a} and {b}");
+    // The guardrails: B analyzed against A as a canary round, passed.
+    assert_eq!(
+        release["rounds"][0]["analysis"]["verdict"], "pass",
+        "{release:#}"
+    );
+    assert_eq!(release["rounds"][0]["weight"], 50);
     assert_eq!(production(dir), Some(3));
     assert_eq!(owned(dir), 0);
 
