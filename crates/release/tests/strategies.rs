@@ -477,6 +477,32 @@ with = { duration = "1s", drift = false, max-psi = 0.2, traffic = { requests = "
             &["`max-psi` and `max-ks-statistic` need the drift measured"],
         ),
     ];
+    // Where a key's value is wrong, the diagnostic points at it.
+    let at = |got: &str, message: &str, line_col: &str| {
+        let from = got
+            .find(message)
+            .unwrap_or_else(|| panic!("{message:?} in {got}"));
+        let arrow = got[from..].lines().nth(1).unwrap_or_default();
+        assert!(
+            arrow.ends_with(line_col),
+            "{message:?} at {arrow:?}, not {line_col}"
+        );
+    };
+    at(
+        &diagnostics(cases[0].0),
+        "`keep-old` must be at most 1h",
+        ":35:38",
+    );
+    at(
+        &diagnostics(cases[1].0),
+        "`share` must be B's share",
+        ":35:35",
+    );
+    at(
+        &diagnostics(cases[3].0),
+        "`psi-bins` must be 2 to 1000",
+        ":35:68",
+    );
     for (release, expected) in cases {
         let got = diagnostics(release);
         eprintln!("{got}");
