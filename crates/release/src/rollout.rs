@@ -148,6 +148,9 @@ pub struct ReleaseEvidence {
     pub settings: serde_json::Value,
     /// Every round, in order.
     pub rounds: Vec<RoundRecord>,
+    /// What the promotion published (release version, tag, notes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub publication: Option<crate::publish::Publication>,
 }
 
 /// The `rollback` evidence of a release step.

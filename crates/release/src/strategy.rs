@@ -171,6 +171,8 @@ pub(crate) struct Common {
     pub(crate) environment: String,
     pub(crate) program: GatewayProgram,
     pub(crate) drain: Duration,
+    /// `[release]` whole: versioning, tagging and notes of a promotion.
+    pub(crate) settings: ReleaseSettings,
 }
 
 /// `[release] service` and `model` (a diagnostic naming `kind` when
@@ -223,6 +225,7 @@ pub(crate) fn common(
             environment: settings.environment.clone(),
             program,
             drain: drain?,
+            settings: ReleaseSettings::clone(&settings),
         },
         infra?,
     ))
@@ -269,6 +272,8 @@ pub(crate) struct Release<'a> {
     /// The strategy's own result (an A/B test's arms, a shadow's
     /// agreement), recorded beside the common fields of `release`.
     pub(crate) result: Option<serde_json::Value>,
+    /// `[release]`, for what a promotion publishes.
+    pub(crate) settings: ReleaseSettings,
 }
 
 /// The `release` evidence with a strategy's own result beside it.
@@ -378,6 +383,7 @@ pub(crate) async fn begin<'a>(
         gateway: String::new(),
         settings,
         rounds: Vec::new(),
+        publication: None,
     };
     Ok(Some(Release {
         ctx,
@@ -388,6 +394,7 @@ pub(crate) async fn begin<'a>(
         state,
         evidence,
         result: None,
+        settings: common.settings.clone(),
     }))
 }
 
@@ -640,6 +647,18 @@ impl Release<'_> {
                 self.evidence.verdict = Verdict::Promote;
                 self.evidence.reason = why.to_owned();
                 self.evidence.outcome = format!("{} is production", self.candidate.id());
+                let (publication, lines) = crate::publish::after_promotion(
+                    &self.target,
+                    &self.settings,
+                    &self.candidate,
+                    self.stable.as_ref().map(|s| s.number),
+                    Some(&self.evidence),
+                )
+                .await;
+                for line in lines {
+                    ctx.log(line);
+                }
+                self.evidence.publication = publication;
                 self.record();
                 self.state.phase = Phase::Promoted;
                 self.state.weight = 100;
