@@ -108,6 +108,14 @@ impl RepoView {
         };
         let repo = &self.repo;
         let mut out = HistoryScan::default();
+        // `git init` and nothing committed: libgit2 reports the unborn
+        // branch in more than one way (`UnbornBranch`, `NotFound`, or a
+        // reference error naming `refs/heads/master`), so ask directly.
+        if repo.is_empty().unwrap_or(false) {
+            out.notes
+                .push("the repository has no commits yet: no history to scan".to_owned());
+            return Ok(out);
+        }
         let mut walk = repo.revwalk().map_err(git_error)?;
         if let Err(e) = walk.push_head() {
             if matches!(e.code(), ErrorCode::UnbornBranch | ErrorCode::NotFound) {

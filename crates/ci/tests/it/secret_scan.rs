@@ -472,6 +472,28 @@ fn not_a_git_repository_scans_the_tree_and_skips_history() {
     );
 }
 
+/// `git init` and nothing committed yet, as a new project starts: the tree
+/// is scanned, the history is empty, and that is not an error.
+#[test]
+fn a_repository_without_commits_scans_the_tree_and_says_there_is_no_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let init = std::process::Command::new("git")
+        .args(["init", "-q"])
+        .arg(dir.path())
+        .status()
+        .expect("git is needed (apt-get install git; scripts/test-deps installs it)");
+    assert!(init.success());
+    write(dir.path(), &[("a.env", &format!("KEY={AWS_KEY_ID}\n"))]);
+    let report = scan(dir.path(), &ScanConfig::default()).unwrap();
+    assert_eq!(render(&report), ["aws-access-key-id a.env:1"]);
+    assert_eq!(report.commits_scanned, 0);
+    assert!(
+        report.notes.iter().any(|n| n.contains("no commits yet")),
+        "{:?}",
+        report.notes
+    );
+}
+
 /// A git repository in a temporary directory, committed to through the
 /// index with a fixed signature.
 struct Fixture {
