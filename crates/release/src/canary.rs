@@ -80,6 +80,18 @@ struct CanaryWire {
     on_inconclusive: InconclusiveAction,
     /// How long a replaced instance keeps serving requests in flight.
     drain: Option<toml::Spanned<String>>,
+    /// A rollback in steps instead of at once.
+    rollback: Option<toml::Spanned<RollbackWire>>,
+}
+
+/// `rollback = { steps = [25, 10], interval = "1s" }`: after a failing
+/// analysis the candidate's share steps down through `steps` (those below
+/// its share at the time), each held for `interval`, then to 0.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RollbackWire {
+    steps: Vec<u32>,
+    interval: toml::Spanned<String>,
 }
 
 fn default_on_inconclusive() -> InconclusiveAction {
@@ -94,6 +106,10 @@ struct Canary {
     traffic: Traffic,
     analysis: AnalysisConfig,
     policy: RoundPolicy,
+    /// The weights a rollback steps down through, and how long each holds
+    /// (empty: at once).
+    rollback_steps: Vec<u32>,
+    rollback_interval: Duration,
 }
 
 impl StepKind for CanaryKind {
@@ -127,14 +143,35 @@ impl StepKind for CanaryKind {
         let common = strategy::common(params, "canary", wire.drain.as_ref(), &mut errors);
         let model = common.as_ref().map_or("", |(c, _)| c.model.as_str());
         let traffic = wire.traffic.compile(model, &span, &mut errors);
+        let (rollback_steps, rollback_interval) = match &wire.rollback {
+            None => (Vec::new(), Some(Duration::ZERO)),
+            Some(r) => {
+                let steps = r.get_ref().steps.clone();
+                if steps.iter().any(|w| !(1..=99).contains(w))
+                    || steps.windows(2).any(|p| p[0] <= p[1])
+                {
+                    errors.push(Diagnostic::new(
+                        "`rollback.steps` must be the candidate's shares on the way down, decreasing, each 1 to 99 (`[25, 10]`)",
+                        Some(r.span()),
+                    ));
+                }
+                let interval = strategy::duration(
+                    "rollback.interval",
+                    &r.get_ref().interval,
+                    false,
+                    &mut errors,
+                );
+                (steps, interval)
+            }
+        };
         if let Err(e) = wire.analysis.validate() {
             errors.push(Diagnostic::new(
                 format!("`analysis`: {e}"),
                 Some(span.clone()),
             ));
         }
-        let (Some((common, infra)), Some(hold), Some(traffic), true) =
-            (common, hold, traffic, errors.is_empty())
+        let (Some((common, infra)), Some(hold), Some(traffic), Some(rollback_interval), true) =
+            (common, hold, traffic, rollback_interval, errors.is_empty())
         else {
             return Err(errors);
         };
@@ -163,12 +200,44 @@ impl StepKind for CanaryKind {
             traffic,
             analysis: wire.analysis,
             policy,
+            rollback_steps,
+            rollback_interval,
         };
         Ok(Arc::new(move |ctx: StepContext| {
             let canary = canary.clone();
             let infra = infra.clone();
             async move { run(&ctx, &infra, &canary).await }
         }))
+    }
+}
+
+/// A rollback in steps (`rollback.steps`): the candidate's share down
+/// through the configured weights below its share now, each held for
+/// `rollback.interval`; stable takes the rest. Stable was checked healthy
+/// in full before any traffic moved; a gateway that refuses a step ends
+/// the stepping (the rollback then moves everything at once).
+async fn step_down(release: &mut Release<'_>, live: &Live, c: &Canary) {
+    let Some(stable) = live.stable.as_deref() else {
+        return;
+    };
+    let from = release.state.weight;
+    for &weight in c.rollback_steps.iter().filter(|&&w| w < from) {
+        if let Err(e) =
+            crate::rollout::split(&live.client, Some(stable), &live.canary, weight).await
+        {
+            release.ctx.log(format!(
+                "rolling back in steps: the gateway refused {weight}% ({e}); everything goes back at once"
+            ));
+            return;
+        }
+        release.state.weight = weight;
+        release.state.reason = format!("rolling back: {weight}% to the candidate");
+        let _ = release.save().await;
+        release.ctx.log(format!(
+            "rolling back in steps: {weight}% to the candidate for {:?}",
+            c.rollback_interval
+        ));
+        tokio::time::sleep(c.rollback_interval).await;
     }
 }
 
@@ -180,6 +249,8 @@ async fn run(ctx: &StepContext, infra: &StepInfra, c: &Canary) -> Result<(), Ste
         "path": c.traffic.path,
         "analysis": c.analysis,
         "policy": c.policy,
+        "rollback-steps": c.rollback_steps,
+        "rollback-interval-ms": u64::try_from(c.rollback_interval.as_millis()).unwrap_or(u64::MAX),
     });
     let Some(mut release) = strategy::begin(ctx, infra, &c.common, "canary", settings).await?
     else {
@@ -219,6 +290,7 @@ async fn run(ctx: &StepContext, infra: &StepInfra, c: &Canary) -> Result<(), Ste
         RoundAction::Promote => release.promote(&live, &decision.reason).await,
         RoundAction::Rollback => {
             let why = why(&release.evidence, &decision);
+            step_down(&mut release, &live, c).await;
             release.roll_back(Some(&live), &why, decision.round).await?;
             Err(failure(format!(
                 "canary of {} rolled back at round {} ({}% canary): {why}",

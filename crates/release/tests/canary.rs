@@ -112,10 +112,27 @@ fn a_first_release_and_a_second_are_promoted_and_a_failing_candidate_rolls_back(
     assert_eq!((status, variant.as_str()), (200, "stable"));
 
     // 3. A candidate that misses the p99 latency SLO (a bound no server
-    // meets): rolled back at the first step, stable keeps serving.
+    // meets): rolled back at the first step — in steps, as configured —
+    // and stable keeps serving.
     train(dir, &reordered_csv(dir, false));
-    let run =
-        mlops_testkit::run_manifest(dir, &manifest(", max-p99-latency-ms = 0.001"), &registry);
+    let stepped = manifest_with(
+        "min-sample-size = 8, max-error-rate = 0.01, alpha = 0.01, max-p99-latency-ms = 0.001",
+        r#", rollback = { steps = [25, 10, 80], interval = "200ms" }"#,
+    );
+    std::fs::write(dir.join("mlops.toml"), &stepped).unwrap();
+    let refused = mlops_core::Manifest::load(dir, &registry)
+        .err()
+        .map(|e| format!("{e} {e:?}"))
+        .unwrap_or_default();
+    assert!(
+        refused.contains("rollback.steps"),
+        "an increasing rollback is refused: {refused}"
+    );
+    let stepped = manifest_with(
+        "min-sample-size = 8, max-error-rate = 0.01, alpha = 0.01, max-p99-latency-ms = 0.001",
+        r#", rollback = { steps = [25, 10], interval = "200ms" }"#,
+    );
+    let run = mlops_testkit::run_manifest(dir, &stepped, &registry);
     let canary = step(&run, "canary");
     assert_eq!(canary.status, StepStatus::Failed, "{}", log(dir, canary));
     let reason = canary.reason.clone().unwrap_or_default();
@@ -123,6 +140,16 @@ fn a_first_release_and_a_second_are_promoted_and_a_failing_candidate_rolls_back(
     assert!(
         reason.contains("rolled back") && reason.contains("latency-p99-slo"),
         "{reason}"
+    );
+    let stepped_log = log(dir, canary);
+    let (at25, at10, back) = (
+        stepped_log.find("rolling back in steps: 25%"),
+        stepped_log.find("rolling back in steps: 10%"),
+        stepped_log.find("every request back to stable"),
+    );
+    assert!(
+        at25.is_some() && at25 < at10 && at10 < back,
+        "{stepped_log}"
     );
     let release = evidence(canary, mlops_release::evidence::RELEASE);
     assert_eq!(release["verdict"], "rollback", "{release:#}");
