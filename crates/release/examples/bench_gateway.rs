@@ -8,12 +8,18 @@
 //!     --rounds 5 --duration 10s --connections 32
 //! ```
 //!
-//! One nginx, run as a foreground child from a config written to a
-//! temporary directory, has two server blocks: the upstream, and the
-//! anchor proxy (`proxy_pass` to an `upstream` block with keep-alive
-//! connections). The gateway runs in this process, through the library
-//! (`Gateway::bind`), on a multi-thread tokio runtime of its own with one
-//! worker per core — what `mlops gateway` runs. Each round runs `wrk`
+//! Two nginx instances, run as foreground children from configs written to
+//! temporary directories, each with its own workers (`worker_processes
+//! auto`): the upstream, and the anchor proxy (`proxy_pass` to an
+//! `upstream` block with keep-alive connections). Separate, so that the
+//! anchor, like the gateway, hands every request to another process; with
+//! `--shared-nginx` one instance has both server blocks (the layout of
+//! earlier results), and a worker may then serve the upstream connection
+//! it proxies to itself, without a wake-up of another process. The
+//! gateway runs in this process, through the library
+//! (`Gateway::bind`) from a multi-thread tokio runtime of its own, as
+//! `mlops gateway` runs it (the gateway serves its connections on worker
+//! threads of its own, one per core). Each round runs `wrk`
 //! against the upstream directly (the baseline), through nginx and through
 //! the gateway, in an order that rotates from round to round; every target
 //! is warmed up first. The report gives medians over rounds of requests per
@@ -22,7 +28,7 @@
 //! their ratios, gateway / nginx.
 //!
 //! Options: `--rounds N` (5), `--duration 10s`, `--connections N` (32),
-//! `--threads N` (wrk's threads: 2). Everything it starts is stopped when
+//! `--threads N` (wrk's threads: 2), `--shared-nginx`. Everything it starts is stopped when
 //! it exits; Ctrl-C reaches nginx and wrk through the terminal too.
 
 use std::fmt::Write as _;
@@ -42,6 +48,8 @@ struct Args {
     duration: Duration,
     connections: usize,
     threads: usize,
+    /// One nginx for the upstream and the anchor.
+    shared_nginx: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -50,6 +58,7 @@ fn parse_args() -> Result<Args, String> {
         duration: Duration::from_secs(10),
         connections: 32,
         threads: 2,
+        shared_nginx: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -65,6 +74,7 @@ fn parse_args() -> Result<Args, String> {
             "--threads" => {
                 args.threads = value()?.parse().map_err(|e| format!("--threads: {e}"))?;
             }
+            "--shared-nginx" => args.shared_nginx = true,
             other => return Err(format!("unknown argument {other}")),
         }
     }
@@ -115,7 +125,14 @@ struct Nginx {
 }
 
 impl Nginx {
-    fn start(nginx: &Path, dir: &Path, upstream: u16, proxy: u16) -> Result<Self, String> {
+    /// An nginx in `dir` serving the file on `upstream` when given, and
+    /// proxying to port `to` on `proxy` when given.
+    fn start(
+        nginx: &Path,
+        dir: &Path,
+        upstream: Option<u16>,
+        proxy: Option<(u16, u16)>,
+    ) -> Result<Self, String> {
         let www = dir.join("www");
         std::fs::create_dir_all(&www).map_err(|e| format!("{}: {e}", www.display()))?;
         std::fs::create_dir_all(dir.join("tmp")).map_err(|e| e.to_string())?;
@@ -130,6 +147,38 @@ impl Nginx {
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))
             .map_err(|e| e.to_string())?;
         let d = dir.display();
+        let upstream_block = upstream.map_or_else(String::new, |upstream| {
+            format!(
+                r#"
+    # The upstream: a static file.
+    server {{
+        listen 127.0.0.1:{upstream};
+        location / {{ root {d}/www; }}
+    }}
+"#
+            )
+        });
+        let proxy_block = proxy.map_or_else(String::new, |(proxy, to)| {
+            format!(
+                r#"
+    upstream origin {{
+        server 127.0.0.1:{to};
+        keepalive 64;
+        keepalive_requests 1000000000;
+    }}
+
+    # The anchor: nginx as a reverse proxy in front of it.
+    server {{
+        listen 127.0.0.1:{proxy};
+        location / {{
+            proxy_pass http://origin;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }}
+    }}
+"#
+            )
+        });
         let conf = format!(
             r#"worker_processes auto;
 pid {d}/nginx.pid;
@@ -144,29 +193,7 @@ http {{
     fastcgi_temp_path {d}/tmp/fastcgi;
     uwsgi_temp_path {d}/tmp/uwsgi;
     scgi_temp_path {d}/tmp/scgi;
-
-    # The upstream: a static file.
-    server {{
-        listen 127.0.0.1:{upstream};
-        location / {{ root {d}/www; }}
-    }}
-
-    upstream origin {{
-        server 127.0.0.1:{upstream};
-        keepalive 64;
-        keepalive_requests 1000000000;
-    }}
-
-    # The anchor: nginx as a reverse proxy in front of it.
-    server {{
-        listen 127.0.0.1:{proxy};
-        location / {{
-            proxy_pass http://origin;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-        }}
-    }}
-}}
+{upstream_block}{proxy_block}}}
 "#
         );
         let conf_path = dir.join("nginx.conf");
@@ -186,7 +213,7 @@ http {{
             child,
             dir: dir.to_owned(),
         };
-        for port in [upstream, proxy] {
+        for port in upstream.into_iter().chain(proxy.map(|(p, _)| p)) {
             nginx.wait_listening(port)?;
         }
         Ok(nginx)
@@ -354,7 +381,23 @@ fn bench(args: &Args) -> Result<(), String> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let dir = tempfile::tempdir().map_err(|e| format!("a temporary directory: {e}"))?;
     let (upstream_port, nginx_port) = (free_port(), free_port());
-    let nginx = Nginx::start(&nginx_bin, dir.path(), upstream_port, nginx_port)?;
+    let nginx = if args.shared_nginx {
+        vec![Nginx::start(
+            &nginx_bin,
+            dir.path(),
+            Some(upstream_port),
+            Some((nginx_port, upstream_port)),
+        )?]
+    } else {
+        let (origin, anchor) = (dir.path().join("origin"), dir.path().join("anchor"));
+        for d in [&origin, &anchor] {
+            std::fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
+        }
+        vec![
+            Nginx::start(&nginx_bin, &origin, Some(upstream_port), None)?,
+            Nginx::start(&nginx_bin, &anchor, None, Some((nginx_port, upstream_port)))?,
+        ]
+    };
 
     // The gateway on a runtime of its own, as `mlops gateway` runs it.
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -384,12 +427,16 @@ fn bench(args: &Args) -> Result<(), String> {
         }
     }
     println!(
-        "{}; {}; {cores} cores shared by wrk ({} threads), nginx ({} workers) and the \
-         gateway ({cores} runtime workers); {} connections, {} rounds of {}s per target",
+        "{}; {}; {cores} cores shared by wrk ({} threads), nginx ({}) and the \
+         gateway ({cores} worker threads); {} connections, {} rounds of {}s per target",
         version(&nginx_bin, "-v"),
         version(&wrk_bin, "-v"),
         args.threads,
-        cores,
+        if args.shared_nginx {
+            format!("one instance, {cores} workers, upstream and anchor")
+        } else {
+            format!("{cores} workers for the upstream, {cores} for the anchor")
+        },
         args.connections,
         args.rounds,
         args.duration.as_secs()

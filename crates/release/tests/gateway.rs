@@ -22,12 +22,12 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use mlops_release::gateway::metrics::{
-    Disagreement, LATENCY_BUCKETS_SECONDS, MeterSnapshot, MetricsSnapshot, ReplicaSnapshot,
-    ShadowSnapshot, VariantSnapshot, prometheus_text,
+    Disagreement, LATENCY_BUCKETS_SECONDS, MeterSnapshot, MetricsSnapshot, ReplicaHealth,
+    ReplicaSnapshot, ShadowSnapshot, VariantSnapshot, prometheus_text,
 };
 use mlops_release::gateway::{
-    Config, Gateway, GatewayError, Route, ServerHandle, Shadow, Sticky, TOKEN_FILE, Tolerance,
-    ensure_token_file,
+    Config, Gateway, GatewayError, HealthCheck, Route, ServerHandle, Shadow, Sticky, TOKEN_FILE,
+    Tolerance, ensure_token_file,
 };
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
@@ -49,12 +49,16 @@ fn bounded<F: Future<Output = ()>>(body: F) {
 
 /// A replica: answers every request with `x-upstream: NAME` and what it
 /// saw of the request in `x-seen-*` headers. `/echo` returns the request
-/// body, `/slow/MS` waits MS milliseconds first, `/status/N` answers N.
+/// body, `/slow/MS` waits MS milliseconds first, `/status/N` answers N,
+/// `/v2/health/ready` 200 (503 when `unready`).
 struct Upstream {
     name: String,
     addr: SocketAddr,
     /// When set, every answer is 500.
     failing: Arc<AtomicBool>,
+    /// When set, its readiness endpoint answers 503 (and nothing else
+    /// changes).
+    unready: Arc<AtomicBool>,
     /// Added before every answer, in milliseconds.
     delay_ms: Arc<AtomicU64>,
     task: JoinHandle<()>,
@@ -75,8 +79,14 @@ impl Upstream {
     fn on(name: &str, listener: TcpListener) -> Self {
         let addr = listener.local_addr().expect("local addr");
         let failing = Arc::new(AtomicBool::new(false));
+        let unready = Arc::new(AtomicBool::new(false));
         let delay_ms = Arc::new(AtomicU64::new(0));
-        let (n, f, d) = (name.to_owned(), failing.clone(), delay_ms.clone());
+        let (n, f, u, d) = (
+            name.to_owned(),
+            failing.clone(),
+            unready.clone(),
+            delay_ms.clone(),
+        );
         let task = tokio::spawn(async move {
             // Dropped with this task: killing it closes every connection.
             let mut connections = JoinSet::new();
@@ -84,10 +94,11 @@ impl Upstream {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
-                let (n, f, d) = (n.clone(), f.clone(), d.clone());
+                let (n, f, u, d) = (n.clone(), f.clone(), u.clone(), d.clone());
                 connections.spawn(async move {
-                    let service =
-                        service_fn(move |req| answer(n.clone(), f.clone(), d.clone(), req));
+                    let service = service_fn(move |req| {
+                        answer(n.clone(), f.clone(), u.clone(), d.clone(), req)
+                    });
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), service)
                         .await;
@@ -98,6 +109,7 @@ impl Upstream {
             name: name.to_owned(),
             addr,
             failing,
+            unready,
             delay_ms,
             task,
         }
@@ -119,10 +131,18 @@ impl Upstream {
 async fn answer(
     name: String,
     failing: Arc<AtomicBool>,
+    unready: Arc<AtomicBool>,
     delay_ms: Arc<AtomicU64>,
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let path = req.uri().path().to_owned();
+    if path == "/v2/health/ready" {
+        let mut response = Response::new(Full::new(Bytes::new()));
+        if unready.load(Ordering::Relaxed) {
+            *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+        }
+        return Ok(response);
+    }
     let seen = |h: &str| {
         req.headers()
             .get(h)
@@ -657,6 +677,192 @@ fn a_replica_answering_5xx_is_ejected_but_never_the_last_and_an_empty_variant_an
     });
 }
 
+/// `url`'s entry in variant `stable` of the gateway's snapshot.
+fn stable_replica(h: &Harness, url: &str) -> ReplicaSnapshot {
+    h.gateway
+        .snapshot()
+        .variant("stable")
+        .and_then(|v| v.replica(url))
+        .expect("the replica is in the snapshot")
+        .clone()
+}
+
+/// Poll the snapshot until `done` holds for `url`, failing after `limit`:
+/// how long it took.
+async fn until(
+    h: &Harness,
+    url: &str,
+    limit: Duration,
+    what: &str,
+    done: impl Fn(&ReplicaSnapshot) -> bool,
+) -> Duration {
+    let started = tokio::time::Instant::now();
+    loop {
+        let r = stable_replica(h, url);
+        if done(&r) {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < limit,
+            "{url}: not {what} within {limit:?}: {r:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[test]
+fn a_replica_failing_health_checks_leaves_rotation_and_comes_back() {
+    bounded(async {
+        let (a, b) = (Upstream::start("a").await, Upstream::start("b").await);
+        let (a_url, b_url) = (a.url(), b.url());
+        let mut config = Config::single([a.url(), b.url()]);
+        let check = HealthCheck {
+            interval_ms: 200,
+            timeout_ms: 200,
+            unhealthy_after: 2,
+            healthy_after: 1,
+            ..HealthCheck::default()
+        };
+        let interval = Duration::from_millis(check.interval_ms);
+        config.health = Some(check.clone());
+        let h = Harness::start(config.clone()).await;
+        let healthy = |r: &ReplicaSnapshot| r.health == ReplicaHealth::Healthy && r.in_rotation;
+        until(&h, &a_url, 3 * interval, "healthy", healthy).await;
+        until(&h, &b_url, 3 * interval, "healthy", healthy).await;
+        let tally = h.tally("/", 40, 4).await;
+        assert!(
+            ok_from(&tally, "a") > 0 && ok_from(&tally, "b") > 0,
+            "{tally:?}"
+        );
+
+        // Its readiness fails (its answers to requests would not): out of
+        // rotation within interval × unhealthy-after (and a round already
+        // under way), with nothing passive about it.
+        a.unready.store(true, Ordering::Relaxed);
+        let took = until(&h, &a_url, 10 * interval, "out of rotation", |r| {
+            !r.in_rotation
+        })
+        .await;
+        // Scheduling slack on a shared machine on top of the bound.
+        let bound = interval * check.unhealthy_after + interval + Duration::from_millis(300);
+        assert!(took <= bound, "took {took:?}, bound {bound:?}");
+        let out = stable_replica(&h, &a_url);
+        assert_eq!(out.health, ReplicaHealth::Unhealthy);
+        assert!(!out.ejected && out.health_checks_failed >= 2, "{out:?}");
+        let tally = h.tally("/", 40, 4).await;
+        assert_eq!(ok_from(&tally, "b"), 40, "{tally:?}");
+        let text = h.gateway.prometheus_text();
+        for line in [
+            format!(
+                "mlops_gateway_replica_health{{variant=\"stable\",replica=\"{a_url}\",state=\"unhealthy\"}} 1"
+            ),
+            format!(
+                "mlops_gateway_replica_health{{variant=\"stable\",replica=\"{a_url}\",state=\"healthy\"}} 0"
+            ),
+            format!(
+                "mlops_gateway_replica_in_rotation{{variant=\"stable\",replica=\"{a_url}\"}} 0"
+            ),
+            format!(
+                "mlops_gateway_replica_in_rotation{{variant=\"stable\",replica=\"{b_url}\"}} 1"
+            ),
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "no line {line:?} in\n{text}"
+            );
+        }
+        promtool_check(&text);
+        let json = serde_json::to_value(h.gateway.snapshot()).expect("serializable");
+        assert_eq!(json["variants"][0]["replicas"][0]["health"], "unhealthy");
+
+        // The other fails too: the last replica in rotation stays (it can
+        // be reached), marked unhealthy, and keeps serving.
+        b.unready.store(true, Ordering::Relaxed);
+        until(&h, &b_url, 10 * interval, "unhealthy", |r| {
+            r.health == ReplicaHealth::Unhealthy
+        })
+        .await;
+        tokio::time::sleep(interval).await;
+        assert!(stable_replica(&h, &b_url).in_rotation);
+        assert_eq!(ok_from(&h.tally("/", 10, 2).await, "b"), 10);
+
+        // The first one recovers: back in rotation after healthy-after
+        // passes, and the one kept only as the last leaves.
+        a.unready.store(false, Ordering::Relaxed);
+        until(&h, &a_url, 10 * interval, "back", healthy).await;
+        until(&h, &b_url, 10 * interval, "out of rotation", |r| {
+            !r.in_rotation
+        })
+        .await;
+        assert_eq!(ok_from(&h.tally("/", 10, 2).await, "a"), 10);
+
+        // A new config keeps the probing (and what it found) for replicas
+        // that stay, and probes new ones; without health checks nothing
+        // is out of rotation for them.
+        let c = Upstream::start("c").await;
+        let mut grown = Config::single([a.url(), b.url(), c.url()]);
+        grown.health = Some(check.clone());
+        h.gateway.set_config(grown).expect("valid");
+        assert!(!stable_replica(&h, &b_url).in_rotation);
+        until(&h, &c.url(), 10 * interval, "healthy", healthy).await;
+        let mut unchecked = config.clone();
+        unchecked.health = None;
+        h.gateway.set_config(unchecked).expect("valid");
+        let b_now = stable_replica(&h, &b_url);
+        assert!(
+            b_now.in_rotation && b_now.health == ReplicaHealth::Unchecked,
+            "{b_now:?}"
+        );
+        let checks = b_now.health_checks_failed + b_now.health_checks_passed;
+        tokio::time::sleep(2 * interval).await;
+        let after = stable_replica(&h, &b_url);
+        assert_eq!(
+            after.health_checks_failed + after.health_checks_passed,
+            0,
+            "counters reset, no probes without a config: {checks} then {after:?}"
+        );
+        let tally = h.tally("/", 40, 4).await;
+        assert!(ok_from(&tally, "b") > 0, "{tally:?}");
+    });
+}
+
+#[test]
+fn the_last_replica_refusing_probes_leaves_and_returns_when_it_listens_again() {
+    bounded(async {
+        let lonely = Upstream::start("lonely").await;
+        let url = lonely.url();
+        let mut config = Config::single([lonely.url()]);
+        config.health = Some(HealthCheck {
+            interval_ms: 100,
+            timeout_ms: 100,
+            unhealthy_after: 2,
+            healthy_after: 2,
+            ..HealthCheck::default()
+        });
+        let h = Harness::start(config).await;
+        until(&h, &url, Duration::from_secs(2), "healthy", |r| {
+            r.health == ReplicaHealth::Healthy
+        })
+        .await;
+        // Nothing listens there: out even as the last one, and the
+        // variant answers 503 without trying it.
+        let addr = lonely.kill().await;
+        until(&h, &url, Duration::from_secs(2), "out of rotation", |r| {
+            !r.in_rotation
+        })
+        .await;
+        let reply = h.get("/", &[]).await;
+        assert_eq!(reply.status, 503, "{reply:?}");
+        assert!(reply.body.contains("no healthy replica"), "{reply:?}");
+        assert_eq!(stable_replica(&h, &url).meter.requests.total(), 0);
+        // Listening again: back after two passes in a row.
+        let _back = Upstream::restart("lonely", addr).await;
+        until(&h, &url, Duration::from_secs(2), "back", |r| r.in_rotation).await;
+        let reply = h.get("/", &[]).await;
+        assert_eq!((reply.status, reply.upstream()), (200, "lonely"));
+    });
+}
+
 #[test]
 fn bodies_over_the_limit_get_413_without_being_read() {
     bounded(async {
@@ -1028,6 +1234,10 @@ fn prometheus_label_values_are_escaped() {
                 upstream_failures: 0,
                 ejections: 0,
                 ejected: false,
+                health: ReplicaHealth::Unhealthy,
+                health_checks_passed: 1,
+                health_checks_failed: 2,
+                in_rotation: false,
             }],
         }],
         shadows: vec![ShadowSnapshot {

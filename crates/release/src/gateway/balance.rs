@@ -1,17 +1,26 @@
 //! Replicas and the choices among them: least outstanding requests across
-//! a variant's healthy replicas, passive ejection with exponential
+//! a variant's replicas in rotation, passive ejection with exponential
 //! back-off, and the gateway's cheap random numbers.
 //!
 //! It owns a replica's live state (which survives reconfiguration when the
-//! replica stays); it does not know about HTTP.
+//! replica stays); it does not know about HTTP. Active health checks
+//! (`health`) decide their verdicts elsewhere and record them here.
+//!
+//! One rule for leaving rotation, whatever the reason: a replica that
+//! cannot be reached at all (its connection refused, by a request or a
+//! probe) may leave even as the last one; any other failure — 5xx answers,
+//! timeouts, failed health probes — never takes out the last replica in
+//! rotation, since clients can provoke the first two and ejecting every
+//! replica would answer 503 to everyone.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hyper::Uri;
 use hyper::header::HeaderValue;
 
+use super::health::ProbeState;
 use super::metrics::Meter;
 use super::upstream::{Pool, host_header};
 
@@ -33,6 +42,10 @@ pub(crate) struct Replica {
     /// Microseconds since `epoch` until which the replica is ejected.
     ejected_until: AtomicU64,
     epoch: Instant,
+    /// Out of rotation because its health probes fail.
+    probed_out: AtomicBool,
+    /// The health checks' counters and verdict (the probe task writes it).
+    pub(crate) probe: Mutex<ProbeState>,
 }
 
 /// How ejection behaves; from the current config.
@@ -67,6 +80,8 @@ impl Replica {
             streak: AtomicU32::new(0),
             ejected_until: AtomicU64::new(0),
             epoch,
+            probed_out: AtomicBool::new(false),
+            probe: Mutex::default(),
         }
     }
 
@@ -76,6 +91,21 @@ impl Replica {
 
     pub(crate) fn is_ejected(&self) -> bool {
         self.now_micros() < self.ejected_until.load(Ordering::Relaxed)
+    }
+
+    /// Whether requests may go to it: neither ejected nor out for failing
+    /// health probes.
+    pub(crate) fn in_rotation(&self) -> bool {
+        !self.probed_out.load(Ordering::Relaxed) && !self.is_ejected()
+    }
+
+    pub(crate) fn is_probed_out(&self) -> bool {
+        self.probed_out.load(Ordering::Relaxed)
+    }
+
+    /// Out of rotation (or back in) by the health checks' verdict.
+    pub(crate) fn set_probed_out(&self, out: bool) {
+        self.probed_out.store(out, Ordering::Relaxed);
     }
 
     /// A response below 500 came back.
@@ -109,8 +139,9 @@ impl Replica {
     }
 }
 
-/// The healthy replica with the fewest requests outstanding, ties broken
-/// at random, skipping `tried`. `None` when none is healthy and untried.
+/// The replica in rotation with the fewest requests outstanding, ties
+/// broken at random, skipping `tried`. `None` when none is in rotation and
+/// untried.
 pub(crate) fn least_outstanding<'a>(
     replicas: &'a [Arc<Replica>],
     tried: &[usize],
@@ -119,7 +150,7 @@ pub(crate) fn least_outstanding<'a>(
     let mut best: Option<(i64, usize)> = None;
     let mut ties = 0u64;
     for (i, r) in replicas.iter().enumerate() {
-        if tried.contains(&i) || r.is_ejected() {
+        if tried.contains(&i) || !r.in_rotation() {
             continue;
         }
         let load = r.meter.in_flight();
@@ -141,10 +172,29 @@ pub(crate) fn least_outstanding<'a>(
     best.map(|(_, i)| (i, &replicas[i]))
 }
 
-/// SplitMix64 over an atomic counter: lock-free, good enough for weights,
-/// tie-breaks and request ids (never for secrets).
+/// Whether a replica of the variant other than `index` is in rotation: a
+/// failure that may not be the replica's alone (a 5xx, a timeout, a failed
+/// health probe) never takes out the last one.
+pub(crate) fn others_in_rotation(replicas: &[Arc<Replica>], index: usize) -> bool {
+    replicas
+        .iter()
+        .enumerate()
+        .any(|(i, r)| i != index && r.in_rotation())
+}
+
+/// SplitMix64: good enough for weights, tie-breaks and request ids (never
+/// for secrets). Each thread draws from a sequence of its own, seeded once
+/// from the shared counter: the request path touches no cache line another
+/// core writes.
 #[derive(Debug)]
 pub(crate) struct Rng(AtomicU64);
+
+const GOLDEN_GAMMA: u64 = 0x9E37_79B9_7F4A_7C15;
+
+thread_local! {
+    /// This thread's SplitMix64 state; 0 until seeded.
+    static THREAD_STATE: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
 
 impl Rng {
     pub(crate) fn new(seed: u64) -> Self {
@@ -152,7 +202,16 @@ impl Rng {
     }
 
     pub(crate) fn next_u64(&self) -> u64 {
-        mix(self.0.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed))
+        THREAD_STATE.with(|state| {
+            let mut s = state.get();
+            if s == 0 {
+                // A seed of its own, far from every other thread's.
+                s = mix(self.0.fetch_add(GOLDEN_GAMMA, Ordering::Relaxed)) | 1;
+            }
+            s = s.wrapping_add(GOLDEN_GAMMA);
+            state.set(s);
+            mix(s)
+        })
     }
 
     /// Uniform in `0..n` (n > 0), by Lemire's multiply-shift.
@@ -163,7 +222,7 @@ impl Rng {
 
 /// The SplitMix64 finalizer: a bijection that scatters nearby inputs.
 pub(crate) fn mix(mut z: u64) -> u64 {
-    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = z.wrapping_add(GOLDEN_GAMMA);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)

@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use hyper::Uri;
-use hyper::header::HeaderName;
+use hyper::header::{HeaderName, HeaderValue};
 use serde::{Deserialize, Serialize};
 
 /// What the gateway serves: named variants, each a weighted pool of
@@ -55,6 +55,49 @@ pub struct Config {
     /// compared with the primary's and never returned.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub shadows: Vec<Shadow>,
+    /// Active health checks of every replica; none when absent (passive
+    /// ejection only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<HealthCheck>,
+}
+
+/// Active health checks: every `interval-ms`, one task per gateway sends
+/// `GET path` to each replica of every variant over a fresh connection. A
+/// replica whose probes fail `unhealthy-after` times in a row (no 2xx
+/// within `timeout-ms`, or no connection) leaves rotation, under the same
+/// never-the-last rule as passive ejection; `healthy-after` passes in a
+/// row bring it back.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct HealthCheck {
+    /// The path probed (the Open Inference Protocol's readiness by
+    /// default).
+    #[serde(default = "defaults::health_path")]
+    pub path: String,
+    /// Time from the start of one round of probes to the next.
+    #[serde(default = "defaults::health_interval_ms")]
+    pub interval_ms: u64,
+    /// Time a probe may take, connecting included; at most the interval.
+    #[serde(default = "defaults::health_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Failed probes in a row that make a replica unhealthy.
+    #[serde(default = "defaults::unhealthy_after")]
+    pub unhealthy_after: u32,
+    /// Passed probes in a row that make an unhealthy replica healthy.
+    #[serde(default = "defaults::healthy_after")]
+    pub healthy_after: u32,
+}
+
+impl Default for HealthCheck {
+    fn default() -> Self {
+        Self {
+            path: defaults::health_path(),
+            interval_ms: defaults::health_interval_ms(),
+            timeout_ms: defaults::health_timeout_ms(),
+            unhealthy_after: defaults::unhealthy_after(),
+            healthy_after: defaults::healthy_after(),
+        }
+    }
 }
 
 /// Mirroring to a shadow variant: a share of the requests the primary
@@ -124,6 +167,21 @@ mod defaults {
     pub(super) fn shadow_max_in_flight() -> u32 {
         64
     }
+    pub(super) fn health_path() -> String {
+        "/v2/health/ready".to_owned()
+    }
+    pub(super) fn health_interval_ms() -> u64 {
+        1_000
+    }
+    pub(super) fn health_timeout_ms() -> u64 {
+        500
+    }
+    pub(super) fn unhealthy_after() -> u32 {
+        2
+    }
+    pub(super) fn healthy_after() -> u32 {
+        1
+    }
 }
 
 /// One arm of a release: a weighted pool of replica upstreams.
@@ -190,6 +248,7 @@ impl Config {
             eject_base_ms: defaults::eject_base_ms(),
             eject_max_ms: defaults::eject_max_ms(),
             shadows: Vec::new(),
+            health: None,
         }
     }
 }
@@ -221,6 +280,18 @@ pub(crate) struct Compiled {
     pub(crate) eject_base: Duration,
     pub(crate) eject_max: Duration,
     pub(crate) shadows: Vec<CompiledShadow>,
+    pub(crate) health: Option<CompiledHealth>,
+}
+
+/// [`HealthCheck`], validated.
+#[derive(Clone, Debug)]
+pub(crate) struct CompiledHealth {
+    /// Origin form: the path and query probed.
+    pub(crate) path: Uri,
+    pub(crate) interval: Duration,
+    pub(crate) timeout: Duration,
+    pub(crate) unhealthy_after: u32,
+    pub(crate) healthy_after: u32,
 }
 
 #[derive(Debug)]
@@ -236,6 +307,8 @@ pub(crate) struct CompiledShadow {
 #[derive(Debug)]
 pub(crate) struct CompiledVariant {
     pub(crate) name: String,
+    /// The name as the value of [`super::VARIANT_HEADER`], made once.
+    pub(crate) header: Option<HeaderValue>,
     pub(crate) weight: u32,
     /// The replicas' base URLs, as given, and parsed.
     pub(crate) replicas: Vec<(String, Uri)>,
@@ -306,6 +379,7 @@ pub(crate) fn compile(config: &Config) -> Result<Compiled, Vec<String>> {
         }
         variants.push(CompiledVariant {
             name: v.name.clone(),
+            header: HeaderValue::from_str(&v.name).ok(),
             weight: v.weight,
             replicas,
         });
@@ -387,6 +461,10 @@ pub(crate) fn compile(config: &Config) -> Result<Compiled, Vec<String>> {
         errors.push("eject-base-ms must be above 0 and at most eject-max-ms".to_owned());
     }
     let shadows = compile_shadows(config, &mut errors);
+    let health = config
+        .health
+        .as_ref()
+        .and_then(|h| compile_health(h, &mut errors));
     if !errors.is_empty() {
         return Err(errors);
     }
@@ -402,6 +480,47 @@ pub(crate) fn compile(config: &Config) -> Result<Compiled, Vec<String>> {
         eject_base: Duration::from_millis(config.eject_base_ms),
         eject_max: Duration::from_millis(config.eject_max_ms),
         shadows,
+        health,
+    })
+}
+
+/// Validate `health`, pushing every problem onto `errors`.
+fn compile_health(health: &HealthCheck, errors: &mut Vec<String>) -> Option<CompiledHealth> {
+    let before = errors.len();
+    let path = match health.path.parse::<Uri>() {
+        Ok(uri) if health.path.starts_with('/') && uri.authority().is_none() => Some(uri),
+        _ => {
+            errors.push(format!(
+                "health: path {:?} is not an absolute path (`/v2/health/ready`)",
+                health.path
+            ));
+            None
+        }
+    };
+    if health.interval_ms < 10 || health.interval_ms > 3_600_000 {
+        errors.push(format!(
+            "health: interval-ms {} is not between 10 and 3600000",
+            health.interval_ms
+        ));
+    }
+    if health.timeout_ms == 0 || health.timeout_ms > health.interval_ms {
+        errors.push(format!(
+            "health: timeout-ms {} must be above 0 and at most interval-ms ({})",
+            health.timeout_ms, health.interval_ms
+        ));
+    }
+    if health.unhealthy_after == 0 {
+        errors.push("health: unhealthy-after must be above 0".to_owned());
+    }
+    if health.healthy_after == 0 {
+        errors.push("health: healthy-after must be above 0".to_owned());
+    }
+    (errors.len() == before).then(|| CompiledHealth {
+        path: path.expect("valid when no error was pushed"),
+        interval: Duration::from_millis(health.interval_ms),
+        timeout: Duration::from_millis(health.timeout_ms),
+        unhealthy_after: health.unhealthy_after,
+        healthy_after: health.healthy_after,
     })
 }
 
@@ -576,6 +695,49 @@ mod tests {
         )
         .expect_err("unknown key");
         assert!(err.to_string().contains("unknown field `weight`"), "{err}");
+    }
+
+    #[test]
+    fn health_checks_compile_with_defaults_and_report_every_error() {
+        let replicas =
+            r#""variants": [{"name": "s", "weight": 1, "replicas": ["http://127.0.0.1:8001"]}]"#;
+        check(&format!(r#"{{{replicas}, "health": {{}}}}"#), &[]);
+        let config: Config = serde_json::from_str(&format!(
+            r#"{{{replicas}, "health": {{"interval-ms": 200}}}}"#
+        ))
+        .expect("a config's JSON");
+        let health = config.health.expect("health is set");
+        assert_eq!(health.path, "/v2/health/ready");
+        assert_eq!(
+            (health.interval_ms, health.timeout_ms),
+            (200, 500),
+            "the timeout is not capped silently: it is an error"
+        );
+        check(
+            &format!(
+                r#"{{{replicas}, "health": {{"path": "http://x/ready", "interval-ms": 5,
+                    "timeout-ms": 0, "unhealthy-after": 0, "healthy-after": 0}}}}"#
+            ),
+            &[
+                r#"health: path "http://x/ready" is not an absolute path (`/v2/health/ready`)"#,
+                "health: interval-ms 5 is not between 10 and 3600000",
+                "health: timeout-ms 0 must be above 0 and at most interval-ms (5)",
+                "health: unhealthy-after must be above 0",
+                "health: healthy-after must be above 0",
+            ],
+        );
+        check(
+            &format!(r#"{{{replicas}, "health": {{"interval-ms": 100, "timeout-ms": 200}}}}"#),
+            &["health: timeout-ms 200 must be above 0 and at most interval-ms (100)"],
+        );
+        let err = serde_json::from_str::<Config>(&format!(
+            r#"{{{replicas}, "health": {{"interval": "1s"}}}}"#
+        ))
+        .expect_err("unknown key");
+        assert!(
+            err.to_string().contains("unknown field `interval`"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -339,8 +339,42 @@ pub struct ReplicaSnapshot {
     pub upstream_failures: u64,
     /// Times it was ejected.
     pub ejections: u64,
-    /// Whether it is ejected now.
+    /// Whether it is ejected now (passively: by requests' failures).
     pub ejected: bool,
+    /// What the active health checks found.
+    pub health: ReplicaHealth,
+    /// Health probes that passed.
+    pub health_checks_passed: u64,
+    /// Health probes that failed.
+    pub health_checks_failed: u64,
+    /// Whether requests may go to it now: neither ejected nor out of
+    /// rotation for failing health checks. (An unhealthy replica stays in
+    /// rotation when it is the last one there and can be reached.)
+    pub in_rotation: bool,
+}
+
+/// A replica's active health.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ReplicaHealth {
+    /// No verdict: health checks are off, or none has concluded yet.
+    #[default]
+    Unchecked,
+    /// Its probes pass.
+    Healthy,
+    /// Its probes fail.
+    Unhealthy,
+}
+
+impl ReplicaHealth {
+    /// `unchecked`, `healthy` or `unhealthy`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Unchecked => "unchecked",
+            Self::Healthy => "healthy",
+            Self::Unhealthy => "unhealthy",
+        }
+    }
 }
 
 /// Render `snapshot` as Prometheus text exposition (format 0.0.4).
@@ -530,6 +564,59 @@ pub fn prometheus_text(snapshot: &MetricsSnapshot) -> String {
             "mlops_gateway_replica_ejected{{{}}} {}",
             r_labels(v, r),
             u8::from(r.ejected)
+        );
+    }
+    family(
+        &mut out,
+        "mlops_gateway_replica_health",
+        "gauge",
+        "1 for a replica's active health state (unchecked, healthy, unhealthy), 0 for the others.",
+    );
+    for (v, r) in replicas() {
+        for state in [
+            ReplicaHealth::Unchecked,
+            ReplicaHealth::Healthy,
+            ReplicaHealth::Unhealthy,
+        ] {
+            let _ = writeln!(
+                out,
+                "mlops_gateway_replica_health{{{},state=\"{}\"}} {}",
+                r_labels(v, r),
+                state.as_str(),
+                u8::from(r.health == state)
+            );
+        }
+    }
+    family(
+        &mut out,
+        "mlops_gateway_replica_health_checks_total",
+        "counter",
+        "Active health probes of a replica, by result.",
+    );
+    for (v, r) in replicas() {
+        for (result, n) in [
+            ("pass", r.health_checks_passed),
+            ("fail", r.health_checks_failed),
+        ] {
+            let _ = writeln!(
+                out,
+                "mlops_gateway_replica_health_checks_total{{{},result=\"{result}\"}} {n}",
+                r_labels(v, r)
+            );
+        }
+    }
+    family(
+        &mut out,
+        "mlops_gateway_replica_in_rotation",
+        "gauge",
+        "1 while requests may go to a replica (neither ejected nor failing health checks), else 0.",
+    );
+    for (v, r) in replicas() {
+        let _ = writeln!(
+            out,
+            "mlops_gateway_replica_in_rotation{{{}}} {}",
+            r_labels(v, r),
+            u8::from(r.in_rotation)
         );
     }
     shadow_families(&mut out, &snapshot.shadows);

@@ -11,11 +11,12 @@
 //!
 //! Routing: the first matching header or cookie [`Route`], else a weighted
 //! choice among variants (sticky by a hashed cookie or header value when
-//! configured), then the healthy replica with the fewest outstanding
+//! configured), then the replica in rotation with the fewest outstanding
 //! requests. Failures: 413 over the body limit, 504 past the upstream
 //! timeout, retries of idempotent requests on another replica after a
-//! transport failure, passive ejection with back-off, 503 when a variant
-//! has no healthy replica. Every response the proxy returns (the
+//! transport failure, passive ejection with back-off, active health
+//! checks when configured ([`HealthCheck`]), 503 when a variant has no
+//! replica in rotation. Every response the proxy returns (the
 //! upstream's or one the gateway made, 503 and 504 included) carries
 //! [`VARIANT_HEADER`] naming the variant chosen for the request, so that a
 //! client measuring a release can tell the variants apart.
@@ -35,6 +36,7 @@
 mod admin;
 mod balance;
 mod config;
+mod health;
 pub mod metrics;
 mod proxy;
 mod shadow;
@@ -61,10 +63,10 @@ pub use admin::{
 /// upstream's header of that name.
 pub const VARIANT_HEADER: &str = "x-mlops-variant";
 
-pub use config::{Config, Route, Shadow, Sticky, Tolerance, Variant};
+pub use config::{Config, HealthCheck, Route, Shadow, Sticky, Tolerance, Variant};
 pub use metrics::{
-    Disagreement, LatencySummary, MeterSnapshot, MetricsSnapshot, ReplicaSnapshot, ShadowSnapshot,
-    StatusClasses, VariantSnapshot,
+    Disagreement, LatencySummary, MeterSnapshot, MetricsSnapshot, ReplicaHealth, ReplicaSnapshot,
+    ShadowSnapshot, StatusClasses, VariantSnapshot,
 };
 
 use balance::{EjectPolicy, Replica, Rng};
@@ -119,6 +121,10 @@ struct Shared {
     state: Mutex<State>,
     rng: Rng,
     epoch: Instant,
+    /// The active health checks' task, once something serves.
+    prober: Mutex<Option<JoinHandle<()>>>,
+    /// Told of every new config, so that probing follows it at once.
+    health_changed: Arc<tokio::sync::Notify>,
 }
 
 #[derive(Debug, Default)]
@@ -176,6 +182,8 @@ impl Gateway {
                 state: Mutex::new(state),
                 rng: Rng::new(balance::os_seed()),
                 epoch,
+                prober: Mutex::new(None),
+                health_changed: Arc::new(tokio::sync::Notify::new()),
             }),
         })
     }
@@ -203,6 +211,8 @@ impl Gateway {
             .active
             .write()
             .unwrap_or_else(|e| e.into_inner()) = active;
+        drop(state);
+        self.shared.health_changed.notify_one();
     }
 
     /// The current config.
@@ -228,15 +238,24 @@ impl Gateway {
                         replicas: v
                             .replicas
                             .iter()
-                            .map(|r| ReplicaSnapshot {
-                                url: r.url.clone(),
-                                active: current.is_some_and(|c| c.replicas.contains(&r.url)),
-                                meter: r.meter.snapshot(),
-                                upstream_failures: r
-                                    .upstream_failures
-                                    .load(std::sync::atomic::Ordering::Relaxed),
-                                ejections: r.ejections.load(std::sync::atomic::Ordering::Relaxed),
-                                ejected: r.is_ejected(),
+                            .map(|r| {
+                                let probe = *r.probe.lock().unwrap_or_else(|e| e.into_inner());
+                                ReplicaSnapshot {
+                                    url: r.url.clone(),
+                                    active: current.is_some_and(|c| c.replicas.contains(&r.url)),
+                                    meter: r.meter.snapshot(),
+                                    upstream_failures: r
+                                        .upstream_failures
+                                        .load(std::sync::atomic::Ordering::Relaxed),
+                                    ejections: r
+                                        .ejections
+                                        .load(std::sync::atomic::Ordering::Relaxed),
+                                    ejected: r.is_ejected(),
+                                    health: probe.health,
+                                    health_checks_passed: probe.passed,
+                                    health_checks_failed: probe.failed,
+                                    in_rotation: r.in_rotation(),
+                                }
                             })
                             .collect(),
                     }
@@ -266,10 +285,22 @@ impl Gateway {
         Ok(self.serve(listener))
     }
 
-    /// Proxy on `listener` until the handle is shut down.
+    /// Proxy on `listener` until the handle is shut down. The first call
+    /// also starts the active health checks' task (idle while the config
+    /// has none), which runs until the gateway is dropped.
+    ///
+    /// Connections are accepted on the caller's runtime and served by
+    /// worker threads of the gateway's own, one per core, each a
+    /// single-threaded runtime (as nginx runs a worker process per core):
+    /// a connection, its requests and their upstream connections stay on
+    /// one thread, so that no wake-up crosses threads on the request path.
+    /// Connections go to the workers in turn. The workers end when the
+    /// handle is shut down (or dropped) and their connections have closed.
     pub fn serve(&self, listener: TcpListener) -> ServerHandle {
+        health::ensure_running(&self.shared);
         let shared = self.shared.clone();
-        spawn_server(listener, move |peer| {
+        let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+        spawn_server(listener, workers, move |peer| {
             let shared = shared.clone();
             // Per connection, not per request.
             let peer = proxy::Peer::new(peer);
@@ -311,7 +342,7 @@ impl Gateway {
             return Err(GatewayError::AdminNotLoopback(addr));
         }
         let admin = Arc::new(admin::Admin::new(self.clone(), token, hooks));
-        Ok(spawn_server(listener, move |_peer| {
+        Ok(spawn_server(listener, 0, move |_peer| {
             let admin = admin.clone();
             service_fn(move |req| admin::handle(admin.clone(), req))
         }))
@@ -368,9 +399,13 @@ impl State {
             })
             .collect::<Vec<ActiveVariant>>();
         // Replicas that left the config keep their counters, not their
-        // idle connections.
+        // idle connections. Without health checks nothing is out of
+        // rotation by its probes.
         for vs in &self.variants {
             for r in &vs.replicas {
+                if compiled.health.is_none() {
+                    health::reset(r);
+                }
                 let kept = variants
                     .iter()
                     .any(|v| v.replicas.iter().any(|a| Arc::ptr_eq(a, r)));
@@ -449,8 +484,10 @@ impl ServerHandle {
 }
 
 /// Accept connections on `listener`, serving each over HTTP/1.1 with the
-/// service `make` builds for its peer.
-fn spawn_server<F, S>(listener: TcpListener, make: F) -> ServerHandle
+/// service `make` builds for its peer: on `workers` threads of its own
+/// (taking turns), or on the caller's runtime when 0 (or when the threads
+/// cannot be started).
+fn spawn_server<F, S>(listener: TcpListener, workers: usize, make: F) -> ServerHandle
 where
     F: Fn(SocketAddr) -> S + Send + 'static,
     S: hyper::service::Service<
@@ -470,7 +507,9 @@ where
     // spending memory and descriptors without bound.
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     let held = slots.clone();
+    let mut threads = start_workers::<S>(workers);
     let task = tokio::spawn(async move {
+        let mut turn = 0usize;
         loop {
             let slot = tokio::select! {
                 _ = stopped.changed() => break,
@@ -491,25 +530,33 @@ where
                 },
             };
             let _ = stream.set_nodelay(true);
-            let service = make(peer);
-            let mut stopped = stopped.clone();
-            tokio::spawn(async move {
-                let _slot = slot;
-                let mut builder = hyper::server::conn::http1::Builder::new();
-                builder
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(Duration::from_secs(30));
-                let conn = builder.serve_connection(TokioIo::new(stream), service);
-                tokio::pin!(conn);
-                tokio::select! {
-                    _ = conn.as_mut() => {}
-                    _ = stopped.changed() => {
-                        conn.as_mut().graceful_shutdown();
-                        let _ = conn.await;
-                    }
+            let job = Job {
+                service: make(peer),
+                stopped: stopped.clone(),
+                slot,
+            };
+            if threads.is_empty() {
+                tokio::spawn(job.serve(stream));
+                continue;
+            }
+            // Handed over unregistered: the worker registers it with its
+            // own reactor.
+            let Ok(stream) = stream.into_std() else {
+                continue;
+            };
+            turn = (turn + 1) % threads.len();
+            if let Err(returned) = threads[turn].send((stream, job)) {
+                // That worker is gone (its runtime failed): serve here.
+                threads.swap_remove(turn);
+                let (stream, job) = returned.0;
+                if let Ok(stream) = tokio::net::TcpStream::from_std(stream) {
+                    tokio::spawn(job.serve(stream));
                 }
-            });
+            }
         }
+        // Dropping the senders lets the workers finish their connections
+        // and end.
+        drop(threads);
     });
     ServerHandle {
         local_addr,
@@ -517,4 +564,101 @@ where
         task,
         slots: held,
     }
+}
+
+/// A connection to serve, with what it needs besides its socket.
+struct Job<S> {
+    service: S,
+    stopped: watch::Receiver<bool>,
+    /// Its place among [`MAX_CONNECTIONS`], given back when it closes.
+    slot: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl<S> Job<S>
+where
+    S: hyper::service::Service<
+            hyper::Request<Incoming>,
+            Response = hyper::Response<proxy::ProxyBody>,
+            Error = Infallible,
+        > + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    /// Serve HTTP/1.1 on `stream` until it closes, or gracefully (the
+    /// request in flight answered) once the server stops.
+    async fn serve(self, stream: tokio::net::TcpStream) {
+        let Self {
+            service,
+            mut stopped,
+            slot,
+        } = self;
+        let _slot = slot;
+        let mut builder = hyper::server::conn::http1::Builder::new();
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(Duration::from_secs(30));
+        let conn = builder.serve_connection(TokioIo::new(stream), service);
+        tokio::pin!(conn);
+        tokio::select! {
+            _ = conn.as_mut() => {}
+            _ = stopped.changed() => {
+                conn.as_mut().graceful_shutdown();
+                let _ = conn.await;
+            }
+        }
+    }
+}
+
+type WorkerQueue<S> = tokio::sync::mpsc::UnboundedSender<(std::net::TcpStream, Job<S>)>;
+
+/// `n` worker threads, each serving the connections sent to it on a
+/// single-threaded runtime of its own until its sender is dropped and its
+/// connections have closed. Fewer (none) if threads cannot be started.
+fn start_workers<S>(n: usize) -> Vec<WorkerQueue<S>>
+where
+    S: hyper::service::Service<
+            hyper::Request<Incoming>,
+            Response = hyper::Response<proxy::ProxyBody>,
+            Error = Infallible,
+        > + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let mut queues = Vec::with_capacity(n);
+    for index in 0..n {
+        let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            break;
+        };
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(std::net::TcpStream, Job<S>)>();
+        let started = std::thread::Builder::new()
+            .name(format!("mlops-gateway-{index}"))
+            .spawn(move || {
+                upstream::set_worker(index);
+                runtime.block_on(async move {
+                    let mut connections = tokio::task::JoinSet::new();
+                    loop {
+                        tokio::select! {
+                            job = rx.recv() => match job {
+                                Some((stream, job)) => {
+                                    if let Ok(stream) = tokio::net::TcpStream::from_std(stream) {
+                                        connections.spawn(job.serve(stream));
+                                    }
+                                }
+                                None => break,
+                            },
+                            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+                        }
+                    }
+                    while connections.join_next().await.is_some() {}
+                });
+            });
+        if started.is_err() {
+            break;
+        }
+        queues.push(tx);
+    }
+    queues
 }

@@ -82,10 +82,13 @@ pub(crate) async fn handle(
     let variant = choose_variant(&active, &shared, req.headers());
     let meter = active.variants[variant].meter.clone();
     meter.start();
-    let mut guard = Guard {
-        meter,
-        started,
-        status: None,
+    let mut guards = Guards {
+        variant: Guard {
+            meter,
+            started,
+            status: None,
+        },
+        replica: None,
     };
     let response = forward(
         &shared,
@@ -94,18 +97,22 @@ pub(crate) async fn handle(
         peer,
         req,
         &request_id,
-        &mut guard,
+        &mut guards,
     )
     .await;
     let (mut parts, body) = response.into_parts();
     parts.headers.insert(REQUEST_ID, request_id);
     // Which variant served it, so that a client measuring the release (the
     // request driver of a canary step) can tell the variants apart.
-    if let Ok(name) = HeaderValue::from_str(&active.compiled.variants[variant].name) {
-        parts.headers.insert(VARIANT, name);
+    if let Some(name) = &active.compiled.variants[variant].header {
+        parts.headers.insert(VARIANT, name.clone());
     }
-    guard.status = Some(parts.status.as_u16());
-    let metered = Metered { inner: body, guard };
+    guards.variant.status = Some(parts.status.as_u16());
+    let metered = Metered {
+        inner: body,
+        replica: guards.replica,
+        guard: guards.variant,
+    };
     Ok(Response::from_parts(parts, metered.boxed_unsync()))
 }
 
@@ -118,7 +125,7 @@ async fn forward(
     peer: Peer,
     req: Request<Incoming>,
     request_id: &HeaderValue,
-    guard: &mut Guard,
+    guards: &mut Guards,
 ) -> Response<ProxyBody> {
     let limit = active.compiled.max_body_bytes;
     let (parts, body) = req.into_parts();
@@ -165,7 +172,7 @@ async fn forward(
             }
         }
     };
-    guard.meter.add_bytes_in(body.len() as u64);
+    guards.variant.meter.add_bytes_in(body.len() as u64);
 
     let mut headers = parts.headers;
     strip_hop_by_hop(&mut headers);
@@ -206,6 +213,7 @@ async fn forward(
     let policy = active.eject_policy();
     let replicas = &active.variants[variant].replicas;
     let name = &active.compiled.variants[variant].name;
+    // Replicas that failed this request; allocated only for a retry.
     let mut tried = Vec::new();
     loop {
         let Some((index, replica)) = balance::least_outstanding(replicas, &tried, &shared.rng)
@@ -214,7 +222,8 @@ async fn forward(
                 plain(
                     StatusCode::SERVICE_UNAVAILABLE,
                     format!(
-                        "no healthy replica in variant {name:?}: all {} ejected\n",
+                        "no healthy replica in variant {name:?}: all {} out of rotation \
+                         (ejected or failing health checks)\n",
                         replicas.len()
                     ),
                 )
@@ -228,13 +237,13 @@ async fn forward(
                 )
             };
         };
-        tried.push(index);
+        let last_chance = tried.len() + 1 == replicas.len();
         let mut upstream = Request::new(Full::new(body.clone()));
         *upstream.method_mut() = parts.method.clone();
         *upstream.uri_mut() = uri.clone();
         *upstream.version_mut() = Version::HTTP_11;
         // The last replica there is to try gets the headers themselves.
-        let Some(request_headers) = (if tried.len() == replicas.len() {
+        let Some(request_headers) = (if last_chance {
             headers.take()
         } else {
             headers.clone()
@@ -266,7 +275,7 @@ async fn forward(
                 replica.meter.add_bytes_in(body.len() as u64);
                 let status = response.status();
                 if status.is_server_error() {
-                    replica.failure(policy, false, others_healthy(replicas, index));
+                    replica.failure(policy, false, balance::others_in_rotation(replicas, index));
                 } else {
                     replica.success();
                 }
@@ -277,18 +286,20 @@ async fn forward(
                 if let Some(pending) = mirror.take() {
                     body = shadow::start(shared, active, pending, request_id, status, body);
                 }
-                let metered = Metered {
-                    inner: body,
-                    guard: replica_guard,
-                };
-                return Response::from_parts(parts, metered.boxed_unsync());
+                guards.replica = Some(replica_guard);
+                return Response::from_parts(parts, body);
             }
             Ok(Err(e)) => {
                 replica
                     .upstream_failures
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                replica.failure(policy, e.is_connect(), others_healthy(replicas, index));
+                replica.failure(
+                    policy,
+                    e.is_connect(),
+                    balance::others_in_rotation(replicas, index),
+                );
                 drop(replica_guard);
+                tried.push(index);
                 // A failed connect never sent the request, so any method
                 // may go again; any other transport failure may have sent
                 // it, so only idempotent methods do (RFC 9110 §9.2.2).
@@ -306,7 +317,7 @@ async fn forward(
                 replica
                     .upstream_failures
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                replica.failure(policy, false, others_healthy(replicas, index));
+                replica.failure(policy, false, balance::others_in_rotation(replicas, index));
                 return plain(
                     StatusCode::GATEWAY_TIMEOUT,
                     format!(
@@ -323,6 +334,10 @@ async fn forward(
 /// The variant for a request: the first matching route, else by weight.
 fn choose_variant(active: &Active, shared: &Shared, headers: &HeaderMap) -> usize {
     let compiled = &active.compiled;
+    // One variant: nothing to choose (a route can only name it).
+    if compiled.variants.len() == 1 {
+        return 0;
+    }
     for route in &compiled.routes {
         match route {
             CompiledRoute::Header {
@@ -474,10 +489,19 @@ impl Drop for Guard {
     }
 }
 
-/// A response body that counts its bytes into its guard's meter and
+/// A request's guards: its variant's, and the replica's that answered.
+struct Guards {
+    variant: Guard,
+    replica: Option<Guard>,
+}
+
+/// A response body that counts its bytes into its guards' meters and
 /// records it when it ends.
 struct Metered {
     inner: ProxyBody,
+    /// The replica's, when one answered (recorded first).
+    replica: Option<Guard>,
+    /// The variant's.
     guard: Guard,
 }
 
@@ -493,7 +517,11 @@ impl Body for Metered {
         if let Poll::Ready(Some(Ok(frame))) = &polled
             && let Some(data) = frame.data_ref()
         {
-            self.guard.meter.add_bytes_out(data.len() as u64);
+            let n = data.len() as u64;
+            if let Some(replica) = &self.replica {
+                replica.meter.add_bytes_out(n);
+            }
+            self.guard.meter.add_bytes_out(n);
         }
         polled
     }
@@ -505,14 +533,4 @@ impl Body for Metered {
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
     }
-}
-
-/// Whether a replica of the variant other than `index` is in rotation: a
-/// failure a client can provoke (a 5xx, a timeout) never ejects the last
-/// one, or a few bad requests would take the variant down for everyone.
-pub(crate) fn others_healthy(replicas: &[Arc<balance::Replica>], index: usize) -> bool {
-    replicas
-        .iter()
-        .enumerate()
-        .any(|(i, r)| i != index && !r.is_ejected())
 }

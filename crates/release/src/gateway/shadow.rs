@@ -31,7 +31,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
 use super::config::Tolerance;
 use super::metrics::{Disagreement, ShadowSnapshot};
-use super::proxy::{BoxError, Guard, ProxyBody, others_healthy};
+use super::proxy::{BoxError, Guard, ProxyBody};
 use super::upstream::{UpstreamBody, UpstreamError};
 use super::{Active, Shared, balance};
 
@@ -283,12 +283,16 @@ async fn exchange(
         Ok(Ok(answer)) => answer,
         Ok(Err(e)) => {
             replica.upstream_failures.fetch_add(1, Ordering::Relaxed);
-            replica.failure(policy, e.is_connect(), others_healthy(replicas, index));
+            replica.failure(
+                policy,
+                e.is_connect(),
+                balance::others_in_rotation(replicas, index),
+            );
             return None;
         }
         Err(_elapsed) => {
             replica.upstream_failures.fetch_add(1, Ordering::Relaxed);
-            replica.failure(policy, false, others_healthy(replicas, index));
+            replica.failure(policy, false, balance::others_in_rotation(replicas, index));
             return None;
         }
     };
@@ -296,7 +300,7 @@ async fn exchange(
         g.meter.add_bytes_in(sent_bytes);
     }
     if status.is_server_error() {
-        replica.failure(policy, false, others_healthy(replicas, index));
+        replica.failure(policy, false, balance::others_in_rotation(replicas, index));
     } else {
         replica.success();
     }

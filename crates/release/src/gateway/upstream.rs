@@ -12,11 +12,16 @@
 //!
 //! Idle connections are not polled while they wait: one the replica closed
 //! is found closed when it is next checked out, and dropped. At most
-//! [`MAX_IDLE`] wait per replica, none longer than [`IDLE_TIMEOUT`].
+//! [`MAX_IDLE`] wait per replica and proxy worker thread, none longer than
+//! [`IDLE_TIMEOUT`]. Each worker thread (see [`set_worker`]) has idle
+//! connections of its own, registered with its own runtime's reactor: a
+//! connection is made, used and reused by one thread, as in an nginx
+//! worker, and no wake-up crosses threads.
 
+use std::cell::Cell;
 use std::future::{Future, poll_fn};
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -31,7 +36,7 @@ use tokio::net::TcpStream;
 
 use super::proxy::BoxError;
 
-/// Idle connections kept per replica.
+/// Idle connections kept per replica and worker thread.
 pub(crate) const MAX_IDLE: usize = 64;
 /// How long a connection may wait idle before it is closed.
 pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -82,15 +87,48 @@ impl Conn {
     }
 }
 
-/// A replica's idle connections, most recently used last.
-#[derive(Default)]
+thread_local! {
+    /// The proxy worker this thread is (`usize::MAX`: none).
+    static WORKER: Cell<usize> = const { Cell::new(usize::MAX) };
+}
+
+/// Mark this thread as proxy worker `index`: it uses its own idle
+/// connections from then on.
+pub(crate) fn set_worker(index: usize) {
+    WORKER.set(index);
+}
+
+/// How many idle lists a pool has: one per core (the proxy's workers) and
+/// one for every other thread.
+fn pool_slots() -> usize {
+    static SLOTS: OnceLock<usize> = OnceLock::new();
+    *SLOTS.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()) + 1)
+}
+
+type Idle = Vec<(Conn, Instant)>;
+
+/// A replica's idle connections, by worker thread, most recently used
+/// last. (Uncontended locks: each list is one thread's but when the
+/// replica leaves the config.)
 pub(crate) struct Pool {
-    idle: Mutex<Vec<(Conn, Instant)>>,
+    idle: Box<[Mutex<Idle>]>,
+}
+
+impl Default for Pool {
+    fn default() -> Self {
+        Self {
+            idle: (0..pool_slots()).map(|_| Mutex::default()).collect(),
+        }
+    }
 }
 
 impl std::fmt::Debug for Pool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let idle = self.idle.lock().map_or(0, |i| i.len());
+        let idle: usize = self
+            .idle
+            .iter()
+            .map(|i| i.lock().map_or(0, |i| i.len()))
+            .sum();
         f.debug_struct("Pool").field("idle", &idle).finish()
     }
 }
@@ -133,11 +171,15 @@ impl Pool {
 
     /// Close every idle connection.
     pub(crate) fn clear(&self) {
-        self.lock().clear();
+        for idle in &self.idle {
+            idle.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(Conn, Instant)>> {
-        self.idle.lock().unwrap_or_else(|e| e.into_inner())
+    /// This thread's idle list.
+    fn lock(&self) -> std::sync::MutexGuard<'_, Idle> {
+        let slot = WORKER.get().min(self.idle.len() - 1);
+        self.idle[slot].lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Put `conn` back once its response is over: at once when it is ready
@@ -170,7 +212,7 @@ impl Pool {
 }
 
 /// A new connection to `uri`'s authority (port 80 if none).
-async fn connect(uri: &Uri) -> Result<Conn, UpstreamError> {
+pub(crate) async fn connect(uri: &Uri) -> Result<Conn, UpstreamError> {
     let authority = uri
         .authority()
         .ok_or_else(|| UpstreamError::Connect(std::io::Error::other("no host")))?;
