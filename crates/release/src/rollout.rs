@@ -463,11 +463,25 @@ impl ReleaseTarget {
         }))
     }
 
-    /// Runs `version` as an instance the `release` controller owns (one
-    /// replica), after stopping candidates an earlier, interrupted release
+    /// Runs `version` as an instance the `release` controller owns, with as
+    /// many replicas as stable runs now (else as the service declares), so
+    /// that at a large share — 100 % at a canary's last step — the
+    /// candidate is measured under stable's load per replica, not several
+    /// times it; after stopping candidates an earlier, interrupted release
     /// left running. Its replicas are healthy when it returns.
     pub async fn start_candidate(&self, version: &ModelVersion) -> Result<Instance, RolloutError> {
         let dir = self.verified(version).await?;
+        let declared = self
+            .spec
+            .services
+            .get(&self.service)
+            .map_or(1, |s| s.replicas.max(1));
+        let replicas = self
+            .declared()
+            .await?
+            .and_then(|i| u32::try_from(i.replicas.len()).ok())
+            .filter(|n| *n > 0)
+            .unwrap_or(declared);
         let controller = self.controller()?;
         for stale in self.candidates().await? {
             controller.stop(&stale.id).await.map_err(failed)?;
@@ -480,7 +494,7 @@ impl ReleaseTarget {
                     version: version.id(),
                     dir,
                 }),
-                1,
+                replicas,
             )
             .await
             .map_err(|e| failed(format!("starting {} failed: {e}", version.id())))?;
@@ -575,7 +589,8 @@ impl ReleaseTarget {
 
     /// Takes the candidate's traffic away: every request back to `stable`
     /// at once (no stable: the gateway stops, nothing is left for it to
-    /// serve), then `via` stopped. Both are tried; the first failure is
+    /// serve), then `via` stopped after the drain delay, so requests it
+    /// took before the switch finish. Both are tried; the first failure is
     /// returned after both were. The registry is not touched.
     pub async fn withdraw(
         &self,
@@ -596,6 +611,7 @@ impl ReleaseTarget {
                 .await
                 .map(|_| "no stable to go back to: the gateway stopped".to_owned()),
         };
+        let moved = traffic.is_ok() && stable.is_some() && client.is_some();
         match traffic {
             Ok(line) => log.push(line),
             Err(e) => {
@@ -603,7 +619,17 @@ impl ReleaseTarget {
             }
         }
         if let Some(via) = via {
+            // Requests the candidate took before the switch finish on it:
+            // the gateway sends it nothing new, and it stops after the
+            // drain (as a promotion's replaced instance does).
+            if moved {
+                tokio::time::sleep(self.drain).await;
+            }
             match self.stop_candidate(via).await {
+                Ok(()) if moved => log.push(format!(
+                    "the candidate's instance {via} stopped after a {:?} drain",
+                    self.drain
+                )),
                 Ok(()) => log.push(format!("the candidate's instance {via} stopped")),
                 Err(e) => {
                     first_error.get_or_insert(e);
