@@ -174,6 +174,23 @@ fn scan_step(text: &str, stage: Stage, name: &str, step: &Table, out: &mut Colle
                     format!("{step} deploys a registered version of {model}"),
                 ));
             }
+            // mlops's release kinds: an analysis that takes a failing
+            // candidate out, and a promotion that publishes a release
+            // version and notes (a shadow never promotes).
+            "canary" | "blue-green" | "ab" => {
+                out.push(evidence(
+                    Signal::Rollback,
+                    format!("{step} rolls a candidate back when its analysis fails"),
+                ));
+                out.push(evidence(
+                    Signal::ReleaseVersioning,
+                    format!("{step} gives each promotion a release version and notes"),
+                ));
+            }
+            "shadow" => out.push(evidence(
+                Signal::Rollback,
+                format!("{step} archives a candidate whose answers disagree"),
+            )),
             "smoke" => {
                 out.push(evidence(
                     Signal::SmokeTests,

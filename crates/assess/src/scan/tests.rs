@@ -1051,7 +1051,7 @@ fn the_iris_example() {
             &scan,
             Signal::ReleaseVersioning,
             "mlops.toml",
-            Some(Some(88))
+            Some(Some(106))
         )
         .automated
     );
@@ -1060,11 +1060,11 @@ fn the_iris_example() {
             &scan,
             Signal::MonitoringConfig,
             "mlops.toml",
-            Some(Some(92))
+            Some(Some(112))
         )
         .automated
     );
-    assert!(evidence(&scan, Signal::LoadTest, "mlops.toml", Some(Some(95))).automated);
+    assert!(evidence(&scan, Signal::LoadTest, "mlops.toml", Some(Some(115))).automated);
     assert!(evidence(&scan, Signal::ModelValidation, "mlops.toml", Some(Some(56))).automated);
     assert!(scan.notes.is_empty(), "{:?}", scan.notes);
 }
@@ -1079,7 +1079,7 @@ fn the_iris_gated_example() {
             &scan,
             Signal::LockedEnvironment,
             "mlops.toml",
-            Some(Some(9))
+            Some(Some(19))
         )
         .automated
     );
@@ -1088,22 +1088,24 @@ fn the_iris_gated_example() {
             &scan,
             Signal::TrainingPipeline,
             "mlops.toml",
-            Some(Some(13))
+            Some(Some(23))
         )
         .automated
     );
-    assert!(evidence(&scan, Signal::ModelValidation, "mlops.toml", Some(Some(17))).automated);
+    assert!(evidence(&scan, Signal::ModelValidation, "mlops.toml", Some(Some(27))).automated);
     // `baseline = "none"`: thresholds only.
     assert!(!has(&scan, Signal::BaselineComparison));
-    assert!(evidence(&scan, Signal::SmokeTests, "mlops.toml", Some(Some(27))).automated);
-    assert!(evidence(&scan, Signal::LoadTest, "mlops.toml", Some(Some(40))).automated);
-    // Stopping the server is not a load test.
-    assert!(
+    assert!(evidence(&scan, Signal::SmokeTests, "mlops.toml", Some(Some(45))).automated);
+    assert!(evidence(&scan, Signal::LoadTest, "mlops.toml", Some(Some(65))).automated);
+    // The load-check step is the one load test (the smoke test is not).
+    assert_eq!(
         scan.evidence
             .iter()
-            .all(|e| e.source.describe() != "mlops.toml:45")
+            .filter(|e| e.signal == Signal::LoadTest)
+            .count(),
+        1
     );
-    assert_eq!(scan.automation.len(), 8);
+    assert_eq!(scan.automation.len(), 4);
 }
 
 /// A large tree is walked whole, and every test file in it is linked to
