@@ -127,6 +127,16 @@ struct Shared {
     health_changed: Arc<tokio::sync::Notify>,
 }
 
+/// The probe task holds the gateway weakly and sleeps on
+/// `health_changed` (without health checks, until a new config): wake it
+/// when the gateway goes, so it ends instead of keeping the runtime busy
+/// (`mlops gateway` waits for its tasks before it exits).
+impl Drop for Shared {
+    fn drop(&mut self) {
+        self.health_changed.notify_one();
+    }
+}
+
 #[derive(Debug, Default)]
 struct State {
     /// In first-seen order.
