@@ -1,0 +1,1 @@
+//! Data and prediction drift between a reference sample and live inputs, per feature.

@@ -1,0 +1,1 @@
+//! The Prometheus text exposition format: a parser and a writer.

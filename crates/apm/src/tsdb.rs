@@ -1,0 +1,1 @@
+//! Time series in SQLite, with downsampling and retention.
