@@ -42,6 +42,8 @@
 //! - [`version`]: release versions (semver from the last release's tag and
 //!   the commits since, by the versioning policy) and their annotated git
 //!   tags;
+//! - [`traffic`]: the sample traffic a step drives when no users do (the
+//!   `traffic` table of `with`), shared with the later stages' steps;
 //! - [`notes`]: release notes (commits, metrics against production, the
 //!   analysis) rendered from a tera template the project may override.
 //!
@@ -69,6 +71,7 @@ pub mod shadow;
 pub mod state;
 pub mod stats;
 mod strategy;
+pub mod traffic;
 pub mod version;
 
 /// The evidence kinds stage 4 records.

@@ -185,7 +185,7 @@ struct AddressFile {
 /// Writes `path` whole or not at all: a temporary sibling, synced, renamed
 /// over it, and the directory synced, so a reader (or a gateway restarted
 /// after `kill -9`) sees the old or the new content.
-pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let name = path
         .file_name()

@@ -11,7 +11,6 @@
 //! It does not own any strategy's traffic plan or verdict: those are the
 //! kinds' modules. The moves themselves are [`crate::rollout`]'s.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,12 +18,11 @@ use mlops_core::manifest::Diagnostic;
 use mlops_core::registry::ModelVersion;
 use mlops_core::{KindParams, Stage, StepContext, StepFailure};
 use mlops_iac::{Instance, StepInfra};
-use serde::Deserialize;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::analysis::{CheckVerdict, RoundDecision, StepAnalysis, VariantMeasurements};
-use crate::driver::{CsvColumns, DriverSettings, ObservedResponse, Samples};
+use crate::driver::{DriverSettings, ObservedResponse, Samples};
 use crate::gateway::Config;
 use crate::rollout::{
     CANARY, ReleaseEvidence, ReleaseTarget, RollbackEvidence, RolloutError, STABLE, Verdict,
@@ -33,107 +31,11 @@ use crate::rollout::{
 use crate::service::{self, GatewayClient, GatewayProgram};
 use crate::settings::ReleaseSettings;
 use crate::state::{self, Phase, ReleaseState};
+pub(crate) use crate::traffic::{Traffic, TrafficWire, load_samples};
 
-/// The highest `rate` a release step may drive.
-pub(crate) const MAX_RATE: f64 = 1000.0;
+pub(crate) use crate::traffic::MAX_RATE;
 /// The longest duration key (`hold`, `duration`, `drain`, `keep-old`).
 pub(crate) const MAX_DURATION: Duration = Duration::from_secs(3600);
-
-/// The `traffic` table of a release step's `with`.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub(crate) struct TrafficWire {
-    requests: Option<String>,
-    csv: Option<String>,
-    columns: Option<Vec<String>>,
-    exclude: Option<Vec<String>>,
-    #[serde(default = "default_rate")]
-    rate: f64,
-    /// The path requests go to; `/v2/models/MODEL/infer` by default.
-    path: Option<String>,
-}
-
-fn default_rate() -> f64 {
-    50.0
-}
-
-/// Where the traffic's request bodies come from.
-#[derive(Debug, Clone)]
-pub(crate) enum RequestSource {
-    JsonLines(PathBuf),
-    Csv(PathBuf, CsvColumns),
-}
-
-/// The sample traffic a step sends, validated.
-#[derive(Debug, Clone)]
-pub(crate) struct Traffic {
-    pub(crate) source: RequestSource,
-    pub(crate) rate: f64,
-    pub(crate) path: String,
-}
-
-impl TrafficWire {
-    /// Validates the table (errors into `errors`, at `span`, the step's
-    /// `with`); `model` names the default path.
-    pub(crate) fn compile(
-        &self,
-        model: &str,
-        span: &std::ops::Range<usize>,
-        errors: &mut Vec<Diagnostic>,
-    ) -> Option<Traffic> {
-        let t = self;
-        let source = match (&t.requests, &t.csv) {
-            (Some(r), None) if t.columns.is_none() && t.exclude.is_none() => {
-                Some(RequestSource::JsonLines(r.into()))
-            }
-            (None, Some(c)) => match (&t.columns, &t.exclude) {
-                (Some(_), Some(_)) => None,
-                (Some(cols), None) => {
-                    Some(RequestSource::Csv(c.into(), CsvColumns::Only(cols.clone())))
-                }
-                (None, Some(ex)) => Some(RequestSource::Csv(
-                    c.into(),
-                    CsvColumns::Exclude(ex.clone()),
-                )),
-                (None, None) => Some(RequestSource::Csv(c.into(), CsvColumns::All)),
-            },
-            _ => None,
-        };
-        if source.is_none() {
-            errors.push(Diagnostic::new(
-                "`traffic` needs one of `requests = \"FILE.jsonl\"` or `csv = \"FILE.csv\"` (with at most one of `columns` and `exclude`, for a csv only)",
-                Some(span.clone()),
-            ));
-        }
-        let mut ok = source.is_some();
-        if !(t.rate.is_finite() && t.rate > 0.0 && t.rate <= MAX_RATE) {
-            errors.push(Diagnostic::new(
-                format!(
-                    "`traffic.rate` must be above 0 and at most {MAX_RATE} requests per second"
-                ),
-                Some(span.clone()),
-            ));
-            ok = false;
-        }
-        if t.path.as_ref().is_some_and(|p| !p.starts_with('/')) {
-            errors.push(Diagnostic::new(
-                "`traffic.path` must start with `/`",
-                Some(span.clone()),
-            ));
-            ok = false;
-        }
-        let path = t
-            .path
-            .clone()
-            .unwrap_or_else(|| format!("/v2/models/{model}/infer"));
-        Some(Traffic {
-            source: source?,
-            rate: t.rate,
-            path,
-        })
-        .filter(|_| ok)
-    }
-}
 
 /// A duration key of `with`: longer than zero unless `zero` allows it, at
 /// most [`MAX_DURATION`].
@@ -871,22 +773,6 @@ fn check_name(name: crate::analysis::CheckName) -> String {
         .ok()
         .and_then(|v| v.as_str().map(str::to_owned))
         .unwrap_or_default()
-}
-
-/// The sample traffic's request bodies, read from the step's directory.
-pub(crate) async fn load_samples(
-    ctx: &StepContext,
-    source: &RequestSource,
-) -> Result<Samples, StepFailure> {
-    let source = source.clone();
-    let cwd = ctx.cwd.clone();
-    tokio::task::spawn_blocking(move || match source {
-        RequestSource::JsonLines(p) => Samples::from_json_lines(&cwd.join(p)),
-        RequestSource::Csv(p, cols) => Samples::from_csv(&cwd.join(p), &cols),
-    })
-    .await
-    .map_err(failure)?
-    .map_err(|e| failure(format!("the release's traffic: {e}")))
 }
 
 /// What one window of traffic measured, per variant.
