@@ -7,22 +7,52 @@
 //!   inputs, per feature;
 //! - [`settings`]: `[apm]`, the SLOs and where alerts go;
 //! - [`slo`]: SLOs as multiwindow multi-burn-rate alerts, and the alerts'
-//!   states.
+//!   states;
+//! - [`collector`]: the metrics collector, a long-lived service of the
+//!   release environment that scrapes, stores, evaluates the SLOs and
+//!   delivers alerts.
 //!
-//! [`register`] adds the settings to a [`KindRegistry`].
+//! - [`slo_check`]: the `slo-check` step kind;
+//! - [`export`]: the SLOs as Prometheus rules, a scrape configuration and
+//!   a Grafana dashboard.
+//!
+//! [`register`] adds the settings, the kinds and the evidence kinds to a
+//! [`KindRegistry`].
 //!
 //! It depends on `core` and the crates of earlier stages only.
 
-use mlops_core::{KindRegistry, RegistryError, Stage};
+use std::sync::Arc;
 
+use mlops_core::{EvidenceKind, KindRegistry, RegistryError, Stage};
+
+pub mod collector;
 pub mod drift;
+pub mod export;
 pub mod prom;
 pub mod settings;
 pub mod slo;
+pub mod slo_check;
 pub mod tsdb;
 
-/// Registers stage 5: the `[apm]` settings.
+/// The evidence kinds stage 5 records.
+pub mod evidence {
+    /// `slo`: the SLOs held (or not) over a window of the release
+    /// environment's traffic, with the numbers behind the verdict.
+    pub const SLO: &str = "slo";
+}
+
+/// Registers stage 5: the `[apm]` settings, the `slo-check` kind and the
+/// `slo` evidence kind. The collector runs with the
+/// [`collector::service::CollectorProgram`] option when the registry has
+/// one (the CLI sets its own executable), else with `mlops` from beside
+/// the running program or from `PATH`.
 pub fn register(registry: &mut KindRegistry) -> Result<(), RegistryError> {
     registry.register_stage_settings(Stage::Apm, settings::section())?;
+    registry.register(Arc::new(slo_check::SloCheckKind))?;
+    registry.register_evidence(EvidenceKind {
+        name: evidence::SLO,
+        stage: Stage::Apm,
+        summarize: slo_check::summarize,
+    })?;
     Ok(())
 }

@@ -63,7 +63,8 @@ fn ms(d: Duration) -> Millis {
 
 /// The schema, one migration per element; `PRAGMA user_version` counts
 /// the ones applied.
-const MIGRATIONS: &[&str] = &["
+const MIGRATIONS: &[&str] = &[
+    "
 CREATE TABLE series (
     id INTEGER PRIMARY KEY,
     name TEXT NOT NULL,
@@ -96,7 +97,52 @@ CREATE TABLE levels (
     kept_from INTEGER NOT NULL,
     rolled_until INTEGER NOT NULL
 );
-"];
+",
+    "
+CREATE TABLE alerts (
+    slo TEXT NOT NULL,
+    rule TEXT NOT NULL,
+    severity TEXT NOT NULL,
+    state TEXT NOT NULL,
+    since INTEGER NOT NULL,
+    evaluation TEXT NOT NULL,
+    PRIMARY KEY (slo, rule)
+);
+CREATE TABLE alert_events (
+    id INTEGER PRIMARY KEY,
+    ts INTEGER NOT NULL,
+    slo TEXT NOT NULL,
+    rule TEXT NOT NULL,
+    severity TEXT NOT NULL,
+    state TEXT NOT NULL,
+    evaluation TEXT NOT NULL
+);
+CREATE INDEX alert_events_ts ON alert_events (ts);
+CREATE TABLE deliveries (
+    id INTEGER PRIMARY KEY,
+    event INTEGER NOT NULL,
+    ts INTEGER NOT NULL,
+    target TEXT NOT NULL,
+    attempts INTEGER NOT NULL,
+    outcome TEXT NOT NULL,
+    detail TEXT NOT NULL
+);
+CREATE TABLE targets (
+    name TEXT PRIMARY KEY,
+    url TEXT NOT NULL,
+    last_ts INTEGER NOT NULL,
+    up INTEGER NOT NULL,
+    last_error TEXT,
+    failures INTEGER NOT NULL
+);
+CREATE TABLE scrape_errors (
+    ts INTEGER NOT NULL,
+    target TEXT NOT NULL,
+    error TEXT NOT NULL
+);
+CREATE INDEX scrape_errors_ts ON scrape_errors (ts);
+",
+];
 
 /// A failure of the store.
 #[derive(Debug, thiserror::Error)]
@@ -122,6 +168,19 @@ pub enum TsdbError {
         /// Its schema version.
         found: i64,
         /// The newest version this build knows.
+        known: i64,
+    },
+    /// A reader found a database of an older schema (the collector
+    /// upgrades it when it starts).
+    #[error(
+        "metrics database {path} has schema version {found}, older than this mlops ({known}): the collector upgrades it when it starts (`mlops monitor start`)"
+    )]
+    Outdated {
+        /// The database file.
+        path: PathBuf,
+        /// Its schema version.
+        found: i64,
+        /// The version this build knows.
         known: i64,
     },
     /// The directory could not be made.
@@ -440,6 +499,58 @@ impl Store {
         Self::init(conn, path, retention)
     }
 
+    /// Open the store at `dir/metrics.db` for reading only, as the
+    /// collector left it: nothing is created, migrated or changed (the
+    /// collector, its only writer, keeps writing meanwhile). The tiers are
+    /// the database's own.
+    pub fn open_read(dir: &Path) -> Result<Self, TsdbError> {
+        let path = dir.join(DB_FILE);
+        let sql = |what| sql_err(&path, what);
+        let flags =
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(&path, flags).map_err(sql("open the database"))?;
+        conn.busy_timeout(Duration::from_secs(10))
+            .map_err(sql("set the busy timeout"))?;
+        let found: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(sql("read the schema version"))?;
+        let known = MIGRATIONS.len() as i64;
+        if found > known {
+            return Err(TsdbError::TooNew { path, found, known });
+        }
+        if found < known {
+            return Err(TsdbError::Outdated { path, found, known });
+        }
+        let resolutions: Vec<Millis> = {
+            let mut stmt = conn
+                .prepare("SELECT resolution_ms FROM levels ORDER BY level")
+                .map_err(sql("read the tiers"))?;
+            let rows = stmt
+                .query_map([], |r| r.get(0))
+                .map_err(sql("read the tiers"))?;
+            rows.collect::<Result<_, _>>()
+                .map_err(sql("read the tiers"))?
+        };
+        let retention = Retention {
+            raw: Duration::ZERO,
+            tiers: resolutions
+                .iter()
+                .skip(1)
+                .map(|r| Tier {
+                    resolution: Duration::from_millis(*r as u64),
+                    keep: Duration::ZERO,
+                })
+                .collect(),
+        };
+        let series = load_series(&conn, &path)?;
+        Ok(Store {
+            conn,
+            path,
+            retention,
+            series,
+        })
+    }
+
     /// A store in memory, for tests and one-off computations.
     pub fn in_memory(retention: Retention) -> Result<Self, TsdbError> {
         let path = PathBuf::from(":memory:");
@@ -514,45 +625,19 @@ impl Store {
         .map_err(sql("record the tiers"))?;
         tx.commit().map_err(sql("commit a migration"))?;
 
-        let mut series = HashMap::new();
-        {
-            let mut stmt = conn
-                .prepare("SELECT id, name, labels, kind, last_raw FROM series")
-                .map_err(sql("read the series"))?;
-            let rows = stmt
-                .query_map([], |r| {
-                    Ok((
-                        r.get::<_, i64>(0)?,
-                        r.get::<_, String>(1)?,
-                        r.get::<_, String>(2)?,
-                        r.get::<_, String>(3)?,
-                        r.get::<_, Option<f64>>(4)?,
-                    ))
-                })
-                .map_err(sql("read the series"))?;
-            for row in rows {
-                let (id, name, labels, kind, last_raw) = row.map_err(sql("read the series"))?;
-                // A row this build cannot read is skipped, not fatal: its
-                // labels came from an older mlops.
-                let Ok(labels) = serde_json::from_str(&labels) else {
-                    continue;
-                };
-                series.insert(
-                    SeriesKey { name, labels },
-                    SeriesState {
-                        id,
-                        kind: SeriesKind::parse(&kind),
-                        last_raw,
-                    },
-                );
-            }
-        }
+        let series = load_series(&conn, &path)?;
         Ok(Store {
             conn,
             path,
             retention,
             series,
         })
+    }
+
+    /// The connection, for the collector's own tables (alerts, targets)
+    /// in the same file.
+    pub(crate) fn conn(&self) -> &Connection {
+        &self.conn
     }
 
     /// The database file (`:memory:` for an in-memory store).
@@ -777,6 +862,17 @@ impl Store {
                 params![i as i64, cut],
             )
             .map_err(sql("record retention"))?;
+        }
+        // The collector's logs (scrape failures, alert events and their
+        // deliveries) are kept as long as the longest tier.
+        let longest = keeps.iter().copied().max().unwrap_or(0);
+        for table in ["scrape_errors", "alert_events", "deliveries"] {
+            out.deleted += tx
+                .execute(
+                    &format!("DELETE FROM {table} WHERE ts < ?1"),
+                    [now - longest],
+                )
+                .map_err(sql("apply retention"))?;
         }
         tx.commit().map_err(sql("commit a compaction"))?;
         if out.deleted > 0 {
@@ -1029,6 +1125,46 @@ impl Store {
             source,
         }
     }
+}
+
+/// Every series the database knows, with its kind and last raw value.
+fn load_series(
+    conn: &Connection,
+    path: &Path,
+) -> Result<HashMap<SeriesKey, SeriesState>, TsdbError> {
+    let sql = |what| sql_err(path, what);
+    let mut series = HashMap::new();
+    let mut stmt = conn
+        .prepare("SELECT id, name, labels, kind, last_raw FROM series")
+        .map_err(sql("read the series"))?;
+    let rows = stmt
+        .query_map([], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, Option<f64>>(4)?,
+            ))
+        })
+        .map_err(sql("read the series"))?;
+    for row in rows {
+        let (id, name, labels, kind, last_raw) = row.map_err(sql("read the series"))?;
+        // A row this build cannot read is skipped, not fatal: its labels
+        // came from an older mlops.
+        let Ok(labels) = serde_json::from_str(&labels) else {
+            continue;
+        };
+        series.insert(
+            SeriesKey { name, labels },
+            SeriesState {
+                id,
+                kind: SeriesKind::parse(&kind),
+                last_raw,
+            },
+        );
+    }
+    Ok(series)
 }
 
 fn sql_err(path: &Path, what: &'static str) -> impl FnOnce(rusqlite::Error) -> TsdbError {
@@ -1357,6 +1493,12 @@ mod tests {
         s.append(2_000, &[counter("c", &[], 105.0)], false).unwrap();
         assert_eq!(s.increase(&Selector::name("c"), 0, 3_000).unwrap(), 5.0);
         assert!(s.size_bytes().unwrap() > 0);
+        // A reader sees what the writer wrote and cannot write.
+        let mut r = Store::open_read(dir.path()).unwrap();
+        assert_eq!(r.increase(&Selector::name("c"), 0, 3_000).unwrap(), 5.0);
+        assert_eq!(r.retention().tiers.len(), 2);
+        assert!(r.append(3_000, &[counter("c", &[], 106.0)], false).is_err());
+        assert!(Store::open_read(&dir.path().join("none")).is_err());
     }
 
     #[test]

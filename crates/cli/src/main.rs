@@ -6,6 +6,7 @@ mod assess;
 mod gateway;
 mod infra;
 mod model;
+mod monitor;
 mod output;
 mod release;
 
@@ -87,6 +88,10 @@ enum Command {
     /// Releases (stage 4): status, history, promote, abort, rollback
     #[command(subcommand)]
     Release(release::ReleaseCommand),
+    /// Monitoring (stage 5): series, SLO alerts and scrape targets of the
+    /// release environment; start or stop its collector
+    #[command(subcommand)]
+    Monitor(monitor::MonitorCommand),
     /// Assess a repository's maturity from evidence (HTML, Markdown or JSON report)
     Assess(assess::AssessArgs),
     /// Reverse-proxy to upstreams, balanced, until Ctrl-C (metrics on --admin)
@@ -100,6 +105,16 @@ enum Command {
         /// The data plane's address
         #[arg(long)]
         listen: std::net::SocketAddr,
+        /// The admin API's port on 127.0.0.1
+        #[arg(long)]
+        admin_port: u16,
+    },
+    /// Run the metrics collector as a supervised service (internal)
+    #[command(hide = true, name = mlops_apm::collector::service::SERVE_SUBCOMMAND)]
+    CollectorServe {
+        /// The state directory: collector.json, metrics.db
+        #[arg(long)]
+        state: PathBuf,
         /// The admin API's port on 127.0.0.1
         #[arg(long)]
         admin_port: u16,
@@ -247,6 +262,7 @@ fn registry(provider: Option<mlops_iac::ProviderKind>) -> KindRegistry {
         mlops_ci::register,
         mlops_cd::register,
         mlops_release::register,
+        mlops_apm::register,
     ];
     let mut registry = KindRegistry::new();
     registry.set_option(mlops_iac::IacOptions {
@@ -255,7 +271,9 @@ fn registry(provider: Option<mlops_iac::ProviderKind>) -> KindRegistry {
     });
     // The release gateway runs as this program's hidden `gateway-serve`.
     if let Ok(exe) = std::env::current_exe() {
-        registry.set_option(mlops_release::service::GatewayProgram::mlops(exe));
+        registry.set_option(mlops_release::service::GatewayProgram::mlops(&exe));
+        // The collector, as its hidden `collector-serve`.
+        registry.set_option(mlops_apm::collector::service::CollectorProgram::mlops(exe));
     }
     for register in STAGES.iter() {
         // Names are fixed in the stage crates; a clash is a bug that the
@@ -360,6 +378,16 @@ fn dispatch(cli: Cli) -> Result<u8, Failure> {
         Command::Release(command) => release::run(command),
         Command::Assess(args) => assess::run(args),
         Command::Gateway(args) => gateway::run(args),
+        Command::Monitor(command) => monitor::run(command),
+        Command::CollectorServe { state, admin_port } => {
+            use mlops_apm::collector::service::{ServeOptions, serve_main};
+            use mlops_release::service::EventLog;
+            let options = ServeOptions { state, admin_port };
+            Ok(match serve_main(&options, EventLog::new(io::stderr())) {
+                c if c == ExitCode::SUCCESS => exit::OK,
+                _ => exit::ENGINE,
+            })
+        }
         Command::GatewayServe {
             state,
             listen,
