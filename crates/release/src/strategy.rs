@@ -229,7 +229,9 @@ pub(crate) async fn begin<'a>(
     let (candidate, stable) = target.versions().await.map_err(failure)?;
     let Some(candidate) = candidate else {
         return match stable {
-            Some(production) => unchanged(ctx, &target, &production).await.map(|()| None),
+            Some(production) => unchanged(ctx, &target, &production, strategy, settings)
+                .await
+                .map(|()| None),
             None => Err(failure(format!(
                 "no version of model `{}` is in staging: deploy one to staging (a `deploy` step) before the {strategy}",
                 common.model
@@ -698,6 +700,8 @@ async fn unchanged(
     ctx: &StepContext,
     target: &ReleaseTarget,
     production: &ModelVersion,
+    strategy: &'static str,
+    settings: serde_json::Value,
 ) -> Result<(), StepFailure> {
     let model = target.model.clone();
     let newest = target
@@ -735,13 +739,37 @@ async fn unchanged(
     set_variants(&client, vec![(STABLE, 100, endpoints)])
         .await
         .map_err(|e| failure(format!("the gateway refused stable: {e}")))?;
-    ctx.log(format!(
-        "nothing to release: {} is the newest version of `{}` and already production; it serves in `{}` behind the gateway at {}",
+    let reason = format!(
+        "nothing to release: {} is the newest version of `{}` and already production",
         production.id(),
-        target.model,
+        target.model
+    );
+    ctx.log(format!(
+        "{reason}; it serves in `{}` behind the gateway at {}",
         target.environment(),
         client.proxy_url()
     ));
+    // The evidence of a release that had nothing to do: production as it
+    // is, serving behind the gateway (a verdict of `pass`, no rounds).
+    ctx.record(
+        crate::evidence::RELEASE,
+        &ReleaseEvidence {
+            strategy: strategy.to_owned(),
+            verdict: Verdict::Pass,
+            reason,
+            outcome: format!("{} is production", production.id()),
+            model: target.model.clone(),
+            candidate: production.id(),
+            candidate_digest: production.digest.clone(),
+            stable: Some(production.id()),
+            service: target.service.clone(),
+            environment: target.environment().to_owned(),
+            gateway: client.proxy_url(),
+            settings,
+            rounds: Vec::new(),
+            publication: None,
+        },
+    );
     Ok(())
 }
 

@@ -107,6 +107,11 @@ fn a_first_release_and_a_second_are_promoted_and_a_failing_candidate_rolls_back(
         "{}",
         log(dir, canary)
     );
+    // Its evidence says so: a pass with no rounds, production unchanged.
+    let nothing = evidence(canary, mlops_release::evidence::RELEASE);
+    assert_eq!(nothing["verdict"], "pass", "{nothing:#}");
+    assert_eq!(nothing["candidate"], "iris:2", "{nothing:#}");
+    assert_eq!(nothing["rounds"].as_array().map(Vec::len), Some(0));
     assert_eq!(production(&ledger), Some(2));
     let (status, variant, _) = infer(&proxy);
     assert_eq!((status, variant.as_str()), (200, "stable"));

@@ -31,9 +31,6 @@ commands:
   load      --port-file PATH [--duration 3s] [--max-requests 5000] [--concurrency 4]
             [--min-rps N] [--max-p99-ms N] [--out run/load.json]
             closed-loop load test bounded by time and request count
-  scrape    --port-file PATH --expect METRIC [--expect METRIC ...]
-            check that /metrics exposes the given metrics (*_total and *_count non-zero;
-            a histogram family name is checked through its _count sample)
   help      print this message
 
 durations accept ms, s, m and h suffixes (a bare number means seconds).

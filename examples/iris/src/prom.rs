@@ -1,10 +1,8 @@
 //! Prometheus text exposition format 0.0.4: the server's metrics registry and
-//! renderer, plus a small parser used by `iris scrape`.
+//! renderer. (mlops's collector scrapes and parses it.)
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-
-use crate::error::{Error, Result};
 
 /// Content type of the text exposition format.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -217,108 +215,6 @@ pub fn format_value(value: f64) -> String {
     }
 }
 
-/// One sample line of a scraped exposition.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Sample {
-    /// Metric name, e.g. `iris_requests_total` or `..._bucket`.
-    pub name: String,
-    /// Label pairs in the order they appeared.
-    pub labels: Vec<(String, String)>,
-    /// Sample value.
-    pub value: f64,
-}
-
-/// Parses the sample lines of a text exposition, skipping comments and blank lines.
-pub fn parse_text(text: &str) -> Result<Vec<Sample>> {
-    let mut samples = Vec::new();
-    for (index, line) in text.lines().enumerate() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let sample = parse_sample(line)
-            .map_err(|err| Error::new(format!("metrics line {}: {err}: {line}", index + 1)))?;
-        samples.push(sample);
-    }
-    Ok(samples)
-}
-
-fn parse_sample(line: &str) -> std::result::Result<Sample, String> {
-    let name_end = line.find(['{', ' ', '\t']).unwrap_or(line.len());
-    let name = &line[..name_end];
-    if name.is_empty()
-        || !name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
-    {
-        return Err("invalid metric name".to_owned());
-    }
-    let mut rest = &line[name_end..];
-    let mut labels = Vec::new();
-    if let Some(after) = rest.strip_prefix('{') {
-        let mut chars = after.char_indices();
-        let mut key = String::new();
-        let mut value = String::new();
-        let mut in_value = false;
-        let mut closed = None;
-        while let Some((i, c)) = chars.next() {
-            if in_value {
-                match c {
-                    '\\' => match chars.next() {
-                        Some((_, 'n')) => value.push('\n'),
-                        Some((_, other)) => value.push(other),
-                        None => return Err("unterminated label value".to_owned()),
-                    },
-                    '"' => {
-                        labels.push((key.trim().to_owned(), std::mem::take(&mut value)));
-                        key.clear();
-                        in_value = false;
-                    }
-                    c => value.push(c),
-                }
-            } else {
-                match c {
-                    '}' => {
-                        closed = Some(i);
-                        break;
-                    }
-                    '"' => {
-                        let key_name = key.trim().trim_end_matches('=').trim();
-                        if key_name.is_empty() || !key.trim_end().ends_with('=') {
-                            return Err("malformed label".to_owned());
-                        }
-                        key = key_name.to_owned();
-                        in_value = true;
-                    }
-                    ',' => key.clear(),
-                    c => key.push(c),
-                }
-            }
-        }
-        let Some(close) = closed else {
-            return Err("missing closing '}'".to_owned());
-        };
-        rest = &after[close + 1..];
-    }
-    let value_text = rest
-        .split_whitespace()
-        .next()
-        .ok_or_else(|| "missing value".to_owned())?;
-    let value = match value_text {
-        "+Inf" => f64::INFINITY,
-        "-Inf" => f64::NEG_INFINITY,
-        "NaN" => f64::NAN,
-        other => other
-            .parse()
-            .map_err(|_| format!("invalid value '{other}'"))?,
-    };
-    Ok(Sample {
-        name: name.to_owned(),
-        labels,
-        value,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -386,55 +282,5 @@ iris_model_info{version=\"abc123\"} 1
         assert_eq!(format_value(f64::NAN), "NaN");
         assert_eq!(format_value(0.25), "0.25");
         assert_eq!(format_value(3.0), "3");
-    }
-
-    #[test]
-    fn parser_reads_back_rendered_text() {
-        let mut metrics = ServerMetrics::new("v\"1", &classes());
-        metrics.record_request("/a b{c}", 404, 0.01);
-        let samples = parse_text(&metrics.render()).unwrap();
-        let request = samples
-            .iter()
-            .find(|s| s.name == "iris_requests_total")
-            .unwrap();
-        assert_eq!(
-            request.labels,
-            vec![
-                ("path".to_owned(), "/a b{c}".to_owned()),
-                ("code".to_owned(), "404".to_owned())
-            ]
-        );
-        assert_eq!(request.value, 1.0);
-        let inf = samples
-            .iter()
-            .find(|s| s.name == "iris_request_duration_seconds_bucket" && s.labels[0].1 == "+Inf")
-            .unwrap();
-        assert_eq!(inf.value, 1.0);
-        let info = samples
-            .iter()
-            .find(|s| s.name == "iris_model_info")
-            .unwrap();
-        assert_eq!(info.labels[0].1, "v\"1");
-    }
-
-    #[test]
-    fn parser_handles_timestamps_and_rejects_garbage() {
-        let samples = parse_text("# comment\n\nup 1 1700000000000\nx{a=\"1\",} +Inf\n").unwrap();
-        assert_eq!(samples.len(), 2);
-        assert_eq!(samples[0].value, 1.0);
-        assert_eq!(samples[1].labels, vec![("a".to_owned(), "1".to_owned())]);
-        assert!(
-            parse_text("up\n")
-                .unwrap_err()
-                .message()
-                .contains("missing value")
-        );
-        assert!(parse_text("up{a=\"1\" 2\n").is_err());
-        assert!(
-            parse_text("up one\n")
-                .unwrap_err()
-                .message()
-                .contains("invalid value 'one'")
-        );
     }
 }

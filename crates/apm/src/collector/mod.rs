@@ -534,6 +534,16 @@ impl Collector {
             self.record_target(name, url, result.as_ref().err(), now)?;
         }
 
+        // Targets not scraped this tick (replicas the gateway no longer
+        // routes to) are gone, not down.
+        self.store
+            .conn()
+            .execute("DELETE FROM targets WHERE last_ts < ?1", [now])
+            .map_err(|source| TsdbError::Sql {
+                path: self.store.path().to_owned(),
+                what: "forget old targets",
+                source,
+            })?;
         report.written = self.store.append(now, &samples, false)?.written;
 
         let due = self

@@ -191,6 +191,12 @@ fn scan_step(text: &str, stage: Stage, name: &str, step: &Table, out: &mut Colle
                 Signal::Rollback,
                 format!("{step} archives a candidate whose answers disagree"),
             )),
+            // mlops's SLO check: it runs the environment's metrics
+            // collector (monitoring) and judges the SLOs (alerting).
+            "slo-check" => out.push(evidence(
+                Signal::MonitoringConfig,
+                format!("{step} runs a metrics collector on the release environment"),
+            )),
             "smoke" => {
                 out.push(evidence(
                     Signal::SmokeTests,

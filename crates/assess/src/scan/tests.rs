@@ -1051,7 +1051,7 @@ fn the_iris_example() {
             &scan,
             Signal::ReleaseVersioning,
             "mlops.toml",
-            Some(Some(106))
+            Some(Some(107))
         )
         .automated
     );
@@ -1060,11 +1060,12 @@ fn the_iris_example() {
             &scan,
             Signal::MonitoringConfig,
             "mlops.toml",
-            Some(Some(112))
+            Some(Some(131))
         )
         .automated
     );
-    assert!(evidence(&scan, Signal::LoadTest, "mlops.toml", Some(Some(115))).automated);
+    assert!(evidence(&scan, Signal::Alerting, "mlops.toml", Some(Some(131))).automated);
+    assert!(evidence(&scan, Signal::LoadTest, "mlops.toml", Some(Some(135))).automated);
     assert!(evidence(&scan, Signal::ModelValidation, "mlops.toml", Some(Some(56))).automated);
     assert!(scan.notes.is_empty(), "{:?}", scan.notes);
 }
@@ -1096,7 +1097,7 @@ fn the_iris_gated_example() {
     // `baseline = "none"`: thresholds only.
     assert!(!has(&scan, Signal::BaselineComparison));
     assert!(evidence(&scan, Signal::SmokeTests, "mlops.toml", Some(Some(45))).automated);
-    assert!(evidence(&scan, Signal::LoadTest, "mlops.toml", Some(Some(65))).automated);
+    assert!(evidence(&scan, Signal::LoadTest, "mlops.toml", Some(Some(70))).automated);
     // The load-check step is the one load test (the smoke test is not).
     assert_eq!(
         scan.evidence
@@ -1105,7 +1106,7 @@ fn the_iris_gated_example() {
             .count(),
         1
     );
-    assert_eq!(scan.automation.len(), 4);
+    assert_eq!(scan.automation.len(), 3);
 }
 
 /// A large tree is walked whole, and every test file in it is linked to
