@@ -5,6 +5,8 @@
 
 use std::path::Path;
 
+pub mod chromium;
+
 use mlops_core::{
     ExecError, Executor, KindRegistry, Ledger, Manifest, RunOptions, RunSummary, Stage,
 };
