@@ -13,6 +13,8 @@
 //!   delivers alerts.
 //!
 //! - [`slo_check`]: the `slo-check` step kind;
+//! - [`dashboard`]: the monitoring dashboard, self-contained HTML with
+//!   SVG charts;
 //! - [`export`]: the SLOs as Prometheus rules, a scrape configuration and
 //!   a Grafana dashboard.
 //!
@@ -26,6 +28,7 @@ use std::sync::Arc;
 use mlops_core::{EvidenceKind, KindRegistry, RegistryError, Stage};
 
 pub mod collector;
+pub mod dashboard;
 pub mod drift;
 pub mod export;
 pub mod prom;

@@ -90,8 +90,7 @@ enum Command {
     Release(release::ReleaseCommand),
     /// Monitoring (stage 5): series, SLO alerts and scrape targets of the
     /// release environment; start or stop its collector
-    #[command(subcommand)]
-    Monitor(monitor::MonitorCommand),
+    Monitor(Box<monitor::MonitorArgs>),
     /// Assess a repository's maturity from evidence (HTML, Markdown or JSON report)
     Assess(assess::AssessArgs),
     /// Reverse-proxy to upstreams, balanced, until Ctrl-C (metrics on --admin)
@@ -378,7 +377,7 @@ fn dispatch(cli: Cli) -> Result<u8, Failure> {
         Command::Release(command) => release::run(command),
         Command::Assess(args) => assess::run(args),
         Command::Gateway(args) => gateway::run(args),
-        Command::Monitor(command) => monitor::run(command),
+        Command::Monitor(args) => monitor::run(*args),
         Command::CollectorServe { state, admin_port } => {
             use mlops_apm::collector::service::{ServeOptions, serve_main};
             use mlops_release::service::EventLog;

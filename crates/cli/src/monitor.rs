@@ -19,6 +19,38 @@ use mlops_release::settings::ReleaseSettings;
 
 use crate::{Failure, exit, fail};
 
+/// `mlops monitor`: the dashboard, or one of the subcommands.
+#[derive(Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub(crate) struct MonitorArgs {
+    #[command(subcommand)]
+    command: Option<MonitorCommand>,
+    #[command(flatten)]
+    dashboard: DashboardArgs,
+}
+
+/// The dashboard's options.
+#[derive(Args)]
+pub(crate) struct DashboardArgs {
+    /// Write a static dashboard to FILE and exit (else serve it live)
+    #[arg(long)]
+    snapshot: Option<PathBuf>,
+    /// Where to serve the live dashboard (a loopback address)
+    #[arg(long, default_value = "127.0.0.1:0")]
+    listen: std::net::SocketAddr,
+    /// Show this long back from now
+    #[arg(long, default_value = "15m")]
+    since: String,
+    /// One point per STEP (default: the range / 120)
+    #[arg(long)]
+    step: Option<String>,
+    /// Seconds between reloads of the live page
+    #[arg(long, default_value_t = 5)]
+    refresh: u32,
+    #[command(flatten)]
+    target: Target,
+}
+
 #[derive(Subcommand)]
 pub(crate) enum MonitorCommand {
     /// Print a series over time: a counter's rate per second, a gauge's
@@ -102,7 +134,10 @@ pub(crate) struct QueryArgs {
     target: Target,
 }
 
-pub(crate) fn run(command: MonitorCommand) -> Result<u8, Failure> {
+pub(crate) fn run(args: MonitorArgs) -> Result<u8, Failure> {
+    let Some(command) = args.command else {
+        return dashboard(&args.dashboard);
+    };
     match command {
         MonitorCommand::Query(q) => query(&q),
         MonitorCommand::Alerts { since, target } => show_alerts(&target, &since),
@@ -124,6 +159,7 @@ struct Project {
     root: PathBuf,
     scope: Scope,
     service: String,
+    model: Option<String>,
     settings: ApmSettings,
     spec: std::sync::Arc<InfraSpec>,
     provider: ProviderKind,
@@ -167,6 +203,7 @@ fn project(t: &Target) -> Result<Project, Failure> {
         },
         root,
         service,
+        model: release.model.clone(),
         settings,
         spec,
         provider,
@@ -721,5 +758,117 @@ fn running_collector_admin(p: &Project) -> Option<String> {
         let instance = collector.instance().await.ok()??;
         let endpoint = instance.replicas.first()?.endpoint.clone()?;
         Some(endpoint.trim_start_matches("http://").to_owned())
+    })
+}
+
+/// The page of the dashboard as of now.
+fn dashboard_page(p: &Project, a: &DashboardArgs, live: bool) -> Result<String, Failure> {
+    use mlops_apm::dashboard::{self, Event, Page};
+    let since = duration("--since", &a.since)?;
+    let step = match &a.step {
+        Some(s) => duration("--step", s)?,
+        None => (since / 120).max(std::time::Duration::from_secs(1)),
+    };
+    let store = open_store(p)?;
+    let to = tsdb::now_ms() + 1;
+    let from = to - since.as_millis() as i64;
+    // Production changes of the released model: the release events.
+    let mut events = Vec::new();
+    if let (Some(model), Ok(Some(ledger))) = (&p.model, mlops_core::Ledger::open_snapshot(&p.root))
+    {
+        let changes = ledger
+            .production_changes()
+            .map_err(|e| fail(exit::ENGINE, e))?;
+        for c in changes.iter().filter(|c| &c.model == model) {
+            let Ok(t) = humantime::parse_rfc3339(&c.at) else {
+                continue;
+            };
+            let ts = t
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64);
+            events.push(Event {
+                ts,
+                label: format!(
+                    "{}:{} {}",
+                    c.model,
+                    c.number,
+                    if c.is_rollback() {
+                        "rolled back to"
+                    } else {
+                        "promoted"
+                    }
+                ),
+            });
+        }
+    }
+    let page = Page {
+        title: format!("{} in {}", p.service, p.scope.environment),
+        from,
+        to,
+        step,
+        events,
+        drift: None,
+        refresh: live.then_some(a.refresh.max(1)),
+    };
+    dashboard::render(&store, &page).map_err(|e| fail(exit::ENGINE, e))
+}
+
+/// `mlops monitor`: the dashboard, live on loopback or as a snapshot.
+fn dashboard(a: &DashboardArgs) -> Result<u8, Failure> {
+    let p = project(&a.target)?;
+    if let Some(file) = &a.snapshot {
+        let html = dashboard_page(&p, a, false)?;
+        std::fs::write(file, html)
+            .with_context(|| format!("cannot write {}", file.display()))
+            .map_err(|e| fail(exit::ENGINE, e))?;
+        println!("wrote {}", file.display());
+        return Ok(exit::OK);
+    }
+    if !a.listen.ip().is_loopback() {
+        return Err(fail(
+            exit::INVALID,
+            anyhow::anyhow!("--listen must be a loopback address, not {}", a.listen),
+        ));
+    }
+    // The page must render before anything listens: no store is no page.
+    dashboard_page(&p, a, true)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(a.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", a.listen))
+            .map_err(|e| fail(exit::INVALID, e))?;
+        let addr = listener.local_addr()?;
+        println!(
+            "the dashboard of `{}` in `{}` is at http://{addr}/ (Ctrl-C stops it)",
+            p.service, p.scope.environment
+        );
+        let (since, step) = (a.since.clone(), a.step.clone());
+        let refresh = a.refresh;
+        let page = move || {
+            let args = DashboardArgs {
+                snapshot: None,
+                listen: addr,
+                since: since.clone(),
+                step: step.clone(),
+                refresh,
+                target: Target {
+                    path: p.root.clone(),
+                    environment: Some(p.scope.environment.clone()),
+                    provider: None,
+                    json: false,
+                },
+            };
+            dashboard_page(&p, &args, true).map_err(|e| e.error.to_string())
+        };
+        let serve = mlops_apm::dashboard::serve(listener, page);
+        tokio::select! {
+            () = serve => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        Ok(exit::OK)
     })
 }

@@ -471,6 +471,17 @@ impl Collector {
             }
         }
 
+        let mut per_variant: BTreeMap<&str, usize> = BTreeMap::new();
+        for (variant, _) in &replicas {
+            *per_variant.entry(variant.as_str()).or_default() += 1;
+        }
+        for (variant, n) in per_variant {
+            samples.push(Sample {
+                key: SeriesKey::new("mlops_gateway_variant_replicas", [("variant", variant)]),
+                kind: SeriesKind::Gauge,
+                value: n as f64,
+            });
+        }
         for (variant, replica) in &replicas {
             if let Some(pid) = resources::endpoint_port(replica).and_then(resources::listening_pid)
                 && let Ok(u) = resources::process_usage(pid)
