@@ -1,5 +1,7 @@
-//! Statistics for release analysis: the two-sample tests and the drift score a
-//! release verdict is decided with.
+//! Statistics for release analysis and drift: the two-sample tests and the
+//! drift scores a release verdict is decided with, and the distances the
+//! monitoring stage's drift checks use (Wasserstein-1, the chi-square test
+//! of a 2×k table, Jensen-Shannon).
 //!
 //! This module owns the arithmetic only — each function takes plain samples or a
 //! 2×2 table of counts and returns a [`TestOutcome`] (statistic and two-sided
@@ -24,11 +26,13 @@
 //! column is a [`StatsError`].
 
 mod contingency;
+mod distance;
 mod kolmogorov;
 mod location;
 mod psi;
 
 pub use contingency::{chi_square_2x2, fisher_exact_2x2};
+pub use distance::{chi_square_homogeneity, jensen_shannon, wasserstein, wasserstein_sorted};
 pub use kolmogorov::ks_two_sample;
 pub use location::{mann_whitney_u, welch_t_test};
 pub use psi::psi;
