@@ -184,7 +184,7 @@ pub enum TsdbError {
         known: i64,
     },
     /// The directory could not be made.
-    #[error("cannot create {path}: {source}")]
+    #[error("cannot create {path}")]
     Dir {
         /// The directory.
         path: PathBuf,

@@ -3,6 +3,7 @@
 //! prints.
 
 mod assess;
+mod drift;
 mod gateway;
 mod infra;
 mod model;
@@ -88,6 +89,9 @@ enum Command {
     /// Releases (stage 4): status, history, promote, abort, rollback
     #[command(subcommand)]
     Release(release::ReleaseCommand),
+    /// Data drift between a reference and current data (CSV or JSON lines),
+    /// per feature: exit 0 none, 1 drift, 3 too little data to say
+    Drift(drift::DriftArgs),
     /// Monitoring (stage 5): series, SLO alerts and scrape targets of the
     /// release environment; start or stop its collector
     Monitor(Box<monitor::MonitorArgs>),
@@ -378,6 +382,7 @@ fn dispatch(cli: Cli) -> Result<u8, Failure> {
         Command::Assess(args) => assess::run(args),
         Command::Gateway(args) => gateway::run(args),
         Command::Monitor(args) => monitor::run(*args),
+        Command::Drift(args) => drift::run(&args),
         Command::CollectorServe { state, admin_port } => {
             use mlops_apm::collector::service::{ServeOptions, serve_main};
             use mlops_release::service::EventLog;
