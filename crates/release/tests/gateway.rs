@@ -1253,6 +1253,7 @@ fn prometheus_label_values_are_escaped() {
             }],
             ..ShadowSnapshot::default()
         }],
+        predictions: None,
     };
     let text = prometheus_text(&snapshot);
     assert!(

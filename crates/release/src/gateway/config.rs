@@ -59,6 +59,10 @@ pub struct Config {
     /// ejection only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health: Option<HealthCheck>,
+    /// A bounded sample of the requests answered, with their answers, as
+    /// JSON lines; none when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prediction_log: Option<super::predictions::PredictionLogConfig>,
 }
 
 /// Active health checks: every `interval-ms`, one task per gateway sends
@@ -249,6 +253,7 @@ impl Config {
             eject_max_ms: defaults::eject_max_ms(),
             shadows: Vec::new(),
             health: None,
+            prediction_log: None,
         }
     }
 }
@@ -465,6 +470,9 @@ pub(crate) fn compile(config: &Config) -> Result<Compiled, Vec<String>> {
         .health
         .as_ref()
         .and_then(|h| compile_health(h, &mut errors));
+    if let Some(log) = &config.prediction_log {
+        log.check(&mut errors);
+    }
     if !errors.is_empty() {
         return Err(errors);
     }

@@ -227,6 +227,22 @@ pub struct MetricsSnapshot {
     /// mirrored requests.)
     #[serde(default)]
     pub shadows: Vec<ShadowSnapshot>,
+    /// The prediction log, when the config has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub predictions: Option<PredictionLogSnapshot>,
+}
+
+/// The prediction log's counts.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct PredictionLogSnapshot {
+    /// The file.
+    pub path: String,
+    /// Whether it could be opened (else nothing is sampled).
+    pub open: bool,
+    /// Samples written.
+    pub written: u64,
+    /// Samples dropped (the writer's queue was full).
+    pub dropped: u64,
 }
 
 impl MetricsSnapshot {

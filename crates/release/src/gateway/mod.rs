@@ -38,6 +38,7 @@ mod balance;
 mod config;
 mod health;
 pub mod metrics;
+mod predictions;
 mod proxy;
 mod shadow;
 mod upstream;
@@ -65,9 +66,10 @@ pub const VARIANT_HEADER: &str = "x-mlops-variant";
 
 pub use config::{Config, HealthCheck, Route, Shadow, Sticky, Tolerance, Variant};
 pub use metrics::{
-    Disagreement, LatencySummary, MeterSnapshot, MetricsSnapshot, ReplicaHealth, ReplicaSnapshot,
-    ShadowSnapshot, StatusClasses, VariantSnapshot,
+    Disagreement, LatencySummary, MeterSnapshot, MetricsSnapshot, PredictionLogSnapshot,
+    ReplicaHealth, ReplicaSnapshot, ShadowSnapshot, StatusClasses, VariantSnapshot,
 };
+pub use predictions::PredictionLogConfig;
 
 use balance::{EjectPolicy, Replica, Rng};
 use config::Compiled;
@@ -143,6 +145,8 @@ struct State {
     variants: Vec<VariantState>,
     /// Mirroring counters by shadow variant name, in first-seen order.
     shadows: Vec<(String, Arc<ShadowStats>)>,
+    /// The open prediction log, kept across configs with the same one.
+    predictions: Option<Arc<predictions::PredictionLog>>,
 }
 
 #[derive(Debug)]
@@ -161,6 +165,9 @@ struct Active {
     variants: Vec<ActiveVariant>,
     /// One per `compiled.shadows`, in its order.
     shadows: Vec<ActiveShadow>,
+    /// The prediction log, when the config has one (and it could be
+    /// opened).
+    predictions: Option<Arc<predictions::PredictionLog>>,
 }
 
 #[derive(Debug)]
@@ -279,6 +286,17 @@ impl Gateway {
                     stats.snapshot(name, active)
                 })
                 .collect(),
+            predictions: active.config.prediction_log.as_ref().map(|want| {
+                let open = active.predictions.as_ref();
+                PredictionLogSnapshot {
+                    path: want.path.display().to_string(),
+                    open: open.is_some(),
+                    written: open
+                        .map_or(0, |l| l.written.load(std::sync::atomic::Ordering::Relaxed)),
+                    dropped: open
+                        .map_or(0, |l| l.dropped.load(std::sync::atomic::Ordering::Relaxed)),
+                }
+            }),
         }
     }
 
@@ -443,11 +461,22 @@ impl State {
                 }
             })
             .collect();
+        // The log stays open while the config keeps it; one that cannot
+        // be opened samples nothing (the snapshot says so).
+        let predictions = match &config.prediction_log {
+            None => None,
+            Some(want) => match &self.predictions {
+                Some(open) if open.config == *want => Some(open.clone()),
+                _ => predictions::PredictionLog::open(want.clone()).ok(),
+            },
+        };
+        self.predictions = predictions.clone();
         Active {
             config: Arc::new(config),
             compiled,
             variants,
             shadows,
+            predictions,
         }
     }
 }

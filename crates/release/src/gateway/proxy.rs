@@ -21,9 +21,9 @@ use hyper::{Method, Request, Response, StatusCode, Uri, Version};
 use super::balance;
 use super::config::{CompiledRoute, CompiledSticky};
 use super::metrics::Meter;
-use super::shadow;
 use super::upstream::UpstreamBody;
 use super::{Active, Shared};
+use super::{predictions, shadow};
 
 /// The error a response body may fail with.
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -127,6 +127,7 @@ async fn forward(
     request_id: &HeaderValue,
     guards: &mut Guards,
 ) -> Response<ProxyBody> {
+    let started = Instant::now();
     let limit = active.compiled.max_body_bytes;
     let (parts, body) = req.into_parts();
     if parts.method == Method::CONNECT {
@@ -280,12 +281,45 @@ async fn forward(
                     replica.success();
                 }
                 replica_guard.status = Some(status.as_u16());
-                let (mut parts, body) = response.into_parts();
+                let (mut parts, response_body) = response.into_parts();
                 strip_hop_by_hop(&mut parts.headers);
-                let mut body = body.boxed_unsync();
+                let mut response_body = response_body.boxed_unsync();
+                // A sampled request goes to the prediction log with its
+                // answer, once the answer has been sent whole.
+                let sample = active
+                    .predictions
+                    .as_ref()
+                    .filter(|l| l.sample())
+                    .map(|log| {
+                        let (tx, rx) = tokio::sync::oneshot::channel();
+                        tokio::spawn(predictions::record(
+                            predictions::Sampled {
+                                log: log.clone(),
+                                request_id: String::from_utf8_lossy(request_id.as_bytes())
+                                    .into_owned(),
+                                variant: name.clone(),
+                                status: status.as_u16(),
+                                started,
+                                request: body.clone(),
+                            },
+                            rx,
+                        ));
+                        tx
+                    });
                 if let Some(pending) = mirror.take() {
-                    body = shadow::start(shared, active, pending, request_id, status, body);
+                    response_body = shadow::start(
+                        shared,
+                        active,
+                        pending,
+                        request_id,
+                        status,
+                        response_body,
+                        sample,
+                    );
+                } else if let Some(tx) = sample {
+                    response_body = shadow::tee(response_body, vec![tx]);
                 }
+                let body = response_body;
                 guards.replica = Some(replica_guard);
                 return Response::from_parts(parts, body);
             }

@@ -155,8 +155,9 @@ pub(crate) fn start(
     request_id: &HeaderValue,
     status: StatusCode,
     body: ProxyBody,
+    also: Option<oneshot::Sender<Primary>>,
 ) -> ProxyBody {
-    let mut senders = Vec::new();
+    let mut senders: Vec<oneshot::Sender<Primary>> = also.into_iter().collect();
     let request_id = String::from_utf8_lossy(request_id.as_bytes()).into_owned();
     for &which in &pending.shadows {
         let shadow = &active.shadows[which];
@@ -191,7 +192,17 @@ pub(crate) fn start(
 
 /// The primary's body as teed: its chunks, or `None` when it was not seen
 /// whole.
-type Primary = Option<Arc<Vec<Bytes>>>;
+pub(crate) type Primary = Option<Arc<Vec<Bytes>>>;
+
+/// `body` on its way to the client, its first [`COMPARE_LIMIT`] bytes sent
+/// to `senders` at its end (for the prediction log when nothing mirrors).
+pub(crate) fn tee(body: ProxyBody, senders: Vec<oneshot::Sender<Primary>>) -> ProxyBody {
+    if senders.is_empty() {
+        body
+    } else {
+        Tee::new(body, senders).boxed_unsync()
+    }
+}
 
 /// One mirror, in its own task: send the copy, read the answer, wait for
 /// the primary's body, compare, record.
