@@ -138,6 +138,8 @@ pub struct Dataset {
     columns: BTreeMap<String, Column>,
     /// Values skipped because they were nested (arrays, objects).
     pub nested_skipped: u64,
+    /// A CSV's header order.
+    order: Option<Vec<String>>,
 }
 
 impl Dataset {
@@ -214,15 +216,93 @@ impl Dataset {
         Ok(Dataset {
             path: path.to_owned(),
             rows,
+            order: Some(headers.clone()),
             columns: headers.into_iter().zip(columns).collect(),
             nested_skipped: 0,
         })
     }
 
+    /// A data set from JSON objects (one per row), as JSON lines are read;
+    /// `label` names it in reports.
+    pub fn from_objects(
+        label: impl Into<PathBuf>,
+        objects: impl IntoIterator<Item = serde_json::Map<String, serde_json::Value>>,
+    ) -> Self {
+        let mut set = Dataset {
+            path: label.into(),
+            rows: 0,
+            columns: BTreeMap::new(),
+            nested_skipped: 0,
+            order: None,
+        };
+        for object in objects {
+            set.push_object(&object);
+        }
+        set
+    }
+
+    fn push_object(&mut self, object: &serde_json::Map<String, serde_json::Value>) {
+        // A key first seen now was missing from every earlier row.
+        for key in object.keys() {
+            if !self.columns.contains_key(key) {
+                let mut c = Column::new();
+                c.missing = self.rows;
+                self.columns.insert(key.clone(), c);
+            }
+        }
+        for (key, c) in self.columns.iter_mut() {
+            match object.get(key) {
+                None | Some(serde_json::Value::Null) => c.missing += 1,
+                Some(serde_json::Value::Number(n)) => c.push_number(n.as_f64().unwrap_or(f64::NAN)),
+                Some(serde_json::Value::String(s)) => c.push_text(s),
+                Some(serde_json::Value::Bool(b)) => c.push_category(b.to_string()),
+                Some(_) => {
+                    self.nested_skipped += 1;
+                    c.missing += 1;
+                }
+            }
+        }
+        self.rows += 1;
+    }
+
+    /// Without the columns `names`.
+    pub fn without(mut self, names: &[String]) -> Self {
+        self.columns.retain(|k, _| !names.contains(k));
+        self
+    }
+
+    /// With column `from` named `to` (nothing when there is no `from`).
+    pub fn renamed(mut self, from: &str, to: &str) -> Self {
+        if let Some(c) = self.columns.remove(from) {
+            self.columns.insert(to.to_owned(), c);
+        }
+        self
+    }
+
+    /// With `other`'s columns too (each column is compared on its own, so
+    /// their rows need not line up).
+    pub fn with_columns_of(mut self, other: Dataset) -> Self {
+        self.rows = self.rows.max(other.rows);
+        self.nested_skipped += other.nested_skipped;
+        self.columns.extend(other.columns);
+        self.order = None;
+        self
+    }
+
+    /// The column names, in the file's order for a CSV (sorted for JSON).
+    pub fn column_names(&self) -> Vec<String> {
+        match &self.order {
+            Some(order) => order
+                .iter()
+                .filter(|c| self.columns.contains_key(*c))
+                .cloned()
+                .collect(),
+            None => self.columns.keys().cloned().collect(),
+        }
+    }
+
     fn read_json_lines(path: &Path, reader: impl BufRead) -> Result<Self, DriftError> {
-        let mut columns: BTreeMap<String, Column> = BTreeMap::new();
-        let mut rows = 0u64;
-        let mut nested = 0;
+        let mut set = Dataset::from_objects(path, std::iter::empty());
         for (i, line) in reader.lines().enumerate() {
             let line = line.map_err(|source| DriftError::Read {
                 path: path.to_owned(),
@@ -244,36 +324,9 @@ impl Dataset {
                     message: "not a JSON object".to_owned(),
                 });
             };
-            // A key first seen now was missing from every earlier row.
-            for key in object.keys() {
-                if !columns.contains_key(key) {
-                    let mut c = Column::new();
-                    c.missing = rows;
-                    columns.insert(key.clone(), c);
-                }
-            }
-            for (key, c) in columns.iter_mut() {
-                match object.get(key) {
-                    None | Some(serde_json::Value::Null) => c.missing += 1,
-                    Some(serde_json::Value::Number(n)) => {
-                        c.push_number(n.as_f64().unwrap_or(f64::NAN))
-                    }
-                    Some(serde_json::Value::String(s)) => c.push_text(s),
-                    Some(serde_json::Value::Bool(b)) => c.push_category(b.to_string()),
-                    Some(_) => {
-                        nested += 1;
-                        c.missing += 1;
-                    }
-                }
-            }
-            rows += 1;
+            set.push_object(&object);
         }
-        Ok(Dataset {
-            path: path.to_owned(),
-            rows,
-            columns,
-            nested_skipped: nested,
-        })
+        Ok(set)
     }
 
     /// The feature names, sorted.

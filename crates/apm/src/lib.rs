@@ -12,7 +12,8 @@
 //!   release environment that scrapes, stores, evaluates the SLOs and
 //!   delivers alerts.
 //!
-//! - [`slo_check`]: the `slo-check` step kind;
+//! - [`slo_check`] and [`drift_check`]: the `slo-check` and `drift-check`
+//!   step kinds;
 //! - [`dashboard`]: the monitoring dashboard, self-contained HTML with
 //!   SVG charts;
 //! - [`export`]: the SLOs as Prometheus rules, a scrape configuration and
@@ -30,6 +31,7 @@ use mlops_core::{EvidenceKind, KindRegistry, RegistryError, Stage};
 pub mod collector;
 pub mod dashboard;
 pub mod drift;
+pub mod drift_check;
 pub mod export;
 pub mod prom;
 pub mod settings;
@@ -42,20 +44,29 @@ pub mod evidence {
     /// `slo`: the SLOs held (or not) over a window of the release
     /// environment's traffic, with the numbers behind the verdict.
     pub const SLO: &str = "slo";
+    /// `drift`: each feature of the live inputs, and the predictions,
+    /// against the reference data, with the tests behind the verdict.
+    pub const DRIFT: &str = "drift";
 }
 
-/// Registers stage 5: the `[apm]` settings, the `slo-check` kind and the
-/// `slo` evidence kind. The collector runs with the
+/// Registers stage 5: the `[apm]` settings, the `slo-check` and
+/// `drift-check` kinds and the `slo` and `drift` evidence kinds. The collector runs with the
 /// [`collector::service::CollectorProgram`] option when the registry has
 /// one (the CLI sets its own executable), else with `mlops` from beside
 /// the running program or from `PATH`.
 pub fn register(registry: &mut KindRegistry) -> Result<(), RegistryError> {
     registry.register_stage_settings(Stage::Apm, settings::section())?;
     registry.register(Arc::new(slo_check::SloCheckKind))?;
+    registry.register(Arc::new(drift_check::DriftCheckKind))?;
     registry.register_evidence(EvidenceKind {
         name: evidence::SLO,
         stage: Stage::Apm,
         summarize: slo_check::summarize,
+    })?;
+    registry.register_evidence(EvidenceKind {
+        name: evidence::DRIFT,
+        stage: Stage::Apm,
+        summarize: drift_check::summarize,
     })?;
     Ok(())
 }

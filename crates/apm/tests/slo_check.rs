@@ -415,3 +415,80 @@ fn a_missed_slo_fails_the_step() {
     assert_eq!(fast["held"], false);
     assert!(fast["counts"]["bad"].as_f64().unwrap() > 0.0, "{fast:#}");
 }
+
+/// The drift check: traffic drawn from the training data passes; traffic
+/// with one feature scaled fails, naming it, with the numbers recorded.
+#[test]
+fn drift_in_the_live_inputs_fails_the_drift_check() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let _cleanup = Cleanup(dir.to_owned());
+    let iris = std::fs::read_to_string(repo().join("examples/iris/data/iris.csv")).unwrap();
+    std::fs::write(dir.join("requests.csv"), &iris).unwrap();
+    let mut scaled = String::new();
+    for (i, line) in iris.lines().enumerate() {
+        if i > 0 {
+            let mut f: Vec<String> = line.split(',').map(str::to_owned).collect();
+            f[2] = (f[2].parse::<f64>().unwrap() * 1.5).to_string();
+            scaled.push_str(&f.join(","));
+        } else {
+            scaled.push_str(line);
+        }
+        scaled.push('\n');
+    }
+    std::fs::write(dir.join("scaled.csv"), scaled).unwrap();
+    train(dir);
+    let drift = |traffic: &str| {
+        format!(
+            r#"
+[apm.steps.drift]
+kind = "drift-check"
+with = {{ reference = "requests.csv", exclude = ["species"], target = "species", output = "label", window = "3s", min-samples = 50, traffic = {{ csv = "{traffic}", exclude = ["species"], rate = 50 }} }}
+"#
+        )
+    };
+    let run = mlops_testkit::run_manifest(dir, &manifest(&drift("requests.csv")), &registry());
+    let step_ = step(&run, "drift");
+    assert_eq!(
+        step_.status,
+        StepStatus::Passed,
+        "{:?}\n{}",
+        step_.reason,
+        log(dir, step_)
+    );
+    let e = evidence(step_, mlops_apm::evidence::DRIFT);
+    assert_eq!(e["verdict"], "no-drift", "{e:#}");
+    let features: Vec<&str> = e["features"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["feature"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        features,
+        [
+            "petal_length",
+            "petal_width",
+            "prediction",
+            "sepal_length",
+            "sepal_width"
+        ]
+    );
+    assert!(e["sampled_requests"].as_u64().unwrap() >= 100, "{e:#}");
+
+    let run = mlops_testkit::run_manifest(dir, &manifest(&drift("scaled.csv")), &registry());
+    let step_ = step(&run, "drift");
+    assert_eq!(step_.status, StepStatus::Failed, "{}", log(dir, step_));
+    let reason = step_.reason.clone().unwrap_or_default();
+    assert!(reason.contains("petal_length"), "{reason}");
+    assert!(!reason.contains("sepal_length"), "{reason}");
+    let e = evidence(step_, mlops_apm::evidence::DRIFT);
+    assert!(
+        e["drifted"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d == "petal_length"),
+        "{e:#}"
+    );
+}
