@@ -482,7 +482,7 @@ pub fn render(store: &Store, page: &Page) -> Result<String, TsdbError> {
                 let _ = write!(
                     tables,
                     "<tr class=\"{}\"><td>{}</td><td>{}</td><td>{}</td></tr>",
-                    esc(&r.verdict),
+                    esc(&r.verdict.replace(' ', "-")),
                     esc(&r.feature),
                     esc(&r.tests),
                     esc(&r.verdict)
@@ -624,7 +624,7 @@ figure.chart svg{max-width:100%;height:auto}figcaption{font-weight:600;font-size
 ul.legend{list-style:none;padding:0;margin:4px 0 0;font-size:12px;display:flex;flex-wrap:wrap;gap:10px}\
 ul.legend span{display:inline-block;width:10px;height:10px;margin-right:4px}\
 table{border-collapse:collapse;font-size:13px;background:#fff}td,th{border:1px solid #ddd;padding:4px 8px;text-align:left}\
-tr.firing td,tr.down td,tr.drift td{background:#fde8e8}tr.pending td{background:#fff6db}tr.resolved td{background:#eef7ee}\
+tr.firing td,tr.down td,tr.drift td{background:#fde8e8}tr.insufficient-data td{background:#fff6db}tr.pending td{background:#fff6db}tr.resolved td{background:#eef7ee}\
 section h2{font-size:16px;margin:18px 0 6px}.none{color:#666}ul.events{font-size:13px}";
 
 #[cfg(test)]

@@ -763,7 +763,7 @@ fn running_collector_admin(p: &Project) -> Option<String> {
 
 /// The page of the dashboard as of now.
 fn dashboard_page(p: &Project, a: &DashboardArgs, live: bool) -> Result<String, Failure> {
-    use mlops_apm::dashboard::{self, Event, Page};
+    use mlops_apm::dashboard::{self, DriftRow, Event, Page};
     let since = duration("--since", &a.since)?;
     let step = match &a.step {
         Some(s) => duration("--step", s)?,
@@ -801,13 +801,56 @@ fn dashboard_page(p: &Project, a: &DashboardArgs, live: bool) -> Result<String, 
             });
         }
     }
+    // The newest drift report the pipeline recorded.
+    let drift = mlops_core::Ledger::open_snapshot(&p.root)
+        .ok()
+        .flatten()
+        .and_then(|l| l.step_evidence(1).ok())
+        .and_then(|records| {
+            records
+                .into_iter()
+                .find(|r| r.kind == mlops_apm::evidence::DRIFT)
+        })
+        .map(|r| {
+            let rows = r.body["features"]
+                .as_array()
+                .map(|features| {
+                    features
+                        .iter()
+                        .map(|f| DriftRow {
+                            feature: f["feature"].as_str().unwrap_or("").to_owned(),
+                            tests: f["tests"]
+                                .as_array()
+                                .map(|t| {
+                                    t.iter()
+                                        .map(|t| {
+                                            format!(
+                                                "{} {:.3}",
+                                                t["test"].as_str().unwrap_or(""),
+                                                t["value"].as_f64().unwrap_or(f64::NAN)
+                                            )
+                                        })
+                                        .collect::<Vec<_>>()
+                                        .join(", ")
+                                })
+                                .unwrap_or_default(),
+                            verdict: f["verdict"].as_str().unwrap_or("").replace('-', " "),
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            (
+                format!("run {} (step {}, {})", r.run_id, r.step, r.run_started_at),
+                rows,
+            )
+        });
     let page = Page {
         title: format!("{} in {}", p.service, p.scope.environment),
         from,
         to,
         step,
         events,
-        drift: None,
+        drift,
         refresh: live.then_some(a.refresh.max(1)),
     };
     dashboard::render(&store, &page).map_err(|e| fail(exit::ENGINE, e))

@@ -816,9 +816,20 @@ fn the_python_example_passes_with_the_local_provider() {
     let o = run(&["assess", ".", "--format", "json", "--no-history"], &wine);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let r: Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert_eq!(r["stage_level"], 4, "{:#}", r["stages"]);
+    // Stage 5: the SLOs held and no drift, so the climb reaches 5 (wine
+    // has no stage 6).
+    for name in ["slo", "drift"] {
+        let s5 = step(&s, name);
+        assert_eq!(s5["status"], "passed", "{s5:#}");
+    }
+    assert_eq!(
+        step(&s, "drift")["evidence"][0]["body"]["verdict"],
+        "no-drift"
+    );
+    assert_eq!(r["stage_level"], 5, "{:#}", r["stages"]);
     assert_eq!(r["stages"][0]["status"], "proven");
     assert_eq!(r["stages"][3]["status"], "proven", "{:#}", r["stages"][3]);
+    assert_eq!(r["stages"][4]["status"], "proven", "{:#}", r["stages"][4]);
     // pytest run by the pipeline: the test files are automated evidence.
     assert!(
         r["evidence"]
