@@ -581,7 +581,7 @@ fn feature(name: &str, r: &Column, c: &Column, t: &Thresholds) -> FeatureDrift {
     }
     if let (Values::Numeric(a), Values::Numeric(b)) = (&r.values, &c.values) {
         let (sa, sb) = (sorted(a), sorted(b));
-        match stats::psi(&sa, &sb, 10) {
+        match stats::psi_sorted_reference(&sa, &sb, 10) {
             Ok(v) => out.tests.push(TestValue {
                 test: "psi",
                 value: v,
@@ -591,7 +591,7 @@ fn feature(name: &str, r: &Column, c: &Column, t: &Thresholds) -> FeatureDrift {
             }),
             Err(e) => out.reason = e.to_string(),
         }
-        match stats::ks_two_sample(&sa, &sb) {
+        match stats::ks_two_sample_sorted(&sa, &sb) {
             Ok(o) => out.tests.push(TestValue {
                 test: "ks",
                 value: o.statistic,

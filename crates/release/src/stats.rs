@@ -33,9 +33,9 @@ mod psi;
 
 pub use contingency::{chi_square_2x2, fisher_exact_2x2};
 pub use distance::{chi_square_homogeneity, jensen_shannon, wasserstein, wasserstein_sorted};
-pub use kolmogorov::ks_two_sample;
+pub use kolmogorov::{ks_two_sample, ks_two_sample_sorted};
 pub use location::{mann_whitney_u, welch_t_test};
-pub use psi::psi;
+pub use psi::{psi, psi_sorted_reference};
 
 use serde::{Deserialize, Serialize};
 

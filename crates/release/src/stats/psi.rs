@@ -31,9 +31,36 @@ pub fn psi(reference: &[f64], current: &[f64], bins: usize) -> Result<f64, Stats
     if bins < 2 {
         return Err(StatsError::TooFewBins { bins });
     }
-    let sorted_reference = sorted(reference);
+    psi_sorted_reference(&sorted(reference), current, bins)
+}
+
+/// [`psi`] with the reference already sorted ascending (the drift check
+/// sorts each feature once for all its tests).
+///
+/// # Errors
+///
+/// An empty sample, a non-finite value, a reference not sorted, or fewer
+/// than 2 bins.
+pub fn psi_sorted_reference(
+    sorted_reference: &[f64],
+    current: &[f64],
+    bins: usize,
+) -> Result<f64, StatsError> {
+    const TEST: &str = "psi";
+    check_sample(TEST, "reference", sorted_reference, 1)?;
+    check_sample(TEST, "current", current, 1)?;
+    if bins < 2 {
+        return Err(StatsError::TooFewBins { bins });
+    }
+    if sorted_reference.windows(2).any(|w| w[0] > w[1]) {
+        return Err(StatsError::ConstantInput {
+            test: TEST,
+            what: "the reference given as sorted is not sorted",
+        });
+    }
+    let reference = sorted_reference;
     let edges: Vec<f64> = (1..bins)
-        .map(|k| linear_quantile(&sorted_reference, k as f64 / bins as f64))
+        .map(|k| linear_quantile(sorted_reference, k as f64 / bins as f64))
         .collect();
     let proportions = |sample: &[f64]| {
         let mut counts = vec![0_usize; bins];
