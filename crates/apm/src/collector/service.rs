@@ -449,6 +449,20 @@ impl<'a> CollectorService<'a> {
         state_dir(self.scope, &self.service)
     }
 
+    /// The collector's service definition for `config`: a webhook's token
+    /// variable is passed through from the caller's environment as a
+    /// secret (its value never in a file, a log or the ledger).
+    pub fn spec_for(&self, config: &CollectorConfig) -> ServiceSpec {
+        let mut spec = self.spec();
+        if let Some(var) = config.webhook.as_ref().and_then(|w| w.token_env.clone()) {
+            spec.env.insert(
+                var.clone(),
+                mlops_iac::spec::EnvValue::FromEnv { var, secret: true },
+            );
+        }
+        spec
+    }
+
     /// The collector's service definition.
     pub fn spec(&self) -> ServiceSpec {
         let dir = self.state_dir();
@@ -517,7 +531,7 @@ impl<'a> CollectorService<'a> {
         let dir = self.state_dir();
         std::fs::create_dir_all(&dir).map_err(|e| state_error(&dir, e))?;
         write_config(&dir, config)?;
-        let spec = self.spec();
+        let spec = self.spec_for(config);
         let revision = {
             let (spec, root) = (spec.clone(), self.scope.root.clone());
             tokio::task::spawn_blocking(move || {
