@@ -16,6 +16,8 @@
 //!   step kinds;
 //! - [`dashboard`]: the monitoring dashboard, self-contained HTML with
 //!   SVG charts;
+//! - [`logs`]: searching the release environment's logs and prediction
+//!   log;
 //! - [`export`]: the SLOs as Prometheus rules, a scrape configuration and
 //!   a Grafana dashboard.
 //!
@@ -33,6 +35,7 @@ pub mod dashboard;
 pub mod drift;
 pub mod drift_check;
 pub mod export;
+pub mod logs;
 pub mod prom;
 pub mod settings;
 pub mod slo;

@@ -476,6 +476,32 @@ with = {{ reference = "requests.csv", exclude = ["species"], target = "species",
     );
     assert!(e["sampled_requests"].as_u64().unwrap() >= 100, "{e:#}");
 
+    // One request followed end to end by its id: the gateway's prediction
+    // log and the model server's line for it.
+    let predictions = std::fs::read_to_string(
+        dir.join(".mlops/release/production/iris-gateway/predictions.jsonl"),
+    )
+    .unwrap();
+    let sample: serde_json::Value =
+        serde_json::from_str(predictions.lines().last().unwrap()).unwrap();
+    let id = sample["request_id"].as_str().unwrap().to_owned();
+    let (code, out, err) = mlops(dir, &["logs", "--request-id", &id]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("iris-gateway predictions")),
+        "{out}"
+    );
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("iris ") && l.contains("\"event\":\"request\"")),
+        "the model server logged the gateway's request id: {out}"
+    );
+    let (code, out, _) = mlops(dir, &["logs", "--status", "5xx", "--since", "10m"]);
+    assert_eq!(code, 1, "no failed request: {out}");
+    let (code, _, err) = mlops(dir, &["logs", "--status", "7xx"]);
+    assert_eq!(code, 2, "{err}");
+
     let run = mlops_testkit::run_manifest(dir, &manifest(&drift("scaled.csv")), &registry());
     let step_ = step(&run, "drift");
     assert_eq!(step_.status, StepStatus::Failed, "{}", log(dir, step_));

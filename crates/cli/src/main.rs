@@ -6,6 +6,7 @@ mod assess;
 mod drift;
 mod gateway;
 mod infra;
+mod logs;
 mod model;
 mod monitor;
 mod output;
@@ -89,6 +90,9 @@ enum Command {
     /// Releases (stage 4): status, history, promote, abort, rollback
     #[command(subcommand)]
     Release(release::ReleaseCommand),
+    /// Search the release environment's logs and the gateway's prediction
+    /// log (by service, variant, time, status, request id, text)
+    Logs(Box<logs::LogsArgs>),
     /// Data drift between a reference and current data (CSV or JSON lines),
     /// per feature: exit 0 none, 1 drift, 3 too little data to say
     Drift(drift::DriftArgs),
@@ -383,6 +387,7 @@ fn dispatch(cli: Cli) -> Result<u8, Failure> {
         Command::Gateway(args) => gateway::run(args),
         Command::Monitor(args) => monitor::run(*args),
         Command::Drift(args) => drift::run(&args),
+        Command::Logs(args) => logs::run(&args),
         Command::CollectorServe { state, admin_port } => {
             use mlops_apm::collector::service::{ServeOptions, serve_main};
             use mlops_release::service::EventLog;

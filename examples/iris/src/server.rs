@@ -434,11 +434,32 @@ async fn handle(
     request: Request<Incoming>,
 ) -> std::result::Result<HttpResponse, Infallible> {
     let started = Instant::now();
+    // The gateway's request id, carried into this server's log.
+    let request_id = request
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     let (label, response) = dispatch(&state, request).await;
     let elapsed = started.elapsed().as_secs_f64();
     state
         .metrics()
         .record_request(label, response.status().as_u16(), elapsed);
+    // One JSON line per inference (health and metrics checks are not
+    // logged: they come every second).
+    if label == Route::Infer.label() {
+        eprintln!(
+            "{}",
+            json!({
+                "event": "request",
+                "request_id": request_id,
+                "path": label,
+                "status": response.status().as_u16(),
+                "latency_ms": elapsed * 1000.0,
+                "model_version": state.version,
+            })
+        );
+    }
     Ok(response)
 }
 
