@@ -12,7 +12,7 @@
 //! scrapes model servers) cannot make it hold more than the caller allows.
 //! Every error names its line.
 //!
-//! [`write`] renders families back as 0.0.4 text, escaping help texts and
+//! [`write()`] renders families back as 0.0.4 text, escaping help texts and
 //! label values, such that `parse(write(f)) == f`.
 
 use std::collections::BTreeMap;

@@ -67,7 +67,7 @@ pub(crate) enum MonitorCommand {
     },
     /// The scrape targets: up or down, and why the last failure failed
     Targets(Target),
-    /// Start the environment's collector (or reconfigure it from [apm]);
+    /// Start the environment's collector (or reconfigure it from `[apm]`);
     /// it keeps running after this command
     Start(Target),
     /// Stop the environment's collector (its database stays)
