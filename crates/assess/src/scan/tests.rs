@@ -1065,7 +1065,7 @@ fn the_iris_example() {
         .automated
     );
     assert!(evidence(&scan, Signal::Alerting, "mlops.toml", Some(Some(131))).automated);
-    assert!(evidence(&scan, Signal::LoadTest, "mlops.toml", Some(Some(135))).automated);
+    assert!(evidence(&scan, Signal::LoadTest, "mlops.toml", Some(Some(147))).automated);
     assert!(evidence(&scan, Signal::ModelValidation, "mlops.toml", Some(Some(56))).automated);
     assert!(scan.notes.is_empty(), "{:?}", scan.notes);
 }
