@@ -30,13 +30,11 @@ use std::time::Duration;
 use mlops_core::manifest::{Diagnostic, parse_duration};
 use mlops_core::{KindParams, Stage, StepAction, StepContext, StepFailure, StepKind};
 use mlops_iac::StepInfra;
-use mlops_release::driver::DriverSettings;
 use mlops_release::gateway::PredictionLogConfig;
 use mlops_release::service::{GatewayProgram, GatewayService};
 use mlops_release::settings::ReleaseSettings;
-use mlops_release::traffic::{Traffic, TrafficWire, load_samples};
+use mlops_release::traffic::{Traffic, TrafficWire};
 use serde::Deserialize;
-use tokio_util::sync::CancellationToken;
 
 use crate::drift::{Dataset, Thresholds, Verdict, compare};
 
@@ -336,7 +334,7 @@ impl DriftCheck {
         }
         let from = mlops_core::ledger::now_ms();
         let sent = match &self.traffic {
-            Some(t) => Some(self.drive(ctx, t, &client.proxy_url()).await?),
+            Some(t) => Some(crate::drive::drive(ctx, t, &client.proxy_url(), self.window).await?),
             None => {
                 tokio::select! {
                     () = tokio::time::sleep(self.window) => {}
@@ -434,42 +432,6 @@ impl DriftCheck {
                 self.thresholds.min_samples
             ))),
         }
-    }
-
-    async fn drive(
-        &self,
-        ctx: &StepContext,
-        traffic: &Traffic,
-        proxy: &str,
-    ) -> Result<u64, StepFailure> {
-        let samples = load_samples(ctx, &traffic.source).await?;
-        let max = (traffic.rate * self.window.as_secs_f64()).ceil().max(1.0) as u64;
-        let mut settings = DriverSettings::new(
-            format!("{}{}", proxy.trim_end_matches('/'), traffic.path),
-            traffic.rate,
-            self.window,
-            max,
-        );
-        settings.timeout = Duration::from_secs(10);
-        let driver = settings.compile(samples).map_err(failure)?;
-        let stop = CancellationToken::new();
-        let watch = {
-            let (cancel, stop) = (ctx.cancel.clone(), stop.clone());
-            tokio::spawn(async move {
-                cancel.cancelled().await;
-                stop.cancel();
-            })
-        };
-        let run = driver.run(&stop).await;
-        watch.abort();
-        if ctx.cancel.is_cancelled() {
-            return Err(failure("cancelled"));
-        }
-        ctx.log(format!(
-            "sent {} requests to {} at {}/s over {:?}",
-            run.report.requests, traffic.path, traffic.rate, self.window
-        ));
-        Ok(run.report.requests)
     }
 }
 

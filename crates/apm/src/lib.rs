@@ -34,6 +34,7 @@ pub mod collector;
 pub mod dashboard;
 pub mod drift;
 pub mod drift_check;
+mod drive;
 pub mod export;
 pub mod logs;
 pub mod prom;
