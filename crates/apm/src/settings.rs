@@ -101,6 +101,57 @@ pub struct Webhook {
     pub token_env: Option<String>,
 }
 
+impl Webhook {
+    /// The URL as logs, the database and reports show it: a query string
+    /// (which may carry a key) is replaced by `?…`.
+    pub fn redacted(&self) -> String {
+        match self.url.split_once('?') {
+            Some((base, _)) => format!("{base}?…"),
+            None => self.url.clone(),
+        }
+    }
+}
+
+/// Why `url` cannot be a webhook, if it cannot: the collector speaks plain
+/// HTTP (TLS would be a second HTTP stack for one POST; a local relay
+/// forwards to an https endpoint), and a credential belongs in
+/// `webhook-token-env`, not in the URL where logs would show it.
+fn webhook_problem(url: &str) -> Option<String> {
+    if url.starts_with("https://") {
+        return Some(format!(
+            "`webhook` `{}` is https: the collector delivers over plain http only; point it at a relay on loopback that forwards to the https endpoint",
+            Webhook {
+                url: url.to_owned(),
+                token_env: None
+            }
+            .redacted()
+        ));
+    }
+    let uri: hyper::Uri = match url.parse() {
+        Ok(u) if url.starts_with("http://") && !url.contains(char::is_whitespace) => u,
+        _ => {
+            return Some(format!(
+                "`webhook` must be an http:// URL, not `{}`",
+                Webhook {
+                    url: url.to_owned(),
+                    token_env: None
+                }
+                .redacted()
+            ));
+        }
+    };
+    let Some(authority) = uri.authority() else {
+        return Some("`webhook` has no host".to_owned());
+    };
+    if authority.as_str().contains('@') {
+        return Some(
+            "`webhook` must not hold a user or password: put the token in an environment variable and name it in `webhook-token-env`"
+                .to_owned(),
+        );
+    }
+    None
+}
+
 /// `[apm]`, compiled.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ApmSettings {
@@ -201,13 +252,8 @@ impl ManifestSection for ApmSection {
         let webhook = match &wire.webhook {
             Some(url) => {
                 let u = url.get_ref();
-                if !(u.starts_with("http://") || u.starts_with("https://"))
-                    || u.contains(char::is_whitespace)
-                {
-                    errors.push(Diagnostic::new(
-                        format!("`webhook` must be an http:// or https:// URL, not `{u}`"),
-                        Some(url.span()),
-                    ));
+                if let Some(problem) = webhook_problem(u) {
+                    errors.push(Diagnostic::new(problem, Some(url.span())));
                 }
                 Some(Webhook {
                     url: u.clone(),

@@ -142,6 +142,13 @@ CREATE TABLE scrape_errors (
 );
 CREATE INDEX scrape_errors_ts ON scrape_errors (ts);
 ",
+    // Compaction reads and deletes raw points by time across series; an
+    // alert event keeps the payload it was sent with, so a delivery cut
+    // short by the collector's death is made again when it starts.
+    "
+CREATE INDEX raw_ts ON raw (ts);
+ALTER TABLE alert_events ADD COLUMN payload TEXT;
+",
 ];
 
 /// A failure of the store.
@@ -444,6 +451,16 @@ pub struct AppendOutcome {
     pub resets: usize,
     /// Values skipped: NaN or infinite.
     pub skipped: usize,
+    /// Samples of a series already given earlier in the same scrape:
+    /// skipped, the first one counts.
+    pub duplicates: usize,
+    /// Counters whose previous value is older than the store's staleness
+    /// bound ([`Store::set_stale_after`]): taken as a new baseline, so a
+    /// gap in collection never lands as one burst.
+    pub stale: usize,
+    /// Samples older than what the finest tier has already rolled up (the
+    /// clock went back): skipped, since no rollup would ever hold them.
+    pub late: usize,
 }
 
 /// What [`Store::compact`] did.
@@ -460,6 +477,7 @@ struct SeriesState {
     id: i64,
     kind: SeriesKind,
     last_raw: Option<f64>,
+    last_ts: Option<Millis>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -475,7 +493,12 @@ pub struct Store {
     path: PathBuf,
     retention: Retention,
     series: HashMap<SeriesKey, SeriesState>,
+    stale_after: Millis,
 }
+
+/// How old a counter's previous value may be before the next one is a new
+/// baseline rather than an increase: Prometheus' lookback.
+pub const DEFAULT_STALE_AFTER: Duration = Duration::from_secs(300);
 
 impl fmt::Debug for Store {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -548,6 +571,7 @@ impl Store {
             path,
             retention,
             series,
+            stale_after: ms(DEFAULT_STALE_AFTER),
         })
     }
 
@@ -631,6 +655,7 @@ impl Store {
             path,
             retention,
             series,
+            stale_after: ms(DEFAULT_STALE_AFTER),
         })
     }
 
@@ -650,6 +675,31 @@ impl Store {
         &self.retention
     }
 
+    /// How old a counter's previous value may be for the next one to count
+    /// as an increase ([`DEFAULT_STALE_AFTER`] unless set). A collector
+    /// sets a few scrape intervals: after a longer gap (the collector was
+    /// stopped, a target was unreachable) the next value is a baseline, so
+    /// the gap's whole increase never lands in one instant and pages.
+    pub fn set_stale_after(&mut self, after: Duration) {
+        self.stale_after = ms(after).max(1);
+    }
+
+    /// A read transaction, so that one query sees one state of the file
+    /// while the collector appends and compacts (none when one is open).
+    fn snapshot(&self) -> Result<Option<rusqlite::Transaction<'_>>, TsdbError> {
+        if !self.conn.is_autocommit() {
+            return Ok(None);
+        }
+        let tx = self
+            .conn
+            .unchecked_transaction()
+            .map_err(self.sql("begin a read"))?;
+        // A deferred transaction takes its snapshot at the first read.
+        tx.query_row("SELECT COUNT(*) FROM levels", [], |_| Ok(()))
+            .map_err(self.sql("begin a read"))?;
+        Ok(Some(tx))
+    }
+
     /// Append one scrape taken at `ts`, in one transaction. With `reset`,
     /// every counter in `samples` is taken as restarted (its target's
     /// start time changed): its whole value is its increase.
@@ -662,8 +712,19 @@ impl Store {
         let path = self.path.clone();
         let sql = |what| sql_err(&path, what);
         let mut out = AppendOutcome::default();
-        let mut updates: Vec<(SeriesKey, SeriesState)> = Vec::new();
+        let mut updates: HashMap<SeriesKey, SeriesState> = HashMap::new();
+        let stale_after = self.stale_after;
         let tx = self.conn.transaction().map_err(sql("begin an append"))?;
+        let rolled: Option<Millis> = tx
+            .query_row("SELECT rolled_until FROM levels WHERE level = 1", [], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map_err(sql("read the tiers"))?;
+        if rolled.is_some_and(|until| ts < until) {
+            out.late = samples.len();
+            return Ok(out);
+        }
         {
             let mut insert_series = tx
                 .prepare_cached(
@@ -692,6 +753,10 @@ impl Store {
                     out.skipped += 1;
                     continue;
                 }
+                if updates.contains_key(&s.key) {
+                    out.duplicates += 1;
+                    continue;
+                }
                 let known = self
                     .series
                     .get(&s.key)
@@ -710,9 +775,13 @@ impl Store {
                             id,
                             kind: s.kind,
                             last_raw: None,
+                            last_ts: None,
                         }
                     }
                 };
+                let stale = state
+                    .last_ts
+                    .is_some_and(|last| ts.saturating_sub(last) > stale_after);
                 match s.kind {
                     SeriesKind::Gauge => {
                         set_gauge
@@ -722,6 +791,10 @@ impl Store {
                     }
                     SeriesKind::Counter => {
                         let increase = match state.last_raw {
+                            Some(_) if stale => {
+                                out.stale += 1;
+                                None
+                            }
                             None if !reset => {
                                 out.baselines += 1;
                                 None
@@ -745,10 +818,11 @@ impl Store {
                     }
                 }
                 state.last_raw = Some(s.value);
+                state.last_ts = Some(ts);
                 set_last
                     .execute(params![state.id, s.value, ts])
                     .map_err(sql("write a point"))?;
-                updates.push((s.key.clone(), state));
+                updates.insert(s.key.clone(), state);
             }
         }
         tx.commit().map_err(sql("commit an append"))?;
@@ -905,8 +979,7 @@ impl Store {
 
     /// The pieces of `[from, to)` each level serves: the finest level
     /// where its points are kept, coarser tiers for older parts.
-    fn pieces(&self, from: Millis, to: Millis) -> Result<Vec<(usize, Millis, Millis)>, TsdbError> {
-        let levels = self.levels()?;
+    fn pieces(levels: &[Level], from: Millis, to: Millis) -> Vec<(usize, Millis, Millis)> {
         let mut pieces = Vec::new();
         let mut end = to;
         for (i, level) in levels.iter().enumerate() {
@@ -929,19 +1002,22 @@ impl Store {
             }
             end = start;
         }
-        Ok(pieces)
+        pieces
     }
 
-    /// Visit `(ts, count, sum, min, max)` of one series over `[from, to)`,
-    /// stitched across levels.
+    /// Visit `(resolution, ts, count, sum)` of one series over
+    /// `[from, to)`, stitched across levels (a raw point's resolution is
+    /// 1 ms).
     fn scan(
         &self,
         id: i64,
         from: Millis,
         to: Millis,
-        mut visit: impl FnMut(Millis, i64, f64, f64, f64),
+        mut visit: impl FnMut(Millis, Millis, i64, f64),
     ) -> Result<(), TsdbError> {
-        for (level, start, end) in self.pieces(from, to)? {
+        let levels = self.levels()?;
+        for (level, start, end) in Self::pieces(&levels, from, to) {
+            let res = levels.get(level).map_or(1, |l| l.resolution);
             if start >= end {
                 continue;
             }
@@ -957,13 +1033,13 @@ impl Store {
                     .map_err(self.sql("read points"))?;
                 while let Some(r) = rows.next().map_err(self.sql("read points"))? {
                     let v: f64 = r.get(1).map_err(self.sql("read points"))?;
-                    visit(r.get(0).map_err(self.sql("read points"))?, 1, v, v, v);
+                    visit(res, r.get(0).map_err(self.sql("read points"))?, 1, v);
                 }
             } else {
                 let mut stmt = self
                     .conn
                     .prepare_cached(
-                        "SELECT ts, count, sum, min, max FROM rollup
+                        "SELECT ts, count, sum FROM rollup
                          WHERE tier = ?1 AND series = ?2 AND ts >= ?3 AND ts < ?4",
                     )
                     .map_err(self.sql("read points"))?;
@@ -971,13 +1047,11 @@ impl Store {
                     .query(params![level as i64, id, start, end])
                     .map_err(self.sql("read points"))?;
                 while let Some(r) = rows.next().map_err(self.sql("read points"))? {
-                    let get = |i| r.get::<_, f64>(i);
                     visit(
+                        res,
                         r.get(0).map_err(self.sql("read points"))?,
                         r.get(1).map_err(self.sql("read points"))?,
-                        get(2).map_err(self.sql("read points"))?,
-                        get(3).map_err(self.sql("read points"))?,
-                        get(4).map_err(self.sql("read points"))?,
+                        r.get(2).map_err(self.sql("read points"))?,
                     );
                 }
             }
@@ -994,18 +1068,22 @@ impl Store {
         from: Millis,
         to: Millis,
     ) -> Result<f64, TsdbError> {
+        let _snapshot = self.snapshot()?;
         let mut total = 0.0;
         for (key, st) in &self.series {
             if st.kind != SeriesKind::Counter || !selector.matches(key) {
                 continue;
             }
-            self.scan(st.id, from, to, |_, _, sum, _, _| total += sum)?;
+            self.scan(st.id, from, to, |_, _, _, sum| total += sum)?;
         }
         Ok(total)
     }
 
     /// Every selected series over `[from, to)` in steps of `step`: a
-    /// counter's rate per second in each step, a gauge's average.
+    /// counter's rate per second in each step, a gauge's average. Where
+    /// the range is served by a rollup coarser than `step`, a counter's
+    /// bucket is a rate over the bucket's width (its increase is not
+    /// spread over finer steps: those steps have no point).
     pub fn range(
         &self,
         selector: &Selector,
@@ -1014,22 +1092,25 @@ impl Store {
         step: Duration,
     ) -> Result<Vec<SeriesPoints>, TsdbError> {
         let step = ms(step).max(1);
+        let _snapshot = self.snapshot()?;
         let mut out = Vec::new();
         for (key, kind) in self.select(selector) {
             let id = self.series[&key].id;
-            let mut buckets: BTreeMap<Millis, (i64, f64)> = BTreeMap::new();
-            self.scan(id, from, to, |ts, count, sum, _, _| {
+            // Per step: points, their sum and the widest resolution seen.
+            let mut buckets: BTreeMap<Millis, (i64, f64, Millis)> = BTreeMap::new();
+            self.scan(id, from, to, |res, ts, count, sum| {
                 let b = from + (ts - from).div_euclid(step) * step;
                 let e = buckets.entry(b).or_default();
                 e.0 += count;
                 e.1 += sum;
+                e.2 = e.2.max(res);
             })?;
             let points = buckets
                 .into_iter()
-                .map(|(ts, (count, sum))| Point {
+                .map(|(ts, (count, sum, res))| Point {
                     ts,
                     value: match kind {
-                        SeriesKind::Counter => sum / (step as f64 / 1000.0),
+                        SeriesKind::Counter => sum / (step.max(res) as f64 / 1000.0),
                         SeriesKind::Gauge => sum / count.max(1) as f64,
                     },
                 })
@@ -1068,6 +1149,7 @@ impl Store {
             name: format!("{name}_bucket"),
             matchers: matchers.to_vec(),
         };
+        let _snapshot = self.snapshot()?;
         let mut by_le: BTreeMap<LeKey, f64> = BTreeMap::new();
         for (key, st) in &self.series {
             if st.kind != SeriesKind::Counter || !selector.matches(key) {
@@ -1077,7 +1159,7 @@ impl Store {
                 continue;
             };
             let mut sum = 0.0;
-            self.scan(st.id, from, to, |_, _, s, _, _| sum += s)?;
+            self.scan(st.id, from, to, |_, _, _, s| sum += s)?;
             *by_le.entry(LeKey(le)).or_default() += sum;
         }
         Ok(by_le.into_iter().map(|(k, v)| (k.0, v)).collect())
@@ -1135,7 +1217,7 @@ fn load_series(
     let sql = |what| sql_err(path, what);
     let mut series = HashMap::new();
     let mut stmt = conn
-        .prepare("SELECT id, name, labels, kind, last_raw FROM series")
+        .prepare("SELECT id, name, labels, kind, last_raw, last_ts FROM series")
         .map_err(sql("read the series"))?;
     let rows = stmt
         .query_map([], |r| {
@@ -1145,11 +1227,12 @@ fn load_series(
                 r.get::<_, String>(2)?,
                 r.get::<_, String>(3)?,
                 r.get::<_, Option<f64>>(4)?,
+                r.get::<_, Option<Millis>>(5)?,
             ))
         })
         .map_err(sql("read the series"))?;
     for row in rows {
-        let (id, name, labels, kind, last_raw) = row.map_err(sql("read the series"))?;
+        let (id, name, labels, kind, last_raw, last_ts) = row.map_err(sql("read the series"))?;
         // A row this build cannot read is skipped, not fatal: its labels
         // came from an older mlops.
         let Ok(labels) = serde_json::from_str(&labels) else {
@@ -1161,6 +1244,7 @@ fn load_series(
                 id,
                 kind: SeriesKind::parse(&kind),
                 last_raw,
+                last_ts,
             },
         );
     }
@@ -1499,6 +1583,97 @@ mod tests {
         assert_eq!(r.retention().tiers.len(), 2);
         assert!(r.append(3_000, &[counter("c", &[], 106.0)], false).is_err());
         assert!(Store::open_read(&dir.path().join("none")).is_err());
+    }
+
+    /// After a gap longer than the staleness bound, a counter's next value
+    /// is a baseline: the gap's increase does not land in one point.
+    #[test]
+    fn a_gap_in_collection_is_a_new_baseline() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = |v| counter("c", &[], v);
+        {
+            let mut s = Store::open(dir.path(), Retention::default()).unwrap();
+            s.set_stale_after(Duration::from_secs(5));
+            s.append(1_000, &[c(10.0)], false).unwrap();
+            s.append(2_000, &[c(12.0)], false).unwrap();
+        }
+        // A new collector, an hour later: 5000 requests went by unseen.
+        let mut s = Store::open(dir.path(), Retention::default()).unwrap();
+        s.set_stale_after(Duration::from_secs(5));
+        let o = s.append(3_602_000, &[c(5_012.0)], false).unwrap();
+        assert_eq!((o.stale, o.written), (1, 0));
+        // Even declared reset: the gap's value is no burst either.
+        let o = s.append(3_603_000, &[c(5_015.0)], false).unwrap();
+        assert_eq!((o.stale, o.written), (0, 1));
+        let o = s.append(3_700_000, &[c(3.0)], true).unwrap();
+        assert_eq!((o.stale, o.resets, o.written), (1, 0, 0));
+        let sel = Selector::name("c");
+        assert_eq!(s.increase(&sel, 0, 4_000_000).unwrap(), 2.0 + 3.0);
+    }
+
+    /// A series given twice in one scrape counts once, counters and gauges
+    /// alike, and the baseline is the first value.
+    #[test]
+    fn duplicate_series_in_one_scrape_count_once() {
+        let mut s = Store::in_memory(Retention::default()).unwrap();
+        let c = |v| counter("c", &[("a", "1")], v);
+        s.append(1_000, &[c(10.0)], false).unwrap();
+        let o = s
+            .append(
+                2_000,
+                &[c(15.0), c(15.0), gauge("g", 1.0), gauge("g", 9.0)],
+                false,
+            )
+            .unwrap();
+        assert_eq!((o.written, o.duplicates), (2, 2));
+        s.append(3_000, &[c(16.0)], false).unwrap();
+        assert_eq!(s.increase(&Selector::name("c"), 0, 4_000).unwrap(), 6.0);
+        let g = s
+            .range(&Selector::name("g"), 0, 4_000, Duration::from_secs(10))
+            .unwrap();
+        assert_eq!(g[0].points[0].value, 1.0);
+    }
+
+    /// A point older than what the first tier rolled up (the clock went
+    /// back) is refused rather than kept where no rollup takes it.
+    #[test]
+    fn points_behind_the_rollup_are_refused() {
+        let mut s = Store::in_memory(Retention::default()).unwrap();
+        s.append(100_000, &[gauge("g", 1.0)], false).unwrap();
+        s.compact(200_000).unwrap();
+        let o = s.append(90_000, &[gauge("g", 5.0)], false).unwrap();
+        assert_eq!((o.late, o.written), (1, 0));
+        let o = s.append(200_500, &[gauge("g", 5.0)], false).unwrap();
+        assert_eq!((o.late, o.written), (0, 1));
+    }
+
+    /// A step finer than the rollup serving a range gives the rate over
+    /// the rollup's bucket, not the bucket's sum over the step.
+    #[test]
+    fn range_finer_than_a_rollup_keeps_rates_true() {
+        let retention = Retention {
+            raw: Duration::from_secs(60),
+            tiers: vec![Tier {
+                resolution: Duration::from_secs(60),
+                keep: Duration::from_secs(3600),
+            }],
+        };
+        let mut s = Store::in_memory(retention).unwrap();
+        // Two requests per second for ten minutes.
+        for i in 0..=600i64 {
+            s.append(i * 1000, &[counter("c", &[], (2 * i) as f64)], false)
+                .unwrap();
+        }
+        s.compact(600_000).unwrap();
+        s.compact(700_000).unwrap();
+        let r = s
+            .range(&Selector::name("c"), 0, 300_000, Duration::from_secs(10))
+            .unwrap();
+        let points = &r[0].points;
+        assert!(!points.is_empty());
+        for p in points {
+            assert!((p.value - 2.0).abs() < 0.05, "{p:?} is not 2/s");
+        }
     }
 
     #[test]

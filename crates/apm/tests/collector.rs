@@ -436,3 +436,88 @@ async fn a_dead_webhook_is_retried_then_recorded() {
     );
     assert!(d[0].detail.contains("cannot connect"), "{}", d[0].detail);
 }
+
+/// A delivery cut short by the collector's death (the webhook had not
+/// answered yet) is made by the next collector on the same database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_cut_short_by_a_dead_collector_is_made_at_the_next_start() {
+    let failing = Arc::new(AtomicBool::new(true));
+    let upstream = model(failing).await;
+    let gw = gateway(upstream).await;
+    // A webhook that accepts connections and never answers.
+    let stuck = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let stuck_addr = stuck.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = stuck.accept().await {
+            held.push(s);
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(Some(gw.admin));
+    cfg.webhook = Some(Webhook {
+        url: format!("http://{stuck_addr}/alerts"),
+        token_env: None,
+    });
+    let client: Client<HttpConnector, Full<Bytes>> =
+        Client::builder(TokioExecutor::new()).build_http();
+    let fired = {
+        let (_, sink) = log_sink();
+        let store = Store::open(dir.path(), Retention::default()).unwrap();
+        let mut first = Collector::new(store, cfg.clone(), sink).unwrap();
+        first.set_retry_policy(RetryPolicy {
+            attempts: 1,
+            first_backoff: Duration::from_millis(10),
+            timeout: Duration::from_secs(60),
+        });
+        first.tick().await.unwrap();
+        let mut fired = 0;
+        for _ in 0..30 {
+            send(&client, gw.proxy, 10).await;
+            let r = first.tick().await.unwrap();
+            fired += r
+                .transitions
+                .iter()
+                .filter(|t| t.2 == AlertState::Firing)
+                .count();
+            if fired > 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(fired > 0, "no alert fired");
+        assert!(alerts::deliveries(first.store()).unwrap().is_empty());
+        fired
+        // The first collector dies here with its deliveries under way.
+    };
+    let (hook, received) = webhook_receiver().await;
+    cfg.webhook = Some(Webhook {
+        url: format!("http://{hook}/alerts"),
+        token_env: None,
+    });
+    let (log, sink) = log_sink();
+    let store = Store::open(dir.path(), Retention::default()).unwrap();
+    let mut second = Collector::new(store, cfg.clone(), sink).unwrap();
+    let r = second.tick().await.unwrap();
+    // Still firing: no new transition, only the delivery made again.
+    assert!(
+        !r.transitions.iter().any(|t| t.2 == AlertState::Firing),
+        "{r:?}"
+    );
+    second.settle_deliveries(Duration::from_secs(20)).await;
+    let got = received.lock().unwrap().bodies.clone();
+    assert_eq!(got.len(), fired, "{got:#?}\n{:#?}", log.lock().unwrap());
+    assert!(got.iter().all(|b| b["state"] == "firing"), "{got:#?}");
+    let d = alerts::deliveries(second.store()).unwrap();
+    assert_eq!(d.len(), fired);
+    assert!(d.iter().all(|d| d.outcome == "delivered"), "{d:?}");
+    // A third start has nothing left to deliver.
+    drop(second);
+    let (_, sink) = log_sink();
+    let store = Store::open(dir.path(), Retention::default()).unwrap();
+    let mut third = Collector::new(store, cfg, sink).unwrap();
+    third.tick().await.unwrap();
+    third.settle_deliveries(Duration::from_secs(5)).await;
+    assert_eq!(alerts::deliveries(third.store()).unwrap().len(), fired);
+    assert_eq!(received.lock().unwrap().bodies.len(), fired);
+}

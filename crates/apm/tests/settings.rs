@@ -99,7 +99,7 @@ target = 0.9
     .unwrap_err();
     for expected in [
         "invalid duration `soon` for `period`",
-        "`webhook` must be an http:// or https:// URL",
+        "`webhook` must be an http:// URL",
         "`target` of SLO `a` must be between 0 and 1, not 1.5",
         "SLO `a`: a latency objective needs a `threshold`",
         "SLO `b`: an availability objective has no `threshold`",
@@ -109,6 +109,21 @@ target = 0.9
     }
     // Places: the file and a line.
     assert!(e.contains("mlops.toml:"), "{e}");
+}
+
+/// A webhook the collector could not reach, or whose URL would put a
+/// credential in logs, is refused before anything runs.
+#[test]
+fn undeliverable_or_leaky_webhooks_are_refused() {
+    let e = compile("[apm]\nwebhook = \"https://hooks.example/x?key=s3cret\"\n").unwrap_err();
+    assert!(e.contains("plain http only"), "{e}");
+    let e = compile("[apm]\nwebhook = \"http://user:s3cret@127.0.0.1:9/h\"\n").unwrap_err();
+    assert!(e.contains("webhook-token-env"), "{e}");
+    let s = compile("[apm]\nwebhook = \"http://127.0.0.1:9/h?key=s3cret\"\n").unwrap();
+    assert_eq!(
+        s.webhook.as_ref().unwrap().redacted(),
+        "http://127.0.0.1:9/h?…"
+    );
 }
 
 #[test]

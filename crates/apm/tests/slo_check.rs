@@ -381,6 +381,43 @@ fn slos_are_checked_over_traffic_and_the_collector_outlives_the_run() {
     assert!(err.contains("series held"), "{err}");
     let (code, _, err) = mlops(dir, &["monitor", "query", "bad{series", "--since", "soon"]);
     assert_eq!(code, 2, "{err}");
+    // Bad input is refused as such (2), not reported as "no data" (3).
+    for series in [
+        "mlops_gateway_requests_total{code!=\"2xx\"}",
+        "{code=\"2xx\"}",
+        "9lives",
+        "x{1a=\"b\"}",
+    ] {
+        let (code, _, err) = mlops(dir, &["monitor", "query", series]);
+        assert_eq!(code, 2, "{series}: {err}");
+        assert!(err.contains("invalid series"), "{series}: {err}");
+    }
+    // Steps that would never end, or a --since beyond the epoch: refused
+    // or bounded, never a hang or an overflow.
+    let args = ["--quantile", "0.5", "--since", "1h", "--step", "1ms"];
+    let (code, _, err) = mlops(
+        dir,
+        &[
+            &["monitor", "query", "mlops_gateway_request_duration_seconds"][..],
+            &args[..],
+        ]
+        .concat(),
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("raise --step"), "{err}");
+    let (code, _, err) = mlops(
+        dir,
+        &[
+            "monitor",
+            "query",
+            "mlops_gateway_requests_total",
+            "--since",
+            "200000000y",
+            "--step",
+            "100000y",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
 }
 
 /// An SLO the service cannot meet fails the step, with the numbers.

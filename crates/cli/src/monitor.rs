@@ -248,16 +248,19 @@ fn parse_series(s: &str) -> Result<Selector, Failure> {
         )
     };
     let Some(open) = s.find('{') else {
-        if s.is_empty()
-            || !s
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
-        {
-            return Err(bad("a name is letters, digits, `_` and `:`"));
+        if !is_name(s, true) {
+            return Err(bad(
+                "a name is letters, digits, `_` and `:`, not starting with a digit",
+            ));
         }
         return Ok(Selector::name(s));
     };
     let name = &s[..open];
+    if !is_name(name, true) {
+        return Err(bad(
+            "a name is letters, digits, `_` and `:`, not starting with a digit",
+        ));
+    }
     let rest = s[open + 1..]
         .strip_suffix('}')
         .ok_or_else(|| bad("no closing `}`"))?;
@@ -271,6 +274,17 @@ fn parse_series(s: &str) -> Result<Selector, Failure> {
             break;
         }
         let label: String = std::iter::from_fn(|| chars.next_if(|c| *c != '=')).collect();
+        let label = label.trim();
+        if label.ends_with(['!', '~']) || chars.peek() == Some(&'~') {
+            return Err(bad(
+                "only equality matchers (label=\"value\") are supported",
+            ));
+        }
+        if !is_name(label, false) {
+            return Err(bad(&format!(
+                "`{label}` is not a label name (letters, digits and `_`, not starting with a digit)"
+            )));
+        }
         if chars.next() != Some('=') || chars.next() != Some('"') {
             return Err(bad("a matcher is label=\"value\""));
         }
@@ -287,10 +301,22 @@ fn parse_series(s: &str) -> Result<Selector, Failure> {
                 None => return Err(bad("unfinished value")),
             }
         }
-        selector = selector.with(label.trim(), value);
+        selector = selector.with(label, value);
     }
     Ok(selector)
 }
+
+/// A metric name (`colon`) or label name as Prometheus writes them.
+fn is_name(s: &str, colon: bool) -> bool {
+    let mut chars = s.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || (colon && c == ':'))
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || (colon && c == ':'))
+}
+
+/// At most this many steps in one query, as Prometheus allows.
+const MAX_STEPS: i64 = 11_000;
 
 fn query(q: &QueryArgs) -> Result<u8, Failure> {
     let p = project(&q.target)?;
@@ -317,15 +343,26 @@ fn query(q: &QueryArgs) -> Result<u8, Failure> {
             anyhow::anyhow!("--quantile must be between 0 and 1, not {quantile}"),
         ));
     }
-    let store = open_store(&p)?;
     let to = tsdb::now_ms() + 1;
-    let from = to - since.as_millis() as i64;
+    let from = to.saturating_sub(i64::try_from(since.as_millis()).unwrap_or(i64::MAX));
+    let step_ms = i64::try_from(step.as_millis()).unwrap_or(i64::MAX).max(1);
+    let steps = (to - from) / step_ms;
+    if steps > MAX_STEPS {
+        return Err(fail(
+            exit::INVALID,
+            anyhow::anyhow!(
+                "--since {} in steps of --step {} is {steps} steps, more than {MAX_STEPS}: raise --step or shorten --since",
+                q.since,
+                q.step
+            ),
+        ));
+    }
+    let store = open_store(&p)?;
     let series = match q.quantile {
         None => store
             .range(&selector, from, to, step)
             .map_err(|e| fail(exit::ENGINE, e))?,
         Some(quantile) => {
-            let step_ms = step.as_millis().max(1) as i64;
             let mut points = Vec::new();
             let mut t = from;
             while t < to {
@@ -335,7 +372,7 @@ fn query(q: &QueryArgs) -> Result<u8, Failure> {
                 {
                     points.push(tsdb::Point { ts: t, value: v });
                 }
-                t += step_ms;
+                t = t.saturating_add(step_ms);
             }
             let mut labels: std::collections::BTreeMap<String, String> =
                 selector.matchers.iter().cloned().collect();

@@ -168,13 +168,14 @@ pub(crate) fn load(store: &Store) -> Result<HashMap<(String, String), Alert>, Ts
         .collect())
 }
 
-/// Keep `alert`'s state and last evaluation; with `changed`, also record
-/// the transition. Returns the event's id when one was recorded.
+/// Keep `alert`'s state and last evaluation; with `changed` (the payload
+/// of the transition), also record the transition. Returns the event's id
+/// when one was recorded.
 pub(crate) fn save(
     store: &Store,
     alert: &Alert,
     evaluation: &Evaluation,
-    changed: bool,
+    changed: Option<&serde_json::Value>,
     now: Millis,
 ) -> Result<Option<i64>, TsdbError> {
     let json = serde_json::to_string(evaluation).unwrap_or_else(|_| "null".into());
@@ -196,25 +197,57 @@ pub(crate) fn save(
             ],
         )
         .map_err(sql(store, "record an alert"))?;
-    if !changed {
+    let Some(payload) = changed else {
         return Ok(None);
-    }
+    };
     store
         .conn()
         .execute(
-            "INSERT INTO alert_events (ts, slo, rule, severity, state, evaluation)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            "INSERT INTO alert_events (ts, slo, rule, severity, state, evaluation, payload)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             params![
                 now,
                 alert.slo,
                 alert.rule,
                 severity,
                 alert.state.as_str(),
-                json
+                json,
+                payload.to_string()
             ],
         )
         .map_err(sql(store, "record an alert event"))?;
     Ok(Some(store.conn().last_insert_rowid()))
+}
+
+/// Firing and resolved events since `since` that no delivery outcome was
+/// recorded for (the collector died while delivering them), oldest first,
+/// with their payloads.
+pub(crate) fn undelivered(
+    store: &Store,
+    since: Millis,
+) -> Result<Vec<(i64, serde_json::Value)>, TsdbError> {
+    let mut stmt = store
+        .conn()
+        .prepare(
+            "SELECT e.id, e.payload FROM alert_events e
+             WHERE e.ts >= ?1 AND e.state IN ('firing', 'resolved') AND e.payload IS NOT NULL
+               AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event = e.id)
+             ORDER BY e.id",
+        )
+        .map_err(sql(store, "read undelivered alerts"))?;
+    let rows = stmt
+        .query_map([since], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+        })
+        .map_err(sql(store, "read undelivered alerts"))?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (id, payload) = row.map_err(sql(store, "read undelivered alerts"))?;
+        if let Ok(payload) = serde_json::from_str(&payload) {
+            out.push((id, payload));
+        }
+    }
+    Ok(out)
 }
 
 /// Record how a delivery of event `event` ended.
@@ -324,7 +357,7 @@ pub async fn deliver(
             Ok(Ok(status)) if status.is_success() => {
                 return Delivery {
                     ts: crate::tsdb::now_ms(),
-                    target: webhook.url.clone(),
+                    target: webhook.redacted(),
                     attempts,
                     delivered: true,
                     detail: format!("HTTP {}", status.as_u16()),
@@ -345,7 +378,7 @@ pub async fn deliver(
     }
     Delivery {
         ts: crate::tsdb::now_ms(),
-        target: webhook.url.clone(),
+        target: webhook.redacted(),
         attempts,
         delivered: false,
         detail,

@@ -136,6 +136,14 @@ impl CollectorConfig {
     pub fn interval(&self) -> Duration {
         Duration::from_millis(self.interval_ms.max(100))
     }
+
+    /// How long a counter's last value stays the base of the next
+    /// increase: five intervals, at least 5 s. After a longer gap (the
+    /// collector stopped, a target unreachable) the next value starts
+    /// afresh, so the gap's traffic never lands as one burst that pages.
+    pub fn stale_after(&self) -> Duration {
+        (self.interval() * 5).max(Duration::from_secs(5))
+    }
 }
 
 /// A static scrape target.
@@ -245,6 +253,7 @@ pub struct Collector {
     retry: alerts::RetryPolicy,
     /// Deliveries spawned and not yet recorded.
     in_flight: usize,
+    resumed: bool,
 }
 
 impl std::fmt::Debug for Collector {
@@ -260,11 +269,12 @@ impl Collector {
     /// A collector writing to `store`, configured by `config`; events
     /// (alert transitions, scrape failures) go to `log`.
     pub fn new(
-        store: Store,
+        mut store: Store,
         config: CollectorConfig,
         log: impl Fn(&str, serde_json::Value) + Send + 'static,
     ) -> Result<Self, TsdbError> {
         let alerts = alerts::load(&store)?;
+        store.set_stale_after(config.stale_after());
         Ok(Collector {
             store,
             config,
@@ -276,6 +286,7 @@ impl Collector {
             log: Box::new(log),
             retry: alerts::RetryPolicy::default(),
             in_flight: 0,
+            resumed: false,
         })
     }
 
@@ -297,6 +308,7 @@ impl Collector {
     /// Replace the configuration (targets, SLOs); the store and the
     /// alerts' states are kept.
     pub fn set_config(&mut self, config: CollectorConfig) {
+        self.store.set_stale_after(config.stale_after());
         self.config = config;
     }
 
@@ -568,6 +580,7 @@ impl Collector {
         while let Ok((event, d)) = self.deliveries.1.try_recv() {
             self.record_delivery(event, &d);
         }
+        self.resume_deliveries(now)?;
         report.transitions = self.evaluate(now)?;
         self.metrics.ticks += 1;
         self.metrics.last_tick_seconds = started.elapsed().as_secs_f64();
@@ -621,6 +634,38 @@ impl Collector {
         Ok(())
     }
 
+    /// Deliver event `event` to the webhook, if there is one, in the
+    /// background; its outcome is recorded by a later tick.
+    fn send(&mut self, event: i64, payload: serde_json::Value) {
+        let Some(webhook) = self.config.webhook.clone() else {
+            return;
+        };
+        let tx = self.deliveries.0.clone();
+        let retry = self.retry;
+        self.in_flight += 1;
+        tokio::spawn(async move {
+            let d = alerts::deliver(&webhook, &payload, retry).await;
+            let _ = tx.send((event, d));
+        });
+    }
+
+    /// Once per collector: deliver again the transitions of the last hour
+    /// whose delivery never ended (the previous collector died during it).
+    /// A webhook may so get one twice; it never misses one.
+    fn resume_deliveries(&mut self, now: Millis) -> Result<(), TsdbError> {
+        if std::mem::replace(&mut self.resumed, true) || self.config.webhook.is_none() {
+            return Ok(());
+        }
+        for (event, payload) in alerts::undelivered(&self.store, now - 3_600_000)? {
+            (self.log)(
+                "alert-redelivery",
+                serde_json::json!({ "event": event, "payload": payload }),
+            );
+            self.send(event, payload);
+        }
+        Ok(())
+    }
+
     fn evaluate(&mut self, now: Millis) -> Result<Vec<(String, String, AlertState)>, TsdbError> {
         let mut transitions = Vec::new();
         let hold = Duration::from_millis(self.config.hold_ms);
@@ -642,8 +687,10 @@ impl Collector {
                     key,
                     (evaluation.burn_long, evaluation.burn_short, alert.state),
                 );
-                let event = alerts::save(&self.store, &alert, &evaluation, changed.is_some(), now)?;
-                let Some(state) = changed else { continue };
+                let Some(state) = changed else {
+                    alerts::save(&self.store, &alert, &evaluation, None, now)?;
+                    continue;
+                };
                 transitions.push((alert.slo.clone(), alert.rule.clone(), state));
                 let payload = serde_json::json!({
                     "environment": self.config.environment,
@@ -658,17 +705,10 @@ impl Collector {
                     "windows": { "long_ms": rule.long.as_millis() as u64, "short_ms": rule.short.as_millis() as u64 },
                     "requests": { "long": evaluation.long, "short": evaluation.short },
                 });
+                let event = alerts::save(&self.store, &alert, &evaluation, Some(&payload), now)?;
                 (self.log)("alert", payload.clone());
-                if let (Some(webhook), Some(event), AlertState::Firing | AlertState::Resolved) =
-                    (self.config.webhook.clone(), event, state)
-                {
-                    let tx = self.deliveries.0.clone();
-                    let retry = self.retry;
-                    self.in_flight += 1;
-                    tokio::spawn(async move {
-                        let d = alerts::deliver(&webhook, &payload, retry).await;
-                        let _ = tx.send((event, d));
-                    });
+                if let (Some(event), AlertState::Firing | AlertState::Resolved) = (event, state) {
+                    self.send(event, payload);
                 }
             }
         }
