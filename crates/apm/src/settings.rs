@@ -170,6 +170,40 @@ pub struct ApmSettings {
     pub webhook: Option<Webhook>,
 }
 
+impl ApmSettings {
+    /// The latency SLOs' thresholds in microseconds, sorted: the bucket
+    /// bounds the gateway must expose besides its defaults.
+    pub fn latency_thresholds_us(&self) -> Vec<u64> {
+        let mut us: Vec<u64> = self
+            .slos
+            .values()
+            .filter_map(|s| match s.objective {
+                Objective::Latency { threshold } => {
+                    Some(u64::try_from(threshold.as_micros()).unwrap_or(u64::MAX))
+                }
+                Objective::Availability => None,
+            })
+            .collect();
+        us.sort_unstable();
+        us.dedup();
+        us
+    }
+
+    /// Every latency bucket bound the gateway exposes once the SLOs'
+    /// thresholds are added, in seconds, ascending.
+    pub fn gateway_latency_bounds(&self) -> Vec<f64> {
+        let mut b: Vec<f64> = mlops_release::gateway::metrics::LATENCY_BUCKETS_SECONDS.to_vec();
+        b.extend(
+            self.latency_thresholds_us()
+                .iter()
+                .map(|&us| us as f64 / 1e6),
+        );
+        b.sort_by(f64::total_cmp);
+        b.dedup_by(|a, b| (*a - *b).abs() < 1e-9);
+        b
+    }
+}
+
 impl Default for ApmSettings {
     fn default() -> Self {
         ApmSettings {

@@ -277,6 +277,15 @@ impl SloCheck {
                 self.service, self.environment
             ))
         })?;
+        if ensure_slo_buckets(&client, &self.settings)
+            .await
+            .map_err(failure)?
+        {
+            ctx.log(format!(
+                "the gateway's latency histogram now has buckets at the SLO thresholds ({:?} µs)",
+                self.settings.latency_thresholds_us()
+            ));
+        }
         let collector = CollectorService::new(
             &scope,
             provider.as_ref(),
@@ -468,4 +477,27 @@ pub(crate) fn summarize(evidence: &mlops_core::Evidence) -> Option<String> {
         b["environment"].as_str()?,
         parts.join(", ")
     ))
+}
+
+/// Make sure the gateway's latency histogram has a bucket at each latency
+/// SLO's threshold (so "within the threshold" is counted, not
+/// interpolated); `true` when the config had to change. Release steps keep
+/// the buckets when they change the variants.
+pub async fn ensure_slo_buckets(
+    client: &mlops_release::service::GatewayClient,
+    settings: &ApmSettings,
+) -> Result<bool, mlops_release::service::ServiceError> {
+    let want = settings.latency_thresholds_us();
+    let mut config = client.config().await?;
+    let missing: Vec<u64> = want
+        .into_iter()
+        .filter(|us| !config.latency_buckets_us.contains(us))
+        .collect();
+    if missing.is_empty() {
+        return Ok(false);
+    }
+    config.latency_buckets_us.extend(missing);
+    config.latency_buckets_us.sort_unstable();
+    client.set_config(&config).await?;
+    Ok(true)
 }

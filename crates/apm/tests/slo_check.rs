@@ -126,7 +126,7 @@ target = 0.99
 
 [apm.slo.fast]
 objective = "latency"
-threshold = "250ms"
+threshold = "120ms"
 target = 0.9
 
 [apm.steps.slo]
@@ -288,6 +288,14 @@ fn slos_are_checked_over_traffic_and_the_collector_outlives_the_run() {
     };
     let before = requests(0);
     assert!(before >= 80.0, "{before}");
+    // The step gave the gateway a bucket at the latency SLO's threshold
+    // (120 ms is no default bound), and the collector stores it.
+    let store = Store::open_read(&db_dir).unwrap();
+    let at_threshold = store.select(
+        &Selector::name("mlops_gateway_request_duration_seconds_bucket").with("le", "0.12"),
+    );
+    assert!(!at_threshold.is_empty(), "{:?}", store.names());
+    drop(store);
 
     // kill -9: the supervisor restarts it; the database is whole and it
     // goes on collecting (the replica's own /metrics too).
@@ -434,7 +442,7 @@ fn a_missed_slo_fails_the_step() {
     train(dir);
     // Nothing answers within half a millisecond through the gateway.
     let apm = APM
-        .replace("threshold = \"250ms\"", "threshold = \"500us\"")
+        .replace("threshold = \"120ms\"", "threshold = \"500us\"")
         .replace("target = 0.9\n", "target = 0.999\n");
     let run = mlops_testkit::run_manifest(dir, &manifest(&apm), &registry());
     let slo = step(&run, "slo");

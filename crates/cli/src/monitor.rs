@@ -643,6 +643,9 @@ fn start_or_stop(t: &Target, start: bool) -> Result<u8, Failure> {
                 ),
             )
         })?;
+        mlops_apm::slo_check::ensure_slo_buckets(&client, &p.settings)
+            .await
+            .map_err(|e| fail(exit::RUN_FAILED, e))?;
         let config = CollectorConfig::from_settings(
             &p.settings,
             &p.scope.environment,
@@ -710,7 +713,8 @@ fn export(t: &Target, system: &str, output: &str, gateway: Option<String>) -> Re
             &p.settings,
             &targets,
             &labels,
-            &mlops_release::gateway::metrics::LATENCY_BUCKETS_SECONDS,
+            // The gateway gets these from `slo-check` and `monitor start`.
+            &p.settings.gateway_latency_bounds(),
         );
         for w in &e.warnings {
             eprintln!("warning: {w}");

@@ -1210,6 +1210,45 @@ fn measurements_per_variant_and_replica_in_snapshot_and_prometheus_text() {
     });
 }
 
+/// An SLO threshold added as a bucket bound (live, after requests were
+/// served) counts every request since the start, from the exact histogram.
+#[test]
+fn an_added_latency_bucket_counts_from_the_exact_histogram() {
+    bounded(async {
+        let s1 = Upstream::start("s1").await;
+        let h = Harness::start(Config::single([s1.url()])).await;
+        for _ in 0..6 {
+            assert_eq!(h.get("/", &[]).await.status, 200);
+        }
+        s1.delay_ms.store(150, Ordering::Relaxed);
+        for _ in 0..4 {
+            assert_eq!(h.get("/", &[]).await.status, 200);
+        }
+        let line = "mlops_gateway_request_duration_seconds_bucket{variant=\"stable\",le=\"0.12\"}";
+        let text = h.gateway.prometheus_text();
+        assert!(!text.contains(line), "{text}");
+        let mut config = (*h.gateway.config()).clone();
+        config.latency_buckets_us = vec![120_000];
+        h.gateway.set_config(config).expect("valid");
+        // Settled: every response has been recorded.
+        while h.gateway.snapshot().variants[0].meter.in_flight > 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let text = h.gateway.prometheus_text();
+        let count = text
+            .lines()
+            .find_map(|l| l.strip_prefix(line))
+            .unwrap_or_else(|| panic!("no {line} in\n{text}"));
+        assert_eq!(count.trim(), "6", "{text}");
+        assert!(text.contains("le=\"0.25\"} 10"), "{text}");
+        promtool_check(&text);
+        // Bounds the exact histogram cannot hold are refused.
+        let mut bad = (*h.gateway.config()).clone();
+        bad.latency_buckets_us = vec![0];
+        assert!(h.gateway.set_config(bad).is_err());
+    });
+}
+
 #[test]
 fn prometheus_label_values_are_escaped() {
     let meter = || MeterSnapshot {
@@ -1219,6 +1258,7 @@ fn prometheus_label_values_are_escaped() {
         bytes_out: 0,
         latency: Default::default(),
         latency_sum_seconds: 0.0,
+        latency_bounds: LATENCY_BUCKETS_SECONDS.to_vec(),
         latency_buckets: vec![0; LATENCY_BUCKETS_SECONDS.len()],
         latency_histogram: hdrhistogram::Histogram::new(3).expect("a histogram"),
     };

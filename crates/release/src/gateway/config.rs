@@ -63,7 +63,17 @@ pub struct Config {
     /// JSON lines; none when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prediction_log: Option<super::predictions::PredictionLogConfig>,
+    /// Latency bucket bounds in microseconds exposed on `/metrics` besides
+    /// the defaults ([`super::metrics::LATENCY_BUCKETS_SECONDS`]): an SLO's
+    /// threshold, so that "requests within it" is a bucket, not an
+    /// interpolation. Counted from the exact histogram, so a bound added
+    /// later counts every request since the gateway started.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub latency_buckets_us: Vec<u64>,
 }
+
+/// At most this many extra latency buckets.
+pub(crate) const MAX_EXTRA_LATENCY_BUCKETS: usize = 32;
 
 /// Active health checks: every `interval-ms`, one task per gateway sends
 /// `GET path` to each replica of every variant over a fresh connection. A
@@ -254,6 +264,7 @@ impl Config {
             shadows: Vec::new(),
             health: None,
             prediction_log: None,
+            latency_buckets_us: Vec::new(),
         }
     }
 }
@@ -286,6 +297,8 @@ pub(crate) struct Compiled {
     pub(crate) eject_max: Duration,
     pub(crate) shadows: Vec<CompiledShadow>,
     pub(crate) health: Option<CompiledHealth>,
+    /// Every latency bucket bound exposed, in seconds, ascending.
+    pub(crate) latency_bounds: std::sync::Arc<[f64]>,
 }
 
 /// [`HealthCheck`], validated.
@@ -473,6 +486,7 @@ pub(crate) fn compile(config: &Config) -> Result<Compiled, Vec<String>> {
     if let Some(log) = &config.prediction_log {
         log.check(&mut errors);
     }
+    let latency_bounds = compile_latency_bounds(&config.latency_buckets_us, &mut errors);
     if !errors.is_empty() {
         return Err(errors);
     }
@@ -489,7 +503,29 @@ pub(crate) fn compile(config: &Config) -> Result<Compiled, Vec<String>> {
         eject_max: Duration::from_millis(config.eject_max_ms),
         shadows,
         health,
+        latency_bounds,
     })
+}
+
+/// The default bounds with `extra` (µs) added, in seconds, ascending.
+fn compile_latency_bounds(extra: &[u64], errors: &mut Vec<String>) -> std::sync::Arc<[f64]> {
+    if extra.len() > MAX_EXTRA_LATENCY_BUCKETS {
+        errors.push(format!(
+            "latency-buckets-us: {} bounds, at most {MAX_EXTRA_LATENCY_BUCKETS}",
+            extra.len()
+        ));
+    }
+    // The exact histogram holds up to an hour.
+    if let Some(b) = extra.iter().find(|&&b| b == 0 || b > 3_600_000_000) {
+        errors.push(format!(
+            "latency-buckets-us: {b} is not between 1 µs and an hour"
+        ));
+    }
+    let mut bounds: Vec<f64> = super::metrics::LATENCY_BUCKETS_SECONDS.to_vec();
+    bounds.extend(extra.iter().map(|&us| us as f64 / 1e6));
+    bounds.sort_by(f64::total_cmp);
+    bounds.dedup_by(|a, b| (*a - *b).abs() < 1e-9);
+    bounds.into()
 }
 
 /// Validate `health`, pushing every problem onto `errors`.

@@ -14,7 +14,8 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
-/// Upper bounds of the Prometheus latency buckets, in seconds.
+/// Upper bounds of the Prometheus latency buckets, in seconds, unless the
+/// config adds some ([`super::Config::latency_buckets_us`]).
 pub const LATENCY_BUCKETS_SECONDS: [f64; 14] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
@@ -31,7 +32,6 @@ pub(crate) struct Meter {
     in_flight: AtomicI64,
     bytes_in: AtomicU64,
     bytes_out: AtomicU64,
-    buckets: [AtomicU64; LATENCY_BUCKETS_SECONDS.len()],
     sum_micros: AtomicU64,
     latency: Mutex<Histogram<u64>>,
 }
@@ -43,7 +43,6 @@ impl Meter {
             in_flight: AtomicI64::new(0),
             bytes_in: AtomicU64::new(0),
             bytes_out: AtomicU64::new(0),
-            buckets: Default::default(),
             sum_micros: AtomicU64::new(0),
             latency: Mutex::new(
                 Histogram::new_with_bounds(1, HISTOGRAM_MAX_MICROS, 3)
@@ -77,17 +76,17 @@ impl Meter {
         self.by_class[class].fetch_add(1, Ordering::Relaxed);
         let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
         self.sum_micros.fetch_add(micros, Ordering::Relaxed);
-        let seconds = elapsed.as_secs_f64();
-        if let Some(i) = LATENCY_BUCKETS_SECONDS.iter().position(|&b| seconds <= b) {
-            self.buckets[i].fetch_add(1, Ordering::Relaxed);
-        }
         self.latency
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .saturating_record(micros.max(1));
     }
 
-    pub(crate) fn snapshot(&self) -> MeterSnapshot {
+    /// The meter now, with cumulative latency counts at `bounds`
+    /// (seconds, ascending) taken from the exact histogram: a request is
+    /// within a bound when its latency is, to the histogram's precision
+    /// (3 significant digits, 0.1 %).
+    pub(crate) fn snapshot(&self, bounds: &[f64]) -> MeterSnapshot {
         let latency = self
             .latency
             .lock()
@@ -95,13 +94,15 @@ impl Meter {
             .clone();
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let [c1, c2, c3, c4, c5] = &self.by_class;
-        let mut cumulative = 0;
-        let buckets = self
-            .buckets
+        let buckets = bounds
             .iter()
-            .map(|b| {
-                cumulative += load(b);
-                cumulative
+            .map(|&b| {
+                let micros = (b * 1e6).round() as u64;
+                if latency.is_empty() || micros == 0 {
+                    0
+                } else {
+                    latency.count_between(0, micros.min(HISTOGRAM_MAX_MICROS))
+                }
             })
             .collect();
         MeterSnapshot {
@@ -117,6 +118,7 @@ impl Meter {
             bytes_out: load(&self.bytes_out),
             latency: LatencySummary::of(&latency),
             latency_sum_seconds: load(&self.sum_micros) as f64 / 1e6,
+            latency_bounds: bounds.to_vec(),
             latency_buckets: buckets,
             latency_histogram: latency,
         }
@@ -207,7 +209,10 @@ pub struct MeterSnapshot {
     pub latency: LatencySummary,
     /// Sum of all latencies, in seconds.
     pub latency_sum_seconds: f64,
-    /// Cumulative counts at each of [`LATENCY_BUCKETS_SECONDS`].
+    /// The latency buckets' upper bounds, in seconds, ascending:
+    /// [`LATENCY_BUCKETS_SECONDS`] and the config's additions.
+    pub latency_bounds: Vec<f64>,
+    /// Cumulative counts at each of `latency_bounds`.
     pub latency_buckets: Vec<u64>,
     /// The full latency distribution in microseconds (mergeable with
     /// other histograms; not serialized).
@@ -738,7 +743,7 @@ fn family(out: &mut String, name: &str, kind: &str, help: &str) {
 }
 
 fn histogram(out: &mut String, name: &str, labels: &str, m: &MeterSnapshot) {
-    for (bound, n) in LATENCY_BUCKETS_SECONDS.iter().zip(&m.latency_buckets) {
+    for (bound, n) in m.latency_bounds.iter().zip(&m.latency_buckets) {
         let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{bound}\"}} {n}");
     }
     // The counters are read one by one while requests finish: keep the

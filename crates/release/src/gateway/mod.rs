@@ -251,7 +251,7 @@ impl Gateway {
                     VariantSnapshot {
                         name: v.name.clone(),
                         active: current.is_some(),
-                        meter: v.meter.snapshot(),
+                        meter: v.meter.snapshot(&active.compiled.latency_bounds),
                         replicas: v
                             .replicas
                             .iter()
@@ -260,7 +260,7 @@ impl Gateway {
                                 ReplicaSnapshot {
                                     url: r.url.clone(),
                                     active: current.is_some_and(|c| c.replicas.contains(&r.url)),
-                                    meter: r.meter.snapshot(),
+                                    meter: r.meter.snapshot(&active.compiled.latency_bounds),
                                     upstream_failures: r
                                         .upstream_failures
                                         .load(std::sync::atomic::Ordering::Relaxed),
