@@ -149,7 +149,34 @@ CREATE INDEX scrape_errors_ts ON scrape_errors (ts);
 CREATE INDEX raw_ts ON raw (ts);
 ALTER TABLE alert_events ADD COLUMN payload TEXT;
 ",
+    // Exemplars: requests a histogram bucket names (OpenMetrics), kept as
+    // long as raw points.
+    "
+CREATE TABLE exemplars (
+    ts INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    labels TEXT NOT NULL,
+    request_id TEXT NOT NULL,
+    value REAL NOT NULL,
+    UNIQUE (name, labels, request_id)
+);
+CREATE INDEX exemplars_ts ON exemplars (ts);
+",
 ];
+
+/// A request a histogram's bucket pointed at when it was scraped (an
+/// OpenMetrics exemplar): its id and the value it observed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ExemplarPoint {
+    /// The bucket's series (its name and labels, `le` included).
+    pub key: SeriesKey,
+    /// The exemplar's `request_id` (or `trace_id`) label.
+    pub request_id: String,
+    /// The value it observed (a latency in seconds).
+    pub value: f64,
+    /// When: the exemplar's own timestamp, else its scrape's.
+    pub ts: Millis,
+}
 
 /// A failure of the store.
 #[derive(Debug, thiserror::Error)]
@@ -684,6 +711,86 @@ impl Store {
         self.stale_after = ms(after).max(1);
     }
 
+    /// Keep `exemplars`, each once (one scraped again is not a new row).
+    /// Returns how many were new.
+    pub fn append_exemplars(&mut self, exemplars: &[ExemplarPoint]) -> Result<usize, TsdbError> {
+        if exemplars.is_empty() {
+            return Ok(0);
+        }
+        let path = self.path.clone();
+        let sql = |what| sql_err(&path, what);
+        let tx = self.conn.transaction().map_err(sql("begin an append"))?;
+        let mut new = 0;
+        {
+            let mut insert = tx
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO exemplars (ts, name, labels, request_id, value)
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                )
+                .map_err(sql("prepare an append"))?;
+            for e in exemplars.iter().filter(|e| e.value.is_finite()) {
+                new += insert
+                    .execute(params![
+                        e.ts,
+                        e.key.name,
+                        e.key.labels_json(),
+                        e.request_id,
+                        e.value
+                    ])
+                    .map_err(sql("write an exemplar"))?;
+            }
+        }
+        tx.commit().map_err(sql("commit an append"))?;
+        Ok(new)
+    }
+
+    /// The exemplars of series `selector` takes over `[from, to)` whose
+    /// value is at least `min_value`, the largest first, at most `limit`.
+    pub fn exemplars(
+        &self,
+        selector: &Selector,
+        from: Millis,
+        to: Millis,
+        min_value: f64,
+        limit: usize,
+    ) -> Result<Vec<ExemplarPoint>, TsdbError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT ts, labels, request_id, value FROM exemplars
+                 WHERE name = ?1 AND ts >= ?2 AND ts < ?3 AND value >= ?4
+                 ORDER BY value DESC, ts DESC",
+            )
+            .map_err(self.sql("read exemplars"))?;
+        let mut rows = stmt
+            .query(params![selector.name, from, to, min_value])
+            .map_err(self.sql("read exemplars"))?;
+        let mut out = Vec::new();
+        while let Some(r) = rows.next().map_err(self.sql("read exemplars"))? {
+            let labels: String = r.get(1).map_err(self.sql("read exemplars"))?;
+            let Ok(labels) = serde_json::from_str(&labels) else {
+                continue;
+            };
+            let key = SeriesKey {
+                name: selector.name.clone(),
+                labels,
+            };
+            if !selector.matches(&key) {
+                continue;
+            }
+            out.push(ExemplarPoint {
+                key,
+                ts: r.get(0).map_err(self.sql("read exemplars"))?,
+                request_id: r.get(2).map_err(self.sql("read exemplars"))?,
+                value: r.get(3).map_err(self.sql("read exemplars"))?,
+            });
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
     /// A read transaction, so that one query sees one state of the file
     /// while the collector appends and compacts (none when one is open).
     fn snapshot(&self) -> Result<Option<rusqlite::Transaction<'_>>, TsdbError> {
@@ -937,6 +1044,10 @@ impl Store {
             )
             .map_err(sql("record retention"))?;
         }
+        // Exemplars are kept as long as raw points.
+        out.deleted += tx
+            .execute("DELETE FROM exemplars WHERE ts < ?1", [now - keeps[0]])
+            .map_err(sql("apply retention"))?;
         // The collector's logs (scrape failures, alert events and their
         // deliveries) are kept as long as the longest tier.
         let longest = keeps.iter().copied().max().unwrap_or(0);

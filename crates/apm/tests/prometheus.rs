@@ -227,6 +227,7 @@ async fn a_real_prometheus_scrapes_the_gateway_and_records_the_slo_ratios() {
                 dir.path().join("data").display()
             ))
             .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg("--enable-feature=exemplar-storage")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(dir.path().join("prometheus.log")).unwrap())
             .spawn()
@@ -283,4 +284,20 @@ async fn a_real_prometheus_scrapes_the_gateway_and_records_the_slo_ratios() {
         (0.3..=0.7).contains(&ratio),
         "availability error ratio {ratio}"
     );
+    // Prometheus asked for OpenMetrics and kept the gateway's exemplars:
+    // a latency bucket names a request by its id.
+    let end = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 1;
+    let url = format!(
+        "http://127.0.0.1:{port}/api/v1/query_exemplars?query=mlops_gateway_request_duration_seconds_bucket&start={}&end={end}",
+        end - 300
+    );
+    let v = get_json(&client, &url).await.expect("an answer");
+    let id = v["data"][0]["exemplars"][0]["labels"]["request_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no exemplar with a request id: {v}\n{log}"));
+    assert_eq!(id.len(), 32, "{v}");
 }

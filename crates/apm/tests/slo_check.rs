@@ -377,6 +377,25 @@ fn slos_are_checked_over_traffic_and_the_collector_outlives_the_run() {
     );
     assert_eq!(code, 0, "{err}");
     assert!(out.starts_with("time,ts_ms,name,quantile,value\n"), "{out}");
+    // Exemplars: the gateway named requests in its latency buckets, the
+    // collector kept them, and the replica's log has the slowest one.
+    let (code, out, err) = mlops(dir, &["monitor", "exemplars", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let exemplars: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let slowest = &exemplars[0];
+    let id = slowest["request_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no exemplar: {out}"));
+    assert!(slowest["key"]["labels"]["le"].is_string(), "{out}");
+    let (code, out, err) = mlops(dir, &["logs", "--request-id", id]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains(id),
+        "`mlops logs --request-id {id}` found nothing:\n{out}\n{err}"
+    );
+    let (code, out, _) = mlops(dir, &["monitor", "exemplars", "--min", "1h"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("no exemplars"), "{out}");
     let (code, out, _) = mlops(dir, &["monitor", "targets"]);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("gateway"), "{out}");

@@ -67,6 +67,25 @@ pub(crate) enum MonitorCommand {
     },
     /// The scrape targets: up or down, and why the last failure failed
     Targets(Target),
+    /// The slowest recent requests, as the gateway's latency buckets named
+    /// them (OpenMetrics exemplars), with their ids: follow one with
+    /// `mlops logs --request-id ID`
+    Exemplars {
+        /// From this long ago (exemplars are kept as long as raw points)
+        #[arg(long, default_value = "15m")]
+        since: String,
+        /// Only requests at least this slow
+        #[arg(long, default_value = "0s")]
+        min: String,
+        /// Only this variant's requests
+        #[arg(long)]
+        variant: Option<String>,
+        /// At most this many, the slowest first
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        #[command(flatten)]
+        target: Target,
+    },
     /// Start the environment's collector (or reconfigure it from `[apm]`);
     /// it keeps running after this command
     Start(Target),
@@ -142,6 +161,13 @@ pub(crate) fn run(args: MonitorArgs) -> Result<u8, Failure> {
         MonitorCommand::Query(q) => query(&q),
         MonitorCommand::Alerts { since, target } => show_alerts(&target, &since),
         MonitorCommand::Targets(t) => show_targets(&t),
+        MonitorCommand::Exemplars {
+            since,
+            min,
+            variant,
+            limit,
+            target,
+        } => show_exemplars(&target, &since, &min, variant.as_deref(), limit),
         MonitorCommand::Start(t) => start_or_stop(&t, true),
         MonitorCommand::Stop(t) => start_or_stop(&t, false),
         MonitorCommand::Export {
@@ -499,14 +525,75 @@ fn csv_field(f: &str) -> String {
     }
 }
 
+/// `now - since`, saturating.
+fn ago(since: Duration) -> i64 {
+    tsdb::now_ms().saturating_sub(i64::try_from(since.as_millis()).unwrap_or(i64::MAX))
+}
+
+fn show_exemplars(
+    t: &Target,
+    since: &str,
+    min: &str,
+    variant: Option<&str>,
+    limit: usize,
+) -> Result<u8, Failure> {
+    let p = project(t)?;
+    let since = duration("--since", since)?;
+    let min = duration("--min", min)?;
+    let store = open_store(&p)?;
+    let mut selector = Selector::name("mlops_gateway_request_duration_seconds_bucket");
+    if let Some(v) = variant {
+        selector = selector.with("variant", v);
+    }
+    let found = store
+        .exemplars(
+            &selector,
+            ago(since),
+            tsdb::now_ms() + 1,
+            min.as_secs_f64(),
+            limit.max(1),
+        )
+        .map_err(|e| fail(exit::ENGINE, e))?;
+    let mut out = io::stdout().lock();
+    if t.json {
+        serde_json::to_writer_pretty(&mut out, &found)?;
+        writeln!(out)?;
+        return Ok(exit::OK);
+    }
+    if found.is_empty() {
+        writeln!(
+            out,
+            "no exemplars in the last {}: no requests through the gateway, or none that slow",
+            humantime::format_duration(since)
+        )?;
+        return Ok(exit::OK);
+    }
+    for e in &found {
+        writeln!(
+            out,
+            "{}  {:<8} {:>10.3} ms  (bucket le={})  {}",
+            mlops_core::ledger::format_ms(e.ts),
+            e.key.label("variant").unwrap_or("-"),
+            e.value * 1000.0,
+            e.key.label("le").unwrap_or("?"),
+            e.request_id
+        )?;
+    }
+    writeln!(
+        out,
+        "\nfollow one end to end: mlops logs --request-id {}",
+        found[0].request_id
+    )?;
+    Ok(exit::OK)
+}
+
 fn show_alerts(t: &Target, since: &str) -> Result<u8, Failure> {
     let p = project(t)?;
     let since = duration("--since", since)?;
     let store = open_store(&p)?;
     let engine = |e| fail(exit::ENGINE, e);
     let states = alerts::alerts(&store).map_err(engine)?;
-    let events =
-        alerts::events(&store, tsdb::now_ms() - since.as_millis() as i64).map_err(engine)?;
+    let events = alerts::events(&store, ago(since)).map_err(engine)?;
     let deliveries = alerts::deliveries(&store).map_err(engine)?;
     let mut out = io::stdout().lock();
     if t.json {

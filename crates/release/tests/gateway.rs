@@ -1249,6 +1249,55 @@ fn an_added_latency_bucket_counts_from_the_exact_histogram() {
     });
 }
 
+/// The OpenMetrics form names each latency bucket's latest request: the
+/// slow request's id is on the bucket it fell in, and the text ends with
+/// `# EOF` (the 0.0.4 form has no exemplars).
+#[test]
+fn openmetrics_exemplars_name_the_requests_in_each_bucket() {
+    bounded(async {
+        let s1 = Upstream::start("s1").await;
+        let h = Harness::start(Config::single([s1.url()])).await;
+        assert_eq!(h.get("/", &[]).await.status, 200);
+        s1.delay_ms.store(300, Ordering::Relaxed);
+        let slow = h.get("/", &[("x-request-id", "slow-one")]).await;
+        assert_eq!(slow.status, 200);
+        while h.gateway.snapshot().variants[0].meter.in_flight > 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let text = mlops_release::gateway::metrics::openmetrics_text(&h.gateway.snapshot());
+        assert!(text.ends_with("# EOF\n"), "{text}");
+        assert!(
+            text.contains("# TYPE mlops_gateway_requests counter\n"),
+            "{text}"
+        );
+        let line = text
+            .lines()
+            .find(|l| {
+                l.starts_with(
+                    "mlops_gateway_request_duration_seconds_bucket{variant=\"stable\",le=\"0.5\"}",
+                )
+            })
+            .unwrap_or_else(|| panic!("no 0.5 bucket in\n{text}"));
+        let exemplar = line.split_once(" # ").map(|x| x.1).unwrap_or_default();
+        assert!(
+            exemplar.starts_with("{request_id=\"slow-one\"} 0.3"),
+            "{line}"
+        );
+        // The fast request is in a lower bucket, with its generated id.
+        let fast_id = text
+            .lines()
+            .filter(|l| l.contains("duration_seconds_bucket{variant=\"stable\",le=\"0.0"))
+            .find_map(|l| l.split_once("{request_id=\"").map(|x| x.1.to_owned()))
+            .unwrap_or_else(|| panic!("no exemplar for the fast request in\n{text}"));
+        assert_eq!(
+            fast_id.split('"').next().map(str::len),
+            Some(32),
+            "{fast_id}"
+        );
+        assert!(!h.gateway.prometheus_text().contains(" # {"));
+    });
+}
+
 #[test]
 fn prometheus_label_values_are_escaped() {
     let meter = || MeterSnapshot {
@@ -1260,6 +1309,7 @@ fn prometheus_label_values_are_escaped() {
         latency_sum_seconds: 0.0,
         latency_bounds: LATENCY_BUCKETS_SECONDS.to_vec(),
         latency_buckets: vec![0; LATENCY_BUCKETS_SECONDS.len()],
+        exemplars: Vec::new(),
         latency_histogram: hdrhistogram::Histogram::new(3).expect("a histogram"),
     };
     let snapshot = MetricsSnapshot {

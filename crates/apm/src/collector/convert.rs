@@ -10,13 +10,25 @@
 //! default (`honor_labels: false`).
 
 use crate::prom::{self, Limits, MetricType};
-use crate::tsdb::{Sample, SeriesKey, SeriesKind};
+use crate::tsdb::{ExemplarPoint, Millis, Sample, SeriesKey, SeriesKind};
 
 /// The samples of exposition `text`, with `labels` added. The error is
 /// the parser's, with its line.
 pub fn samples_from_text(text: &str, labels: &[(&str, &str)]) -> Result<Vec<Sample>, String> {
+    Ok(scrape_from_text(text, labels, 0)?.0)
+}
+
+/// The samples of exposition `text`, with `labels` added, and the
+/// exemplars that name a request (a `request_id` or `trace_id` label),
+/// stamped with their own time or else `now`.
+pub fn scrape_from_text(
+    text: &str,
+    labels: &[(&str, &str)],
+    now: Millis,
+) -> Result<(Vec<Sample>, Vec<ExemplarPoint>), String> {
     let families = prom::parse(text, &Limits::default()).map_err(|e| e.to_string())?;
     let mut out = Vec::new();
+    let mut exemplars = Vec::new();
     for f in &families {
         for s in &f.samples {
             let suffix = s.name.strip_prefix(f.name.as_str()).unwrap_or("");
@@ -36,6 +48,22 @@ pub fn samples_from_text(text: &str, labels: &[(&str, &str)]) -> Result<Vec<Samp
                 }
                 key.labels.insert((*k).to_owned(), (*v).to_owned());
             }
+            if let Some(e) = &s.exemplar
+                && let Some((_, id)) = e
+                    .labels
+                    .iter()
+                    .find(|(k, _)| k == "request_id" || k == "trace_id")
+            {
+                exemplars.push(ExemplarPoint {
+                    key: key.clone(),
+                    request_id: id.clone(),
+                    value: e.value,
+                    ts: e
+                        .timestamp
+                        .filter(|t| t.is_finite() && *t > 0.0)
+                        .map_or(now, |t| (t * 1000.0) as Millis),
+                });
+            }
             out.push(Sample {
                 key,
                 kind,
@@ -43,7 +71,7 @@ pub fn samples_from_text(text: &str, labels: &[(&str, &str)]) -> Result<Vec<Samp
             });
         }
     }
-    Ok(out)
+    Ok((out, exemplars))
 }
 
 #[cfg(test)]
@@ -65,5 +93,17 @@ mod tests {
         assert_eq!(r.label("job"), Some("replica"));
         assert_eq!(r.label("exported_job"), Some("mine"));
         assert!(samples_from_text("x{", &[]).unwrap_err().contains("line 1"));
+    }
+
+    #[test]
+    fn exemplars_naming_a_request_are_kept() {
+        let text = "# TYPE h histogram\nh_bucket{le=\"0.1\"} 1 # {request_id=\"abc\"} 0.05 1700000000.5\nh_bucket{le=\"+Inf\"} 2 # {span=\"x\"} 3\nh_count 2\nh_sum 3.05\n# EOF\n";
+        let (s, e) = scrape_from_text(text, &[("job", "gateway")], 42).unwrap();
+        assert_eq!(s.len(), 4);
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert_eq!(e[0].request_id, "abc");
+        assert_eq!(e[0].ts, 1_700_000_000_500);
+        assert_eq!(e[0].key.label("le"), Some("0.1"));
+        assert_eq!(e[0].key.label("job"), Some("gateway"));
     }
 }

@@ -51,9 +51,12 @@ use tokio::sync::mpsc;
 
 use crate::settings::{ApmSettings, Slo, Webhook};
 use crate::slo::{self, Alert, AlertState, BurnRule};
-use crate::tsdb::{Millis, Sample, SeriesKey, SeriesKind, Store, TsdbError};
+use crate::tsdb::{ExemplarPoint, Millis, Sample, SeriesKey, SeriesKind, Store, TsdbError};
 
-pub use convert::samples_from_text;
+pub use convert::{samples_from_text, scrape_from_text};
+
+/// One scrape's samples and exemplars.
+type Scraped = (Vec<Sample>, Vec<ExemplarPoint>);
 
 /// The default cap on a scrape's body.
 pub const DEFAULT_MAX_BODY_BYTES: u64 = 10 * 1024 * 1024;
@@ -352,7 +355,11 @@ impl Collector {
 
     async fn get(&self, url: &str) -> Result<Bytes, String> {
         let request = Request::get(url)
-            .header(hyper::header::ACCEPT, "text/plain;version=0.0.4, */*;q=0.1")
+            // OpenMetrics first, for its exemplars; as Prometheus asks.
+            .header(
+                hyper::header::ACCEPT,
+                "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5,*/*;q=0.1",
+            )
             .header(hyper::header::USER_AGENT, "mlops-collector")
             .body(Empty::new())
             .map_err(|e| format!("invalid URL: {e}"))?;
@@ -397,10 +404,10 @@ impl Collector {
     }
 
     /// Scrape `url`: its samples with `labels` added, or why not.
-    async fn scrape(&self, url: &str, labels: &[(&str, &str)]) -> Result<Vec<Sample>, String> {
+    async fn scrape(&self, url: &str, labels: &[(&str, &str)]) -> Result<Scraped, String> {
         let body = self.get(url).await?;
         let text = std::str::from_utf8(&body).map_err(|e| format!("body is not UTF-8: {e}"))?;
-        samples_from_text(text, labels)
+        scrape_from_text(text, labels, crate::tsdb::now_ms())
     }
 
     /// The replicas the gateway routes to now, by variant.
@@ -425,6 +432,7 @@ impl Collector {
         let now = crate::tsdb::now_ms();
         let mut report = TickReport::default();
         let mut samples: Vec<Sample> = Vec::new();
+        let mut exemplars: Vec<ExemplarPoint> = Vec::new();
         let mut outcomes: Vec<(String, String, Result<usize, String>, f64)> = Vec::new();
 
         let mut replicas = Vec::new();
@@ -435,9 +443,10 @@ impl Collector {
             let r = self.scrape(&url, &[("job", "gateway")]).await;
             let took = t.elapsed().as_secs_f64();
             match r {
-                Ok(s) => {
+                Ok((s, e)) => {
                     outcomes.push(("gateway".into(), url, Ok(s.len()), took));
                     samples.extend(s);
+                    exemplars.extend(e);
                 }
                 Err(e) => outcomes.push(("gateway".into(), url, Err(e), took)),
             }
@@ -474,9 +483,10 @@ impl Collector {
             });
             for (name, url, r, took) in futures_util::future::join_all(scrapes).await {
                 match r {
-                    Ok(s) => {
+                    Ok((s, e)) => {
                         outcomes.push((name, url, Ok(s.len()), took));
                         samples.extend(s);
+                        exemplars.extend(e);
                     }
                     Err(e) => outcomes.push((name, url, Err(e), took)),
                 }
@@ -524,9 +534,10 @@ impl Collector {
             let r = self.scrape(&target.url, &labels).await;
             let took = t.elapsed().as_secs_f64();
             match r {
-                Ok(s) => {
+                Ok((s, e)) => {
                     outcomes.push((target.name.clone(), target.url.clone(), Ok(s.len()), took));
                     samples.extend(s);
+                    exemplars.extend(e);
                 }
                 Err(e) => outcomes.push((target.name.clone(), target.url.clone(), Err(e), took)),
             }
@@ -568,6 +579,7 @@ impl Collector {
                 source,
             })?;
         report.written = self.store.append(now, &samples, false)?.written;
+        self.store.append_exemplars(&exemplars)?;
 
         let due = self
             .last_compact

@@ -226,6 +226,25 @@ impl Admin {
     }
 }
 
+/// Whether the scraper accepts OpenMetrics (Prometheus asks for it first;
+/// `q=0` refuses it).
+fn wants_openmetrics(req: &Request<Incoming>) -> bool {
+    req.headers()
+        .get_all(hyper::header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|range| {
+            let mut parts = range.split(';').map(str::trim);
+            parts.next() == Some("application/openmetrics-text")
+                && !parts.any(|p| {
+                    p.strip_prefix("q=")
+                        .and_then(|q| q.parse::<f64>().ok())
+                        .is_some_and(|q| q <= 0.0)
+                })
+        })
+}
+
 pub(crate) async fn handle(
     admin: Arc<Admin>,
     req: Request<Incoming>,
@@ -233,9 +252,14 @@ pub(crate) async fn handle(
     let gateway = &admin.gateway;
     let response = match (req.method(), req.uri().path()) {
         (&Method::GET, "/health") => text(StatusCode::OK, "ok\n"),
+        (&Method::GET, "/metrics") if wants_openmetrics(&req) => respond(
+            StatusCode::OK,
+            super::metrics::OPENMETRICS_TEXT,
+            super::metrics::openmetrics_text(&gateway.snapshot()),
+        ),
         (&Method::GET, "/metrics") => respond(
             StatusCode::OK,
-            "text/plain; version=0.0.4; charset=utf-8",
+            super::metrics::PROMETHEUS_TEXT,
             gateway.prometheus_text(),
         ),
         (&Method::GET, "/snapshot") => json(StatusCode::OK, &gateway.snapshot()),

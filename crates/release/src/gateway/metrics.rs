@@ -24,6 +24,35 @@ pub const LATENCY_BUCKETS_SECONDS: [f64; 14] = [
 /// larger ones saturate to it.
 const HISTOGRAM_MAX_MICROS: u64 = 3_600_000_000;
 
+/// Exemplar slots per meter: one per power of two of microseconds (an hour
+/// is under 2^32 µs).
+const EXEMPLAR_SLOTS: usize = 34;
+
+/// A request id in an exemplar is at most this long: OpenMetrics allows
+/// 128 characters for an exemplar's labels.
+const MAX_EXEMPLAR_ID: usize = 100;
+
+/// One request that was measured, as an OpenMetrics exemplar: it links a
+/// latency bucket to a request id that the logs (`mlops logs
+/// --request-id`) find.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Exemplar {
+    /// The request's `X-Request-Id`.
+    pub request_id: String,
+    /// Its latency in seconds.
+    pub seconds: f64,
+    /// When it ended, in milliseconds since the Unix epoch.
+    pub unix_ms: i64,
+}
+
+/// The exact histogram and the latest request seen in each power of two
+/// of microseconds, under one lock.
+#[derive(Debug)]
+struct Latency {
+    histogram: Histogram<u64>,
+    exemplars: [Option<Exemplar>; EXEMPLAR_SLOTS],
+}
+
 /// Counters for one variant or one replica. Lock-free but for the
 /// histogram's mutex.
 #[derive(Debug)]
@@ -33,7 +62,7 @@ pub(crate) struct Meter {
     bytes_in: AtomicU64,
     bytes_out: AtomicU64,
     sum_micros: AtomicU64,
-    latency: Mutex<Histogram<u64>>,
+    latency: Mutex<Latency>,
 }
 
 impl Meter {
@@ -44,10 +73,11 @@ impl Meter {
             bytes_in: AtomicU64::new(0),
             bytes_out: AtomicU64::new(0),
             sum_micros: AtomicU64::new(0),
-            latency: Mutex::new(
-                Histogram::new_with_bounds(1, HISTOGRAM_MAX_MICROS, 3)
+            latency: Mutex::new(Latency {
+                histogram: Histogram::new_with_bounds(1, HISTOGRAM_MAX_MICROS, 3)
                     .expect("static histogram bounds are valid"),
-            ),
+                exemplars: std::array::from_fn(|_| None),
+            }),
         }
     }
 
@@ -68,18 +98,34 @@ impl Meter {
     }
 
     /// A request that [`start`](Self::start)ed ended: with `status`, or
-    /// without a response (`None`: only the in-flight count changes).
-    pub(crate) fn finish(&self, status: Option<u16>, elapsed: Duration) {
+    /// without a response (`None`: only the in-flight count changes). Its
+    /// id, when given, becomes the exemplar of its latency's slot.
+    pub(crate) fn finish(&self, status: Option<u16>, elapsed: Duration, request_id: Option<&[u8]>) {
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
         let Some(status) = status else { return };
         let class = usize::from(status / 100).clamp(1, 5) - 1;
         self.by_class[class].fetch_add(1, Ordering::Relaxed);
         let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
         self.sum_micros.fetch_add(micros, Ordering::Relaxed);
-        self.latency
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .saturating_record(micros.max(1));
+        let micros = micros.max(1);
+        let mut latency = self.latency.lock().unwrap_or_else(|e| e.into_inner());
+        latency.histogram.saturating_record(micros);
+        if let Some(id) = request_id.filter(|id| id.len() <= MAX_EXEMPLAR_ID) {
+            let slot = (u64::BITS - micros.leading_zeros()) as usize;
+            let e =
+                latency.exemplars[slot.min(EXEMPLAR_SLOTS - 1)].get_or_insert_with(|| Exemplar {
+                    request_id: String::new(),
+                    seconds: 0.0,
+                    unix_ms: 0,
+                });
+            // The id buffer is reused: no allocation once warm.
+            e.request_id.clear();
+            e.request_id.push_str(&String::from_utf8_lossy(id));
+            e.seconds = micros as f64 / 1e6;
+            e.unix_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64);
+        }
     }
 
     /// The meter now, with cumulative latency counts at `bounds`
@@ -87,11 +133,11 @@ impl Meter {
     /// within a bound when its latency is, to the histogram's precision
     /// (3 significant digits, 0.1 %).
     pub(crate) fn snapshot(&self, bounds: &[f64]) -> MeterSnapshot {
-        let latency = self
-            .latency
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
+        let (latency, exemplars) = {
+            let l = self.latency.lock().unwrap_or_else(|e| e.into_inner());
+            let exemplars: Vec<Exemplar> = l.exemplars.iter().flatten().cloned().collect();
+            (l.histogram.clone(), exemplars)
+        };
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let [c1, c2, c3, c4, c5] = &self.by_class;
         let buckets = bounds
@@ -120,6 +166,7 @@ impl Meter {
             latency_sum_seconds: load(&self.sum_micros) as f64 / 1e6,
             latency_bounds: bounds.to_vec(),
             latency_buckets: buckets,
+            exemplars,
             latency_histogram: latency,
         }
     }
@@ -214,6 +261,10 @@ pub struct MeterSnapshot {
     pub latency_bounds: Vec<f64>,
     /// Cumulative counts at each of `latency_bounds`.
     pub latency_buckets: Vec<u64>,
+    /// The latest request seen in each power of two of microseconds, by
+    /// latency: the exemplars of the OpenMetrics exposition.
+    #[serde(default)]
+    pub exemplars: Vec<Exemplar>,
     /// The full latency distribution in microseconds (mergeable with
     /// other histograms; not serialized).
     #[serde(skip)]
@@ -398,9 +449,39 @@ impl ReplicaHealth {
     }
 }
 
+/// The content type of [`prometheus_text`].
+pub const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
+/// The content type of [`openmetrics_text`].
+pub const OPENMETRICS_TEXT: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
 /// Render `snapshot` as Prometheus text exposition (format 0.0.4).
 pub fn prometheus_text(snapshot: &MetricsSnapshot) -> String {
+    render(snapshot, false)
+}
+
+/// Render `snapshot` as OpenMetrics 1.0 text: the same families, with
+/// exemplars on the latency buckets (a request id and its latency) and
+/// `# EOF`. Served to a scraper that asks for it (`Accept:
+/// application/openmetrics-text`), as Prometheus does.
+pub fn openmetrics_text(snapshot: &MetricsSnapshot) -> String {
+    let mut out = render(snapshot, true);
+    out.push_str("# EOF\n");
+    out
+}
+
+fn render(snapshot: &MetricsSnapshot, openmetrics: bool) -> String {
     let mut out = String::new();
+    let family = |out: &mut String, name: &str, kind: &str, help: &str| {
+        // OpenMetrics names a counter's family without its `_total`.
+        let name = match (openmetrics, kind) {
+            (true, "counter") => name.strip_suffix("_total").unwrap_or(name),
+            _ => name,
+        };
+        family(out, name, kind, help);
+    };
+    let histogram = |out: &mut String, name: &str, labels: &str, m: &MeterSnapshot| {
+        histogram(out, name, labels, m, openmetrics);
+    };
     let variants = &snapshot.variants;
     let v_labels = |v: &VariantSnapshot| format!("variant=\"{}\"", escape(&v.name));
     let r_labels = |v: &VariantSnapshot, r: &ReplicaSnapshot| {
@@ -640,7 +721,7 @@ pub fn prometheus_text(snapshot: &MetricsSnapshot) -> String {
             u8::from(r.in_rotation)
         );
     }
-    shadow_families(&mut out, &snapshot.shadows);
+    shadow_families(&mut out, &snapshot.shadows, &family);
     family(
         &mut out,
         "mlops_gateway_replica_request_duration_seconds",
@@ -662,7 +743,11 @@ pub fn prometheus_text(snapshot: &MetricsSnapshot) -> String {
 type ShadowFamily<T> = (&'static str, &'static str, fn(&ShadowSnapshot) -> T);
 
 /// The shadow mirroring counters, one family each.
-fn shadow_families(out: &mut String, shadows: &[ShadowSnapshot]) {
+fn shadow_families(
+    out: &mut String,
+    shadows: &[ShadowSnapshot],
+    family: &dyn Fn(&mut String, &str, &str, &str),
+) {
     let label = |s: &ShadowSnapshot| format!("variant=\"{}\"", escape(&s.variant));
     let counters: [ShadowFamily<u64>; 5] = [
         (
@@ -742,9 +827,32 @@ fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# TYPE {name} {kind}");
 }
 
-fn histogram(out: &mut String, name: &str, labels: &str, m: &MeterSnapshot) {
+fn histogram(out: &mut String, name: &str, labels: &str, m: &MeterSnapshot, exemplars: bool) {
+    // The latest exemplar within (lower, upper], when asked for.
+    let exemplar = |lower: f64, upper: f64| -> String {
+        if !exemplars {
+            return String::new();
+        }
+        m.exemplars
+            .iter()
+            .filter(|e| e.seconds > lower && e.seconds <= upper)
+            .max_by_key(|e| e.unix_ms)
+            .map(|e| {
+                format!(
+                    " # {{request_id=\"{}\"}} {} {}.{:03}",
+                    escape(&e.request_id),
+                    e.seconds,
+                    e.unix_ms.div_euclid(1000),
+                    e.unix_ms.rem_euclid(1000)
+                )
+            })
+            .unwrap_or_default()
+    };
+    let mut lower = f64::NEG_INFINITY;
     for (bound, n) in m.latency_bounds.iter().zip(&m.latency_buckets) {
-        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{bound}\"}} {n}");
+        let e = exemplar(lower, *bound);
+        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{bound}\"}} {n}{e}");
+        lower = *bound;
     }
     // The counters are read one by one while requests finish: keep the
     // histogram consistent (+Inf at least the last finite bucket).
@@ -752,7 +860,8 @@ fn histogram(out: &mut String, name: &str, labels: &str, m: &MeterSnapshot) {
         .requests
         .total()
         .max(m.latency_buckets.last().copied().unwrap_or(0));
-    let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {count}");
+    let e = exemplar(lower, f64::INFINITY);
+    let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {count}{e}");
     let _ = writeln!(out, "{name}_sum{{{labels}}} {}", m.latency_sum_seconds);
     let _ = writeln!(out, "{name}_count{{{labels}}} {count}");
 }

@@ -87,6 +87,7 @@ pub(crate) async fn handle(
             meter,
             started,
             status: None,
+            request_id: Some(request_id.clone()),
         },
         replica: None,
     };
@@ -262,6 +263,7 @@ async fn forward(
             meter: replica.meter.clone(),
             started: Instant::now(),
             status: None,
+            request_id: Some(request_id.clone()),
         };
         let sent = tokio::time::timeout(active.compiled.upstream_timeout, async {
             let mut conn = replica.pool.checkout(&replica.uri).await?;
@@ -515,11 +517,17 @@ pub(crate) struct Guard {
     pub(crate) meter: Arc<Meter>,
     pub(crate) started: Instant,
     pub(crate) status: Option<u16>,
+    /// The request's id, for the meter's exemplars.
+    pub(crate) request_id: Option<HeaderValue>,
 }
 
 impl Drop for Guard {
     fn drop(&mut self) {
-        self.meter.finish(self.status, self.started.elapsed());
+        self.meter.finish(
+            self.status,
+            self.started.elapsed(),
+            self.request_id.as_ref().map(HeaderValue::as_bytes),
+        );
     }
 }
 

@@ -265,6 +265,7 @@ async fn exchange(
         req.headers_mut().insert(header::HOST, host.clone());
     }
     let sent_bytes = req.body().size_hint().exact().unwrap_or(0);
+    let request_id = req.headers().get(super::proxy::REQUEST_ID).cloned();
     let started = Instant::now();
     let variant_meter = active.variants[variant].meter.clone();
     variant_meter.start();
@@ -274,11 +275,13 @@ async fn exchange(
             meter: variant_meter,
             started,
             status: None,
+            request_id: request_id.clone(),
         },
         Guard {
             meter: replica.meter.clone(),
             started,
             status: None,
+            request_id,
         },
     ];
     let policy = active.eject_policy();
