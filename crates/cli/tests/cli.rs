@@ -759,6 +759,53 @@ fn the_example_passes_with_the_docker_provider(iris: &Path) {
     // per service)
     assert_eq!(containers.as_array().unwrap().len(), 6, "{containers:#}");
     assert_eq!(images.as_array().unwrap().len(), 3, "{images:#}");
+    // The collector (a container itself) measured the replicas'
+    // containers through the engine's stats API.
+    let o = run(
+        &[
+            "monitor",
+            "query",
+            "mlops_replica_memory_bytes",
+            "--since",
+            "10m",
+            "--provider",
+            "docker",
+            "--json",
+        ],
+        iris,
+    );
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    let memory: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let production_ports: Vec<u64> = containers
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| {
+            c["Labels"]["mlops.environment"] == "production"
+                && c["Labels"]["mlops.service"] == "iris"
+        })
+        .flat_map(|c| c["Ports"].as_array().cloned().unwrap_or_default())
+        .filter_map(|p| p["PublicPort"].as_u64())
+        .collect();
+    assert_eq!(production_ports.len(), 2, "{containers:#}");
+    for port in production_ports {
+        let series = memory
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| {
+                s["labels"]["replica"]
+                    .as_str()
+                    .is_some_and(|r| r.ends_with(&format!(":{port}")))
+            })
+            .unwrap_or_else(|| panic!("no memory series for the container on {port}: {memory:#}"));
+        let bytes = series["points"]
+            .as_array()
+            .and_then(|p| p.last())
+            .and_then(|p| p["value"].as_f64())
+            .unwrap_or_else(|| panic!("no memory point: {series:#}"));
+        assert!(bytes > 100_000.0, "{series:#}");
+    }
 
     for env in ["staging", "production"] {
         let o = run(&docker_destroy(env), iris);

@@ -217,6 +217,15 @@ pub struct ServiceSpec {
     /// when false, so other specs' revisions are what they were.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub host_network: bool,
+    /// Docker: the engine's API socket bind-mounted at
+    /// `/var/run/docker.sock` with the socket's group added (and
+    /// `DOCKER_HOST` set), for a controller's service that reads the
+    /// engine: the monitoring collector's container stats. Access to the
+    /// socket is access to the engine: only mlops' own services ask for
+    /// it; not a manifest key. The local provider's processes reach the
+    /// engine as their user does. Absent when false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub engine_socket: bool,
     /// A directory (absolute) the service keeps its state in across
     /// restarts: the local provider's processes use it where it is, Docker
     /// bind-mounts it read-write at the same path, so the command names it
@@ -982,6 +991,7 @@ fn compile_service(
         stop_grace,
         drain,
         host_network: false,
+        engine_socket: false,
         state_dir: None,
     })
 }

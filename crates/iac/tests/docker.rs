@@ -197,6 +197,7 @@ fn iris_spec(replicas: u32) -> ServiceSpec {
         stop_grace: Duration::from_secs(2),
         drain: Duration::ZERO,
         host_network: false,
+        engine_socket: false,
         state_dir: None,
     }
 }
@@ -429,6 +430,19 @@ async fn iris_starts_serves_scales_drifts_and_stops() {
     assert!(started.is_healthy(), "{started:#?}");
     assert_eq!(started.replicas.len(), 2);
     assert_eq!(started.model_version.as_deref(), Some("iris:1"));
+
+    // What each replica uses, found by the port it answers on.
+    let usage = provider.container_usage().await.unwrap();
+    for replica in &started.replicas {
+        let endpoint = replica.endpoint.as_deref().unwrap();
+        let port: u16 = endpoint.rsplit(':').next().unwrap().parse().unwrap();
+        let u = usage
+            .iter()
+            .find(|u| u.port == Some(port))
+            .unwrap_or_else(|| panic!("no usage for {endpoint} in {usage:#?}"));
+        assert!(u.memory_bytes > 0 && u.cpu_seconds > 0.0, "{u:?}");
+        assert!(u.container.contains(&started.id), "{u:?}");
+    }
 
     // The containers run as declared.
     let inspected = containers(&docker, &started).await;

@@ -436,6 +436,9 @@ impl ReleaseTarget {
                 return;
             };
             let client = client.detached();
+            if let Some(version) = &instance.model_version {
+                client.knows(&endpoints, version);
+            }
             let line = std::thread::scope(|scope| {
                 scope
                     .spawn(move || {
@@ -530,6 +533,7 @@ impl ReleaseTarget {
     ) -> Result<Vec<String>, RolloutError> {
         let mut log = Vec::new();
         let via_endpoints = healthy_endpoints(via)?;
+        client.knows(&via_endpoints, &candidate.id());
         set_variants(client, vec![(CANARY, 100, via_endpoints)])
             .await
             .map_err(|e| {
@@ -560,6 +564,7 @@ impl ReleaseTarget {
             Ok(e) => e,
             Err(e) => return Err(undo(e).await),
         };
+        client.knows(&endpoints, &candidate.id());
         if let Err(e) = set_variants(client, vec![(STABLE, 100, endpoints)]).await {
             return Err(undo(failed(format!("the gateway refused the new stable: {e}"))).await);
         }

@@ -520,6 +520,7 @@ impl<'a> GatewayService<'a> {
             // Docker: the replicas it routes to are published on the
             // host's loopback, which only the host's network reaches.
             host_network: true,
+            engine_socket: false,
             state_dir: Some(dir),
         }
     }
@@ -657,9 +658,12 @@ impl<'a> GatewayService<'a> {
     /// Everything to the healthy replicas of the instance `apply` runs.
     async fn first_config(&self) -> Result<Config, ServiceError> {
         let observed = self.provider.observe(self.scope).await?;
-        let endpoints: Vec<String> = observed
+        let declared: Vec<&Instance> = observed
             .iter()
             .filter(|i| i.service == self.service && i.owner.is_none())
+            .collect();
+        let endpoints: Vec<String> = declared
+            .iter()
             .flat_map(|i| &i.replicas)
             .filter(|r| r.healthy)
             .filter_map(|r| r.endpoint.clone())
@@ -670,7 +674,15 @@ impl<'a> GatewayService<'a> {
                 environment: self.scope.environment.clone(),
             });
         }
-        Ok(Config::single(endpoints))
+        let mut config = Config::single(endpoints);
+        // The version they serve, when they agree on one.
+        let mut versions = declared.iter().map(|i| i.model_version.as_ref());
+        if let Some(Some(first)) = versions.next()
+            && versions.all(|v| v == Some(first))
+        {
+            config.variants[0].version = Some(first.clone());
+        }
+        Ok(config)
     }
 
     /// The data plane's address from [`ADDRESS_FILE`], chosen on first use.
@@ -727,6 +739,9 @@ pub struct GatewayClient {
     proxy: SocketAddr,
     token: AdminToken,
     http: Client<HttpConnector, Full<Bytes>>,
+    /// The model version each replica URL serves, as far as this client
+    /// was told ([`knows`](Self::knows)); shared with its detached copies.
+    versions: Arc<std::sync::Mutex<std::collections::HashMap<String, String>>>,
 }
 
 impl std::fmt::Debug for GatewayClient {
@@ -759,7 +774,20 @@ impl GatewayClient {
     /// another async runtime (a client's pooled connections belong to the
     /// runtime that opened them).
     pub fn detached(&self) -> Self {
-        Self::new(&self.admin, self.token.clone(), self.proxy, &self.instance)
+        let mut c = Self::new(&self.admin, self.token.clone(), self.proxy, &self.instance);
+        c.versions = Arc::clone(&self.versions);
+        c
+    }
+
+    /// Remember that `replicas` serve model `version`: a config this
+    /// client sends names it on every variant made of them that names no
+    /// version (the gateway labels the variant's measurements with it and
+    /// keeps it for those replicas).
+    pub fn knows(&self, replicas: &[String], version: &str) {
+        let mut known = self.versions.lock().unwrap_or_else(|e| e.into_inner());
+        for r in replicas {
+            known.insert(r.clone(), version.to_owned());
+        }
     }
 
     /// A client of the admin API at `admin` (`http://127.0.0.1:PORT`) of
@@ -776,6 +804,7 @@ impl GatewayClient {
             proxy,
             token,
             http,
+            versions: Arc::default(),
         }
     }
 
@@ -808,7 +837,19 @@ impl GatewayClient {
     /// Validates, applies and persists `config`; returns it as applied.
     /// Requests in flight finish under the config they started with.
     pub async fn set_config(&self, config: &Config) -> Result<Config, ServiceError> {
-        let body = serde_json::to_vec(config).map_err(|e| self.http_error("PUT", "/config", e))?;
+        let mut config = config.clone();
+        {
+            let known = self.versions.lock().unwrap_or_else(|e| e.into_inner());
+            for v in config.variants.iter_mut().filter(|v| v.version.is_none()) {
+                let mut versions = v.replicas.iter().map(|r| known.get(r));
+                if let Some(Some(first)) = versions.next()
+                    && versions.all(|k| k == Some(first))
+                {
+                    v.version = Some(first.clone());
+                }
+            }
+        }
+        let body = serde_json::to_vec(&config).map_err(|e| self.http_error("PUT", "/config", e))?;
         let body = self.call(Method::PUT, "/config", Some(body)).await?;
         serde_json::from_slice(&body).map_err(|e| self.http_error("PUT", "/config", e))
     }

@@ -410,6 +410,10 @@ impl Release<'_> {
             client.proxy_url()
         ));
         self.evidence.gateway = client.proxy_url();
+        client.knows(&canary_endpoints, &self.candidate.id());
+        if let (Some(stable), Some(endpoints)) = (&self.stable, &stable_endpoints) {
+            client.knows(endpoints, &stable.id());
+        }
         Ok(Live {
             client,
             stable: stable_endpoints,

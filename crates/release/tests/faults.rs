@@ -245,11 +245,15 @@ fn under_steady_load_a_good_version_is_promoted_and_faulty_ones_roll_back_unseen
         .as_array()
         .unwrap()
         .iter()
-        .map(|r| r["analysis"]["canary"]["requests"].as_u64().unwrap_or(0))
+        .map(|r| r["analysis"]["candidate"]["requests"].as_u64().unwrap_or(0))
         .sum();
     assert!(
+        driven > 0,
+        "no candidate requests in the rounds: {release:#}"
+    );
+    assert!(
         seen.failed_canary <= (driven + seen.canary) / 3 + 1,
-        "more failures than the candidate's own rate ({driven} requests from the step): {seen:?}"
+        "more failures than the candidate's own rate ({driven} requests from the step): {seen:?}\n{release:#}"
     );
     let after = Load::start(&proxy);
     std::thread::sleep(Duration::from_secs(1));

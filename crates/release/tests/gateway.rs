@@ -1298,6 +1298,52 @@ fn openmetrics_exemplars_name_the_requests_in_each_bucket() {
     });
 }
 
+/// A variant's version labels its series and is kept when a later config
+/// moves the same replicas without naming it (a promotion's last step).
+#[test]
+fn versions_label_the_series_and_follow_their_replicas() {
+    bounded(async {
+        let (s1, c1) = (Upstream::start("s1").await, Upstream::start("c1").await);
+        let mut config =
+            Config::weighted([("stable", 1, vec![s1.url()]), ("canary", 1, vec![c1.url()])]);
+        config.variants[0].version = Some("iris@1".to_owned());
+        config.variants[1].version = Some("iris@2".to_owned());
+        let h = Harness::start(config).await;
+        for _ in 0..4 {
+            assert_eq!(h.get("/", &[]).await.status, 200);
+        }
+        let text = h.gateway.prometheus_text();
+        assert!(
+            text.contains(
+                "mlops_gateway_requests_total{variant=\"canary\",version=\"iris@2\",code=\"2xx\"}"
+            ),
+            "{text}"
+        );
+        promtool_check(&text);
+        // Everything to the candidate's replicas, now as stable, unnamed.
+        h.gateway
+            .set_config(Config::single([c1.url()]))
+            .expect("valid");
+        let config = h.gateway.config();
+        assert_eq!(config.variants[0].version.as_deref(), Some("iris@2"));
+        let snapshot = h.gateway.snapshot();
+        assert_eq!(
+            snapshot
+                .variant("stable")
+                .and_then(|v| v.version.as_deref()),
+            Some("iris@2")
+        );
+        // Replicas of two versions in one variant: no version is claimed.
+        h.gateway
+            .set_config(Config::single([s1.url(), c1.url()]))
+            .expect("valid");
+        assert_eq!(h.gateway.config().variants[0].version, None);
+        let mut bad = Config::single([s1.url()]);
+        bad.variants[0].version = Some("a\nb".to_owned());
+        assert!(h.gateway.set_config(bad).is_err());
+    });
+}
+
 #[test]
 fn prometheus_label_values_are_escaped() {
     let meter = || MeterSnapshot {
@@ -1316,6 +1362,7 @@ fn prometheus_label_values_are_escaped() {
         variants: vec![VariantSnapshot {
             name: "odd \"name\" with \\ and\nnewline".to_owned(),
             active: true,
+            version: Some("iris@\"3\"".to_owned()),
             meter: meter(),
             replicas: vec![ReplicaSnapshot {
                 url: "http://[::1]:8080".to_owned(),
@@ -1352,7 +1399,7 @@ fn prometheus_label_values_are_escaped() {
         "{text}"
     );
     assert!(
-        text.contains(r#"variant="odd \"name\" with \\ and\nnewline""#),
+        text.contains(r#"variant="odd \"name\" with \\ and\nnewline",version="iris@\"3\"""#),
         "{text}"
     );
     promtool_check(&text);

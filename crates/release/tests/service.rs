@@ -187,6 +187,7 @@ async fn the_gateway_is_a_supervised_owned_service_that_keeps_its_config() {
         name: "canary".into(),
         weight: 100,
         replicas: vec![canary.clone()],
+        version: None,
     });
     let applied = client.set_config(&config).await.unwrap();
     assert_eq!(applied, config);
@@ -706,6 +707,7 @@ async fn the_gateway_runs_on_docker_in_front_of_containers() {
         name: "canary".into(),
         weight: 100,
         replicas: vec![canary.clone()],
+        version: None,
     });
     assert_eq!(client.set_config(&config).await.unwrap(), config);
     for _ in 0..10 {

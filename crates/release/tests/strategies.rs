@@ -312,6 +312,12 @@ fn ab_names_the_arm_without_errors_and_promotes_a_candidate_that_is_not_worse() 
     assert_eq!(release["rounds"][0]["weight"], 50);
     assert_eq!(production(dir), Some(3));
     assert_eq!(owned(dir), 0);
+    // The gateway's variant is labelled with the version it now serves.
+    let gateway_config = dir.join(".mlops/release/production/iris-gateway/config.json");
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&gateway_config).unwrap()).unwrap();
+    assert_eq!(config["variants"][0]["name"], "stable", "{config:#}");
+    assert_eq!(config["variants"][0]["version"], "iris:3", "{config:#}");
 
     drop(cleanup);
 }

@@ -257,6 +257,10 @@ pub struct Collector {
     /// Deliveries spawned and not yet recorded.
     in_flight: usize,
     resumed: bool,
+    /// The Docker engine, once reached, for replicas that are containers;
+    /// when it could not be, the time of the last attempt.
+    engine: Option<mlops_iac::DockerProvider>,
+    engine_tried: Option<Instant>,
 }
 
 impl std::fmt::Debug for Collector {
@@ -290,6 +294,8 @@ impl Collector {
             retry: alerts::RetryPolicy::default(),
             in_flight: 0,
             resumed: false,
+            engine: None,
+            engine_tried: None,
         })
     }
 
@@ -410,6 +416,37 @@ impl Collector {
         scrape_from_text(text, labels, crate::tsdb::now_ms())
     }
 
+    /// What the engine's running containers use, when there is an engine
+    /// to ask (tried again a minute after it could not be reached).
+    async fn container_usage(&mut self) -> Vec<mlops_iac::docker::ContainerUsage> {
+        if self.engine.is_none()
+            && self
+                .engine_tried
+                .is_none_or(|t| t.elapsed() >= Duration::from_secs(60))
+        {
+            let first = self.engine_tried.replace(Instant::now()).is_none();
+            match mlops_iac::DockerProvider::connect().await {
+                Ok(engine) => self.engine = Some(engine),
+                // Said once: on a machine without Docker it is no news.
+                Err(e) if first => (self.log)(
+                    "container-stats",
+                    serde_json::json!({ "error": chain(&e), "retry_every_s": 60 }),
+                ),
+                Err(_) => {}
+            }
+        }
+        let Some(engine) = &self.engine else {
+            return Vec::new();
+        };
+        match engine.container_usage().await {
+            Ok(usage) => usage,
+            Err(e) => {
+                (self.log)("container-stats", serde_json::json!({ "error": chain(&e) }));
+                Vec::new()
+            }
+        }
+    }
+
     /// The replicas the gateway routes to now, by variant.
     async fn gateway_replicas(&self, admin: &str) -> Result<Vec<(String, String)>, String> {
         let body = self.get(&format!("{admin}/config")).await?;
@@ -504,22 +541,39 @@ impl Collector {
                 value: n as f64,
             });
         }
+        let mut containers = Vec::new();
         for (variant, replica) in &replicas {
-            if let Some(pid) = resources::endpoint_port(replica).and_then(resources::listening_pid)
-                && let Ok(u) = resources::process_usage(pid)
-            {
+            let port = resources::endpoint_port(replica);
+            let local = port
+                .and_then(resources::listening_pid)
+                // Docker's userland proxy listens for a container.
+                .filter(|pid| resources::process_name(*pid).is_none_or(|n| n != "docker-proxy"))
+                .and_then(|pid| resources::process_usage(pid).ok());
+            let usage = match local {
+                Some(u) => Some((u.cpu_seconds, u.rss_bytes as f64)),
+                None => {
+                    if containers.is_empty() {
+                        containers = self.container_usage().await;
+                    }
+                    containers
+                        .iter()
+                        .find(|c| port.is_some() && c.port == port)
+                        .map(|c| (c.cpu_seconds, c.memory_bytes as f64))
+                }
+            };
+            if let Some((cpu, memory)) = usage {
                 let key = |name: &str| {
                     SeriesKey::new(name, [("variant", variant.as_str()), ("replica", replica)])
                 };
                 samples.push(Sample {
                     key: key("mlops_replica_cpu_seconds_total"),
                     kind: SeriesKind::Counter,
-                    value: u.cpu_seconds,
+                    value: cpu,
                 });
                 samples.push(Sample {
                     key: key("mlops_replica_memory_bytes"),
                     kind: SeriesKind::Gauge,
-                    value: u.rss_bytes as f64,
+                    value: memory,
                 });
             }
         }

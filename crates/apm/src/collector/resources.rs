@@ -1,7 +1,11 @@
 //! Resource use of a replica running as a local process: CPU time and
 //! resident memory from `/proc`, and which process listens on a
 //! replica's loopback port (`/proc/net/tcp` and `/proc/*/fd`, as `ss -p`
-//! finds it), so a replica known only by its endpoint is measured.
+//! finds it), so a replica known only by its endpoint is measured. A
+//! replica that is a container (its port is published by Docker's proxy,
+//! or no process of this PID namespace listens on it) is measured through
+//! the engine's stats API instead
+//! ([`mlops_iac::DockerProvider::container_usage`]).
 
 use std::io;
 use std::path::Path;
@@ -30,6 +34,13 @@ fn page_size() -> u64 {
         .flatten()
         .filter(|t| *t > 0)
         .map_or(4096, |t| t as u64)
+}
+
+/// Process `pid`'s command name (`/proc/<pid>/comm`).
+pub fn process_name(pid: u32) -> Option<String> {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .ok()
+        .map(|s| s.trim_end().to_owned())
 }
 
 /// What process `pid` uses, from `/proc/<pid>/stat` and `statm`.

@@ -500,6 +500,9 @@ impl<'a> CollectorService<'a> {
             stop_grace: Duration::from_secs(10),
             drain: Duration::ZERO,
             host_network: true,
+            // Container stats of Docker replicas (the local provider's
+            // process reaches the engine as its user does).
+            engine_socket: true,
             state_dir: Some(dir),
         }
     }

@@ -220,6 +220,7 @@ impl DockerProvider {
             network,
             model_source,
             desired_replicas: desired.spec.replicas,
+            engine_socket: self.engine_socket(),
         };
         self.start_replicas(scope, &template, 0..desired.spec.replicas, created)
             .await
@@ -272,6 +273,7 @@ impl DockerProvider {
                 network: self.network_for(scope, &spec).await?,
                 model_source: blueprint.model_source.clone(),
                 desired_replicas: replicas,
+                engine_socket: self.engine_socket(),
             };
             let mut created = Vec::new();
             if let Err(e) = self

@@ -47,6 +47,9 @@ mod lifecycle;
 mod observe;
 mod record;
 mod replica;
+mod stats;
+
+pub use stats::ContainerUsage;
 
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
@@ -124,6 +127,13 @@ pub struct DockerProvider {
 }
 
 impl DockerProvider {
+    /// The engine's unix socket on this host.
+    fn engine_socket(&self) -> Option<std::path::PathBuf> {
+        self.endpoint
+            .strip_prefix("unix://")
+            .map(std::path::PathBuf::from)
+    }
+
     /// Connects to the local engine: the unix socket in `DOCKER_HOST`
     /// (`unix://…`), else `/var/run/docker.sock`. An engine that does not
     /// answer is [`ProviderError::Unreachable`].

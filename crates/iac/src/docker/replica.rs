@@ -48,7 +48,12 @@ pub(super) struct ReplicaTemplate {
     pub(super) model_source: Option<PathBuf>,
     /// The instance's replica count (label [`labels::DESIRED_REPLICAS`]).
     pub(super) desired_replicas: u32,
+    /// The engine's unix socket on the host, for a spec that asks for it.
+    pub(super) engine_socket: Option<PathBuf>,
 }
+
+/// Where a container that reads the engine finds its socket.
+const ENGINE_SOCKET: &str = "/var/run/docker.sock";
 
 /// The published `port/tcp` key of a container port.
 pub(super) fn port_key(port: u16) -> String {
@@ -133,10 +138,32 @@ impl ReplicaTemplate {
                 detail: "`command` is empty: it must name the program to run".to_owned(),
             });
         }
-        let env: Vec<String> = replica_env(&self.desired, port, &host, MODEL_DIR, index)?
+        let mut env: Vec<String> = replica_env(&self.desired, port, &host, MODEL_DIR, index)?
             .into_iter()
             .map(|(k, v)| format!("{k}={v}"))
             .collect();
+        let engine = match (&self.engine_socket, spec.engine_socket) {
+            (Some(path), true) => {
+                use std::os::unix::fs::MetadataExt as _;
+                let gid = std::fs::metadata(path)
+                    .map_err(|e| ProviderError::Invalid {
+                        service: spec.name.clone(),
+                        detail: format!("the engine's socket {}: {e}", path.display()),
+                    })?
+                    .gid();
+                env.push(format!("DOCKER_HOST=unix://{ENGINE_SOCKET}"));
+                Some((path.display().to_string(), gid))
+            }
+            (None, true) => {
+                return Err(ProviderError::Invalid {
+                    service: spec.name.clone(),
+                    detail:
+                        "it reads the engine, which this provider does not reach by a unix socket"
+                            .to_owned(),
+                });
+            }
+            _ => None,
+        };
         let spec_json = serde_json::to_string(spec).map_err(|e| ProviderError::Invalid {
             service: spec.name.clone(),
             detail: format!("cannot serialize the spec: {e}"),
@@ -171,6 +198,15 @@ impl ReplicaTemplate {
                 source: Some(source.display().to_string()),
                 typ: Some(MountType::BIND),
                 read_only: Some(true),
+                ..Default::default()
+            });
+        }
+        if let Some((socket, _)) = &engine {
+            mounts.push(Mount {
+                target: Some(ENGINE_SOCKET.to_owned()),
+                source: Some(socket.clone()),
+                typ: Some(MountType::BIND),
+                read_only: Some(false),
                 ..Default::default()
             });
         }
@@ -219,6 +255,7 @@ impl ReplicaTemplate {
             cap_drop: (!runs_as_root(&spec.user) || spec.host_network)
                 .then(|| vec!["ALL".to_owned()]),
             security_opt: Some(vec!["no-new-privileges:true".to_owned()]),
+            group_add: engine.as_ref().map(|(_, gid)| vec![gid.to_string()]),
             log_config: Some(HostConfigLogConfig {
                 typ: Some("json-file".to_owned()),
                 config: Some(HashMap::from([

@@ -317,6 +317,7 @@ async fn put_config(admin: &Arc<Admin>, req: Request<Incoming>) -> Response<Prox
         }
     };
     let _one = admin.put.lock().await;
+    let config = admin.gateway.with_known_versions(config);
     let compiled = match Gateway::validate(&config) {
         Ok(c) => c,
         Err(e) => {

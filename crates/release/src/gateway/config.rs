@@ -209,6 +209,11 @@ pub struct Variant {
     pub weight: u32,
     /// Replica base URLs, `http://HOST:PORT`.
     pub replicas: Vec<String>,
+    /// The model version its replicas serve (`iris@3`), a label of its
+    /// measurements and prediction log lines. When absent, the version
+    /// its replicas were last given in a config is kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
 }
 
 /// A match that pins a request to a variant. Exactly one of `header`
@@ -251,6 +256,7 @@ impl Config {
                     name: name.to_owned(),
                     weight,
                     replicas,
+                    version: None,
                 })
                 .collect(),
             routes: Vec::new(),
@@ -330,6 +336,8 @@ pub(crate) struct CompiledVariant {
     pub(crate) weight: u32,
     /// The replicas' base URLs, as given, and parsed.
     pub(crate) replicas: Vec<(String, Uri)>,
+    /// The model version it serves, when known.
+    pub(crate) version: Option<String>,
 }
 
 #[derive(Debug)]
@@ -381,6 +389,16 @@ pub(crate) fn compile(config: &Config) -> Result<Compiled, Vec<String>> {
         if v.replicas.is_empty() {
             errors.push(format!("variant {:?}: no replicas", v.name));
         }
+        if let Some(version) = &v.version
+            && (version.is_empty()
+                || version.len() > 128
+                || version.chars().any(|c| c.is_control()))
+        {
+            errors.push(format!(
+                "variant {:?}: version {version:?} must be 1 to 128 printable characters",
+                v.name
+            ));
+        }
         let mut seen = BTreeSet::new();
         let mut replicas = Vec::new();
         for url in &v.replicas {
@@ -400,6 +418,7 @@ pub(crate) fn compile(config: &Config) -> Result<Compiled, Vec<String>> {
             header: HeaderValue::from_str(&v.name).ok(),
             weight: v.weight,
             replicas,
+            version: v.version.clone(),
         });
     }
     let total_weight: u64 = config.variants.iter().map(|v| u64::from(v.weight)).sum();

@@ -385,6 +385,10 @@ pub struct VariantSnapshot {
     pub name: String,
     /// Whether the current config has it.
     pub active: bool,
+    /// The model version it serves now, when the config says (a label of
+    /// its series on `/metrics`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
     /// Requests assigned to it, whatever happened to them.
     pub meter: MeterSnapshot,
     /// Its replicas.
@@ -483,13 +487,19 @@ fn render(snapshot: &MetricsSnapshot, openmetrics: bool) -> String {
         histogram(out, name, labels, m, openmetrics);
     };
     let variants = &snapshot.variants;
-    let v_labels = |v: &VariantSnapshot| format!("variant=\"{}\"", escape(&v.name));
-    let r_labels = |v: &VariantSnapshot, r: &ReplicaSnapshot| {
-        format!(
-            "variant=\"{}\",replica=\"{}\"",
+    // A variant's series carry the version it serves now: a promotion
+    // starts new series (a scraper takes their first values as a
+    // baseline), so rates are per version.
+    let v_labels = |v: &VariantSnapshot| match &v.version {
+        Some(version) => format!(
+            "variant=\"{}\",version=\"{}\"",
             escape(&v.name),
-            escape(&r.url)
-        )
+            escape(version)
+        ),
+        None => format!("variant=\"{}\"", escape(&v.name)),
+    };
+    let r_labels = |v: &VariantSnapshot, r: &ReplicaSnapshot| {
+        format!("{},replica=\"{}\"", v_labels(v), escape(&r.url))
     };
     let replicas = || {
         variants

@@ -147,6 +147,8 @@ struct State {
     shadows: Vec<(String, Arc<ShadowStats>)>,
     /// The open prediction log, kept across configs with the same one.
     predictions: Option<Arc<predictions::PredictionLog>>,
+    /// The model version each replica URL was last given with.
+    versions: std::collections::HashMap<String, String>,
 }
 
 #[derive(Debug)]
@@ -209,9 +211,26 @@ impl Gateway {
     /// finish under the config they started with; replicas that stay keep
     /// their health and counters. An invalid config changes nothing.
     pub fn set_config(&self, config: Config) -> Result<(), GatewayError> {
+        let config = self.with_known_versions(config);
         let compiled = Self::validate(&config)?;
         self.apply(config, compiled);
         Ok(())
+    }
+
+    /// `config` with each variant that names no version given the one its
+    /// replicas were last given with, when they all agree: a release step
+    /// that moves known replicas between variants keeps their version.
+    pub fn with_known_versions(&self, mut config: Config) -> Config {
+        let state = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
+        for v in config.variants.iter_mut().filter(|v| v.version.is_none()) {
+            let mut known = v.replicas.iter().map(|r| state.versions.get(r));
+            if let Some(Some(first)) = known.next()
+                && known.all(|k| k == Some(first))
+            {
+                v.version = Some(first.clone());
+            }
+        }
+        config
     }
 
     /// `config` checked and compiled, not yet applied.
@@ -251,6 +270,7 @@ impl Gateway {
                     VariantSnapshot {
                         name: v.name.clone(),
                         active: current.is_some(),
+                        version: current.and_then(|c| c.version.clone()),
                         meter: v.meter.snapshot(&active.compiled.latency_bounds),
                         replicas: v
                             .replicas
@@ -390,6 +410,13 @@ impl State {
     /// The live state for `config`, reusing what its variants and replicas
     /// already have.
     fn activate(&mut self, config: Config, compiled: Compiled, epoch: Instant) -> Active {
+        for v in &config.variants {
+            if let Some(version) = &v.version {
+                for r in &v.replicas {
+                    self.versions.insert(r.clone(), version.clone());
+                }
+            }
+        }
         let variants = compiled
             .variants
             .iter()

@@ -7,7 +7,7 @@
 //!
 //! ```json
 //! {"request_id": "…", "time": "2026-12-05T04:30:00.123Z", "ts_ms": 1796445000123,
-//!  "variant": "stable", "status": 200, "latency_ms": 3.2,
+//!  "variant": "stable", "version": "iris@3", "status": 200, "latency_ms": 3.2,
 //!  "inputs": {…the request body, as JSON when it is JSON…},
 //!  "outputs": {…the response body, likewise…}}
 //! ```
@@ -170,6 +170,8 @@ pub(crate) struct Sampled {
     pub(crate) log: Arc<PredictionLog>,
     pub(crate) request_id: String,
     pub(crate) variant: String,
+    /// The model version the variant serves, when the config says.
+    pub(crate) version: Option<String>,
     pub(crate) status: u16,
     pub(crate) started: Instant,
     pub(crate) request: Bytes,
@@ -205,6 +207,7 @@ pub(crate) async fn record(s: Sampled, response: oneshot::Receiver<Option<Arc<Ve
         "time": mlops_core::ledger::format_ms(ts),
         "ts_ms": ts,
         "variant": s.variant,
+        "version": s.version,
         "status": s.status,
         "latency_ms": latency_ms,
         "inputs": inputs,

@@ -300,6 +300,7 @@ async fn forward(
                                 request_id: String::from_utf8_lossy(request_id.as_bytes())
                                     .into_owned(),
                                 variant: name.clone(),
+                                version: active.compiled.variants[variant].version.clone(),
                                 status: status.as_u16(),
                                 started,
                                 request: body.clone(),
