@@ -571,6 +571,7 @@ async fn run(ctx: &StepContext, infra: &StepInfra, ab: &Ab) -> Result<(), StepFa
             weight: ab.experiment.share,
             sent: round.sent,
             unanswered: round.unanswered,
+            gateway_unreachable: round.gateway_unreachable,
             unlabelled: round.unlabelled,
             dropped: round.dropped,
             stable_baseline: Baseline::SameRound,

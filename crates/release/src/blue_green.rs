@@ -364,6 +364,7 @@ async fn preview(
             weight: 0,
             sent: round.sent,
             unanswered: round.unanswered,
+            gateway_unreachable: round.gateway_unreachable,
             unlabelled: round.unlabelled,
             dropped: round.dropped,
             stable_baseline: if live.stable.is_some() {
@@ -499,6 +500,7 @@ async fn switch(
         weight: 100,
         sent: round.sent,
         unanswered: round.unanswered,
+        gateway_unreachable: round.gateway_unreachable,
         unlabelled: round.unlabelled,
         dropped: round.dropped,
         stable_baseline: Baseline::EarlierRound,

@@ -429,6 +429,7 @@ async fn rounds(
             weight,
             sent: round.sent,
             unanswered: round.unanswered,
+            gateway_unreachable: round.gateway_unreachable,
             unlabelled: round.unlabelled,
             dropped: round.dropped,
             stable_baseline: if live.stable.is_some() {

@@ -92,9 +92,14 @@ pub struct RoundRecord {
     pub weight: u32,
     /// Requests the driver sent.
     pub sent: u64,
-    /// Requests that got no response (connection, timeout, transport), all
-    /// counted against the candidate.
+    /// Requests that got no response (connection, timeout, transport),
+    /// counted against the candidate but for `gateway_unreachable`.
     pub unanswered: u64,
+    /// Of `unanswered`, requests that could not connect to the gateway at
+    /// all (it was down or restarting): the shared front door's outage,
+    /// not the candidate's failure, so counted for neither variant.
+    #[serde(default)]
+    pub gateway_unreachable: u64,
     /// Responses without the gateway's variant header (not counted for
     /// either variant).
     #[serde(default)]

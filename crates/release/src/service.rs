@@ -888,22 +888,35 @@ impl GatewayClient {
     ) -> Result<Bytes, ServiceError> {
         let name: &'static str = if method == Method::PUT { "PUT" } else { "GET" };
         let url = format!("{}{path}", self.admin);
-        let mut request = Request::builder().method(method).uri(&url).header(
-            header::AUTHORIZATION,
-            format!("Bearer {}", self.token.expose()),
-        );
-        if body.is_some() {
-            request = request.header(header::CONTENT_TYPE, "application/json");
-        }
-        let request = request
-            .body(Full::new(Bytes::from(body.unwrap_or_default())))
-            .map_err(|e| self.http_error(name, path, e))?;
+        let has_body = body.is_some();
+        let body = Bytes::from(body.unwrap_or_default());
+        let request = || {
+            let mut request = Request::builder().method(method.clone()).uri(&url).header(
+                header::AUTHORIZATION,
+                format!("Bearer {}", self.token.expose()),
+            );
+            if has_body {
+                request = request.header(header::CONTENT_TYPE, "application/json");
+            }
+            request
+                .body(Full::new(body.clone()))
+                .map_err(|e| self.http_error(name, path, e))
+        };
         let exchange = async {
-            let response = self
-                .http
-                .request(request)
-                .await
-                .map_err(|e| self.http_error(name, path, e))?;
+            // A refused connection never reached the gateway: it is down
+            // or restarting (its supervisor brings it back within a
+            // second or two), so the call is made again, for a while.
+            let mut wait = Duration::from_millis(100);
+            let response = loop {
+                match self.http.request(request()?).await {
+                    Ok(r) => break r,
+                    Err(e) if e.is_connect() && wait < Duration::from_secs(3) => {
+                        tokio::time::sleep(wait).await;
+                        wait *= 2;
+                    }
+                    Err(e) => return Err(self.http_error(name, path, e)),
+                }
+            };
             let status = response.status();
             let body = response
                 .into_body()

@@ -812,6 +812,8 @@ fn check_name(name: crate::analysis::CheckName) -> String {
 pub(crate) struct Round {
     pub(crate) sent: u64,
     pub(crate) unanswered: u64,
+    /// Of `unanswered`, connections the gateway refused (it was down).
+    pub(crate) gateway_unreachable: u64,
     pub(crate) unlabelled: u64,
     pub(crate) dropped: u64,
     pub(crate) stable: VariantMeasurements,
@@ -823,6 +825,7 @@ impl Round {
         Round {
             sent: 0,
             unanswered: 0,
+            gateway_unreachable: 0,
             unlabelled: 0,
             dropped: 0,
             stable: VariantMeasurements {
@@ -839,6 +842,7 @@ impl Round {
     fn absorb(&mut self, other: Round) {
         self.sent += other.sent;
         self.unanswered += other.unanswered;
+        self.gateway_unreachable += other.gateway_unreachable;
         self.unlabelled += other.unlabelled;
         self.dropped += other.dropped;
         for (into, from) in [
@@ -1018,12 +1022,18 @@ async fn drive_one(
     round.sent = run.report.requests;
     round.dropped = run.report.observed_dropped;
     round.unanswered = run.report.requests.saturating_sub(answered);
+    // A connection the gateway refused never reached a variant: the
+    // gateway was down (killed, restarting), which is no evidence against
+    // the candidate — a good release must not roll back for it. Timeouts
+    // and cut responses may be the candidate's and count against it.
+    round.gateway_unreachable = run.report.errors_by_kind.connect.min(round.unanswered);
+    let charged = round.unanswered - round.gateway_unreachable;
     let against = match forced {
         Some(STABLE) => &mut round.stable,
         _ => &mut round.canary,
     };
-    against.requests += round.unanswered;
-    against.errors += run.report.errors_by_kind.total().min(round.unanswered);
+    against.requests += charged;
+    against.errors += run.report.errors_by_kind.total().min(charged);
     Ok(round)
 }
 
@@ -1080,8 +1090,12 @@ pub(crate) fn log_round(
     analysis: &StepAnalysis,
     decision: Option<&RoundDecision>,
 ) {
+    let gateway = match round.gateway_unreachable {
+        0 => String::new(),
+        n => format!(" ({n} could not reach the gateway: counted for neither variant)"),
+    };
     ctx.log(format!(
-        "{title}: {} sent, {} unanswered, {} without a variant",
+        "{title}: {} sent, {} unanswered{gateway}, {} without a variant",
         round.sent, round.unanswered, round.unlabelled
     ));
     ctx.log(format!("  {}", summary(STABLE, &round.stable)));

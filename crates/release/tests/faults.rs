@@ -283,3 +283,90 @@ fn under_steady_load_a_good_version_is_promoted_and_faulty_ones_roll_back_unseen
     assert!(seen.canary > 0, "{seen:?}");
     drop(cleanup);
 }
+
+/// The gateway killed with SIGKILL in the middle of a canary round: its
+/// supervisor restarts it with its state (the round's weights), the
+/// release step's calls wait for it, the requests it refused while down
+/// count against neither variant, and the good candidate is promoted.
+#[test]
+fn a_gateway_killed_mid_canary_comes_back_with_its_state_and_the_release_completes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let cleanup = Cleanup(dir.to_owned());
+    std::fs::copy(
+        repo().join("examples/iris/data/iris.csv"),
+        dir.join("requests.csv"),
+    )
+    .unwrap();
+    let registry = registry();
+    model(dir, 1, "");
+    let run = mlops_testkit::run_manifest(dir, &manifest(), &registry);
+    assert_passed(dir, &run);
+    let gateway_dir = dir.join(".mlops/release/production/m-gateway");
+
+    // v2, good: once the round has shifted traffic to it, kill -9 the
+    // gateway.
+    model(dir, 2, "");
+    let killed = Arc::new(Mutex::new(None));
+    let killer = {
+        let (dir, gateway_dir, killed) = (dir.to_owned(), gateway_dir.clone(), killed.clone());
+        std::thread::spawn(move || {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while Instant::now() < deadline {
+                let config = std::fs::read_to_string(gateway_dir.join("config.json"))
+                    .ok()
+                    .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok());
+                let canary_weight = config.as_ref().and_then(|c| {
+                    c["variants"]
+                        .as_array()?
+                        .iter()
+                        .find(|v| v["name"] == "canary")?["weight"]
+                        .as_u64()
+                });
+                if canary_weight.is_some_and(|w| w > 0) {
+                    // Half a second into the round.
+                    std::thread::sleep(Duration::from_millis(500));
+                    let gateway = instances(&dir, "production", "m-gateway");
+                    let handle = &gateway[0].replicas[0].handle;
+                    let pid: i32 = handle
+                        .strip_prefix("pid ")
+                        .and_then(|p| p.parse().ok())
+                        .unwrap_or_else(|| panic!("no pid in {handle:?}"));
+                    nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid),
+                        nix::sys::signal::Signal::SIGKILL,
+                    )
+                    .unwrap();
+                    *killed.lock().unwrap() = Some((pid, config));
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        })
+    };
+    let run = mlops_testkit::run_manifest(dir, &manifest(), &registry);
+    killer.join().unwrap();
+    let (pid, _) = killed
+        .lock()
+        .unwrap()
+        .clone()
+        .expect("the canary never shifted traffic: nothing was killed");
+    let canary = step(&run, "canary");
+    let text = log(dir, canary);
+    eprintln!("{text}");
+    assert_passed(dir, &run);
+    let release = evidence(canary, mlops_release::evidence::RELEASE);
+    assert_eq!(release["verdict"], "promote", "{release:#}");
+    assert_eq!(production(dir), Some(2));
+    // It was restarted (another process), and serves the promoted version.
+    let gateway = instances(dir, "production", "m-gateway");
+    assert_ne!(gateway[0].replicas[0].handle, format!("pid {pid}"));
+    let proxy = release["gateway"].as_str().unwrap().to_owned();
+    let seen = {
+        let load = Load::start(&proxy);
+        std::thread::sleep(Duration::from_secs(1));
+        load.finish()
+    };
+    assert!(seen.ok > 5 && seen.failed() == 0, "{seen:?}");
+    drop(cleanup);
+}
