@@ -142,11 +142,12 @@ CREATE TABLE scrape_errors (
 );
 CREATE INDEX scrape_errors_ts ON scrape_errors (ts);
 ",
-    // Compaction reads and deletes raw points by time across series; an
-    // alert event keeps the payload it was sent with, so a delivery cut
-    // short by the collector's death is made again when it starts.
+    // An alert event keeps the payload it was sent with, so a delivery cut
+    // short by the collector's death is made again when it starts. (Raw
+    // points are not indexed by time: compaction's scan of an hour of
+    // them costs less than the index's 16 bytes a row and its upkeep —
+    // measured in docs/benchmarks.md.)
     "
-CREATE INDEX raw_ts ON raw (ts);
 ALTER TABLE alert_events ADD COLUMN payload TEXT;
 ",
     // Exemplars: requests a histogram bucket names (OpenMetrics), kept as
