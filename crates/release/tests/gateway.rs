@@ -1344,6 +1344,69 @@ fn versions_label_the_series_and_follow_their_replicas() {
     });
 }
 
+/// A client that opens with HTTP/2's preface (h2c, prior knowledge) is
+/// served over HTTP/2 — requests multiplexed on one connection, each
+/// proxied to a replica over HTTP/1.1 with its `Host` from `:authority`
+/// — and HTTP/1.1 clients on the same listener are unaffected.
+#[test]
+fn http2_clients_are_served_multiplexed_next_to_http1() {
+    bounded(async {
+        let (s1, s2) = (Upstream::start("s1").await, Upstream::start("s2").await);
+        let h = Harness::start(Config::single([s1.url(), s2.url()])).await;
+        let addr = h.server.local_addr();
+        let stream = TcpStream::connect(addr).await.expect("connect");
+        let (sender, conn) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+                .await
+                .expect("an HTTP/2 handshake");
+        tokio::spawn(conn);
+        let mut calls = JoinSet::new();
+        for i in 0..20 {
+            let mut sender = sender.clone();
+            calls.spawn(async move {
+                let (method, path, body) = if i % 2 == 0 {
+                    (Method::GET, "/slow/20", Bytes::new())
+                } else {
+                    (Method::POST, "/echo", Bytes::from(format!("payload {i}")))
+                };
+                let req = Request::builder()
+                    .method(method)
+                    .uri(format!("http://{addr}{path}"))
+                    .body(Full::new(body.clone()))
+                    .expect("a request");
+                let r = sender.send_request(req).await.expect("an answer");
+                assert_eq!(r.version(), hyper::Version::HTTP_2);
+                let (parts, got) = r.into_parts();
+                let got = got.collect().await.expect("a body").to_bytes();
+                (i, parts.status, parts.headers, got, body)
+            });
+        }
+        let mut upstreams = BTreeMap::new();
+        while let Some(done) = calls.join_next().await {
+            let (i, status, headers, got, sent) = done.expect("joined");
+            assert_eq!(status, StatusCode::OK, "request {i}");
+            assert!(headers.contains_key("x-request-id"), "{headers:?}");
+            assert!(!headers.contains_key("connection"), "{headers:?}");
+            assert!(!headers.contains_key("x-hop"), "{headers:?}");
+            if i % 2 == 1 {
+                assert_eq!(got, sent, "request {i}");
+            }
+            let upstream = headers["x-upstream"].to_str().unwrap().to_owned();
+            *upstreams.entry(upstream).or_insert(0) += 1;
+        }
+        assert_eq!(upstreams.values().sum::<u32>(), 20, "{upstreams:?}");
+        assert_eq!(upstreams.len(), 2, "both replicas served: {upstreams:?}");
+        // HTTP/1.1 on the same listener, as before.
+        let r = h.get("/", &[]).await;
+        assert_eq!(r.status, 200);
+        while h.gateway.snapshot().variants[0].meter.in_flight > 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let snapshot = h.gateway.snapshot();
+        assert_eq!(snapshot.variants[0].meter.requests.success, 21);
+    });
+}
+
 #[test]
 fn prometheus_label_values_are_escaped() {
     let meter = || MeterSnapshot {

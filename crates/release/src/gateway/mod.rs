@@ -79,6 +79,9 @@ use shadow::{ActiveShadow, ShadowStats};
 /// The most client connections the proxy serves at once.
 const MAX_CONNECTIONS: usize = 10_000;
 
+/// Requests in flight on one HTTP/2 connection at most.
+const MAX_STREAMS_PER_CONNECTION: u32 = 256;
+
 /// What can go wrong configuring or starting the gateway. (Failures of
 /// single requests are HTTP responses, never errors here.)
 #[derive(Debug, thiserror::Error)]
@@ -650,8 +653,10 @@ where
         + 'static,
     S::Future: Send + 'static,
 {
-    /// Serve HTTP/1.1 on `stream` until it closes, or gracefully (the
-    /// request in flight answered) once the server stops.
+    /// Serve HTTP/1.1 on `stream`, or HTTP/2 when the client opens with
+    /// its preface (h2c with prior knowledge: TLS is not the gateway's to
+    /// end), until it closes, or gracefully (the requests in flight
+    /// answered) once the server stops.
     async fn serve(self, stream: tokio::net::TcpStream) {
         let Self {
             service,
@@ -659,6 +664,22 @@ where
             slot,
         } = self;
         let _slot = slot;
+        if opens_with_h2_preface(&stream).await {
+            let conn =
+                hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .timer(TokioTimer::new())
+                    .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
+                    .serve_connection(TokioIo::new(stream), service);
+            tokio::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                _ = stopped.changed() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+            }
+            return;
+        }
         let mut builder = hyper::server::conn::http1::Builder::new();
         builder
             .timer(TokioTimer::new())
@@ -672,6 +693,30 @@ where
                 let _ = conn.await;
             }
         }
+    }
+}
+
+/// Whether the client opened with HTTP/2's connection preface (without
+/// consuming it). HTTP/1 is known from its first byte; a client that sends
+/// nothing for 30 s is served as HTTP/1, whose header timeout then closes
+/// it.
+async fn opens_with_h2_preface(stream: &tokio::net::TcpStream) -> bool {
+    const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let mut buf = [0u8; 24];
+    loop {
+        let n = match tokio::time::timeout_at(deadline, stream.peek(&mut buf)).await {
+            Ok(Ok(n)) => n,
+            _ => return false,
+        };
+        if n == 0 || buf[..n] != PREFACE[..n] {
+            return false;
+        }
+        if n == PREFACE.len() {
+            return true;
+        }
+        // Part of the preface so far: wait for the rest.
+        tokio::time::sleep(Duration::from_millis(2)).await;
     }
 }
 

@@ -178,6 +178,14 @@ async fn forward(
 
     let mut headers = parts.headers;
     strip_hop_by_hop(&mut headers);
+    // An HTTP/2 client names the host in `:authority`; the replica speaks
+    // HTTP/1.1 and reads `Host`.
+    if !headers.contains_key(header::HOST)
+        && let Some(authority) = parts.uri.authority()
+        && let Ok(host) = HeaderValue::from_str(authority.as_str())
+    {
+        headers.insert(header::HOST, host);
+    }
     // The body is already read (the client got its 100 Continue, if it
     // asked, from our server): the replica is not asked again.
     headers.remove(header::EXPECT);
