@@ -368,5 +368,17 @@ fn a_gateway_killed_mid_canary_comes_back_with_its_state_and_the_release_complet
         load.finish()
     };
     assert!(seen.ok > 5 && seen.failed() == 0, "{seen:?}");
+    // `mlops release status` tells the truth: the restarted gateway runs
+    // and serves the promoted version, nothing is in progress.
+    let out = std::process::Command::new(built("mlops"))
+        .args(["release", "status", "--json", "--path"])
+        .arg(dir)
+        .output()
+        .expect("run mlops");
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(status["gateway"]["running"], true, "{status:#}");
+    assert_eq!(status["production"]["id"], "m:2", "{status:#}");
+    assert_eq!(status["gateway"]["proxy"], proxy.as_str(), "{status:#}");
     drop(cleanup);
 }
