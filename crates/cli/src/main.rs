@@ -3,6 +3,7 @@
 //! prints.
 
 mod assess;
+mod autoscale;
 mod drift;
 mod gateway;
 mod infra;
@@ -103,6 +104,10 @@ enum Command {
     Assess(assess::AssessArgs),
     /// Reverse-proxy to upstreams, balanced, until Ctrl-C (metrics on --admin)
     Gateway(gateway::GatewayArgs),
+    /// Autoscaling (stage 6): simulate the `hpa` (Kubernetes) and `kpa`
+    /// (Knative) policies on scenario files
+    #[command(subcommand)]
+    Autoscale(autoscale::AutoscaleCommand),
     /// Run the release gateway as a supervised service (internal)
     #[command(hide = true, name = mlops_release::service::SERVE_SUBCOMMAND)]
     GatewayServe {
@@ -387,6 +392,7 @@ fn dispatch(cli: Cli) -> Result<u8, Failure> {
         Command::Gateway(args) => gateway::run(args),
         Command::Monitor(args) => monitor::run(*args),
         Command::Drift(args) => drift::run(&args),
+        Command::Autoscale(command) => autoscale::run(&command),
         Command::Logs(args) => logs::run(&args),
         Command::CollectorServe { state, admin_port } => {
             use mlops_apm::collector::service::{ServeOptions, serve_main};

@@ -1046,3 +1046,62 @@ fn data_infer_schema_proposes_a_schema_the_file_passes() {
         stderr(&o)
     );
 }
+
+/// `mlops autoscale simulate`: the reference scenarios decide as upstream
+/// (exit 0); a scenario whose expectation is not met exits 1 naming the
+/// key; a file that is not a scenario exits 2 naming the file.
+#[test]
+fn autoscale_simulate_checks_scenarios_and_names_what_differs() {
+    let reference =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/reference/autoscale");
+    let mut files: Vec<String> = std::fs::read_dir(&reference)
+        .unwrap_or_else(|e| {
+            panic!(
+                "{}: {e} (shared/reference beside the repository)",
+                reference.display()
+            )
+        })
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .map(|p| p.display().to_string())
+        .collect();
+    files.sort();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut args = vec!["autoscale", "simulate", "--json"];
+    args.extend(files.iter().map(String::as_str));
+    let o = run(&args, tmp.path());
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    let lines: Vec<Value> = stdout(&o)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), files.len());
+    assert!(lines.iter().all(|l| l["passed"] == true), "{lines:#?}");
+
+    let wrong = tmp.path().join("wrong.json");
+    std::fs::write(
+        &wrong,
+        r#"{"id": "w", "policy": "hpa", "current_replicas": 10, "min_replicas": 1, "max_replicas": 100, "recommendation": 50, "behavior": null, "expect": {"desired": 50}}"#,
+    )
+    .unwrap();
+    let o = run(&["autoscale", "simulate", "wrong.json"], tmp.path());
+    assert_eq!(o.status.code(), Some(1), "{}{}", stdout(&o), stderr(&o));
+    assert!(
+        stdout(&o).contains("desired: expected 50, got 20"),
+        "{}",
+        stdout(&o)
+    );
+
+    std::fs::write(
+        tmp.path().join("bad.json"),
+        r#"{"policy": "hpa", "current_replica": 1}"#,
+    )
+    .unwrap();
+    let o = run(
+        &["autoscale", "simulate", "wrong.json", "bad.json"],
+        tmp.path(),
+    );
+    assert_eq!(o.status.code(), Some(2), "{}{}", stdout(&o), stderr(&o));
+    assert!(stderr(&o).contains("bad.json"), "{}", stderr(&o));
+    assert!(stdout(&o).is_empty(), "nothing decided: {}", stdout(&o));
+}
