@@ -1396,6 +1396,23 @@ fn http2_clients_are_served_multiplexed_next_to_http1() {
         }
         assert_eq!(upstreams.values().sum::<u32>(), 20, "{upstreams:?}");
         assert_eq!(upstreams.len(), 2, "both replicas served: {upstreams:?}");
+        // The gateway's own answers are valid HTTP/2 too (its 413 closes
+        // an HTTP/1.1 connection; HTTP/2 has no `Connection` header).
+        let mut small = (*h.gateway.config()).clone();
+        small.max_body_bytes = 16;
+        h.gateway.set_config(small).expect("valid");
+        let mut sender2 = sender.clone();
+        let req = Request::builder()
+            .method(Method::POST)
+            .uri(format!("http://{addr}/echo"))
+            .body(Full::new(Bytes::from("x".repeat(100))))
+            .expect("a request");
+        let r = sender2.send_request(req).await.expect("an answer");
+        assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        assert!(!r.headers().contains_key("connection"), "{:?}", r.headers());
+        let mut config = (*h.gateway.config()).clone();
+        config.max_body_bytes = 1 << 20;
+        h.gateway.set_config(config).expect("valid");
         // HTTP/1.1 on the same listener, as before.
         let r = h.get("/", &[]).await;
         assert_eq!(r.status, 200);
