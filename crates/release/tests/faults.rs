@@ -177,9 +177,9 @@ fn production(dir: &Path) -> Option<i64> {
         .map(|v| v.number)
 }
 
-#[test]
-fn under_steady_load_a_good_version_is_promoted_and_faulty_ones_roll_back_unseen_by_stable_clients()
-{
+/// A project directory with the sample requests, and what tears down its
+/// services at the end. The model server is Python.
+fn project() -> (tempfile::TempDir, Cleanup) {
     assert!(
         std::process::Command::new("python3")
             .arg("--version")
@@ -188,13 +188,20 @@ fn under_steady_load_a_good_version_is_promoted_and_faulty_ones_roll_back_unseen
         "python3 is needed for the test's model server (apt-get install python3; scripts/test-deps installs it)"
     );
     let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path();
-    let cleanup = Cleanup(dir.to_owned());
+    let cleanup = Cleanup(tmp.path().to_owned());
     std::fs::copy(
         repo().join("examples/iris/data/iris.csv"),
-        dir.join("requests.csv"),
+        tmp.path().join("requests.csv"),
     )
     .unwrap();
+    (tmp, cleanup)
+}
+
+#[test]
+fn under_steady_load_a_good_version_is_promoted_and_faulty_ones_roll_back_unseen_by_stable_clients()
+{
+    let (tmp, cleanup) = project();
+    let dir = tmp.path();
     let registry = registry();
 
     // v1: a first release, no load yet (there is no gateway before it).
@@ -290,14 +297,8 @@ fn under_steady_load_a_good_version_is_promoted_and_faulty_ones_roll_back_unseen
 /// count against neither variant, and the good candidate is promoted.
 #[test]
 fn a_gateway_killed_mid_canary_comes_back_with_its_state_and_the_release_completes() {
-    let tmp = tempfile::tempdir().unwrap();
+    let (tmp, cleanup) = project();
     let dir = tmp.path();
-    let cleanup = Cleanup(dir.to_owned());
-    std::fs::copy(
-        repo().join("examples/iris/data/iris.csv"),
-        dir.join("requests.csv"),
-    )
-    .unwrap();
     let registry = registry();
     model(dir, 1, "");
     let run = mlops_testkit::run_manifest(dir, &manifest(), &registry);

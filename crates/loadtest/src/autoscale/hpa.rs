@@ -510,7 +510,33 @@ fn resource(tolerance: f64, current: i32, pods: &[Pod], target: i64) -> Result<i
         }
         Ok((used.saturating_mul(100) / requested) as f64 / target as f64)
     };
-    let ratio = utilization(&g.samples)?;
+    // On a scale-down a missing pod is taken as busy: its request, or the
+    // target when that is above 100 %.
+    let fallback = target.max(100);
+    calculate(
+        tolerance,
+        current,
+        &g,
+        utilization,
+        |i| Ok(request(i)? * fallback / 100),
+        false,
+    )
+}
+
+/// The calculator from grouped pods: the ratio of the samples, and, when
+/// unready or missing pods could change it, the ratio again with them
+/// filled in (missing ones at `busy` on a scale-down, everything at 0 on a
+/// scale-up). At a ratio of exactly 1, missing pods are left out for a
+/// resource metric and taken at 0 for a per-pod one, as upstream has it.
+fn calculate(
+    tolerance: f64,
+    current: i32,
+    g: &Grouped,
+    ratio_of: impl Fn(&[(usize, i64)]) -> Result<f64, String>,
+    busy: impl Fn(usize) -> Result<i64, String>,
+    idle_at_one: bool,
+) -> Result<i32, String> {
+    let ratio = ratio_of(&g.samples)?;
     let up_with_unready = !g.unready.is_empty() && ratio > 1.0;
     if !up_with_unready && g.missing.is_empty() {
         if (1.0 - ratio).abs() <= tolerance {
@@ -520,17 +546,16 @@ fn resource(tolerance: f64, current: i32, pods: &[Pod], target: i64) -> Result<i
     }
     let mut samples = g.samples.clone();
     if ratio < 1.0 {
-        let fallback = target.max(100);
         for &i in &g.missing {
-            samples.push((i, request(i)? * fallback / 100));
+            samples.push((i, busy(i)?));
         }
-    } else if ratio > 1.0 {
+    } else if ratio > 1.0 || idle_at_one {
         samples.extend(g.missing.iter().map(|&i| (i, 0)));
     }
     if up_with_unready {
         samples.extend(g.unready.iter().map(|&i| (i, 0)));
     }
-    let new_ratio = utilization(&samples)?;
+    let new_ratio = ratio_of(&samples)?;
     settle(tolerance, current, ratio, new_ratio, samples.len())
 }
 
@@ -566,27 +591,9 @@ fn plain(
     }
     let average = |samples: &[(usize, i64)]| {
         let total: i64 = samples.iter().fold(0i64, |a, s| a.saturating_add(s.1));
-        (total / samples.len() as i64) as f64 / target as f64
+        Ok((total / samples.len() as i64) as f64 / target as f64)
     };
-    let ratio = average(&g.samples);
-    let up_with_unready = !g.unready.is_empty() && ratio > 1.0;
-    if !up_with_unready && g.missing.is_empty() {
-        if (1.0 - ratio).abs() <= tolerance {
-            return Ok(current);
-        }
-        return Ok(ceil(ratio * g.ready as f64));
-    }
-    let mut samples = g.samples.clone();
-    if ratio < 1.0 {
-        samples.extend(g.missing.iter().map(|&i| (i, target)));
-    } else {
-        samples.extend(g.missing.iter().map(|&i| (i, 0)));
-    }
-    if up_with_unready {
-        samples.extend(g.unready.iter().map(|&i| (i, 0)));
-    }
-    let new_ratio = average(&samples);
-    settle(tolerance, current, ratio, new_ratio, samples.len())
+    calculate(tolerance, current, &g, average, |_| Ok(target), true)
 }
 
 /// The legacy controller: down-scale stabilization over the default window,
