@@ -13,13 +13,22 @@
 //! (`bench_drift_scipy.py`: numpy's loadtxt, and the tests alone:
 //! `ks_2samp`, `wasserstein_distance`, and PSI over numpy's quantile bins).
 //! It prints the medians and the ratios.
+//!
+//! `--memory-mib N` reads within a memory budget of N MiB (numeric
+//! columns past it spill to temporary files); `--no-scipy` runs ours
+//! alone. The process's peak resident memory is printed at the end:
+//!
+//! ```sh
+//! cargo run --release -p mlops-apm --example bench_drift -- --rounds 1 --no-scipy
+//! cargo run --release -p mlops-apm --example bench_drift -- --rounds 1 --no-scipy --memory-mib 32
+//! ```
 
 use std::io::Write as _;
 use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
-use mlops_apm::drift::{Dataset, Thresholds, compare};
+use mlops_apm::drift::{Dataset, ReadOptions, Thresholds, compare};
 
 /// SplitMix64, then Box-Muller: deterministic normals.
 struct Normals(u64);
@@ -77,6 +86,16 @@ fn main() {
     let features: usize = arg("--features", "20").parse().expect("--features N");
     let rounds: usize = arg("--rounds", "3").parse().expect("--rounds N");
     let python = arg("--python", "python3");
+    let scipy = !std::env::args().any(|a| a == "--no-scipy");
+    let options = match std::env::args().position(|a| a == "--memory-mib") {
+        Some(_) => ReadOptions {
+            memory: arg("--memory-mib", "1024")
+                .parse::<u64>()
+                .expect("--memory-mib N")
+                << 20,
+        },
+        None => ReadOptions::default(),
+    };
     let dir = tempfile::tempdir().unwrap();
     let (r, c) = (
         dir.path().join("reference.csv"),
@@ -93,7 +112,10 @@ fn main() {
     let (mut ours_all, mut ours_tests, mut py_all, mut py_tests) = (vec![], vec![], vec![], vec![]);
     for round in 1..=rounds {
         let start = Instant::now();
-        let (rd, cd) = (Dataset::read(&r).unwrap(), Dataset::read(&c).unwrap());
+        let (rd, cd) = (
+            Dataset::read_with(&r, options).unwrap(),
+            Dataset::read_with(&c, options).unwrap(),
+        );
         let read = start.elapsed().as_secs_f64();
         let tests = Instant::now();
         let report = compare(&rd, &cd, &t);
@@ -101,6 +123,14 @@ fn main() {
         assert_eq!(report.features.len(), features);
         ours_all.push(read + tests);
         ours_tests.push(tests);
+        drop((rd, cd));
+        if !scipy {
+            eprintln!(
+                "round {round}: ours {:.2} s ({read:.2} reading, {tests:.2} testing)",
+                read + tests
+            );
+            continue;
+        }
         let out = Command::new(&python)
             .arg(&script)
             .arg(&r)
@@ -129,6 +159,25 @@ fn main() {
             read + tests,
             pl + pt
         );
+    }
+    let peak = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:").map(|v| v.trim().to_owned()))
+        })
+        .unwrap_or_else(|| "?".to_owned());
+    println!(
+        "budget {} MiB: peak resident memory {peak}",
+        options.memory >> 20
+    );
+    if !scipy {
+        println!(
+            "ours: {:.2} s in all, {:.2} s testing (medians)",
+            median(ours_all),
+            median(ours_tests)
+        );
+        return;
     }
     let (oa, ot, pa, pt) = (
         median(ours_all),

@@ -23,11 +23,18 @@
 //! Missing values (an empty CSV field, `null` or an absent key) are
 //! counted, not tested; a feature in only one of the data sets is reported.
 //! Memory: a numeric column holds its values (8 bytes each: the exact
-//! tests need them), a categorical one its distinct values' counts.
+//! tests need them), a categorical one its distinct values' counts. Past
+//! the data set's memory budget ([`ReadOptions::memory`], 1 GiB by
+//! default) numeric columns spill to files of their own in a temporary
+//! directory, and [`compare`] loads one column per side per thread at a
+//! time: the memory a comparison holds is the budget, or two columns per
+//! thread, whichever is larger.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::io::BufRead;
+use std::io::{BufRead, Write as _};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use mlops_release::stats;
 use serde::Serialize;
@@ -59,15 +66,171 @@ pub enum DriftError {
     Empty(PathBuf),
 }
 
+/// How a data set is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadOptions {
+    /// Bytes of numeric values held in memory before columns spill to
+    /// temporary files.
+    pub memory: u64,
+}
+
+impl Default for ReadOptions {
+    /// A budget of 1 GiB.
+    fn default() -> Self {
+        ReadOptions { memory: 1 << 30 }
+    }
+}
+
+/// The memory budget of one data set being read, and where spilled
+/// columns go.
+#[derive(Debug)]
+struct Spill {
+    budget: u64,
+    held: u64,
+    /// Created at the first spill; removed with the data set.
+    dir: Option<Arc<tempfile::TempDir>>,
+    next: usize,
+    /// The first write that failed (reported when reading ends).
+    error: Option<std::io::Error>,
+}
+
+impl Spill {
+    fn new(options: ReadOptions) -> Self {
+        Spill {
+            budget: options.memory,
+            held: 0,
+            dir: None,
+            next: 0,
+            error: None,
+        }
+    }
+
+    fn over(&self) -> bool {
+        self.held > self.budget
+    }
+
+    /// A new file for a column's values.
+    fn file(&mut self) -> std::io::Result<(PathBuf, std::io::BufWriter<std::fs::File>)> {
+        if self.dir.is_none() {
+            self.dir = Some(Arc::new(
+                tempfile::Builder::new().prefix("mlops-drift-").tempdir()?,
+            ));
+        }
+        let dir = self
+            .dir
+            .as_ref()
+            .map(|d| d.path().to_owned())
+            .unwrap_or_default();
+        self.next += 1;
+        let path = dir.join(format!("column-{}.f64", self.next));
+        let file = std::fs::File::create(&path)?;
+        Ok((path, std::io::BufWriter::with_capacity(64 << 10, file)))
+    }
+}
+
+/// A numeric column's values: in memory, then (past the budget) in a file.
+#[derive(Debug, Default)]
+struct Numbers {
+    memory: Vec<f64>,
+    file: Option<(PathBuf, Option<std::io::BufWriter<std::fs::File>>)>,
+    len: u64,
+}
+
+impl Numbers {
+    fn push(&mut self, x: f64, spill: &mut Spill) {
+        self.len += 1;
+        if self.file.is_none() {
+            self.memory.push(x);
+            spill.held += 8;
+            if !spill.over() {
+                return;
+            }
+            // Over the budget: this column moves to its file.
+            match spill.file() {
+                Ok((path, out)) => {
+                    self.file = Some((path, Some(out)));
+                    spill.held -= 8 * self.memory.len() as u64;
+                    let held = std::mem::take(&mut self.memory);
+                    self.write(&held, spill);
+                }
+                Err(e) => {
+                    spill.error.get_or_insert(e);
+                }
+            }
+            return;
+        }
+        self.write(&[x], spill);
+    }
+
+    fn write(&mut self, xs: &[f64], spill: &mut Spill) {
+        if let Some((_, Some(out))) = &mut self.file {
+            for x in xs {
+                if let Err(e) = out.write_all(&x.to_le_bytes()) {
+                    spill.error.get_or_insert(e);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Flush the file, once reading ends.
+    fn finish(&mut self, spill: &mut Spill) {
+        if let Some((_, out)) = &mut self.file
+            && let Some(mut w) = out.take()
+            && let Err(e) = w.flush()
+        {
+            spill.error.get_or_insert(e);
+        }
+    }
+
+    /// Every value, in the order read.
+    fn values(&self) -> std::io::Result<Cow<'_, [f64]>> {
+        let Some((path, _)) = &self.file else {
+            return Ok(Cow::Borrowed(&self.memory));
+        };
+        // Read in blocks straight into the values: no second copy.
+        let mut out = Vec::with_capacity(self.len as usize);
+        let mut file = std::io::BufReader::with_capacity(1 << 16, std::fs::File::open(path)?);
+        let mut block = [0u8; 1 << 16];
+        loop {
+            let n = read_full(&mut file, &mut block)?;
+            out.extend(
+                block[..n - n % 8]
+                    .chunks_exact(8)
+                    .map(|c| f64::from_le_bytes(c.try_into().unwrap_or([0; 8]))),
+            );
+            if n < block.len() {
+                break;
+            }
+        }
+        out.extend_from_slice(&self.memory);
+        Ok(Cow::Owned(out))
+    }
+}
+
+/// Fill `block` from `r` as far as it goes: fewer bytes only at the end.
+fn read_full(r: &mut impl std::io::Read, block: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < block.len() {
+        match r.read(&mut block[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
 /// A column's values.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug)]
 enum Values {
-    Numeric(Vec<f64>),
+    Numeric(Numbers),
     Categorical(HashMap<String, u64>),
 }
 
 /// One feature's values in a data set.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug)]
 struct Column {
     values: Values,
     missing: u64,
@@ -76,45 +239,57 @@ struct Column {
 impl Column {
     fn new() -> Self {
         Column {
-            values: Values::Numeric(Vec::new()),
+            values: Values::Numeric(Numbers::default()),
             missing: 0,
         }
     }
 
     fn present(&self) -> u64 {
         match &self.values {
-            Values::Numeric(v) => v.len() as u64,
+            Values::Numeric(v) => v.len,
             Values::Categorical(m) => m.values().sum(),
         }
     }
 
     /// Adds a value given as text (a CSV field, a JSON string).
-    fn push_text(&mut self, text: &str) {
+    fn push_text(&mut self, text: &str, spill: &mut Spill) {
         let t = text.trim();
         if t.is_empty() {
             self.missing += 1;
             return;
         }
         match (&mut self.values, t.parse::<f64>()) {
-            (Values::Numeric(v), Ok(x)) if x.is_finite() => v.push(x),
-            _ => self.push_category(t.to_owned()),
+            (Values::Numeric(v), Ok(x)) if x.is_finite() => v.push(x, spill),
+            _ => self.push_category(t.to_owned(), spill),
         }
     }
 
-    fn push_number(&mut self, x: f64) {
+    fn push_number(&mut self, x: f64, spill: &mut Spill) {
         match &mut self.values {
-            Values::Numeric(v) if x.is_finite() => v.push(x),
-            _ => self.push_category(format_number(x)),
+            Values::Numeric(v) if x.is_finite() => v.push(x, spill),
+            _ => self.push_category(format_number(x), spill),
         }
     }
 
-    fn push_category(&mut self, c: String) {
-        if let Values::Numeric(v) = &self.values {
+    fn push_category(&mut self, c: String, spill: &mut Spill) {
+        if let Values::Numeric(v) = &mut self.values {
             // The column turns out categorical: its numbers become
             // categories.
+            v.finish(spill);
             let mut counts: HashMap<String, u64> = HashMap::new();
-            for x in v {
-                *counts.entry(format_number(*x)).or_default() += 1;
+            match v.values() {
+                Ok(values) => {
+                    for x in values.iter() {
+                        *counts.entry(format_number(*x)).or_default() += 1;
+                    }
+                }
+                Err(e) => {
+                    spill.error.get_or_insert(e);
+                }
+            }
+            spill.held = spill.held.saturating_sub(8 * v.memory.len() as u64);
+            if let Some((path, _)) = &v.file {
+                let _ = std::fs::remove_file(path);
             }
             self.values = Values::Categorical(counts);
         }
@@ -129,7 +304,7 @@ fn format_number(x: f64) -> String {
 }
 
 /// A data set read into columns.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug)]
 pub struct Dataset {
     /// Where it came from.
     pub path: PathBuf,
@@ -140,12 +315,22 @@ pub struct Dataset {
     pub nested_skipped: u64,
     /// A CSV's header order.
     order: Option<Vec<String>>,
+    /// The memory budget and the spilled columns' directory (kept while
+    /// the data set lives).
+    spill: Spill,
+    /// The directories of columns taken from other data sets.
+    keep: Vec<Arc<tempfile::TempDir>>,
 }
 
 impl Dataset {
     /// Read `path`: JSON lines when its name ends in `.jsonl`, `.ndjson`
     /// or `.json` (or its first byte is `{`), else CSV with a header row.
     pub fn read(path: &Path) -> Result<Self, DriftError> {
+        Self::read_with(path, ReadOptions::default())
+    }
+
+    /// [`read`](Self::read) within a memory budget of `options`.
+    pub fn read_with(path: &Path, options: ReadOptions) -> Result<Self, DriftError> {
         let read_err = |source| DriftError::Read {
             path: path.to_owned(),
             source,
@@ -157,18 +342,42 @@ impl Dataset {
             Some("csv") => false,
             _ => reader.fill_buf().map_err(read_err)?.first() == Some(&b'{'),
         };
-        let set = if json {
-            Self::read_json_lines(path, reader)?
+        let mut set = if json {
+            Self::read_json_lines(path, reader, options)?
         } else {
-            Self::read_csv(path, reader)?
+            Self::read_csv(path, reader, options)?
         };
+        set.finish();
+        if let Some(source) = set.spill.error.take() {
+            return Err(DriftError::Read {
+                path: set
+                    .spill
+                    .dir
+                    .as_ref()
+                    .map_or_else(|| path.to_owned(), |d| d.path().to_owned()),
+                source,
+            });
+        }
         if set.rows == 0 {
             return Err(DriftError::Empty(path.to_owned()));
         }
         Ok(set)
     }
 
-    fn read_csv(path: &Path, reader: impl std::io::Read) -> Result<Self, DriftError> {
+    /// Flush the spilled columns.
+    fn finish(&mut self) {
+        for c in self.columns.values_mut() {
+            if let Values::Numeric(n) = &mut c.values {
+                n.finish(&mut self.spill);
+            }
+        }
+    }
+
+    fn read_csv(
+        path: &Path,
+        reader: impl std::io::Read,
+        options: ReadOptions,
+    ) -> Result<Self, DriftError> {
         let mut csv = csv::ReaderBuilder::new()
             .has_headers(true)
             .flexible(false)
@@ -205,12 +414,13 @@ impl Dataset {
             }
         }
         let mut columns: Vec<Column> = headers.iter().map(|_| Column::new()).collect();
+        let mut spill = Spill::new(options);
         let mut rows = 0;
         let mut record = csv::StringRecord::new();
         while csv.read_record(&mut record).map_err(malformed)? {
             rows += 1;
             for (c, field) in columns.iter_mut().zip(record.iter()) {
-                c.push_text(field);
+                c.push_text(field, &mut spill);
             }
         }
         Ok(Dataset {
@@ -219,6 +429,8 @@ impl Dataset {
             order: Some(headers.clone()),
             columns: headers.into_iter().zip(columns).collect(),
             nested_skipped: 0,
+            spill,
+            keep: Vec::new(),
         })
     }
 
@@ -228,16 +440,27 @@ impl Dataset {
         label: impl Into<PathBuf>,
         objects: impl IntoIterator<Item = serde_json::Map<String, serde_json::Value>>,
     ) -> Self {
+        Self::objects_with(label, objects, ReadOptions::default())
+    }
+
+    fn objects_with(
+        label: impl Into<PathBuf>,
+        objects: impl IntoIterator<Item = serde_json::Map<String, serde_json::Value>>,
+        options: ReadOptions,
+    ) -> Self {
         let mut set = Dataset {
             path: label.into(),
             rows: 0,
             columns: BTreeMap::new(),
             nested_skipped: 0,
             order: None,
+            spill: Spill::new(options),
+            keep: Vec::new(),
         };
         for object in objects {
             set.push_object(&object);
         }
+        set.finish();
         set
     }
 
@@ -250,12 +473,15 @@ impl Dataset {
                 self.columns.insert(key.clone(), c);
             }
         }
+        let spill = &mut self.spill;
         for (key, c) in self.columns.iter_mut() {
             match object.get(key) {
                 None | Some(serde_json::Value::Null) => c.missing += 1,
-                Some(serde_json::Value::Number(n)) => c.push_number(n.as_f64().unwrap_or(f64::NAN)),
-                Some(serde_json::Value::String(s)) => c.push_text(s),
-                Some(serde_json::Value::Bool(b)) => c.push_category(b.to_string()),
+                Some(serde_json::Value::Number(n)) => {
+                    c.push_number(n.as_f64().unwrap_or(f64::NAN), spill)
+                }
+                Some(serde_json::Value::String(s)) => c.push_text(s, spill),
+                Some(serde_json::Value::Bool(b)) => c.push_category(b.to_string(), spill),
                 Some(_) => {
                     self.nested_skipped += 1;
                     c.missing += 1;
@@ -286,6 +512,9 @@ impl Dataset {
         self.nested_skipped += other.nested_skipped;
         self.columns.extend(other.columns);
         self.order = None;
+        // Its spilled columns' directory lives as long as this one.
+        self.keep.extend(other.spill.dir);
+        self.keep.extend(other.keep);
         self
     }
 
@@ -301,8 +530,12 @@ impl Dataset {
         }
     }
 
-    fn read_json_lines(path: &Path, reader: impl BufRead) -> Result<Self, DriftError> {
-        let mut set = Dataset::from_objects(path, std::iter::empty());
+    fn read_json_lines(
+        path: &Path,
+        reader: impl BufRead,
+        options: ReadOptions,
+    ) -> Result<Self, DriftError> {
+        let mut set = Dataset::objects_with(path, std::iter::empty(), options);
         for (i, line) in reader.lines().enumerate() {
             let line = line.map_err(|source| DriftError::Read {
                 path: path.to_owned(),
@@ -552,17 +785,22 @@ fn feature(name: &str, r: &Column, c: &Column, t: &Thresholds) -> FeatureDrift {
         reason: String::new(),
     };
     // A feature categorical on either side is compared as categories.
-    let categorical = |col: &Column| -> HashMap<String, u64> {
-        match &col.values {
+    let categorical = |col: &Column| -> std::io::Result<HashMap<String, u64>> {
+        Ok(match &col.values {
             Values::Categorical(m) => m.clone(),
             Values::Numeric(v) => {
                 let mut m = HashMap::new();
-                for x in v {
+                for x in v.values()?.iter() {
                     *m.entry(format_number(*x)).or_default() += 1;
                 }
                 m
             }
-        }
+        })
+    };
+    let unreadable = |mut out: FeatureDrift, e: std::io::Error| {
+        out.verdict = Verdict::InsufficientData;
+        out.reason = format!("cannot read the values spilled to disk: {e}");
+        out
     };
     let numeric = matches!(
         (&r.values, &c.values),
@@ -580,6 +818,10 @@ fn feature(name: &str, r: &Column, c: &Column, t: &Thresholds) -> FeatureDrift {
         return out;
     }
     if let (Values::Numeric(a), Values::Numeric(b)) = (&r.values, &c.values) {
+        let (a, b) = match (a.values(), b.values()) {
+            (Ok(a), Ok(b)) => (a, b),
+            (Err(e), _) | (_, Err(e)) => return unreadable(out, e),
+        };
         let (sa, sb) = (sorted(a), sorted(b));
         match stats::psi_sorted_reference(&sa, &sb, 10) {
             Ok(v) => out.tests.push(TestValue {
@@ -611,7 +853,10 @@ fn feature(name: &str, r: &Column, c: &Column, t: &Thresholds) -> FeatureDrift {
             drift: w / scale >= t.wasserstein,
         });
     } else {
-        let (ra, ca) = (categorical(r), categorical(c));
+        let (ra, ca) = match (categorical(r), categorical(c)) {
+            (Ok(ra), Ok(ca)) => (ra, ca),
+            (Err(e), _) | (_, Err(e)) => return unreadable(out, e),
+        };
         let keys: BTreeSet<&String> = ra.keys().chain(ca.keys()).collect();
         let a: Vec<u64> = keys
             .iter()
@@ -662,8 +907,8 @@ fn feature(name: &str, r: &Column, c: &Column, t: &Thresholds) -> FeatureDrift {
     out
 }
 
-fn sorted(v: &[f64]) -> Vec<f64> {
-    let mut s = v.to_vec();
+fn sorted(v: Cow<'_, [f64]>) -> Vec<f64> {
+    let mut s = v.into_owned();
     s.sort_unstable_by(f64::total_cmp);
     s
 }
@@ -766,6 +1011,56 @@ mod tests {
             .unwrap();
         assert_eq!(flag.kind, "categorical");
         assert_eq!(flag.current_missing, 20);
+    }
+
+    /// Past the memory budget numeric columns spill to files; the report
+    /// is the one computed in memory, a column that turns categorical
+    /// after spilling included, and the files go with the data set.
+    #[test]
+    fn spilled_columns_give_the_same_report() {
+        let dir = tempfile::tempdir().unwrap();
+        let table = |shift: f64| {
+            let mut t = String::from("x,y,z,w\n");
+            for i in 0..3000 {
+                let z = if i == 2900 {
+                    "n/a".to_owned()
+                } else {
+                    format!("{}", i % 7)
+                };
+                t.push_str(&format!(
+                    "{},{},{z},{}\n",
+                    (i % 97) as f64 * 0.5 + shift,
+                    (i * 31 % 1000) as f64,
+                    if i % 3 == 0 { "a" } else { "b" }
+                ));
+            }
+            t
+        };
+        let r = write(dir.path(), "r.csv", &table(0.0));
+        let c = write(dir.path(), "c.csv", &table(3.0));
+        let t = Thresholds::default();
+        let in_memory = compare(&Dataset::read(&r).unwrap(), &Dataset::read(&c).unwrap(), &t);
+        let small = ReadOptions { memory: 4096 };
+        let (rs, cs) = (
+            Dataset::read_with(&r, small).unwrap(),
+            Dataset::read_with(&c, small).unwrap(),
+        );
+        let spilled = rs.spill.dir.as_ref().map(|d| d.path().to_owned()).unwrap();
+        assert!(std::fs::read_dir(&spilled).unwrap().count() >= 2);
+        assert!(rs.spill.held <= 4096 + 8, "{}", rs.spill.held);
+        let on_disk = compare(&rs, &cs, &t);
+        assert_eq!(
+            serde_json::to_value(&in_memory).unwrap(),
+            serde_json::to_value(&on_disk).unwrap()
+        );
+        assert_eq!(in_memory.verdict, Verdict::Drift);
+        let z = on_disk.features.iter().find(|f| f.feature == "z").unwrap();
+        assert_eq!(z.kind, "categorical");
+        drop((rs, cs));
+        assert!(
+            !spilled.exists(),
+            "the spill directory outlived its data set"
+        );
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::io::{self, Write};
 use std::path::PathBuf;
 
 use clap::Args;
-use mlops_apm::drift::{Dataset, Thresholds, Verdict, compare};
+use mlops_apm::drift::{Dataset, ReadOptions, Thresholds, Verdict, compare};
 
 use crate::{Failure, exit, fail};
 
@@ -36,6 +36,11 @@ pub(crate) struct DriftArgs {
     /// Fewer values than this on either side is insufficient data
     #[arg(long, default_value_t = Thresholds::default().min_samples)]
     min_samples: u64,
+    /// Numeric values each file may hold in memory, in MiB; past it
+    /// columns spill to temporary files (the comparison then holds about
+    /// two columns per core)
+    #[arg(long, default_value_t = ReadOptions::default().memory >> 20)]
+    memory_mib: u64,
     /// Print one JSON object
     #[arg(long)]
     json: bool,
@@ -70,9 +75,12 @@ pub(crate) fn run(a: &DriftArgs) -> Result<u8, Failure> {
         alpha: a.alpha,
         min_samples: a.min_samples.max(1),
     };
+    let options = ReadOptions {
+        memory: a.memory_mib.saturating_mul(1 << 20),
+    };
     let (reference, current) = std::thread::scope(|s| {
-        let r = s.spawn(|| Dataset::read(&a.reference));
-        let c = Dataset::read(&a.current);
+        let r = s.spawn(|| Dataset::read_with(&a.reference, options));
+        let c = Dataset::read_with(&a.current, options);
         (
             r.join()
                 .unwrap_or_else(|_| Err(mlops_apm::drift::DriftError::Empty(a.reference.clone()))),

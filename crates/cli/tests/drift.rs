@@ -57,6 +57,22 @@ fn drift_reports_per_feature_and_exits_by_verdict() {
     assert_eq!(code, 1, "{out}{err}");
     let report: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(report["verdict"], "drift");
+    // With no memory budget every numeric column spills to disk: the same
+    // report.
+    let (code, spilled, err) = drift(&[
+        i,
+        shifted.to_str().unwrap(),
+        "--min-samples",
+        "50",
+        "--memory-mib",
+        "0",
+        "--json",
+    ]);
+    assert_eq!(code, 1, "{spilled}{err}");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&spilled).unwrap(),
+        report
+    );
     assert_eq!(report["drifted"], serde_json::json!(["petal_length"]));
     let petal = report["features"]
         .as_array()
