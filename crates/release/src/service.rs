@@ -850,7 +850,22 @@ impl GatewayClient {
             }
         }
         let body = serde_json::to_vec(&config).map_err(|e| self.http_error("PUT", "/config", e))?;
-        let body = self.call(Method::PUT, "/config", Some(body)).await?;
+        let body = match self.call(Method::PUT, "/config", Some(body)).await {
+            // A gateway started by an older mlops does not know version
+            // labels: the config goes without them (they label metrics
+            // only) until it is restarted with this one.
+            Err(ServiceError::Status {
+                status: 400, body, ..
+            }) if body.contains("unknown field `version`") => {
+                for v in &mut config.variants {
+                    v.version = None;
+                }
+                let body = serde_json::to_vec(&config)
+                    .map_err(|e| self.http_error("PUT", "/config", e))?;
+                self.call(Method::PUT, "/config", Some(body)).await?
+            }
+            other => other?,
+        };
         serde_json::from_slice(&body).map_err(|e| self.http_error("PUT", "/config", e))
     }
 

@@ -935,3 +935,63 @@ with = {{ steps = [50, 100], hold = "1s", traffic = {{ csv = "requests.csv", exc
     assert_eq!(docker_cli(&["ps", "-aq", "--filter", &label]), "");
     assert_eq!(docker_cli(&["images", "-q", "--filter", &label]), "");
 }
+
+/// A gateway started by an older mlops refuses a config with version
+/// labels (an unknown field): the client sends it again without them, so
+/// a release is not stopped by a label.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_older_gateway_gets_its_config_without_version_labels() {
+    use http_body_util::BodyExt as _;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let admin = listener.local_addr().unwrap();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let log = seen.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let log = log.clone();
+            tokio::spawn(async move {
+                let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let log = log.clone();
+                    async move {
+                        let body = req.into_body().collect().await.unwrap().to_bytes();
+                        let text = String::from_utf8_lossy(&body).into_owned();
+                        log.lock().unwrap().push(text.clone());
+                        let response = if text.contains("\"version\"") {
+                            hyper::Response::builder().status(400).body(Full::new(Bytes::from(
+                                "invalid config JSON: unknown field `version`, expected one of `name`, `weight`, `replicas`\n",
+                            )))
+                        } else {
+                            hyper::Response::builder().status(200).body(Full::new(body))
+                        };
+                        Ok::<_, Infallible>(response.unwrap())
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    let client = mlops_release::service::GatewayClient::new(
+        &format!("http://{admin}"),
+        mlops_release::gateway::AdminToken::generate().unwrap(),
+        "127.0.0.1:9".parse().unwrap(),
+        "old",
+    );
+    let mut config = Config::single(["http://127.0.0.1:1"]);
+    config.variants[0].version = Some("m:2".into());
+    let applied = client
+        .set_config(&config)
+        .await
+        .expect("applied without the label");
+    assert_eq!(applied.variants[0].version, None);
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert!(
+        seen[0].contains("m:2") && !seen[1].contains("version"),
+        "{seen:?}"
+    );
+}
