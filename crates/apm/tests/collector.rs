@@ -183,6 +183,30 @@ async fn send(client: &Client<HttpConnector, Full<Bytes>>, proxy: SocketAddr, n:
     }
 }
 
+/// A baseline tick, then failing traffic and ticks until an alert fires
+/// (3 s at most): how many fired.
+async fn until_fired(
+    collector: &mut Collector,
+    client: &Client<HttpConnector, Full<Bytes>>,
+    proxy: SocketAddr,
+) -> usize {
+    collector.tick().await.unwrap();
+    for _ in 0..30 {
+        send(client, proxy, 10).await;
+        let r = collector.tick().await.unwrap();
+        let fired = r
+            .transitions
+            .iter()
+            .filter(|t| t.2 == AlertState::Firing)
+            .count();
+        if fired > 0 {
+            return fired;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    0
+}
+
 type Lines = Arc<Mutex<Vec<String>>>;
 
 fn log_sink() -> (Lines, impl Fn(&str, serde_json::Value) + Send + 'static) {
@@ -411,21 +435,7 @@ async fn a_dead_webhook_is_retried_then_recorded() {
     });
     let client: Client<HttpConnector, Full<Bytes>> =
         Client::builder(TokioExecutor::new()).build_http();
-    collector.tick().await.unwrap();
-    let mut fired = 0;
-    for _ in 0..30 {
-        send(&client, gw.proxy, 10).await;
-        let r = collector.tick().await.unwrap();
-        fired += r
-            .transitions
-            .iter()
-            .filter(|t| t.2 == AlertState::Firing)
-            .count();
-        if fired > 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let fired = until_fired(&mut collector, &client, gw.proxy).await;
     assert!(fired > 0, "no alert fired: {:#?}", log.lock().unwrap());
     collector.settle_deliveries(Duration::from_secs(20)).await;
     let d = alerts::deliveries(collector.store()).unwrap();
@@ -470,21 +480,7 @@ async fn a_delivery_cut_short_by_a_dead_collector_is_made_at_the_next_start() {
             first_backoff: Duration::from_millis(10),
             timeout: Duration::from_secs(60),
         });
-        first.tick().await.unwrap();
-        let mut fired = 0;
-        for _ in 0..30 {
-            send(&client, gw.proxy, 10).await;
-            let r = first.tick().await.unwrap();
-            fired += r
-                .transitions
-                .iter()
-                .filter(|t| t.2 == AlertState::Firing)
-                .count();
-            if fired > 0 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let fired = until_fired(&mut first, &client, gw.proxy).await;
         assert!(fired > 0, "no alert fired");
         assert!(alerts::deliveries(first.store()).unwrap().is_empty());
         fired
