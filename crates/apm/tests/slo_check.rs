@@ -378,11 +378,22 @@ fn slos_are_checked_over_traffic_and_the_collector_outlives_the_run() {
     assert_eq!(code, 0, "{err}");
     assert!(out.starts_with("time,ts_ms,name,quantile,value\n"), "{out}");
     // Exemplars: the gateway named requests in its latency buckets, the
-    // collector kept them, and the replica's log has the slowest one.
+    // collector kept them, and the replica's log has the slowest one of
+    // the SLO check's window. (Older ones may name requests of the canary
+    // step's candidate instance, stopped since, whose log went with it.)
     let (code, out, err) = mlops(dir, &["monitor", "exemplars", "--json"]);
     assert_eq!(code, 0, "{err}");
     let exemplars: serde_json::Value = serde_json::from_str(&out).unwrap();
-    let slowest = &exemplars[0];
+    let window_start = step(&run, "slo")
+        .started_at
+        .clone()
+        .expect("the SLO step started");
+    let slowest = exemplars
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| mlops_core::ledger::format_ms(e["ts"].as_i64().unwrap_or(0)) >= window_start)
+        .unwrap_or_else(|| panic!("no exemplar since {window_start}: {out}"));
     let id = slowest["request_id"]
         .as_str()
         .unwrap_or_else(|| panic!("no exemplar: {out}"));
