@@ -35,6 +35,7 @@ mod engine;
 mod histogram;
 mod report;
 mod samples;
+mod schedule;
 mod settings;
 mod tally;
 #[cfg(test)]
@@ -48,6 +49,7 @@ pub use report::{
     TrafficReport, TrafficRun,
 };
 pub use samples::{CsvColumns, Samples, oip_request_body};
+pub use schedule::{RateStage, Workload};
 pub use settings::{Driver, DriverSettings, SettingError};
 
 /// What can go wrong before a run starts, or while carrying a histogram.

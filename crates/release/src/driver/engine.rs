@@ -21,7 +21,8 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::report::{ObservedResponse, StopReason, TrafficRun};
+use super::report::{ObservedResponse, SecondBucket, StopReason, TrafficRun};
+use super::schedule::Schedule;
 use super::settings::Plan;
 use super::tally::{Outcome, Tally};
 
@@ -41,18 +42,37 @@ impl Shared {
     }
 }
 
+/// Who hears of a run as it goes.
+#[derive(Default)]
+pub(super) struct Hooks {
+    /// Every response, with its body.
+    pub(super) observer: Option<mpsc::Sender<ObservedResponse>>,
+    /// Every second of the schedule, as it closes.
+    pub(super) seconds: Option<mpsc::UnboundedSender<SecondBucket>>,
+}
+
 /// Runs `plan` to its end or until `stop`.
-pub(super) async fn drive(
-    plan: Arc<Plan>,
-    stop: CancellationToken,
-    observer: Option<mpsc::Sender<ObservedResponse>>,
-) -> TrafficRun {
+pub(super) async fn drive(plan: Arc<Plan>, stop: CancellationToken, hooks: Hooks) -> TrafficRun {
     let start = Instant::now();
+    let most = match &plan.schedule {
+        Schedule::Open(arrivals) => arrivals.planned,
+        Schedule::Closed { .. } => plan.max_requests,
+    };
     let workers = plan
         .connections
-        .min(usize::try_from(plan.planned).unwrap_or(usize::MAX));
+        .min(usize::try_from(most).unwrap_or(usize::MAX));
+    let mut tally = Tally::new(
+        plan.schedule.clone(),
+        plan.max_requests,
+        start,
+        plan.keep_second_histograms,
+    );
+    if let Some(seconds) = hooks.seconds {
+        tally.watch(seconds);
+    }
+    let observer = hooks.observer;
     let shared = Arc::new(Shared {
-        tally: Mutex::new(Tally::new(plan.rate, plan.planned)),
+        tally: Mutex::new(tally),
         plan,
         start,
         observer,
@@ -101,8 +121,21 @@ enum Finished {
 async fn work(shared: Arc<Shared>, stop: CancellationToken) -> Finished {
     let plan = &*shared.plan;
     let capture = shared.observer.is_some().then_some(plan.capture_limit);
+    let think = match plan.schedule {
+        Schedule::Closed { think, .. } if !think.is_zero() => Some(think),
+        _ => None,
+    };
     let mut connection = None;
+    let mut first = true;
     loop {
+        if let (Some(think), false) = (think, first) {
+            tokio::select! {
+                biased;
+                () = stop.cancelled() => return Finished::Cancelled,
+                () = tokio::time::sleep(think) => {}
+            }
+        }
+        first = false;
         let Some(ticket) = shared.tally().next_ticket() else {
             return Finished::Completed;
         };
@@ -110,7 +143,9 @@ async fn work(shared: Arc<Shared>, stop: CancellationToken) -> Finished {
         let (sample, body) = plan.samples.for_request(ticket.index);
         let deadline = due + plan.timeout;
         let attempt = async {
-            tokio::time::sleep_until(due).await;
+            if Instant::now() < due {
+                tokio::time::sleep_until(due).await;
+            }
             if Instant::now() >= deadline {
                 // Due so long ago that it timed out waiting for this worker:
                 // leave the connection alone rather than start a request

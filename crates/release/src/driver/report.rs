@@ -17,6 +17,10 @@ pub struct TrafficRun {
     pub report: TrafficReport,
     /// The latency of every response, from its request's intended send time.
     pub latency: Histogram<u64>,
+    /// Each second's latency histogram in [`super::encode_histogram`]'s
+    /// form, one per entry of [`TrafficReport::per_second`], when the
+    /// settings asked to keep them; empty otherwise.
+    pub second_histograms: Vec<Vec<u8>>,
 }
 
 /// What a run sent and what came back.
@@ -31,10 +35,15 @@ pub struct TrafficReport {
     pub target: String,
     /// The HTTP method.
     pub method: String,
-    /// The arrival rate asked for, in requests per second.
-    pub target_rps: f64,
+    /// The arrival rate asked for, in requests per second (its mean over
+    /// the stages); `None` for a closed workload.
+    pub target_rps: Option<f64>,
+    /// The users of a closed workload; `None` for an open one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub users: Option<u64>,
     /// The requests the schedule held: at most `max_requests`, all due
-    /// within the duration.
+    /// within the duration (in a closed workload, the requests handed to
+    /// users).
     pub planned: u64,
     /// The requests that got an outcome.
     pub requests: u64,
@@ -169,7 +178,7 @@ impl LatencySummary {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SecondBucket {
     /// Seconds since the start: this bucket holds the requests due in
-    /// `[second, second + 1)`.
+    /// `[second, second + 1)` (in a closed workload, sent in it).
     pub second: u64,
     /// Requests due in this second that got an outcome.
     pub requests: u64,

@@ -9,8 +9,10 @@ use hyper::{Method, Uri};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::report::{ObservedResponse, TrafficRun};
+use super::engine::Hooks;
+use super::report::{ObservedResponse, SecondBucket, TrafficRun};
 use super::samples::Samples;
+use super::schedule::{Arrivals, Schedule, Workload};
 use super::{DriverError, engine};
 
 /// The longest per-request timeout: it bounds how many seconds of the
@@ -20,10 +22,14 @@ const MAX_TIMEOUT: Duration = Duration::from_secs(60);
 /// The most connections a run may open.
 const MAX_CONNECTIONS: usize = 1024;
 
+/// The longest think time of a closed workload.
+const MAX_THINK: Duration = Duration::from_secs(3600);
+
 /// What a run sends, where and how fast, before it is checked.
 ///
-/// [`DriverSettings::new`] fills in the defaults: `POST`, no extra headers,
-/// a 10 s timeout, 8 connections, bodies captured up to 64 KiB.
+/// [`DriverSettings::new`] fills in the defaults: an open workload at a
+/// constant rate, `POST`, no extra headers, a 10 s timeout, 8 connections,
+/// bodies captured up to 64 KiB, no per-second histograms kept.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DriverSettings {
     /// The target: an `http://` URL (no TLS).
@@ -33,20 +39,25 @@ pub struct DriverSettings {
     /// Extra request headers. `content-type` defaults to
     /// `application/json`; `host` comes from the URL.
     pub headers: Vec<(String, String)>,
-    /// The arrival rate, in requests per second (fractions allowed).
-    pub rate: f64,
-    /// No request is due this long after the start or later.
-    pub duration: Duration,
+    /// How the load is offered: arrivals on a schedule (open) or users
+    /// waiting for their responses (closed). No request is due, or sent,
+    /// after its duration.
+    pub workload: Workload,
     /// No more than this many requests are sent.
     pub max_requests: u64,
     /// A request without a complete response this long after it was due
     /// is a timeout (at most 60 s).
     pub timeout: Duration,
-    /// The keep-alive connections (1 to 1024): requests beyond them wait
-    /// for one, and their latency still runs from when they were due.
+    /// The keep-alive connections of an open workload (1 to 1024):
+    /// requests beyond them wait for one, and their latency still runs from
+    /// when they were due. A closed workload opens one per user.
     pub connections: usize,
     /// The most response body bytes handed to an observer per response.
     pub capture_limit: usize,
+    /// Keep each second's latency histogram, serialized, in
+    /// [`TrafficRun::second_histograms`] (a few hundred bytes a second), so
+    /// runs of several processes merge second by second without loss.
+    pub keep_second_histograms: bool,
 }
 
 /// One problem with [`DriverSettings`].
@@ -55,6 +66,18 @@ pub enum SettingError {
     /// The rate is not a positive finite number.
     #[error("the rate must be a positive number of requests per second, not {0}")]
     Rate(f64),
+    /// An open workload without stages.
+    #[error("an open workload needs at least one stage")]
+    NoStages,
+    /// Stages whose rates are all zero.
+    #[error("the stages' rates are all zero: no request would be sent")]
+    NoArrivals,
+    /// The user count of a closed workload is out of range.
+    #[error("users must be between 1 and {MAX_CONNECTIONS}, not {0}")]
+    Users(usize),
+    /// A think time longer than an hour.
+    #[error("the think time must be at most an hour, not {0:?}")]
+    Think(Duration),
     /// The URL does not parse.
     #[error("the target `{url}` is not a url: {reason}")]
     Url {
@@ -90,25 +113,29 @@ impl DriverSettings {
     /// Settings with the defaults, for `rate` requests per second to `url`,
     /// bounded by `duration` and `max_requests`.
     pub fn new(url: impl Into<String>, rate: f64, duration: Duration, max_requests: u64) -> Self {
+        Self::with_workload(url, Workload::constant(rate, duration), max_requests)
+    }
+
+    /// Settings with the defaults, for `workload` to `url`, bounded by its
+    /// duration and `max_requests`.
+    pub fn with_workload(url: impl Into<String>, workload: Workload, max_requests: u64) -> Self {
         Self {
             url: url.into(),
             method: "POST".to_owned(),
             headers: Vec::new(),
-            rate,
-            duration,
+            workload,
             max_requests,
             timeout: Duration::from_secs(10),
             connections: 8,
             capture_limit: 64 * 1024,
+            keep_second_histograms: false,
         }
     }
 
     /// Checks the settings and pairs them with the samples to send.
     pub fn compile(&self, samples: Samples) -> Result<Driver, DriverError> {
         let mut problems = Vec::new();
-        if !(self.rate.is_finite() && self.rate > 0.0) {
-            problems.push(SettingError::Rate(self.rate));
-        }
+        let schedule = self.schedule(&mut problems);
         let target = Target::parse(&self.url).map_err(|e| problems.push(e)).ok();
         let method = Method::from_bytes(self.method.as_bytes())
             .map_err(|_| problems.push(SettingError::Method(self.method.clone())))
@@ -125,7 +152,9 @@ impl DriverSettings {
                 _ => problems.push(SettingError::Header(name.clone())),
             }
         }
-        if self.duration.is_zero() {
+        if self.workload.duration().is_zero()
+            || matches!(&self.workload, Workload::Open { stages } if stages.iter().any(|s| s.duration.is_zero()))
+        {
             problems.push(SettingError::Duration);
         }
         if self.max_requests == 0 {
@@ -137,43 +166,90 @@ impl DriverSettings {
         if !(1..=MAX_CONNECTIONS).contains(&self.connections) {
             problems.push(SettingError::Connections(self.connections));
         }
-        let (Some(target), Some(method), true) = (target, method, problems.is_empty()) else {
+        let (Some(target), Some(method), Some(schedule), true) =
+            (target, method, schedule, problems.is_empty())
+        else {
             return Err(DriverError::Settings(problems));
         };
         headers.insert(HOST, target.host.clone());
-        if !headers.contains_key(CONTENT_TYPE) {
+        // A body needs a type; a bodiless GET does not.
+        if !headers.contains_key(CONTENT_TYPE) && samples.bodies().iter().any(|b| !b.is_empty()) {
             headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         }
+        let connections = match &schedule {
+            Schedule::Open(_) => self.connections,
+            Schedule::Closed { users, .. } => *users,
+        };
         Ok(Driver {
             plan: Arc::new(Plan {
-                planned: planned_requests(self.rate, self.duration, self.max_requests),
                 target,
                 method,
                 headers,
-                rate: self.rate,
+                schedule,
+                max_requests: self.max_requests,
                 timeout: self.timeout,
-                connections: self.connections,
+                connections,
                 capture_limit: self.capture_limit,
+                keep_second_histograms: self.keep_second_histograms,
                 samples,
             }),
         })
     }
-}
 
-/// How many requests are due within `duration` at `rate` (request `i` is
-/// due at `i / rate`), capped at `max`.
-fn planned_requests(rate: f64, duration: Duration, max: u64) -> u64 {
-    let due = rate * duration.as_secs_f64();
-    // `rate * duration` is often an integer computed with a rounding error
-    // (100.0 * 0.3 = 30.000000000000004): do not plan a request for it.
-    let rounded = due.round();
-    let count = if (due - rounded).abs() <= 1e-9 * rounded.max(1.0) {
-        rounded
-    } else {
-        due.ceil()
-    };
-    // Request 0 is due at 0, inside any duration.
-    (count as u64).max(1).min(max)
+    /// The workload, checked; `None` with the problems pushed.
+    fn schedule(&self, problems: &mut Vec<SettingError>) -> Option<Schedule> {
+        let before = problems.len();
+        match &self.workload {
+            Workload::Open { stages } => {
+                if stages.is_empty() {
+                    problems.push(SettingError::NoStages);
+                }
+                for stage in stages {
+                    for rate in [stage.from, stage.to] {
+                        if !(rate.is_finite() && rate >= 0.0) {
+                            problems.push(SettingError::Rate(rate));
+                        }
+                    }
+                }
+                let valid = problems.len() == before;
+                if valid && !stages.is_empty() {
+                    let arrivals: f64 = stages
+                        .iter()
+                        .map(|s| (s.from + s.to) * s.duration.as_secs_f64())
+                        .sum();
+                    let all_zero = stages.iter().all(|s| s.from == 0.0 && s.to == 0.0);
+                    if all_zero && stages.len() == 1 {
+                        problems.push(SettingError::Rate(stages[0].from));
+                    } else if all_zero {
+                        problems.push(SettingError::NoArrivals);
+                    } else if arrivals <= 0.0 {
+                        // Rates above zero for no time: the duration check
+                        // says why.
+                        return None;
+                    }
+                }
+                (problems.len() == before)
+                    .then(|| Schedule::Open(Arrivals::new(stages, self.max_requests.max(1))))
+            }
+            Workload::Closed {
+                users,
+                think,
+                duration,
+            } => {
+                if !(1..=MAX_CONNECTIONS).contains(users) {
+                    problems.push(SettingError::Users(*users));
+                }
+                if *think > MAX_THINK {
+                    problems.push(SettingError::Think(*think));
+                }
+                (problems.len() == before).then_some(Schedule::Closed {
+                    users: *users,
+                    think: *think,
+                    duration: *duration,
+                })
+            }
+        }
+    }
 }
 
 /// A checked run, ready to send: run it as often as needed.
@@ -185,8 +261,13 @@ pub struct Driver {
 impl Driver {
     /// The requests a run plans: at most `max_requests`, all due within the
     /// duration.
+    ///
+    /// A closed workload plans none ahead: this is its `max_requests`.
     pub fn planned_requests(&self) -> u64 {
-        self.plan.planned
+        match &self.plan.schedule {
+            Schedule::Open(arrivals) => arrivals.planned,
+            Schedule::Closed { .. } => self.plan.max_requests,
+        }
     }
 
     /// The samples it sends.
@@ -199,7 +280,22 @@ impl Driver {
     /// the future stops it too (its tasks are aborted, its connections
     /// closed).
     pub async fn run(&self, stop: &CancellationToken) -> TrafficRun {
-        engine::drive(Arc::clone(&self.plan), stop.clone(), None).await
+        engine::drive(Arc::clone(&self.plan), stop.clone(), Hooks::default()).await
+    }
+
+    /// [`Driver::run`], sending every second of the schedule to `seconds`
+    /// as it closes (once every request due in it has an outcome): a live
+    /// view for a progress line.
+    pub async fn run_watched(
+        &self,
+        stop: &CancellationToken,
+        seconds: mpsc::UnboundedSender<SecondBucket>,
+    ) -> TrafficRun {
+        let hooks = Hooks {
+            seconds: Some(seconds),
+            ..Hooks::default()
+        };
+        engine::drive(Arc::clone(&self.plan), stop.clone(), hooks).await
     }
 
     /// [`Driver::run`], handing every response (status, latency, body up
@@ -214,7 +310,11 @@ impl Driver {
         stop: &CancellationToken,
         observer: mpsc::Sender<ObservedResponse>,
     ) -> TrafficRun {
-        engine::drive(Arc::clone(&self.plan), stop.clone(), Some(observer)).await
+        let hooks = Hooks {
+            observer: Some(observer),
+            ..Hooks::default()
+        };
+        engine::drive(Arc::clone(&self.plan), stop.clone(), hooks).await
     }
 }
 
@@ -225,11 +325,13 @@ pub(super) struct Plan {
     pub(super) method: Method,
     /// Every request header, `host` included.
     pub(super) headers: HeaderMap,
-    pub(super) rate: f64,
-    pub(super) planned: u64,
+    pub(super) schedule: Schedule,
+    pub(super) max_requests: u64,
     pub(super) timeout: Duration,
+    /// The workers: one connection each.
     pub(super) connections: usize,
     pub(super) capture_limit: usize,
+    pub(super) keep_second_histograms: bool,
     pub(super) samples: Samples,
 }
 
@@ -278,29 +380,5 @@ impl Target {
             host,
             path,
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn planned_requests_counts_the_due_times_inside_the_duration() {
-        let check = |rate, millis, max, expect| {
-            assert_eq!(
-                planned_requests(rate, Duration::from_millis(millis), max),
-                expect,
-                "rate {rate}, {millis} ms, max {max}"
-            );
-        };
-        check(100.0, 300, 1000, 30);
-        check(200.0, 250, 1000, 50);
-        check(200.0, 250, 20, 20);
-        check(3.0, 1000, 1000, 3);
-        check(2.5, 1000, 1000, 3);
-        check(0.5, 1000, 1000, 1);
-        check(1e9, 1000, 7, 7);
-        check(1e-12, 1000, 7, 1);
     }
 }

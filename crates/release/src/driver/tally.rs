@@ -11,18 +11,22 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
 
-use super::histogram::latency_histogram;
+use super::histogram::{encode_histogram, latency_histogram};
 use super::report::{
     ErrorCounts, LatencySummary, SecondBucket, StatusCounts, StopReason, TrafficReport, TrafficRun,
 };
+use super::schedule::Schedule;
 
 /// A request handed to a worker: its place in the schedule.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Ticket {
     /// Its position, from 0.
     pub(super) index: u64,
-    /// When it is due, after the start.
+    /// When it is due, after the start (in a closed workload, when it was
+    /// handed out).
     pub(super) due: Duration,
     /// `due` in whole seconds: its bucket.
     second: u64,
@@ -70,10 +74,17 @@ impl Failure {
 
 /// The live state of one run.
 pub(super) struct Tally {
-    rate: f64,
-    planned: u64,
+    schedule: Schedule,
+    max_requests: u64,
+    /// The run's start: a closed workload's tickets are due when handed out.
+    start: Instant,
     /// The next request to hand out.
     next: u64,
+    /// Keep each closed second's histogram, serialized.
+    keep_histograms: bool,
+    second_histograms: Vec<Vec<u8>>,
+    /// Told of every second as it closes.
+    watcher: Option<mpsc::UnboundedSender<SecondBucket>>,
     latency: Histogram<u64>,
     requests: u64,
     errors: ErrorCounts,
@@ -99,11 +110,20 @@ struct OpenSecond {
 }
 
 impl Tally {
-    pub(super) fn new(rate: f64, planned: u64) -> Self {
+    pub(super) fn new(
+        schedule: Schedule,
+        max_requests: u64,
+        start: Instant,
+        keep_histograms: bool,
+    ) -> Self {
         Self {
-            rate,
-            planned,
+            schedule,
+            max_requests,
+            start,
             next: 0,
+            keep_histograms,
+            second_histograms: Vec::new(),
+            watcher: None,
             latency: latency_histogram(),
             requests: 0,
             errors: ErrorCounts::default(),
@@ -118,14 +138,17 @@ impl Tally {
         }
     }
 
+    /// Sends every second to `watcher` as it closes (a closed channel is
+    /// ignored).
+    pub(super) fn watch(&mut self, watcher: mpsc::UnboundedSender<SecondBucket>) {
+        self.watcher = Some(watcher);
+    }
+
     /// The next request of the schedule, or `None` when all were handed out.
     pub(super) fn next_ticket(&mut self) -> Option<Ticket> {
-        if self.next >= self.planned {
-            return None;
-        }
+        let due = self.due(self.next)?;
         let index = self.next;
         self.next += 1;
-        let due = Duration::from_secs_f64(index as f64 / self.rate);
         let second = due.as_secs();
         let first_unopened = self
             .open
@@ -222,11 +245,16 @@ impl Tally {
             self.close(bucket);
         }
         let elapsed_s = elapsed.as_secs_f64();
+        let (target_rps, users, planned) = match &self.schedule {
+            Schedule::Open(arrivals) => (Some(arrivals.mean_rate), None, arrivals.planned),
+            Schedule::Closed { users, .. } => (None, Some(*users as u64), self.next),
+        };
         let report = TrafficReport {
             target,
             method,
-            target_rps: self.rate,
-            planned: self.planned,
+            target_rps,
+            users,
+            planned,
             requests: self.requests,
             errors: self.errors.total(),
             errors_by_kind: self.errors,
@@ -248,6 +276,7 @@ impl Tally {
         TrafficRun {
             report,
             latency: self.latency,
+            second_histograms: self.second_histograms,
         }
     }
 
@@ -256,11 +285,21 @@ impl Tally {
         &mut self.open[(second - first) as usize]
     }
 
+    /// When request `index` is due, or `None` if the run holds no more.
+    fn due(&self, index: u64) -> Option<Duration> {
+        match &self.schedule {
+            Schedule::Open(arrivals) => (index < arrivals.planned).then(|| arrivals.due(index)),
+            Schedule::Closed { duration, .. } => {
+                let now = self.start.elapsed();
+                (index < self.max_requests && now < *duration).then_some(now)
+            }
+        }
+    }
+
     /// Closes the oldest seconds whose requests all have an outcome and
     /// that can get no more requests.
     fn close_finished(&mut self) {
-        let next_second = (self.next < self.planned)
-            .then(|| Duration::from_secs_f64(self.next as f64 / self.rate).as_secs());
+        let next_second = self.due(self.next).map(|due| due.as_secs());
         while let Some(front) = self.open.front() {
             let done =
                 front.requests == front.handed_out && next_second.is_none_or(|s| s > front.second);
@@ -274,15 +313,33 @@ impl Tally {
 
     fn close(&mut self, bucket: OpenSecond) {
         let latency_ms = bucket.latency.as_ref().and_then(LatencySummary::of);
+        if self.keep_histograms {
+            let empty;
+            let histogram = match &bucket.latency {
+                Some(h) => h,
+                None => {
+                    empty = latency_histogram();
+                    &empty
+                }
+            };
+            self.second_histograms.push(
+                encode_histogram(histogram)
+                    .expect("a histogram of the driver's shape serializes into memory"),
+            );
+        }
         if let Some(mut histogram) = bucket.latency {
             histogram.reset();
             self.spare.push(histogram);
         }
-        self.closed.push(SecondBucket {
+        let closed = SecondBucket {
             second: bucket.second,
             requests: bucket.requests,
             errors: bucket.errors,
             latency_ms,
-        });
+        };
+        if let Some(watcher) = &self.watcher {
+            let _ = watcher.send(closed.clone());
+        }
+        self.closed.push(closed);
     }
 }

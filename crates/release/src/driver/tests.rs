@@ -23,6 +23,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::schedule::{Arrivals, Schedule};
 use super::tally::{Outcome, Tally};
 use super::*;
 
@@ -47,6 +48,10 @@ enum Reply {
     Sleep(Duration),
     /// 200 with a body of this many bytes.
     Large(usize),
+    /// Echo, but the whole server freezes for the last `pause` of every
+    /// `every` since it started: a request arriving then is answered when
+    /// the freeze ends.
+    Freeze { every: Duration, pause: Duration },
 }
 
 /// A server on 127.0.0.1 that records what it received; stopped on drop.
@@ -73,6 +78,7 @@ impl TestServer {
         let recorded = Arc::clone(&seen);
         let peers = Arc::new(Mutex::new(HashSet::new()));
         let accepted = Arc::clone(&peers);
+        let started = Instant::now();
         let accept = tokio::spawn(async move {
             // Dropped with the accept task: aborts every connection.
             let mut connections = JoinSet::new();
@@ -91,7 +97,7 @@ impl TestServer {
                             seen.push((Instant::now(), body.clone()));
                             seen.len() - 1
                         };
-                        Ok::<_, hyper::Error>(answer(reply, index, body).await)
+                        Ok::<_, hyper::Error>(answer(reply, index, body, started).await)
                     }
                 });
                 connections.spawn(async move {
@@ -127,7 +133,12 @@ impl TestServer {
     }
 }
 
-async fn answer(reply: Reply, index: usize, body: Bytes) -> Response<Full<Bytes>> {
+async fn answer(
+    reply: Reply,
+    index: usize,
+    body: Bytes,
+    started: Instant,
+) -> Response<Full<Bytes>> {
     let echo = |body| Response::new(Full::new(body));
     match reply {
         Reply::Echo => echo(body),
@@ -147,6 +158,14 @@ async fn answer(reply: Reply, index: usize, body: Bytes) -> Response<Full<Bytes>
             echo(body)
         }
         Reply::Large(len) => echo(Bytes::from(vec![b'x'; len])),
+        Reply::Freeze { every, pause } => {
+            let into = started.elapsed().as_nanos() % every.as_nanos();
+            let thaw = every.as_nanos() - into;
+            if thaw <= pause.as_nanos() {
+                tokio::time::sleep(Duration::from_nanos(thaw as u64)).await;
+            }
+            echo(body)
+        }
     }
 }
 
@@ -781,7 +800,11 @@ async fn the_report_serializes_with_its_documented_fields() {
 fn seconds_close_when_every_request_due_in_them_has_an_outcome() {
     // Half a request per second: requests due at 0, 2 and 4 s; seconds 1
     // and 3 are empty.
-    let mut tally = Tally::new(0.5, 3);
+    let schedule = Schedule::Open(Arrivals::new(
+        &[RateStage::constant(0.5, Duration::from_secs(6))],
+        1000,
+    ));
+    let mut tally = Tally::new(schedule, 1000, tokio::time::Instant::now(), false);
     let tickets: Vec<_> = std::iter::from_fn(|| tally.next_ticket()).collect();
     assert_eq!(tickets.len(), 3);
     let ok = Outcome::Response {
@@ -813,4 +836,220 @@ fn seconds_close_when_every_request_due_in_them_has_an_outcome() {
     assert_eq!(run.report.bytes_received, 4);
     let max = run.report.latency_ms.unwrap().max;
     assert!((5.0..5.01).contains(&max), "{max}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_frozen_one_second_in_five_shows_in_p99_at_a_constant_rate() {
+    bounded(async {
+        let server = TestServer::start(Reply::Freeze {
+            every: Duration::from_secs(5),
+            pause: Duration::from_secs(1),
+        })
+        .await;
+        // 100/s for 5 s: the 100 requests due in the last second find the
+        // server frozen; their latency runs from when they were due, so a
+        // fifth of the run waits between 0 and 1 s: p99 is near a second.
+        let run = settings(server.url(), 100.0, 5000, 10_000)
+            .compile(samples(2))
+            .unwrap()
+            .run(&CancellationToken::new())
+            .await;
+        check_consistent(&run);
+        let r = &run.report;
+        assert_eq!((r.requests, r.status.success), (500, 500));
+        let latency = r.latency_ms.unwrap();
+        assert!(latency.p99 >= 800.0, "{latency:?}");
+        let slow = run.latency.count_between(200_000, run.latency.high());
+        assert!(slow >= 60, "{slow} responses took 200 ms or more");
+        // The frozen second is the last: its own p50 is half a second or
+        // so, while the first second's is that of a quick echo.
+        let last = r.per_second[4].latency_ms.unwrap();
+        assert!(last.p50 >= 300.0, "{last:?}");
+        let first = r.per_second[0].latency_ms.unwrap();
+        assert!(first.p50 < last.p50 / 2.0, "{first:?} vs {last:?}");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_workload_keeps_one_request_per_user_in_flight() {
+    bounded(async {
+        let server = TestServer::start(Reply::Sleep(Duration::from_millis(10))).await;
+        let workload = Workload::Closed {
+            users: 3,
+            think: Duration::ZERO,
+            duration: Duration::from_millis(400),
+        };
+        let mut settings = DriverSettings::with_workload(server.url(), workload, 100_000);
+        settings.connections = 1; // a closed workload opens one per user
+        let run = settings
+            .compile(samples(2))
+            .unwrap()
+            .run(&CancellationToken::new())
+            .await;
+        check_consistent(&run);
+        let r = &run.report;
+        assert_eq!(r.users, Some(3));
+        assert_eq!(r.target_rps, None);
+        assert_eq!(r.planned, r.requests);
+        assert_eq!(r.errors, 0);
+        assert_eq!(r.requests as usize, server.hits());
+        // Three users of 10 ms requests for 400 ms: at most 3 × 40 + 3
+        // (one each may start just before the end).
+        assert!((6..=123).contains(&r.requests), "{}", r.requests);
+        assert_eq!(server.peers.lock().unwrap().len(), 3);
+        // One request per user at a time: no two requests of the same
+        // user overlap, so at most 3 arrive within any 10 ms.
+        let arrivals: Vec<Instant> = server
+            .seen
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(t, _)| *t)
+            .collect();
+        for window in arrivals.windows(4) {
+            assert!(
+                window[3] - window[0] >= Duration::from_millis(9),
+                "four requests within {:?}",
+                window[3] - window[0]
+            );
+        }
+        assert_eq!(serde_json::to_value(r).unwrap()["users"], 3);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn think_time_paces_each_user_and_max_requests_bounds_a_closed_run() {
+    bounded(async {
+        let server = TestServer::start(Reply::Echo).await;
+        let workload = Workload::Closed {
+            users: 2,
+            think: Duration::from_millis(100),
+            duration: Duration::from_millis(350),
+        };
+        let run = DriverSettings::with_workload(server.url(), workload.clone(), 100_000)
+            .compile(samples(1))
+            .unwrap()
+            .run(&CancellationToken::new())
+            .await;
+        check_consistent(&run);
+        // Each user sends at 0, ≥100, ≥200, ≥300 ms: at most 4 each.
+        assert!(
+            (2..=8).contains(&run.report.requests),
+            "{}",
+            run.report.requests
+        );
+        let bounded_run = DriverSettings::with_workload(server.url(), workload, 3)
+            .compile(samples(1))
+            .unwrap()
+            .run(&CancellationToken::new())
+            .await;
+        assert_eq!(bounded_run.report.requests, 3);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stages_ramp_the_arrival_rate_and_seconds_are_watched_as_they_close() {
+    bounded(async {
+        let server = TestServer::start(Reply::Echo).await;
+        // 0 → 100/s over 1 s (50 requests), then 20/s for 1 s.
+        let workload = Workload::Open {
+            stages: vec![
+                RateStage {
+                    duration: Duration::from_secs(1),
+                    from: 0.0,
+                    to: 100.0,
+                },
+                RateStage::constant(20.0, Duration::from_secs(1)),
+            ],
+        };
+        let mut settings = DriverSettings::with_workload(server.url(), workload, 1000);
+        settings.keep_second_histograms = true;
+        let driver = settings.compile(samples(1)).unwrap();
+        assert_eq!(driver.planned_requests(), 70);
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let start = Instant::now();
+        let run = driver.run_watched(&CancellationToken::new(), tx).await;
+        check_consistent(&run);
+        let r = &run.report;
+        assert_eq!(r.requests, 70);
+        assert!((r.target_rps.unwrap() - 35.0).abs() < 1e-9);
+        let per_second: Vec<u64> = r.per_second.iter().map(|b| b.requests).collect();
+        assert_eq!(per_second, [50, 20]);
+        // The ramp's first half holds a quarter of its requests.
+        let arrivals: Vec<Duration> = server
+            .seen
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(t, _)| *t - start)
+            .collect();
+        let early = arrivals
+            .iter()
+            .filter(|t| **t < Duration::from_millis(500))
+            .count();
+        assert!(
+            (10..=14).contains(&early),
+            "{early} of the first 50 in 500 ms"
+        );
+        let mut watched = Vec::new();
+        while let Ok(bucket) = rx.try_recv() {
+            watched.push(bucket);
+        }
+        assert_eq!(watched, r.per_second);
+        // One serialized histogram per second, adding up to the whole.
+        assert_eq!(run.second_histograms.len(), 2);
+        let mut merged = latency_histogram();
+        for bytes in &run.second_histograms {
+            merged.add(decode_histogram(bytes).unwrap()).unwrap();
+        }
+        assert_eq!(merged, run.latency);
+    })
+    .await;
+}
+
+#[test]
+fn workloads_are_checked() {
+    let url = "http://127.0.0.1:1/";
+    let problems = |workload: Workload| match DriverSettings::with_workload(url, workload, 10)
+        .compile(samples(1))
+    {
+        Err(DriverError::Settings(problems)) => problems,
+        other => panic!("compiled: {other:?}"),
+    };
+    assert_eq!(
+        problems(Workload::Open { stages: vec![] }),
+        [SettingError::NoStages, SettingError::Duration]
+    );
+    let pause = RateStage::constant(0.0, Duration::from_secs(1));
+    assert_eq!(
+        problems(Workload::Open {
+            stages: vec![pause, pause]
+        }),
+        [SettingError::NoArrivals]
+    );
+    assert_eq!(
+        problems(Workload::Open {
+            stages: vec![RateStage {
+                duration: Duration::from_secs(1),
+                from: -1.0,
+                to: f64::INFINITY
+            }]
+        }),
+        [SettingError::Rate(-1.0), SettingError::Rate(f64::INFINITY)]
+    );
+    assert_eq!(
+        problems(Workload::Closed {
+            users: 0,
+            think: Duration::from_secs(7200),
+            duration: Duration::ZERO
+        }),
+        [
+            SettingError::Users(0),
+            SettingError::Think(Duration::from_secs(7200)),
+            SettingError::Duration
+        ]
+    );
 }
