@@ -7,6 +7,7 @@ mod autoscale;
 mod drift;
 mod gateway;
 mod infra;
+mod loadtest;
 mod logs;
 mod model;
 mod monitor;
@@ -108,6 +109,10 @@ enum Command {
     /// (Knative) policies on scenario files
     #[command(subcommand)]
     Autoscale(autoscale::AutoscaleCommand),
+    /// Load testing (stage 6): send load to a URL with thresholds, merge
+    /// the results of several generators
+    #[command(subcommand)]
+    Loadtest(loadtest::LoadtestCommand),
     /// Run the release gateway as a supervised service (internal)
     #[command(hide = true, name = mlops_release::service::SERVE_SUBCOMMAND)]
     GatewayServe {
@@ -393,6 +398,7 @@ fn dispatch(cli: Cli) -> Result<u8, Failure> {
         Command::Monitor(args) => monitor::run(*args),
         Command::Drift(args) => drift::run(&args),
         Command::Autoscale(command) => autoscale::run(&command),
+        Command::Loadtest(command) => loadtest::run(command),
         Command::Logs(args) => logs::run(&args),
         Command::CollectorServe { state, admin_port } => {
             use mlops_apm::collector::service::{ServeOptions, serve_main};

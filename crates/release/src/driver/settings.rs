@@ -205,7 +205,13 @@ impl DriverSettings {
                     problems.push(SettingError::NoStages);
                 }
                 for stage in stages {
-                    for rate in [stage.from, stage.to] {
+                    let constant = stage.from.to_bits() == stage.to.to_bits();
+                    let rates = if constant {
+                        &[stage.from][..]
+                    } else {
+                        &[stage.from, stage.to][..]
+                    };
+                    for &rate in rates {
                         if !(rate.is_finite() && rate >= 0.0) {
                             problems.push(SettingError::Rate(rate));
                         }
