@@ -5,6 +5,7 @@
 
 use std::path::Path;
 
+pub mod bench;
 pub mod chromium;
 
 use mlops_core::{
