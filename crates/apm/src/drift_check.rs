@@ -189,13 +189,7 @@ impl StepKind for DriftCheckKind {
                 Some(span),
             )]);
         };
-        let exe = std::env::current_exe().ok();
-        let program = exe
-            .iter()
-            .flat_map(|e| e.ancestors().skip(1).take(2))
-            .map(|dir| dir.join("mlops"))
-            .find(|p| p.is_file())
-            .unwrap_or_else(|| "mlops".into());
+        let program = mlops_release::service::mlops_program();
         let check = DriftCheck {
             service,
             environment: release.environment.clone(),

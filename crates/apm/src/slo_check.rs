@@ -197,13 +197,7 @@ impl StepKind for SloCheckKind {
 /// The `mlops` program beside the running one (or the directory above it,
 /// where cargo puts test binaries' siblings), else from `PATH`.
 fn programs() -> (GatewayProgram, CollectorProgram) {
-    let exe = std::env::current_exe().ok();
-    let program = exe
-        .iter()
-        .flat_map(|e| e.ancestors().skip(1).take(2))
-        .map(|dir| dir.join("mlops"))
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| "mlops".into());
+    let program = mlops_release::service::mlops_program();
     (
         GatewayProgram::mlops(&program),
         CollectorProgram::mlops(program),

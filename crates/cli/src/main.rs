@@ -280,6 +280,7 @@ fn registry(provider: Option<mlops_iac::ProviderKind>) -> KindRegistry {
         mlops_cd::register,
         mlops_release::register,
         mlops_apm::register,
+        mlops_loadtest::register,
     ];
     let mut registry = KindRegistry::new();
     registry.set_option(mlops_iac::IacOptions {

@@ -26,7 +26,9 @@
 //! Options: `--rounds N` (5), `--duration 10s`, `--connections N` (32),
 //! `--threads N` (wrk's: 2), `--oha PATH`, `--locust PATH` (found on PATH,
 //! in ~/.cargo/bin or in /tmp/locust-venv/bin when not given), `--without
-//! oha|locust` to leave one out.
+//! oha|locust` to leave one out, `--locust-user fast|http` (Locust's
+//! `FastHttpUser`, the default, or its classic `HttpUser` on
+//! python-requests).
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -47,6 +49,8 @@ struct Args {
     oha: Option<PathBuf>,
     locust: Option<PathBuf>,
     without: Vec<String>,
+    /// Locust's user class: `FastHttpUser` or `HttpUser`.
+    locust_user: &'static str,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -58,6 +62,7 @@ fn parse_args() -> Result<Args, String> {
         oha: None,
         locust: None,
         without: Vec::new(),
+        locust_user: "FastHttpUser",
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -81,6 +86,13 @@ fn parse_args() -> Result<Args, String> {
             }
             "--oha" => args.oha = Some(value()?.into()),
             "--locust" => args.locust = Some(value()?.into()),
+            "--locust-user" => {
+                args.locust_user = match value()?.as_str() {
+                    "fast" => "FastHttpUser",
+                    "http" => "HttpUser",
+                    other => return Err(format!("--locust-user {other}: fast or http")),
+                };
+            }
             "--without" => {
                 let tool = value()?;
                 if tool != "oha" && tool != "locust" {
@@ -192,6 +204,7 @@ fn oha(oha: &Path, url: &str, connections: usize, duration: Duration) -> Result<
 
 fn locust(
     locust: &Path,
+    user: &str,
     dir: &Path,
     host: &str,
     connections: usize,
@@ -201,9 +214,11 @@ fn locust(
     let file = dir.join("locustfile.py");
     std::fs::write(
         &file,
-        "from locust import FastHttpUser, constant, task\n\n\n\
-         class Client(FastHttpUser):\n    wait_time = constant(0)\n\n    \
-         @task\n    def get(self):\n        self.client.get(\"/predict.json\")\n",
+        format!(
+            "from locust import {user}, constant, task\n\n\n\
+             class Client({user}):\n    wait_time = constant(0)\n\n    \
+             @task\n    def get(self):\n        self.client.get(\"/predict.json\")\n"
+        ),
     )
     .map_err(|e| e.to_string())?;
     // Locust adds `.json` to the name it is given.
@@ -331,7 +346,7 @@ fn bench(args: &Args) -> Result<(), String> {
         let (dir, host) = (dir.path(), host.as_str());
         generators.push((
             "locust",
-            Box::new(move |d| locust(bin, dir, host, c, d, cores)),
+            Box::new(move |d| locust(bin, args.locust_user, dir, host, c, d, cores)),
         ));
     }
     let versions: Vec<String> = [
@@ -345,10 +360,11 @@ fn bench(args: &Args) -> Result<(), String> {
     .collect();
     println!(
         "{}; {cores} cores shared by nginx ({cores} workers, a {length} B file) and the \
-         generator; {c} connections, {} rounds of {}s per generator",
+         generator; {c} connections, {} rounds of {}s per generator; Locust with {}",
         versions.join("; "),
         args.rounds,
-        args.duration.as_secs()
+        args.duration.as_secs(),
+        args.locust_user
     );
     for (name, run) in &generators {
         let warm = run(Duration::from_secs(2))?;

@@ -416,6 +416,18 @@ impl GatewayProgram {
     }
 }
 
+/// The `mlops` program beside the running one (or in the directory above
+/// it, where cargo puts test binaries' siblings), else `mlops` from `PATH`:
+/// the program that runs the long-lived services (gateway, collector).
+pub fn mlops_program() -> PathBuf {
+    let exe = std::env::current_exe().ok();
+    exe.iter()
+        .flat_map(|e| e.ancestors().skip(1).take(2))
+        .map(|dir| dir.join("mlops"))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| "mlops".into())
+}
+
 /// The gateway in front of one declared service, as a service of the
 /// release environment. See the [module docs](self).
 pub struct GatewayService<'a> {

@@ -136,14 +136,7 @@ pub(crate) fn common(
 /// The `mlops` program beside the running one (or the directory above it,
 /// where cargo puts test binaries' siblings), else from `PATH`.
 fn default_program() -> GatewayProgram {
-    let exe = std::env::current_exe().ok();
-    let program = exe
-        .iter()
-        .flat_map(|e| e.ancestors().skip(1).take(2))
-        .map(|dir| dir.join("mlops"))
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| "mlops".into());
-    GatewayProgram::mlops(program)
+    GatewayProgram::mlops(crate::service::mlops_program())
 }
 
 pub(crate) fn failure(e: impl std::fmt::Display) -> StepFailure {

@@ -70,6 +70,17 @@ impl TrafficWire {
         span: &std::ops::Range<usize>,
         errors: &mut Vec<Diagnostic>,
     ) -> Option<Traffic> {
+        self.compile_up_to(model, span, errors, MAX_RATE)
+    }
+
+    /// [`TrafficWire::compile`] with another highest rate (a load test's).
+    pub fn compile_up_to(
+        &self,
+        model: &str,
+        span: &std::ops::Range<usize>,
+        errors: &mut Vec<Diagnostic>,
+        max_rate: f64,
+    ) -> Option<Traffic> {
         let t = self;
         let source = match (&t.requests, &t.csv) {
             (Some(r), None) if t.columns.is_none() && t.exclude.is_none() => {
@@ -95,10 +106,10 @@ impl TrafficWire {
             ));
         }
         let mut ok = source.is_some();
-        if !(t.rate.is_finite() && t.rate > 0.0 && t.rate <= MAX_RATE) {
+        if !(t.rate.is_finite() && t.rate > 0.0 && t.rate <= max_rate) {
             errors.push(Diagnostic::new(
                 format!(
-                    "`traffic.rate` must be above 0 and at most {MAX_RATE} requests per second"
+                    "`traffic.rate` must be above 0 and at most {max_rate} requests per second"
                 ),
                 Some(span.clone()),
             ));

@@ -5,17 +5,21 @@
 //!
 //! A worker holds one keep-alive HTTP/1 connection (hyper's low-level
 //! client, so the bound on connections is exact), opens it on first use and
-//! again after any failure, and drops it when a request times out.
+//! again after any failure, and drops it when a request times out. The
+//! worker's own task drives the connection's I/O (the gateway's upstream
+//! [`Conn`]): no task per connection, so no wake-up between tasks, often
+//! between threads, per request.
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
+use std::future::poll_fn;
+use std::pin::Pin;
+use std::task::Poll;
+
 use bytes::{Bytes, BytesMut};
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper::Request;
-use hyper::body::Incoming;
-use hyper::client::conn::http1::SendRequest;
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
+use hyper::body::{Body as _, Incoming};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -25,6 +29,7 @@ use super::report::{ObservedResponse, SecondBucket, StopReason, TrafficRun};
 use super::schedule::Schedule;
 use super::settings::Plan;
 use super::tally::{Outcome, Tally};
+use crate::gateway::upstream::{Conn, connect_to};
 
 /// What the workers of one run share.
 struct Shared {
@@ -118,6 +123,10 @@ enum Finished {
 }
 
 /// One connection's worth of the run.
+///
+/// The worker's timers and its wait for cancellation are made once and
+/// reused: a deadline that only moves later is re-armed without touching
+/// the runtime's timer wheel, so a request costs no timer registration.
 async fn work(shared: Arc<Shared>, stop: CancellationToken) -> Finished {
     let plan = &*shared.plan;
     let capture = shared.observer.is_some().then_some(plan.capture_limit);
@@ -125,38 +134,44 @@ async fn work(shared: Arc<Shared>, stop: CancellationToken) -> Finished {
         Schedule::Closed { think, .. } if !think.is_zero() => Some(think),
         _ => None,
     };
+    let mut cancelled = std::pin::pin!(stop.cancelled());
+    // When the next request is due, and when the one in flight times out.
+    let mut wake = std::pin::pin!(tokio::time::sleep_until(shared.start));
+    let mut expiry = std::pin::pin!(tokio::time::sleep_until(shared.start));
     let mut connection = None;
-    let mut first = true;
+    let mut next = shared.tally().next_ticket();
     loop {
-        if let (Some(think), false) = (think, first) {
-            tokio::select! {
-                biased;
-                () = stop.cancelled() => return Finished::Cancelled,
-                () = tokio::time::sleep(think) => {}
-            }
-        }
-        first = false;
-        let Some(ticket) = shared.tally().next_ticket() else {
+        let Some(ticket) = next.take() else {
             return Finished::Completed;
         };
         let due = shared.start + ticket.due;
         let (sample, body) = plan.samples.for_request(ticket.index);
         let deadline = due + plan.timeout;
-        let attempt = async {
-            if Instant::now() < due {
-                tokio::time::sleep_until(due).await;
+        if Instant::now() < due {
+            wake.as_mut().reset(due);
+            tokio::select! {
+                biased;
+                () = &mut cancelled => {
+                    shared.tally().abandon(&ticket);
+                    return Finished::Cancelled;
+                }
+                () = &mut wake => {}
             }
-            if Instant::now() >= deadline {
-                // Due so long ago that it timed out waiting for this worker:
-                // leave the connection alone rather than start a request
-                // only to cut it off.
-                return (Outcome::Timeout { sent: 0 }, None);
-            }
-            match tokio::time::timeout_at(deadline, exchange(plan, &mut connection, body, capture))
-                .await
-            {
-                Ok(exchanged) => exchanged,
-                Err(_elapsed) => {
+        }
+        let (outcome, captured) = if Instant::now() >= deadline {
+            // Due so long ago that it timed out waiting for this worker:
+            // leave the connection alone rather than start a request only
+            // to cut it off.
+            (Outcome::Timeout { sent: 0 }, None)
+        } else {
+            expiry.as_mut().reset(deadline);
+            tokio::select! {
+                biased;
+                () = &mut cancelled => {
+                    shared.tally().abandon(&ticket);
+                    return Finished::Cancelled;
+                }
+                () = &mut expiry => {
                     // A request cut off in flight closes its connection.
                     let sent = if connection.take().is_some() {
                         body.len() as u64
@@ -165,39 +180,48 @@ async fn work(shared: Arc<Shared>, stop: CancellationToken) -> Finished {
                     };
                     (Outcome::Timeout { sent }, None)
                 }
+                exchanged = exchange(plan, &mut connection, body, capture) => exchanged,
             }
-        };
-        let exchanged = tokio::select! {
-            biased;
-            () = stop.cancelled() => None,
-            exchanged = attempt => Some(exchanged),
-        };
-        let Some((outcome, captured)) = exchanged else {
-            shared.tally().abandon(&ticket);
-            return Finished::Cancelled;
         };
         let latency = Instant::now().saturating_duration_since(due);
-        let mut tally = shared.tally();
-        tally.record(&ticket, &outcome, latency);
-        if let (
-            Some(observer),
-            Outcome::Response { status, .. },
-            Some((body, truncated, variant)),
-        ) = (&shared.observer, &outcome, captured)
-        {
-            let observed = ObservedResponse {
-                index: ticket.index,
-                sample,
-                status: *status,
-                latency,
-                body,
-                truncated,
-                variant,
-            };
-            if observer.try_send(observed).is_err() {
-                tally.observed_dropped();
+        let following = {
+            let mut tally = shared.tally();
+            tally.record(&ticket, &outcome, latency);
+            if let (
+                Some(observer),
+                Outcome::Response { status, .. },
+                Some((body, truncated, variant)),
+            ) = (&shared.observer, &outcome, captured)
+            {
+                let observed = ObservedResponse {
+                    index: ticket.index,
+                    sample,
+                    status: *status,
+                    latency,
+                    body,
+                    truncated,
+                    variant,
+                };
+                if observer.try_send(observed).is_err() {
+                    tally.observed_dropped();
+                }
             }
-        }
+            // Without a think time, the next request in the same hold of
+            // the lock.
+            think.is_none().then(|| tally.next_ticket())
+        };
+        next = match (following, think) {
+            (Some(following), _) => following,
+            (None, Some(think)) => {
+                tokio::select! {
+                    biased;
+                    () = &mut cancelled => return Finished::Cancelled,
+                    () = tokio::time::sleep(think) => {}
+                }
+                shared.tally().next_ticket()
+            }
+            (None, None) => None,
+        };
     }
 }
 
@@ -208,12 +232,12 @@ type Captured = Option<(Bytes, bool, Option<String>)>;
 /// Sends one request on the worker's connection, opening one if needed.
 ///
 /// A kept-alive connection the server closed meanwhile is noticed before
-/// the request is written (hyper hands the request back): the request then
-/// goes once more on a new connection. A request already written is never
-/// sent again.
+/// the request is written (the connection is found closed, or hyper hands
+/// the request back): the request then goes once more on a new
+/// connection. A request already written is never sent again.
 async fn exchange(
     plan: &Plan,
-    connection: &mut Option<SendRequest<Full<Bytes>>>,
+    connection: &mut Option<Conn>,
     body: &Bytes,
     capture: Option<usize>,
 ) -> (Outcome, Captured) {
@@ -221,25 +245,26 @@ async fn exchange(
     let mut request = request(plan, body);
     loop {
         let mut reused = false;
-        if let Some(sender) = connection.as_mut() {
-            if sender.ready().await.is_ok() {
+        if let Some(conn) = connection.as_mut() {
+            let open = poll_fn(|cx| Poll::Ready(conn.poll_open(cx))).await;
+            if open && conn.is_ready() {
                 reused = true;
             } else {
                 *connection = None;
             }
         }
-        let sender = match connection {
-            Some(sender) => sender,
-            None => match connect(plan).await {
-                Some(sender) => connection.insert(sender),
-                None => return (Outcome::Connect, None),
+        let conn = match connection {
+            Some(conn) => conn,
+            None => match connect_to(&plan.target.connect_host, plan.target.port).await {
+                Ok(conn) => connection.insert(conn),
+                Err(_) => return (Outcome::Connect, None),
             },
         };
-        match sender.try_send_request(request).await {
+        match conn.try_send(request).await {
             Ok(response) => return read_response(response, connection, sent, capture).await,
-            Err(mut error) => {
+            Err((_, unsent)) => {
                 *connection = None;
-                match error.take_message() {
+                match unsent {
                     Some(unsent) if reused => request = unsent,
                     _ => return (Outcome::Transport { sent }, None),
                 }
@@ -256,29 +281,11 @@ fn request(plan: &Plan, body: &Bytes) -> Request<Full<Bytes>> {
     request
 }
 
-/// Opens a connection to the target; `None` if it cannot be opened.
-async fn connect(plan: &Plan) -> Option<SendRequest<Full<Bytes>>> {
-    let stream = TcpStream::connect(plan.target.address.as_str())
-        .await
-        .ok()?;
-    // Small requests go out at once rather than waiting for an ACK.
-    stream.set_nodelay(true).ok()?;
-    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .ok()?;
-    // Ends when the worker drops `sender` and nothing is in flight; its
-    // error, if any, reaches the worker through `sender`.
-    tokio::spawn(async move {
-        let _ = connection.await;
-    });
-    Some(sender)
-}
-
-/// Reads the whole body (the latency ends with it), keeping at most
-/// `capture` bytes of it.
+/// Reads the whole body (the latency ends with it), driving the
+/// connection it arrives on, keeping at most `capture` bytes of it.
 async fn read_response(
     response: hyper::Response<Incoming>,
-    connection: &mut Option<SendRequest<Full<Bytes>>>,
+    connection: &mut Option<Conn>,
     sent: u64,
     capture: Option<usize>,
 ) -> (Outcome, Captured) {
@@ -294,7 +301,18 @@ async fn read_response(
     let mut received = 0u64;
     let mut kept = capture.map(|_| BytesMut::new());
     let mut truncated = false;
-    while let Some(frame) = body.frame().await {
+    loop {
+        let frame = poll_fn(|cx| {
+            if let Some(conn) = connection.as_mut()
+                && !conn.poll_open(cx)
+            {
+                // Closed: what it read is still in the body.
+                *connection = None;
+            }
+            Pin::new(&mut body).poll_frame(cx)
+        })
+        .await;
+        let Some(frame) = frame else { break };
         let Ok(frame) = frame else {
             *connection = None;
             return (Outcome::Transport { sent }, None);

@@ -346,8 +346,10 @@ pub(super) struct Plan {
 pub(super) struct Target {
     /// The URL as given.
     pub(super) url: String,
-    /// `host:port`, to connect to.
-    pub(super) address: String,
+    /// The host to connect to (an IPv6 address in brackets).
+    pub(super) connect_host: String,
+    /// The port to connect to.
+    pub(super) port: u16,
     /// The `host` header.
     host: HeaderValue,
     /// The request target: path and query.
@@ -382,7 +384,8 @@ impl Target {
         let host = HeaderValue::from_str(authority.as_str()).map_err(|_| not_http())?;
         Ok(Self {
             url: url.to_owned(),
-            address: format!("{}:{port}", authority.host()),
+            connect_host: authority.host().to_owned(),
+            port,
             host,
             path,
         })

@@ -41,7 +41,7 @@ pub mod metrics;
 mod predictions;
 mod proxy;
 mod shadow;
-mod upstream;
+pub(crate) mod upstream;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;

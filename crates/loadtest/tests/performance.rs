@@ -1,0 +1,196 @@
+//! The `performance` kind as a user runs it: `mlops pipeline run` on a
+//! project that packages, deploys and releases iris (real processes on the
+//! local provider), then load-tests it through the release environment's
+//! gateway. A threshold that cannot hold fails the stage, saying by how
+//! much; the evidence and the result files say what was measured.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn target_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable");
+    exe.parent()
+        .and_then(|d| d.parent())
+        .expect("target directory")
+        .to_owned()
+}
+
+/// A binary of the workspace built beside the test binary.
+fn built(name: &str) -> PathBuf {
+    let path = target_dir().join(name);
+    assert!(
+        path.is_file(),
+        "{} is missing: build it first (`cargo build -p mlops-cli -p iris -p mlops-iac --bins`)",
+        path.display()
+    );
+    path
+}
+
+fn mlops(args: &[&str], dir: &Path) -> (i32, String, String) {
+    let out = Command::new(built("mlops"))
+        .args(args)
+        .arg(dir)
+        .output()
+        .expect("run mlops");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Stops every service the pipeline started when dropped.
+struct Cleanup(PathBuf);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        for env in ["production", "staging"] {
+            let _ = mlops(&["infra", "destroy", "--env", env], &self.0);
+        }
+    }
+}
+
+fn manifest(thresholds: &str) -> String {
+    format!(
+        r#"
+[project]
+name = "p"
+
+[infra]
+provider = "local"
+
+[infra.services.iris]
+command = ["{iris}", "serve", "--model", "{{model-dir}}/model.json", "--host", "{{host}}", "--port", "{{port}}"]
+replicas = 1
+health = {{ path = "/v2/health/ready", interval = "200ms", deadline = "20s" }}
+stop-grace = "2s"
+
+[iac.steps.ready]
+run = "true"
+
+[ci.steps.check]
+run = "true"
+
+[cd.steps.package]
+kind = "package"
+with = {{ model = "iris", files = ["model.json"], metrics = "metrics.json" }}
+
+[cd.steps.deploy]
+kind = "deploy"
+with = {{ service = "iris", model = "iris", version = "latest", environment = "staging" }}
+depends-on = ["package"]
+
+[release]
+service = "iris"
+model = "iris"
+tag = false
+
+[release.steps.canary]
+kind = "canary"
+with = {{ steps = [100], hold = "1s", traffic = {{ csv = "requests.csv", exclude = ["species"], rate = 40 }}, analysis = {{ min-sample-size = 8, max-error-rate = 0.05 }} }}
+
+[apm.steps.noop]
+run = "true"
+
+[loadtest.steps.perf]
+kind = "performance"
+with = {{ traffic = {{ csv = "requests.csv", exclude = ["species"], rate = 100 }}, duration = "2s", connections = 8, thresholds = [{thresholds}] }}
+"#,
+        iris = built("iris").display()
+    )
+}
+
+#[test]
+fn a_performance_step_load_tests_the_release_through_its_gateway() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let _cleanup = Cleanup(dir.to_owned());
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    std::fs::copy(
+        repo.join("examples/iris/data/iris.csv"),
+        dir.join("requests.csv"),
+    )
+    .unwrap();
+    let out = Command::new(built("iris"))
+        .args(["train", "--data"])
+        .arg(dir.join("requests.csv"))
+        .arg("--model")
+        .arg(dir.join("model.json"))
+        .arg("--metrics")
+        .arg(dir.join("metrics.json"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    std::fs::write(
+        dir.join("mlops.toml"),
+        manifest(r#""p99 < 2s", "error_rate < 1%", "requests >= 200""#),
+    )
+    .unwrap();
+    let (code, stdout, stderr) = mlops(&["pipeline", "run"], dir);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    // The result the step saved: 2 s at 100/s, every request answered
+    // through the gateway, histograms included.
+    let result: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.join(".mlops/loadtest/perf/result.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(result["requests"], 200, "{result:#}");
+    assert_eq!(result["status"]["2xx"], 200, "{result:#}");
+    assert!(
+        result["target"]
+            .as_str()
+            .unwrap()
+            .ends_with("/v2/models/iris/infer"),
+        "{result:#}"
+    );
+    assert_eq!(result["histograms"]["per_second"].as_array().unwrap().len(), 2);
+    let thresholds = result["thresholds"].as_array().unwrap();
+    assert!(thresholds.iter().all(|t| t["passed"] == true), "{thresholds:#?}");
+    let csv = std::fs::read_to_string(dir.join(".mlops/loadtest/perf/result.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 3, "{csv}");
+    // The gateway counted them: the load went through the release
+    // environment, where monitoring sees it.
+    let (code, status, _) = mlops(&["pipeline", "status", "--json"], dir);
+    assert_eq!(code, 0);
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    let perf = status["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "perf")
+        .unwrap();
+    let evidence = &perf["evidence"][0];
+    assert_eq!(evidence["kind"], "load-test", "{perf:#}");
+    let body = &evidence["body"];
+    assert_eq!(body["verdict"], "pass", "{body:#}");
+    assert_eq!(body["requests"], 200, "{body:#}");
+    assert_eq!(body["result"], ".mlops/loadtest/perf/result.json", "{body:#}");
+    let (_, text, _) = mlops(&["pipeline", "status"], dir);
+    assert!(
+        text.contains("performance load test pass on iris in production: 200 requests at"),
+        "{text}"
+    );
+
+    // A threshold that cannot hold fails the stage, saying by how much.
+    std::fs::write(dir.join("mlops.toml"), manifest(r#""p50 < 1us""#)).unwrap();
+    let (code, stdout, stderr) = mlops(&["pipeline", "run", "--stage", "loadtest"], dir);
+    assert_eq!(code, 1, "{stdout}\n{stderr}");
+    let all = format!("{stdout}\n{stderr}");
+    assert!(
+        all.contains("thresholds failed: p50 < 1us: FAILED, p50 = "),
+        "{all}"
+    );
+    assert!(all.contains("over the limit of 0.001 ms"), "{all}");
+
+    // Bad settings are refused before anything runs, by name.
+    std::fs::write(
+        dir.join("mlops.toml"),
+        manifest(r#""p99 < soon""#).replace("rate = 100", "rate = 1000000"),
+    )
+    .unwrap();
+    let (code, stdout, stderr) = mlops(&["pipeline", "run", "--stage", "loadtest"], dir);
+    assert_eq!(code, 2, "{stdout}\n{stderr}");
+    assert!(stderr.contains("threshold `p99 < soon`"), "{stderr}");
+    assert!(stderr.contains("at most 100000 requests per second"), "{stderr}");
+}
