@@ -384,14 +384,19 @@ pub(crate) async fn send(
 /// Writes the result and its per-second CSV under
 /// `.mlops/loadtest/STEP/NAME.{json,csv}`; the JSON's path, relative to
 /// the project.
-pub(crate) fn save(ctx: &StepContext, name: &str, result: &LoadResult) -> Result<String, StepFailure> {
+pub(crate) fn save(
+    ctx: &StepContext,
+    name: &str,
+    result: &LoadResult,
+) -> Result<String, StepFailure> {
     let relative = PathBuf::from(".mlops").join("loadtest").join(&ctx.step);
     let dir = ctx.project_root.join(&relative);
     std::fs::create_dir_all(&dir)
         .map_err(|e| failure(format!("cannot create {}: {e}", dir.display())))?;
     let json = serde_json::to_string_pretty(result).map_err(failure)?;
     let file = dir.join(format!("{name}.json"));
-    std::fs::write(&file, json).map_err(|e| failure(format!("cannot write {}: {e}", file.display())))?;
+    std::fs::write(&file, json)
+        .map_err(|e| failure(format!("cannot write {}: {e}", file.display())))?;
     let csv = dir.join(format!("{name}.csv"));
     std::fs::write(&csv, per_second_csv(result))
         .map_err(|e| failure(format!("cannot write {}: {e}", csv.display())))?;
@@ -453,7 +458,10 @@ impl Performance {
         }
         if !failed.is_empty() {
             let details: Vec<&str> = failed.iter().map(|v| v.detail.as_str()).collect();
-            return Err(failure(format!("thresholds failed: {}", details.join("; "))));
+            return Err(failure(format!(
+                "thresholds failed: {}",
+                details.join("; ")
+            )));
         }
         Ok(())
     }
@@ -462,17 +470,23 @@ impl Performance {
 /// The workload in a few words, for the log.
 pub(crate) fn describe(workload: &Workload) -> String {
     match workload {
-        Workload::Open { stages } if stages.len() == 1 && stages[0].from == stages[0].to => format!(
-            "{}/s for {}",
-            stages[0].from,
-            humantime::format_duration(stages[0].duration)
-        ),
+        Workload::Open { stages } if stages.len() == 1 && stages[0].from == stages[0].to => {
+            format!(
+                "{}/s for {}",
+                stages[0].from,
+                humantime::format_duration(stages[0].duration)
+            )
+        }
         Workload::Open { stages } => {
             let parts: Vec<String> = stages
                 .iter()
                 .map(|s| {
                     if s.from == s.to {
-                        format!("{}/s for {}", s.from, humantime::format_duration(s.duration))
+                        format!(
+                            "{}/s for {}",
+                            s.from,
+                            humantime::format_duration(s.duration)
+                        )
                     } else {
                         format!(
                             "{}→{}/s over {}",
@@ -487,7 +501,10 @@ pub(crate) fn describe(workload: &Workload) -> String {
         }
         Workload::Closed {
             users, duration, ..
-        } => format!("{users} users for {}", humantime::format_duration(*duration)),
+        } => format!(
+            "{users} users for {}",
+            humantime::format_duration(*duration)
+        ),
     }
 }
 

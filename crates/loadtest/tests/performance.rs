@@ -120,7 +120,11 @@ fn a_performance_step_load_tests_the_release_through_its_gateway() {
         .arg(dir.join("metrics.json"))
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     std::fs::write(
         dir.join("mlops.toml"),
@@ -144,9 +148,15 @@ fn a_performance_step_load_tests_the_release_through_its_gateway() {
             .ends_with("/v2/models/iris/infer"),
         "{result:#}"
     );
-    assert_eq!(result["histograms"]["per_second"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        result["histograms"]["per_second"].as_array().unwrap().len(),
+        2
+    );
     let thresholds = result["thresholds"].as_array().unwrap();
-    assert!(thresholds.iter().all(|t| t["passed"] == true), "{thresholds:#?}");
+    assert!(
+        thresholds.iter().all(|t| t["passed"] == true),
+        "{thresholds:#?}"
+    );
     let csv = std::fs::read_to_string(dir.join(".mlops/loadtest/perf/result.csv")).unwrap();
     assert_eq!(csv.lines().count(), 3, "{csv}");
     // The gateway counted them: the load went through the release
@@ -165,7 +175,10 @@ fn a_performance_step_load_tests_the_release_through_its_gateway() {
     let body = &evidence["body"];
     assert_eq!(body["verdict"], "pass", "{body:#}");
     assert_eq!(body["requests"], 200, "{body:#}");
-    assert_eq!(body["result"], ".mlops/loadtest/perf/result.json", "{body:#}");
+    assert_eq!(
+        body["result"], ".mlops/loadtest/perf/result.json",
+        "{body:#}"
+    );
     let (_, text, _) = mlops(&["pipeline", "status"], dir);
     assert!(
         text.contains("performance load test pass on iris in production: 200 requests at"),
@@ -192,5 +205,8 @@ fn a_performance_step_load_tests_the_release_through_its_gateway() {
     let (code, stdout, stderr) = mlops(&["pipeline", "run", "--stage", "loadtest"], dir);
     assert_eq!(code, 2, "{stdout}\n{stderr}");
     assert!(stderr.contains("threshold `p99 < soon`"), "{stderr}");
-    assert!(stderr.contains("at most 100000 requests per second"), "{stderr}");
+    assert!(
+        stderr.contains("at most 100000 requests per second"),
+        "{stderr}"
+    );
 }

@@ -28,9 +28,6 @@ commands:
             stop a background server (SIGTERM, then SIGKILL after the grace period)
   smoke     --port-file PATH [--requests FILE]
             check health, metadata, known predictions and error handling over HTTP
-  load      --port-file PATH [--duration 3s] [--max-requests 5000] [--concurrency 4]
-            [--min-rps N] [--max-p99-ms N] [--out run/load.json]
-            closed-loop load test bounded by time and request count
   help      print this message
 
 durations accept ms, s, m and h suffixes (a bare number means seconds).

@@ -16,7 +16,6 @@ pub mod data;
 pub mod error;
 pub mod fsutil;
 pub mod hash;
-pub mod load;
 pub mod model;
 pub mod oip;
 pub mod prom;

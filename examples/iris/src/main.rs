@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use iris::error::{Error, Result};
 use iris::server::ServeOptions;
-use iris::{background, cli, load, server, smoke, train};
+use iris::{background, cli, server, smoke, train};
 
 fn main() -> ExitCode {
     let args = match collect_args() {
@@ -62,7 +62,6 @@ fn run(args: &[String]) -> Result<()> {
         }
         "stop" => background::run_stop(rest),
         "smoke" => block_on(smoke::run(rest)),
-        "load" => block_on(load::run(rest)),
         other => Err(Error::usage(format!(
             "unknown command '{other}' (see 'iris help')"
         ))),
