@@ -11,8 +11,9 @@
 //!   pure functions of what their controllers see, and the scenario format
 //!   that `mlops autoscale simulate` runs.
 //!
-//! - [`performance`]: the first load-test step kind, recording `load-test`
-//!   evidence; [`register`] adds it to a registry.
+//! - the load-test step kinds [`performance`] (`load-test` evidence) and
+//!   [`stress`] (`breaking-point` evidence); [`register`] adds them to a
+//!   registry.
 //!
 //! The other kinds of load test, the capacity model and the autoscaler
 //! service come with the rest of this stage (see `docs/loadtest.md`).
@@ -24,24 +25,34 @@ use mlops_core::{EvidenceKind, KindRegistry, RegistryError, Stage};
 pub mod autoscale;
 pub mod generator;
 pub mod performance;
+pub mod stress;
 
 /// The evidence kinds stage 6 records.
 pub mod evidence {
     /// `load-test`: a load test's result — the load, what came back, the
     /// latency, the thresholds checked.
     pub const LOAD_TEST: &str = "load-test";
+    /// `breaking-point`: the highest arrival rate sustained within the
+    /// SLO, the lowest that broke it and what failed first, every level.
+    pub const BREAKING_POINT: &str = "breaking-point";
 }
 
-/// Registers stage 6: the `performance` kind and the `load-test` evidence
-/// kind. The steps reach the release environment's gateway as the release
+/// Registers stage 6: the `performance` and `stress` kinds and the
+/// `load-test` and `breaking-point` evidence kinds. The steps reach the release environment's gateway as the release
 /// kinds do (the [`mlops_release::service::GatewayProgram`] option, else
 /// `mlops` from beside the running program or from `PATH`).
 pub fn register(registry: &mut KindRegistry) -> Result<(), RegistryError> {
     registry.register(Arc::new(performance::PerformanceKind))?;
+    registry.register(Arc::new(stress::StressKind))?;
     registry.register_evidence(EvidenceKind {
         name: evidence::LOAD_TEST,
         stage: Stage::Loadtest,
         summarize: performance::summarize,
+    })?;
+    registry.register_evidence(EvidenceKind {
+        name: evidence::BREAKING_POINT,
+        stage: Stage::Loadtest,
+        summarize: stress::summarize,
     })?;
     Ok(())
 }

@@ -1,8 +1,9 @@
 //! The `performance` kind as a user runs it: `mlops pipeline run` on a
 //! project that packages, deploys and releases iris (real processes on the
 //! local provider), then load-tests it through the release environment's
-//! gateway. A threshold that cannot hold fails the stage, saying by how
-//! much; the evidence and the result files say what was measured.
+//! gateway, and stresses it to a breaking point. A threshold that cannot
+//! hold fails the stage, saying by how much; the evidence and the result
+//! files say what was measured.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -95,6 +96,13 @@ run = "true"
 [loadtest.steps.perf]
 kind = "performance"
 with = {{ traffic = {{ csv = "requests.csv", exclude = ["species"], rate = 100 }}, duration = "2s", connections = 8, thresholds = [{thresholds}] }}
+
+# A threshold on the count breaks at a known rate: 1 s levels of 100, 200,
+# 400 (broke), then 300 (broke) and 250 (held).
+[loadtest.steps.stress]
+kind = "stress"
+with = {{ traffic = {{ csv = "requests.csv", exclude = ["species"], rate = 100 }}, slo = ["p99 < 2s", "requests < 300"], max-rate = 800, step-duration = "1s", bisect = 2 }}
+depends-on = ["perf"]
 "#,
         iris = built("iris").display()
     )
@@ -182,6 +190,41 @@ fn a_performance_step_load_tests_the_release_through_its_gateway() {
     let (_, text, _) = mlops(&["pipeline", "status"], dir);
     assert!(
         text.contains("performance load test pass on iris in production: 200 requests at"),
+        "{text}"
+    );
+    // The stress step bracketed the breaking point and bisected it.
+    let stress = status["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "stress")
+        .unwrap();
+    let point = &stress["evidence"][0];
+    assert_eq!(point["kind"], "breaking-point", "{stress:#}");
+    let body = &point["body"];
+    let rates: Vec<f64> = body["levels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["rate"].as_f64().unwrap())
+        .collect();
+    assert_eq!(rates, [100.0, 200.0, 400.0, 300.0, 250.0], "{body:#}");
+    assert_eq!(body["sustained_rate"], 250.0, "{body:#}");
+    assert_eq!(body["broke_at"], 300.0, "{body:#}");
+    assert!(
+        body["failed_first"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("requests < 300: FAILED, requests = 300"),
+        "{body:#}"
+    );
+    assert!(
+        dir.join(".mlops/loadtest/stress/level-05-250.json")
+            .is_file(),
+        "every level's result is kept"
+    );
+    assert!(
+        text.contains("breaking point of iris: 250/s held, 300/s broke (requests < 300: FAILED"),
         "{text}"
     );
 

@@ -1,0 +1,445 @@
+//! The `stress` step kind: find the breaking point of the released service
+//! — the highest arrival rate it sustains within its SLO — by stepping the
+//! rate up and then bisecting between the last rate that held and the
+//! first that did not.
+//!
+//! ```toml
+//! [loadtest.steps.stress]
+//! kind = "stress"
+//! with = { traffic = { csv = "data/iris.csv", exclude = ["species"], rate = 100 },
+//!          slo = ["p99 < 250ms", "error_rate < 1%"], max-rate = 3200,
+//!          step-duration = "2s", factor = 2, bisect = 3 }
+//! ```
+//!
+//! Each level is an open workload through the gateway (as `performance`)
+//! at one rate for `step-duration` (2 s); it holds when every `slo`
+//! threshold holds. Latency runs from each request's intended send time,
+//! so a service that falls behind the rate shows it in its percentiles
+//! (give `connections`, 64 by default, more than rate × latency, or the
+//! generator's own queue is what breaks). The first level is
+//! `traffic.rate`; each next one is `factor` (2)
+//! times the last, up to `max-rate` (required). At the first level that
+//! does not hold, `bisect` (3) more levels halve the gap. The result is
+//! the highest rate that held (`sustained_rps`), the lowest that did not
+//! (`broke_at`, none when even `max-rate` held), and what failed first
+//! there — the thresholds missed and the errors by kind. Every level's
+//! result is saved under `.mlops/loadtest/STEP/`, and the summary recorded
+//! as `breaking-point` evidence.
+//!
+//! The step fails when the first level does not hold (the service breaks
+//! below the starting rate: no breaking point was bracketed), or when
+//! `require` is given and the sustained rate is below it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use mlops_core::manifest::{Diagnostic, parse_duration};
+use mlops_core::{KindParams, Stage, StepAction, StepContext, StepFailure, StepKind};
+use mlops_release::driver::{ErrorCounts, Workload};
+use mlops_release::traffic::TrafficWire;
+use serde::{Deserialize, Serialize};
+
+use crate::generator::{Threshold, Verdict, check_all};
+use crate::performance::{Load, MAX_RATE, Target, failure, save, send};
+
+/// The most levels a `stress` step runs.
+const MAX_LEVELS: usize = 40;
+
+/// The `stress` kind.
+#[derive(Debug)]
+pub struct StressKind;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct Wire {
+    traffic: TrafficWire,
+    slo: Vec<toml::Spanned<String>>,
+    max_rate: f64,
+    step_duration: Option<toml::Spanned<String>>,
+    factor: Option<f64>,
+    bisect: Option<u32>,
+    require: Option<f64>,
+    connections: Option<usize>,
+    timeout: Option<toml::Spanned<String>>,
+}
+
+#[derive(Debug, Clone)]
+struct Stress {
+    target: Target,
+    load: Load,
+    start: f64,
+    max_rate: f64,
+    step: Duration,
+    factor: f64,
+    bisect: u32,
+    require: Option<f64>,
+}
+
+impl StepKind for StressKind {
+    fn name(&self) -> &'static str {
+        "stress"
+    }
+
+    fn stage(&self) -> Option<Stage> {
+        Some(Stage::Loadtest)
+    }
+
+    fn summary(&self) -> &'static str {
+        "the breaking point: the highest arrival rate the released service sustains within its SLO"
+    }
+
+    fn compile(&self, params: &KindParams<'_>) -> Result<Arc<dyn StepAction>, Vec<Diagnostic>> {
+        let wire: Wire = params.deserialize().map_err(|d| vec![d])?;
+        let span = params.span();
+        let mut errors = Vec::new();
+        let mut problem = |text: String| errors.push(Diagnostic::new(text, Some(span.clone())));
+        if !(wire.max_rate.is_finite() && wire.max_rate > 0.0 && wire.max_rate <= MAX_RATE) {
+            problem(format!(
+                "`max-rate` must be above 0 and at most {MAX_RATE} requests per second"
+            ));
+        }
+        let factor = wire.factor.unwrap_or(2.0);
+        if !(factor.is_finite() && (1.1..=10.0).contains(&factor)) {
+            problem(format!("`factor` must be from 1.1 to 10, not {factor}"));
+        }
+        let bisect = wire.bisect.unwrap_or(3);
+        if bisect > 10 {
+            problem(format!("`bisect` must be at most 10, not {bisect}"));
+        }
+        let connections = wire.connections.unwrap_or(64);
+        if !(1..=1024).contains(&connections) {
+            problem(format!(
+                "`connections` must be 1 to 1024, not {connections}"
+            ));
+        }
+        if let Some(r) = wire.require
+            && !(r.is_finite() && r > 0.0)
+        {
+            problem(format!("`require` must be a positive rate, not {r}"));
+        }
+        if wire.slo.is_empty() {
+            problem(
+                "`slo` needs at least one threshold, like \"p99 < 250ms\": a level holds when they all do"
+                    .to_owned(),
+            );
+        }
+        let mut thresholds = Vec::new();
+        for t in &wire.slo {
+            match Threshold::parse(t.get_ref()) {
+                Ok(threshold) => thresholds.push(threshold),
+                Err(e) => errors.push(Diagnostic::new(e.to_string(), Some(t.span()))),
+            }
+        }
+        let step = short_duration(
+            "step-duration",
+            wire.step_duration.as_ref(),
+            2,
+            600,
+            &mut errors,
+        );
+        let timeout = short_duration("timeout", wire.timeout.as_ref(), 10, 60, &mut errors);
+        let target = Target::compile(self.name(), params, &mut errors);
+        let model = target.as_ref().map_or("model", |(_, m)| m.as_str());
+        let traffic = wire
+            .traffic
+            .compile_up_to(model, &span, &mut errors, MAX_RATE);
+        if let Some(t) = &traffic
+            && t.rate >= wire.max_rate
+        {
+            errors.push(Diagnostic::new(
+                "`traffic.rate` (the first level) must be below `max-rate`",
+                Some(span.clone()),
+            ));
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        let (Some((target, _)), Some(traffic), Some(step), Some(timeout)) =
+            (target, traffic, step, timeout)
+        else {
+            return Err(vec![Diagnostic::new(
+                "`stress` could not be compiled",
+                Some(span),
+            )]);
+        };
+        let stress = Stress {
+            target,
+            start: traffic.rate,
+            load: Load {
+                workload: Workload::constant(traffic.rate, step),
+                traffic,
+                connections,
+                timeout,
+                max_requests: u64::MAX,
+                thresholds,
+            },
+            max_rate: wire.max_rate,
+            step,
+            factor,
+            bisect,
+            require: wire.require,
+        };
+        Ok(Arc::new(move |ctx: StepContext| {
+            let stress = stress.clone();
+            async move { stress.run(&ctx).await }
+        }))
+    }
+}
+
+/// A duration from 1 ms to `max_s` seconds, `default_s` when absent.
+fn short_duration(
+    what: &str,
+    value: Option<&toml::Spanned<String>>,
+    default_s: u64,
+    max_s: u64,
+    errors: &mut Vec<Diagnostic>,
+) -> Option<Duration> {
+    let Some(value) = value else {
+        return Some(Duration::from_secs(default_s));
+    };
+    match parse_duration(what, value) {
+        Ok(d) if d <= Duration::from_secs(max_s) => Some(d),
+        Ok(_) => {
+            errors.push(Diagnostic::new(
+                format!("`{what}` must be at most {max_s}s"),
+                Some(value.span()),
+            ));
+            None
+        }
+        Err(d) => {
+            errors.push(d);
+            None
+        }
+    }
+}
+
+/// One level of a stress test.
+#[derive(Debug, Clone, Serialize)]
+pub struct Level {
+    /// The arrival rate asked for.
+    pub rate: f64,
+    /// The rate achieved.
+    pub rps: f64,
+    /// Requests with an outcome.
+    pub requests: u64,
+    /// Failed requests, by kind.
+    pub errors: ErrorCounts,
+    /// The 99th percentile latency, in ms; `None` without a response.
+    pub p99_ms: Option<f64>,
+    /// Whether every SLO threshold held.
+    pub held: bool,
+    /// The thresholds missed, each saying by how much.
+    pub failed: Vec<String>,
+    /// The level's result file, relative to the project.
+    pub result: String,
+}
+
+/// What a `stress` step records as `breaking-point` evidence.
+#[derive(Debug, Clone, Serialize)]
+pub struct BreakingPoint {
+    /// `pass` or `fail`.
+    pub verdict: String,
+    /// The service stressed.
+    pub service: String,
+    /// Its environment.
+    pub environment: String,
+    /// The URL the load went to (the gateway's).
+    pub target: String,
+    /// The SLO thresholds a level must hold.
+    pub slo: Vec<String>,
+    /// The highest rate asked for that held; `None` when even the first
+    /// level broke.
+    pub sustained_rate: Option<f64>,
+    /// The rate achieved at that level.
+    pub sustained_rps: Option<f64>,
+    /// The lowest rate asked for that did not hold; `None` when
+    /// `max-rate` held.
+    pub broke_at: Option<f64>,
+    /// What failed first at `broke_at`.
+    pub failed_first: Vec<String>,
+    /// Every level, in the order run.
+    pub levels: Vec<Level>,
+    /// Why the step failed, when it did.
+    pub reason: Option<String>,
+}
+
+impl Stress {
+    async fn run(&self, ctx: &StepContext) -> Result<(), StepFailure> {
+        let base = self.target.proxy_url(ctx).await?;
+        let url = format!("{base}{}", self.load.traffic.path);
+        let slo: Vec<String> = self
+            .load
+            .thresholds
+            .iter()
+            .map(|t| t.text.clone())
+            .collect();
+        ctx.log(format!(
+            "stressing `{}` in `{}` through its gateway ({url}): from {}/s, ×{} up to {}/s, {} s a level, then {} bisections; a level holds when {}",
+            self.target.service,
+            self.target.environment,
+            self.start,
+            self.factor,
+            self.max_rate,
+            self.step.as_secs_f64(),
+            self.bisect,
+            slo.join(" and ")
+        ));
+        let mut levels: Vec<Level> = Vec::new();
+        let (mut held, mut broke): (Option<usize>, Option<usize>) = (None, None);
+        let mut rate = self.start;
+        // Step up.
+        loop {
+            let at = self.level(ctx, &url, rate, levels.len()).await?;
+            levels.push(at);
+            let last = levels.len() - 1;
+            if levels[last].held {
+                held = Some(last);
+                if rate >= self.max_rate || levels.len() >= MAX_LEVELS {
+                    break;
+                }
+                rate = (rate * self.factor).min(self.max_rate);
+            } else {
+                broke = Some(last);
+                break;
+            }
+        }
+        // Bisect between the last level that held and the first that broke.
+        if let (Some(_), Some(_)) = (held, broke) {
+            for _ in 0..self.bisect {
+                let (lo, hi) = (
+                    levels[held.expect("bracketed")].rate,
+                    levels[broke.expect("bracketed")].rate,
+                );
+                let mid = ((lo + hi) / 2.0).round();
+                if mid <= lo || mid >= hi || levels.len() >= MAX_LEVELS {
+                    break;
+                }
+                let at = self.level(ctx, &url, mid, levels.len()).await?;
+                levels.push(at);
+                let last = levels.len() - 1;
+                if levels[last].held {
+                    held = Some(last);
+                } else {
+                    broke = Some(last);
+                }
+            }
+        }
+        let sustained = held.map(|i| &levels[i]);
+        let broken = broke.map(|i| &levels[i]);
+        let reason = match (sustained, self.require) {
+            (None, _) => Some(format!(
+                "the first level, {}/s, already broke the SLO ({}): lower `traffic.rate` to bracket the breaking point",
+                self.start,
+                broken.map(|b| b.failed.join("; ")).unwrap_or_default()
+            )),
+            (Some(s), Some(required)) if s.rate < required => Some(format!(
+                "the service sustains {}/s within the SLO, below the {required}/s required",
+                s.rate
+            )),
+            _ => None,
+        };
+        match (sustained, broken) {
+            (Some(s), Some(b)) => ctx.log(format!(
+                "breaking point: {}/s held (achieved {:.1}/s); {}/s broke: {}",
+                s.rate,
+                s.rps,
+                b.rate,
+                b.failed.join("; ")
+            )),
+            (Some(s), None) => ctx.log(format!(
+                "no breaking point up to max-rate: {}/s held (achieved {:.1}/s)",
+                s.rate, s.rps
+            )),
+            _ => {}
+        }
+        let evidence = BreakingPoint {
+            verdict: if reason.is_none() { "pass" } else { "fail" }.to_owned(),
+            service: self.target.service.clone(),
+            environment: self.target.environment.clone(),
+            target: url,
+            slo,
+            sustained_rate: sustained.map(|s| s.rate),
+            sustained_rps: sustained.map(|s| s.rps),
+            broke_at: broken.map(|b| b.rate),
+            failed_first: broken.map(|b| b.failed.clone()).unwrap_or_default(),
+            levels: levels.clone(),
+            reason: reason.clone(),
+        };
+        ctx.record(crate::evidence::BREAKING_POINT, &evidence);
+        match reason {
+            Some(reason) => Err(failure(reason)),
+            None => Ok(()),
+        }
+    }
+
+    /// Runs one level at `rate`; the `n`th (from 0).
+    async fn level(
+        &self,
+        ctx: &StepContext,
+        url: &str,
+        rate: f64,
+        n: usize,
+    ) -> Result<Level, StepFailure> {
+        let workload = Workload::constant(rate, self.step);
+        let mut result = send(ctx, &self.load, url, workload).await?;
+        let latency = result.latency().map_err(failure)?;
+        result.thresholds = check_all(&self.load.thresholds, &result.report, &latency);
+        let saved = save(ctx, &format!("level-{:02}-{rate}", n + 1), &result)?;
+        let r = &result.report;
+        let failed: Vec<String> = result
+            .thresholds
+            .iter()
+            .filter(|v| !v.passed)
+            .map(|v: &Verdict| v.detail.clone())
+            .collect();
+        let level = Level {
+            rate,
+            rps: r.rps,
+            requests: r.requests,
+            errors: r.errors_by_kind,
+            p99_ms: r.latency_ms.map(|l| l.p99),
+            held: failed.is_empty(),
+            failed,
+            result: saved,
+        };
+        ctx.log(format!(
+            "level {}: {rate}/s → {:.1}/s, {} requests, {} errors, p99 {} — {}",
+            n + 1,
+            level.rps,
+            level.requests,
+            level.errors.total(),
+            level
+                .p99_ms
+                .map_or_else(|| "none".to_owned(), |p| format!("{p:.1} ms")),
+            if level.held {
+                "held".to_owned()
+            } else {
+                format!("broke: {}", level.failed.join("; "))
+            }
+        ));
+        Ok(level)
+    }
+}
+
+/// One line about `breaking-point` evidence, for `pipeline status`.
+pub(crate) fn summarize(evidence: &mlops_core::Evidence) -> Option<String> {
+    let b = &evidence.body;
+    let service = b["service"].as_str()?;
+    let levels = b["levels"].as_array().map_or(0, Vec::len);
+    Some(
+        match (b["sustained_rate"].as_f64(), b["broke_at"].as_f64()) {
+            (Some(s), Some(broke)) => format!(
+                "breaking point of {service}: {s}/s held, {broke}/s broke ({}); {levels} levels",
+                b["failed_first"]
+                    .as_array()
+                    .and_then(|f| f.first())
+                    .and_then(|f| f.as_str())
+                    .unwrap_or("?")
+            ),
+            (Some(s), None) => {
+                format!("no breaking point of {service} up to {s}/s; {levels} levels")
+            }
+            _ => format!("{service} broke at the first level; {levels} levels"),
+        },
+    )
+}
