@@ -60,7 +60,8 @@ const COLORS: [&str; 8] = [
     "#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2",
 ];
 
-fn esc(s: &str) -> String {
+/// Text escaped for HTML content and attribute values.
+pub fn esc(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
@@ -146,9 +147,15 @@ pub fn line_chart(
     }
     for i in 0..=4 {
         let ts = from + (span * i as f64 / 4.0) as Millis;
+        // The last label ends at the axis' end rather than past the edge.
+        let anchor = if i == 4 {
+            " style=\"text-anchor:end\""
+        } else {
+            ""
+        };
         let _ = write!(
             svg,
-            "<text x=\"{:.1}\" y=\"{}\" class=\"xlabel\">{}</text>",
+            "<text x=\"{:.1}\" y=\"{}\" class=\"xlabel\"{anchor}>{}</text>",
             x(ts),
             H - 8.0,
             clock(ts)
@@ -613,7 +620,9 @@ fn humanize(d: Duration) -> String {
     }
 }
 
-const STYLE: &str = "\
+/// The pages' stylesheet (charts, legends, tables), for other
+/// self-contained pages drawn with [`line_chart`] (the load-test report).
+pub const STYLE: &str = "\
 body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:0;color:#1b1b1b;background:#fafafa}\
 header{padding:12px 20px;background:#233;color:#fff}header h1{margin:0;font-size:20px}header p{margin:4px 0 0;font-size:13px;opacity:.8}\
 main{padding:12px 20px}.charts{display:flex;flex-wrap:wrap;gap:12px}\

@@ -10,7 +10,7 @@ use anyhow::Context as _;
 use bytes::Bytes;
 use clap::{Args, Subcommand};
 use mlops_loadtest::generator::{
-    self, LoadResult, Threshold, check_all, merge, per_second_csv, summary_table,
+    self, LoadResult, Threshold, check_all, html_report, merge, per_second_csv, summary_table,
 };
 use mlops_release::driver::{CsvColumns, DriverSettings, RateStage, Samples, Workload};
 use tokio_util::sync::CancellationToken;
@@ -94,6 +94,10 @@ pub(crate) struct RunArgs {
     /// Write the per-second series as CSV
     #[arg(long, value_name = "FILE")]
     csv: Option<PathBuf>,
+    /// Write a self-contained HTML report (charts of rate, latency and
+    /// errors over the run)
+    #[arg(long, value_name = "FILE")]
+    html: Option<PathBuf>,
     /// No progress line
     #[arg(short, long)]
     quiet: bool,
@@ -117,6 +121,9 @@ pub(crate) struct MergeArgs {
     /// Write the merged per-second series as CSV
     #[arg(long, value_name = "FILE")]
     csv: Option<PathBuf>,
+    /// Write a self-contained HTML report of the merge
+    #[arg(long, value_name = "FILE")]
+    html: Option<PathBuf>,
 }
 
 pub(crate) fn run(command: LoadtestCommand) -> Result<u8, Failure> {
@@ -236,7 +243,7 @@ fn run_load(args: RunArgs) -> Result<u8, Failure> {
     let settings = settings(&args, has_body)?;
     let total = settings.workload.duration();
     let driver = settings.compile(samples).map_err(invalid)?;
-    for path in [&args.out, &args.csv].into_iter().flatten() {
+    for path in [&args.out, &args.csv, &args.html].into_iter().flatten() {
         check_writable(path)?;
     }
     let progress = !args.quiet && !args.json && io::stderr().is_terminal();
@@ -278,7 +285,12 @@ fn run_load(args: RunArgs) -> Result<u8, Failure> {
         .latency()
         .map_err(|e| anyhow::anyhow!("the run's own histogram: {e}"))?;
     result.thresholds = check_all(&checks, &result.report, &latency);
-    finish(result, args.json, args.out.as_deref(), args.csv.as_deref())?;
+    let exports = Exports {
+        out: args.out.as_deref(),
+        csv: args.csv.as_deref(),
+        html: args.html.as_deref(),
+    };
+    finish(result, args.json, &exports)?;
     let r = &result.report;
     if interrupted {
         return Ok(exit::CANCELLED);
@@ -316,7 +328,7 @@ fn progress_line(bucket: &mlops_release::driver::SecondBucket, total: Duration) 
 
 fn run_merge(args: &MergeArgs) -> Result<u8, Failure> {
     let checks = thresholds(&args.thresholds)?;
-    for path in [&args.out, &args.csv].into_iter().flatten() {
+    for path in [&args.out, &args.csv, &args.html].into_iter().flatten() {
         check_writable(path)?;
     }
     let mut results = Vec::new();
@@ -343,7 +355,12 @@ fn run_merge(args: &MergeArgs) -> Result<u8, Failure> {
         .latency()
         .map_err(|e| anyhow::anyhow!("the merged histogram: {e}"))?;
     merged.thresholds = check_all(&checks, &merged.report, &latency);
-    finish(&merged, args.json, args.out.as_deref(), args.csv.as_deref())?;
+    let exports = Exports {
+        out: args.out.as_deref(),
+        csv: args.csv.as_deref(),
+        html: args.html.as_deref(),
+    };
+    finish(&merged, args.json, &exports)?;
     Ok(threshold_code(&merged))
 }
 
@@ -370,21 +387,28 @@ fn check_writable(path: &Path) -> Result<(), Failure> {
     Ok(())
 }
 
+/// Where to write a result's exports.
+struct Exports<'a> {
+    out: Option<&'a Path>,
+    csv: Option<&'a Path>,
+    html: Option<&'a Path>,
+}
+
 /// Writes the exports and prints the result: the summary table (with the
 /// thresholds), or JSON with failed thresholds said again on stderr.
-fn finish(
-    result: &LoadResult,
-    json: bool,
-    out: Option<&Path>,
-    csv: Option<&Path>,
-) -> Result<(), Failure> {
+fn finish(result: &LoadResult, json: bool, exports: &Exports<'_>) -> Result<(), Failure> {
     let text = serde_json::to_string_pretty(result).context("cannot serialize the result")?;
-    if let Some(path) = out {
+    if let Some(path) = exports.out {
         std::fs::write(path, format!("{text}\n"))
             .with_context(|| format!("cannot write {}", path.display()))?;
     }
-    if let Some(path) = csv {
+    if let Some(path) = exports.csv {
         std::fs::write(path, per_second_csv(result))
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    if let Some(path) = exports.html {
+        let title = format!("Load test of {}", result.report.target);
+        std::fs::write(path, html_report(result, &title))
             .with_context(|| format!("cannot write {}", path.display()))?;
     }
     let mut stdout = io::stdout().lock();

@@ -153,6 +153,7 @@ fn an_open_run_posts_the_body_and_writes_its_exports() {
     std::fs::write(&body, r#"{"inputs": [1, 2]}"#).unwrap();
     let out = dir.path().join("result.json");
     let csv = dir.path().join("seconds.csv");
+    let html = dir.path().join("report.html");
     let o = mlops(&[
         "loadtest",
         "run",
@@ -169,6 +170,8 @@ fn an_open_run_posts_the_body_and_writes_its_exports() {
         out.to_str().unwrap(),
         "--csv",
         csv.to_str().unwrap(),
+        "--html",
+        html.to_str().unwrap(),
         "-t",
         "p99 < 5s",
         "-t",
@@ -200,6 +203,18 @@ fn an_open_run_posts_the_body_and_writes_its_exports() {
     assert_eq!(rows.len(), 3, "{rows:?}");
     assert!(rows[1].starts_with("0,40,0,"), "{rows:?}");
     assert!(rows[2].starts_with("1,40,0,"), "{rows:?}");
+    // The report: self-contained, charts of the two seconds, thresholds;
+    // Chromium loads it without a console message or a request.
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert_eq!(page.matches("<svg").count(), 3, "rate, latency, errors");
+    assert!(page.contains("<polyline"), "the series are drawn");
+    assert!(page.contains("error_rate &lt; 1%"), "thresholds escaped");
+    assert!(!page.contains("<script"));
+    let png = dir.path().join("report.png");
+    let load = mlops_testkit::chromium::load(&html, &png, (1200, 1600));
+    assert!(load.problems().is_empty(), "{:?}", load.problems());
+    let (width, height) = mlops_testkit::chromium::png_size(&load.png);
+    assert_eq!((width, height), (1200, 1600));
 }
 
 #[test]

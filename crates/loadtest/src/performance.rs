@@ -18,8 +18,8 @@
 //! (10 s) each request, `max-requests` the count. Every threshold must hold
 //! (`mlops_loadtest::generator::Threshold`); a run in which not one
 //! request got a response fails whatever the thresholds. The result (with
-//! its histograms) and the per-second CSV are written under
-//! `.mlops/loadtest/STEP/`, and a summary is recorded as `load-test`
+//! its histograms), the per-second CSV and an HTML report are written
+//! under `.mlops/loadtest/STEP/`, and a summary is recorded as `load-test`
 //! evidence.
 
 use std::path::PathBuf;
@@ -381,9 +381,9 @@ pub(crate) async fn send(
     result.map_err(failure)
 }
 
-/// Writes the result and its per-second CSV under
-/// `.mlops/loadtest/STEP/NAME.{json,csv}`; the JSON's path, relative to
-/// the project.
+/// Writes the result, its per-second CSV and its HTML report under
+/// `.mlops/loadtest/STEP/NAME.{json,csv,html}`; the JSON's path, relative
+/// to the project.
 pub(crate) fn save(
     ctx: &StepContext,
     name: &str,
@@ -400,6 +400,10 @@ pub(crate) fn save(
     let csv = dir.join(format!("{name}.csv"));
     std::fs::write(&csv, per_second_csv(result))
         .map_err(|e| failure(format!("cannot write {}: {e}", csv.display())))?;
+    let html = dir.join(format!("{name}.html"));
+    let title = format!("{} · {name}", ctx.step);
+    std::fs::write(&html, generator::html_report(result, &title))
+        .map_err(|e| failure(format!("cannot write {}: {e}", html.display())))?;
     Ok(relative.join(format!("{name}.json")).display().to_string())
 }
 
@@ -420,7 +424,9 @@ impl Performance {
         for line in generator::summary_table(&result).lines() {
             ctx.log(line);
         }
-        ctx.log(format!("result and per-second series in {saved} (.csv)"));
+        ctx.log(format!(
+            "result in {saved}, per-second series and report beside it (.csv, .html)"
+        ));
         let r = &result.report;
         let answered = r.status.informational
             + r.status.success
