@@ -23,6 +23,7 @@ use std::sync::Arc;
 use mlops_core::{EvidenceKind, KindRegistry, RegistryError, Stage};
 
 pub mod autoscale;
+pub mod capacity;
 pub mod generator;
 pub mod performance;
 pub mod stress;
@@ -35,10 +36,13 @@ pub mod evidence {
     /// `breaking-point`: the highest arrival rate sustained within the
     /// SLO, the lowest that broke it and what failed first, every level.
     pub const BREAKING_POINT: &str = "breaking-point";
+    /// `capacity`: a fitted capacity model (the Universal Scalability
+    /// Law), its goodness of fit, its peak.
+    pub const CAPACITY: &str = "capacity";
 }
 
 /// Registers stage 6: the `performance` and `stress` kinds and the
-/// `load-test` and `breaking-point` evidence kinds. The steps reach the release environment's gateway as the release
+/// `load-test`, `breaking-point` and `capacity` evidence kinds. The steps reach the release environment's gateway as the release
 /// kinds do (the [`mlops_release::service::GatewayProgram`] option, else
 /// `mlops` from beside the running program or from `PATH`).
 pub fn register(registry: &mut KindRegistry) -> Result<(), RegistryError> {
@@ -53,6 +57,11 @@ pub fn register(registry: &mut KindRegistry) -> Result<(), RegistryError> {
         name: evidence::BREAKING_POINT,
         stage: Stage::Loadtest,
         summarize: stress::summarize,
+    })?;
+    registry.register_evidence(EvidenceKind {
+        name: evidence::CAPACITY,
+        stage: Stage::Loadtest,
+        summarize: stress::summarize_capacity,
     })?;
     Ok(())
 }

@@ -24,7 +24,10 @@
 //! (`broke_at`, none when even `max-rate` held), and what failed first
 //! there — the thresholds missed and the errors by kind. Every level's
 //! result is saved under `.mlops/loadtest/STEP/`, and the summary recorded
-//! as `breaking-point` evidence.
+//! as `breaking-point` evidence. The Universal Scalability Law fitted to
+//! the levels (throughput against the requests in flight, by Little's law:
+//! [`crate::capacity`]) is recorded as `capacity` evidence when at least
+//! three levels have responses.
 //!
 //! The step fails when the first level does not hold (the service breaks
 //! below the starting rate: no breaking point was bracketed), or when
@@ -39,6 +42,7 @@ use mlops_release::driver::{ErrorCounts, Workload};
 use mlops_release::traffic::TrafficWire;
 use serde::{Deserialize, Serialize};
 
+use crate::capacity::{Observation, UslFit, fit_usl};
 use crate::generator::{Threshold, Verdict, check_all};
 use crate::performance::{Load, MAX_RATE, Target, failure, save, send};
 
@@ -226,6 +230,8 @@ pub struct Level {
     pub errors: ErrorCounts,
     /// The 99th percentile latency, in ms; `None` without a response.
     pub p99_ms: Option<f64>,
+    /// The mean latency, in ms; `None` without a response.
+    pub mean_ms: Option<f64>,
     /// Whether every SLO threshold held.
     pub held: bool,
     /// The thresholds missed, each saying by how much.
@@ -366,9 +372,59 @@ impl Stress {
             reason: reason.clone(),
         };
         ctx.record(crate::evidence::BREAKING_POINT, &evidence);
+        self.capacity(ctx, &levels);
         match reason {
             Some(reason) => Err(failure(reason)),
             None => Ok(()),
+        }
+    }
+
+    /// Fits the USL to the levels — throughput against the requests in
+    /// flight (Little's law: rate × mean latency) — and records it as
+    /// `capacity` evidence; says in the log why not when it cannot.
+    fn capacity(&self, ctx: &StepContext, levels: &[Level]) {
+        let points: Vec<Observation> = levels
+            .iter()
+            .filter_map(|l| {
+                let mean = l.mean_ms?;
+                (l.rps > 0.0 && mean > 0.0).then(|| Observation {
+                    concurrency: l.rps * mean / 1000.0,
+                    throughput: l.rps,
+                })
+            })
+            .collect();
+        match fit_usl(&points) {
+            Ok(fit) => {
+                ctx.log(format!(
+                    "capacity (USL over {} levels, concurrency = requests in flight): λ = {:.1}/s, σ = {:.4}, κ = {:.6}, R² = {:.4}; {}",
+                    fit.points,
+                    fit.lambda,
+                    fit.sigma,
+                    fit.kappa,
+                    fit.r_squared,
+                    match fit.peak_concurrency {
+                        Some(n) => format!("peak {:.1}/s at {n:.1} in flight", fit.peak_throughput),
+                        None if fit.peak_throughput.is_finite() => {
+                            format!("no peak, approaching {:.1}/s", fit.peak_throughput)
+                        }
+                        None => "no limit in sight".to_owned(),
+                    }
+                ));
+                let evidence = Capacity {
+                    model: "usl".to_owned(),
+                    service: self.target.service.clone(),
+                    environment: self.target.environment.clone(),
+                    basis:
+                        "throughput against requests in flight (Little's law) at each stress level"
+                            .to_owned(),
+                    fit,
+                    points,
+                    required_rate: self.require,
+                    concurrency_for_required: self.require.and_then(|r| fit.concurrency_for(r)),
+                };
+                ctx.record(crate::evidence::CAPACITY, &evidence);
+            }
+            Err(e) => ctx.log(format!("no capacity model: {e}")),
         }
     }
 
@@ -398,6 +454,7 @@ impl Stress {
             requests: r.requests,
             errors: r.errors_by_kind,
             p99_ms: r.latency_ms.map(|l| l.p99),
+            mean_ms: r.latency_ms.map(|l| l.mean),
             held: failed.is_empty(),
             failed,
             result: saved,
@@ -419,6 +476,51 @@ impl Stress {
         ));
         Ok(level)
     }
+}
+
+/// What a `stress` step records as `capacity` evidence.
+#[derive(Debug, Clone, Serialize)]
+pub struct Capacity {
+    /// `usl`.
+    pub model: String,
+    /// The service.
+    pub service: String,
+    /// Its environment.
+    pub environment: String,
+    /// What the concurrency is.
+    pub basis: String,
+    /// The fit: `lambda`, `sigma`, `kappa`, `r_squared`, `rmse`,
+    /// `peak_concurrency`, `peak_throughput`.
+    pub fit: UslFit,
+    /// The points fitted.
+    pub points: Vec<Observation>,
+    /// The `require` rate, when given.
+    pub required_rate: Option<f64>,
+    /// The concurrency the model needs for it; `None` when beyond the
+    /// peak.
+    pub concurrency_for_required: Option<f64>,
+}
+
+/// One line about `capacity` evidence, for `pipeline status`.
+pub(crate) fn summarize_capacity(evidence: &mlops_core::Evidence) -> Option<String> {
+    let b = &evidence.body;
+    let fit = &b["fit"];
+    let peak = match (
+        fit["peak_concurrency"].as_f64(),
+        fit["peak_throughput"].as_f64(),
+    ) {
+        (Some(n), Some(x)) => format!("peak {x:.0}/s at {n:.1}"),
+        (None, Some(x)) => format!("approaching {x:.0}/s"),
+        _ => "no limit in sight".to_owned(),
+    };
+    Some(format!(
+        "capacity of {} (USL, {} points): σ {:.4}, κ {:.6}, R² {:.3}, {peak}",
+        b["service"].as_str()?,
+        fit["points"].as_u64()?,
+        fit["sigma"].as_f64()?,
+        fit["kappa"].as_f64()?,
+        fit["r_squared"].as_f64()?,
+    ))
 }
 
 /// One line about `breaking-point` evidence, for `pipeline status`.
