@@ -181,7 +181,7 @@ fn admin_token(file: Option<&Path>) -> Result<(AdminToken, PathBuf), Failure> {
 
 /// A token file that others can read or that holds no token is the user's
 /// to fix; failing to read or write one is the engine's.
-fn token_failure(e: GatewayError) -> Failure {
+pub(crate) fn token_failure(e: GatewayError) -> Failure {
     let code = match &e {
         GatewayError::Token { source, .. }
             if matches!(
@@ -204,7 +204,7 @@ fn token_failure(e: GatewayError) -> Failure {
 /// file is linked in and read there; a new token is made there and linked
 /// out, which fails rather than overwrites if another process made `file`
 /// in the meantime (and then that one's token is read).
-fn token_at(file: &Path) -> Result<AdminToken, GatewayError> {
+pub(crate) fn token_at(file: &Path) -> Result<AdminToken, GatewayError> {
     let err = |path: &Path| {
         let path = path.to_owned();
         move |source| GatewayError::Token { path, source }

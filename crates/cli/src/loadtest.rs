@@ -10,7 +10,8 @@ use anyhow::Context as _;
 use bytes::Bytes;
 use clap::{Args, Subcommand};
 use mlops_loadtest::generator::{
-    self, LoadResult, Threshold, check_all, html_report, merge, per_second_csv, summary_table,
+    self, LoadResult, RemoteError, RunSpec, Threshold, check_all, html_report, merge, per_second_csv,
+    run_on_workers, serve_worker, summary_table,
 };
 use mlops_release::driver::{CsvColumns, DriverSettings, RateStage, Samples, Workload};
 use tokio_util::sync::CancellationToken;
@@ -29,6 +30,25 @@ pub(crate) enum LoadtestCommand {
     /// Merge result files of generators that ran together (`run --out`),
     /// exactly: counts add, latency histograms add without loss
     Merge(MergeArgs),
+    /// Serve runs for a coordinator (`run --worker URL`) until Ctrl-C:
+    /// POST /run with the token of --token-file
+    Worker(WorkerArgs),
+}
+
+/// Where a worker's token lives by default (relative to the current
+/// directory), for the worker and its coordinator alike.
+const WORKER_TOKEN: &str = ".mlops/loadtest/worker.token";
+
+#[derive(Args)]
+pub(crate) struct WorkerArgs {
+    /// The address to listen on (a loopback one unless the network between
+    /// coordinator and worker is private: the token travels in clear)
+    #[arg(long, value_name = "ADDR")]
+    listen: std::net::SocketAddr,
+    /// The token file, created (mode 0600) when missing [default:
+    /// .mlops/loadtest/worker.token]
+    #[arg(long, value_name = "PATH")]
+    token_file: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -101,6 +121,13 @@ pub(crate) struct RunArgs {
     /// No progress line
     #[arg(short, long)]
     quiet: bool,
+    /// Run on these workers (`mlops loadtest worker`), each taking an
+    /// equal share of the load, and merge their results (repeatable)
+    #[arg(long = "worker", value_name = "URL")]
+    workers: Vec<String>,
+    /// The workers' token file [default: .mlops/loadtest/worker.token]
+    #[arg(long, value_name = "PATH", requires = "workers")]
+    worker_token_file: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -130,6 +157,7 @@ pub(crate) fn run(command: LoadtestCommand) -> Result<u8, Failure> {
     match command {
         LoadtestCommand::Run(args) => run_load(*args),
         LoadtestCommand::Merge(args) => run_merge(&args),
+        LoadtestCommand::Worker(args) => run_worker(&args),
     }
 }
 
@@ -242,6 +270,7 @@ fn run_load(args: RunArgs) -> Result<u8, Failure> {
     let has_body = samples.bodies().iter().any(|b| !b.is_empty());
     let settings = settings(&args, has_body)?;
     let total = settings.workload.duration();
+    let (settings_for_spec, samples_for_spec) = (settings.clone(), samples.clone());
     let driver = settings.compile(samples).map_err(invalid)?;
     for path in [&args.out, &args.csv, &args.html].into_iter().flatten() {
         check_writable(path)?;
@@ -251,6 +280,25 @@ fn run_load(args: RunArgs) -> Result<u8, Failure> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
+    if !args.workers.is_empty() {
+        let file = args
+            .worker_token_file
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(WORKER_TOKEN));
+        let token = crate::gateway::token_at(&file).map_err(crate::gateway::token_failure)?;
+        let spec = RunSpec::new(&settings_for_spec, &samples_for_spec);
+        if !args.quiet && !args.json {
+            eprintln!("running on {} workers…", args.workers.len());
+        }
+        let results = runtime
+            .block_on(run_on_workers(&args.workers, &token, &spec))
+            .map_err(|e| match e {
+                RemoteError::WorkerUrl(_) => invalid(e),
+                e => fail(exit::RUN_FAILED, e),
+            })?;
+        let mut merged = merge(&results).map_err(|e| fail(exit::RUN_FAILED, e))?;
+        return report_run(&mut merged, &checks, &args, false);
+    }
     let (mut result, interrupted) = runtime.block_on(async {
         let stop = CancellationToken::new();
         let interrupt = {
@@ -281,10 +329,21 @@ fn run_load(args: RunArgs) -> Result<u8, Failure> {
         (result, stop.is_cancelled())
     });
     let result = result.as_mut().map_err(|e| anyhow::anyhow!("{e}"))?;
+    report_run(result, &checks, &args, interrupted)
+}
+
+/// Checks the thresholds, writes the exports, prints the result; the exit
+/// code.
+fn report_run(
+    result: &mut LoadResult,
+    checks: &[Threshold],
+    args: &RunArgs,
+    interrupted: bool,
+) -> Result<u8, Failure> {
     let latency = result
         .latency()
         .map_err(|e| anyhow::anyhow!("the run's own histogram: {e}"))?;
-    result.thresholds = check_all(&checks, &result.report, &latency);
+    result.thresholds = check_all(checks, &result.report, &latency);
     let exports = Exports {
         out: args.out.as_deref(),
         csv: args.csv.as_deref(),
@@ -310,6 +369,46 @@ fn run_load(args: RunArgs) -> Result<u8, Failure> {
         return Ok(exit::RUN_FAILED);
     }
     Ok(threshold_code(result))
+}
+
+/// `mlops loadtest worker`: serves runs until Ctrl-C or SIGTERM.
+fn run_worker(args: &WorkerArgs) -> Result<u8, Failure> {
+    let file = args
+        .token_file
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(WORKER_TOKEN));
+    let token = crate::gateway::token_at(&file).map_err(crate::gateway::token_failure)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", args.listen))
+            .map_err(invalid)?;
+        let addr = listener.local_addr().context("the listening address")?;
+        eprintln!(
+            "worker listening on http://{addr} (POST /run with the token in {})",
+            std::path::absolute(&file).unwrap_or(file.clone()).display()
+        );
+        let stop = CancellationToken::new();
+        let signals = {
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    () = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+                }
+                stop.cancel();
+            })
+        };
+        serve_worker(listener, token, stop).await;
+        signals.abort();
+        eprintln!("worker stopped");
+        Ok::<_, Failure>(exit::OK)
+    })
 }
 
 fn progress_line(bucket: &mlops_release::driver::SecondBucket, total: Duration) -> String {

@@ -444,3 +444,94 @@ fn ctrl_c_stops_a_run_and_still_reports_it() {
     let requests = v["requests"].as_u64().unwrap();
     assert!((10..3000).contains(&requests), "{v}");
 }
+
+/// A worker started on a free loopback port; its URL (from its first line
+/// on stderr). Killed (SIGTERM) when dropped.
+struct Worker {
+    child: std::process::Child,
+    url: String,
+}
+
+impl Worker {
+    fn start(token_file: &Path) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_mlops"))
+            .args(["loadtest", "worker", "--listen", "127.0.0.1:0", "--token-file"])
+            .arg(token_file)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stderr.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let url = line
+            .split_whitespace()
+            .find(|w| w.starts_with("http://"))
+            .unwrap_or_else(|| panic!("no url in {line:?}"))
+            .to_owned();
+        Self { child, url }
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = kill(Pid::from_raw(self.child.id() as i32), Signal::SIGTERM);
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn workers_share_a_run_and_the_coordinator_merges_it() {
+    let server = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("worker.token");
+    let (a, b) = (Worker::start(&token), Worker::start(&token));
+    let token_arg = token.to_str().unwrap();
+    let o = mlops(&[
+        "loadtest", "run", &server.url("/"), "--rate", "40", "-d", "1s", "--worker", &a.url,
+        "--worker", &b.url, "--worker-token-file", token_arg, "--json",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let v = json(&o);
+    assert_eq!(v["runs"], 2, "{v}");
+    assert_eq!(v["requests"], 40, "{v}");
+    assert_eq!(v["target_rps"], 40.0, "{v}");
+    assert_eq!(v["per_second"][0]["requests"], 40, "{v}");
+    assert_eq!(server.hits(), 40);
+    // The token file is the owner's alone.
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(&token).unwrap().permissions().mode();
+    assert_eq!(mode & 0o077, 0, "{mode:o}");
+
+    // Another token: 401, nothing runs.
+    let other = dir.path().join("other.token");
+    let o = mlops(&[
+        "loadtest", "run", &server.url("/"), "--rate", "40", "-d", "1s", "--worker", &a.url,
+        "--worker-token-file", other.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("answered 401"), "{}", stderr(&o));
+    assert_eq!(server.hits(), 40);
+    // A dead worker, a bad worker url.
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let dead = format!("http://127.0.0.1:{port}");
+    let o = mlops(&[
+        "loadtest", "run", &server.url("/"), "--rate", "40", "-d", "1s", "--worker", &dead,
+        "--worker-token-file", token_arg,
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains(&format!("worker {dead}: cannot connect")), "{}", stderr(&o));
+    let o = mlops(&[
+        "loadtest", "run", &server.url("/"), "--worker", "ftp://x", "--worker-token-file", token_arg,
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("is not an http://host:port url"), "{}", stderr(&o));
+    // A request without the token changes nothing on the worker.
+    let mut raw = TcpStream::connect(a.url.trim_start_matches("http://")).unwrap();
+    write!(raw, "POST /run HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{{}}").unwrap();
+    let mut answer = String::new();
+    raw.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    assert_eq!(server.hits(), 40);
+}

@@ -16,16 +16,21 @@
 //!   from each run's start;
 //! - [`Threshold`]: `p99 < 200ms`, `error_rate < 1%`, `rps > 500`, checked
 //!   against a result, each saying by how much it failed;
+//! - [`serve_worker`] and [`run_on_workers`]: one run split among
+//!   generator processes (workers, driven over HTTP with a token), their
+//!   results merged;
 //! - [`per_second_csv`], [`summary_table`] and [`html_report`] (a
 //!   self-contained page with SVG charts of rate, latency and errors over
 //!   the run): the exports.
 
 mod export;
+mod remote;
 mod report;
 mod result;
 mod threshold;
 
 pub use export::{per_second_csv, summary_table};
+pub use remote::{RemoteError, RunSpec, run_on_workers, serve_worker};
 pub use report::html_report;
 pub use result::{LoadResult, MergeError, RESULT_FORMAT, merge, run};
 pub use threshold::{Metric, Op, Threshold, ThresholdError, Verdict, check_all};
