@@ -10,8 +10,8 @@ use anyhow::Context as _;
 use bytes::Bytes;
 use clap::{Args, Subcommand};
 use mlops_loadtest::generator::{
-    self, LoadResult, RemoteError, RunSpec, Threshold, check_all, html_report, merge, per_second_csv,
-    run_on_workers, serve_worker, summary_table,
+    self, LoadResult, RemoteError, RunSpec, Threshold, check_all, html_report, merge,
+    per_second_csv, run_on_workers, serve_worker, summary_table,
 };
 use mlops_release::driver::{CsvColumns, DriverSettings, RateStage, Samples, Workload};
 use tokio_util::sync::CancellationToken;

@@ -455,7 +455,13 @@ struct Worker {
 impl Worker {
     fn start(token_file: &Path) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_mlops"))
-            .args(["loadtest", "worker", "--listen", "127.0.0.1:0", "--token-file"])
+            .args([
+                "loadtest",
+                "worker",
+                "--listen",
+                "127.0.0.1:0",
+                "--token-file",
+            ])
             .arg(token_file)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -489,8 +495,20 @@ fn workers_share_a_run_and_the_coordinator_merges_it() {
     let (a, b) = (Worker::start(&token), Worker::start(&token));
     let token_arg = token.to_str().unwrap();
     let o = mlops(&[
-        "loadtest", "run", &server.url("/"), "--rate", "40", "-d", "1s", "--worker", &a.url,
-        "--worker", &b.url, "--worker-token-file", token_arg, "--json",
+        "loadtest",
+        "run",
+        &server.url("/"),
+        "--rate",
+        "40",
+        "-d",
+        "1s",
+        "--worker",
+        &a.url,
+        "--worker",
+        &b.url,
+        "--worker-token-file",
+        token_arg,
+        "--json",
     ]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let v = json(&o);
@@ -507,29 +525,69 @@ fn workers_share_a_run_and_the_coordinator_merges_it() {
     // Another token: 401, nothing runs.
     let other = dir.path().join("other.token");
     let o = mlops(&[
-        "loadtest", "run", &server.url("/"), "--rate", "40", "-d", "1s", "--worker", &a.url,
-        "--worker-token-file", other.to_str().unwrap(),
+        "loadtest",
+        "run",
+        &server.url("/"),
+        "--rate",
+        "40",
+        "-d",
+        "1s",
+        "--worker",
+        &a.url,
+        "--worker-token-file",
+        other.to_str().unwrap(),
     ]);
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     assert!(stderr(&o).contains("answered 401"), "{}", stderr(&o));
     assert_eq!(server.hits(), 40);
     // A dead worker, a bad worker url.
-    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let dead = format!("http://127.0.0.1:{port}");
     let o = mlops(&[
-        "loadtest", "run", &server.url("/"), "--rate", "40", "-d", "1s", "--worker", &dead,
-        "--worker-token-file", token_arg,
+        "loadtest",
+        "run",
+        &server.url("/"),
+        "--rate",
+        "40",
+        "-d",
+        "1s",
+        "--worker",
+        &dead,
+        "--worker-token-file",
+        token_arg,
     ]);
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
-    assert!(stderr(&o).contains(&format!("worker {dead}: cannot connect")), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains(&format!("worker {dead}: cannot connect")),
+        "{}",
+        stderr(&o)
+    );
     let o = mlops(&[
-        "loadtest", "run", &server.url("/"), "--worker", "ftp://x", "--worker-token-file", token_arg,
+        "loadtest",
+        "run",
+        &server.url("/"),
+        "--worker",
+        "ftp://x",
+        "--worker-token-file",
+        token_arg,
     ]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
-    assert!(stderr(&o).contains("is not an http://host:port url"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("is not an http://host:port url"),
+        "{}",
+        stderr(&o)
+    );
     // A request without the token changes nothing on the worker.
     let mut raw = TcpStream::connect(a.url.trim_start_matches("http://")).unwrap();
-    write!(raw, "POST /run HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{{}}").unwrap();
+    write!(
+        raw,
+        "POST /run HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{{}}"
+    )
+    .unwrap();
     let mut answer = String::new();
     raw.read_to_string(&mut answer).unwrap();
     assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");

@@ -11,8 +11,9 @@
 //!   pure functions of what their controllers see, and the scenario format
 //!   that `mlops autoscale simulate` runs.
 //!
-//! - the load-test step kinds [`performance`] (`load-test` evidence) and
-//!   [`stress`] (`breaking-point` evidence); [`register`] adds them to a
+//! - the load-test step kinds [`performance`], [`endurance`] and
+//!   [`volume`] (`load-test` evidence) and [`stress`] (`breaking-point` and
+//!   `capacity` evidence); [`register`] adds them to a
 //!   registry.
 //!
 //! The other kinds of load test, the capacity model and the autoscaler
@@ -24,9 +25,11 @@ use mlops_core::{EvidenceKind, KindRegistry, RegistryError, Stage};
 
 pub mod autoscale;
 pub mod capacity;
+pub mod endurance;
 pub mod generator;
 pub mod performance;
 pub mod stress;
+pub mod volume;
 
 /// The evidence kinds stage 6 records.
 pub mod evidence {
@@ -41,13 +44,16 @@ pub mod evidence {
     pub const CAPACITY: &str = "capacity";
 }
 
-/// Registers stage 6: the `performance` and `stress` kinds and the
+/// Registers stage 6: the `performance`, `stress`, `endurance` and
+/// `volume` kinds and the
 /// `load-test`, `breaking-point` and `capacity` evidence kinds. The steps reach the release environment's gateway as the release
 /// kinds do (the [`mlops_release::service::GatewayProgram`] option, else
 /// `mlops` from beside the running program or from `PATH`).
 pub fn register(registry: &mut KindRegistry) -> Result<(), RegistryError> {
     registry.register(Arc::new(performance::PerformanceKind))?;
     registry.register(Arc::new(stress::StressKind))?;
+    registry.register(Arc::new(endurance::EnduranceKind))?;
+    registry.register(Arc::new(volume::VolumeKind))?;
     registry.register_evidence(EvidenceKind {
         name: evidence::LOAD_TEST,
         stage: Stage::Loadtest,

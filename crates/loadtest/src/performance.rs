@@ -29,10 +29,10 @@ use std::time::Duration;
 use mlops_core::manifest::{Diagnostic, parse_duration};
 use mlops_core::{KindParams, Stage, StepAction, StepContext, StepFailure, StepKind};
 use mlops_iac::StepInfra;
-use mlops_release::driver::{DriverSettings, LatencySummary, RateStage, Workload};
-use mlops_release::service::{GatewayProgram, GatewayService};
+use mlops_release::driver::{DriverSettings, LatencySummary, RateStage, Samples, Workload};
+use mlops_release::service::{GatewayClient, GatewayProgram, GatewayService};
 use mlops_release::settings::ReleaseSettings;
-use mlops_release::traffic::{Traffic, TrafficWire, load_samples};
+use mlops_release::traffic::{RequestSource, Traffic, TrafficWire, load_samples};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
@@ -41,7 +41,7 @@ use crate::generator::{self, LoadResult, Threshold, Verdict, check_all, per_seco
 /// The highest arrival rate a load-test step may ask for.
 pub const MAX_RATE: f64 = 100_000.0;
 /// The longest load-test step.
-const MAX_DURATION: Duration = Duration::from_secs(3600);
+pub(crate) const MAX_DURATION: Duration = Duration::from_secs(3600);
 
 /// The `performance` kind.
 #[derive(Debug)]
@@ -58,6 +58,12 @@ struct Wire {
     max_requests: Option<u64>,
     #[serde(default)]
     thresholds: Vec<toml::Spanned<String>>,
+    // `volume` only.
+    batch: Option<usize>,
+    // `endurance` only.
+    max_latency_drift: Option<toml::Spanned<String>>,
+    max_memory_growth: Option<toml::Spanned<String>>,
+    sample_every: Option<toml::Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -123,6 +129,12 @@ impl Target {
 
     /// The gateway's data-plane URL.
     pub(crate) async fn proxy_url(&self, ctx: &StepContext) -> Result<String, StepFailure> {
+        let client = self.client(ctx).await?;
+        Ok(client.proxy_url().trim_end_matches('/').to_owned())
+    }
+
+    /// A client of the gateway's admin API.
+    pub(crate) async fn client(&self, ctx: &StepContext) -> Result<GatewayClient, StepFailure> {
         let (_, provider, scope) = self
             .infra
             .target(ctx, &self.environment)
@@ -135,13 +147,12 @@ impl Target {
             &self.service,
             self.gateway.clone(),
         );
-        let client = gateway.client().await.map_err(|e| {
+        gateway.client().await.map_err(|e| {
             failure(format!(
                 "{e}: the release stage runs the gateway of `{}` in `{}`; run it first",
                 self.service, self.environment
             ))
-        })?;
-        Ok(client.proxy_url().trim_end_matches('/').to_owned())
+        })
     }
 }
 
@@ -154,12 +165,18 @@ pub(crate) struct Load {
     pub(crate) timeout: Duration,
     pub(crate) max_requests: u64,
     pub(crate) thresholds: Vec<Threshold>,
+    /// Rows of the CSV in each request (`volume`).
+    pub(crate) batch: Option<usize>,
 }
 
 #[derive(Debug, Clone)]
 struct Performance {
     target: Target,
     load: Load,
+    /// What an `endurance` step checks beyond the thresholds.
+    endurance: Option<crate::endurance::Checks>,
+    /// `performance`, `endurance` or `volume`.
+    kind: &'static str,
 }
 
 impl StepKind for PerformanceKind {
@@ -176,15 +193,81 @@ impl StepKind for PerformanceKind {
     }
 
     fn compile(&self, params: &KindParams<'_>) -> Result<Arc<dyn StepAction>, Vec<Diagnostic>> {
+        compile(self.name(), params)
+    }
+}
+
+/// The `performance` and `endurance` kinds' compile: the same load, and
+/// for `endurance` its drift and memory checks.
+pub(crate) fn compile(
+    kind: &'static str,
+    params: &KindParams<'_>,
+) -> Result<Arc<dyn StepAction>, Vec<Diagnostic>> {
+    let endurance = kind == "endurance";
+    let volume = kind == "volume";
+    {
         let wire: Wire = params.deserialize().map_err(|d| vec![d])?;
         let span = params.span();
         let mut errors = Vec::new();
-        let target = Target::compile(self.name(), params, &mut errors);
+        if !endurance {
+            for (key, given) in [
+                ("max-latency-drift", wire.max_latency_drift.is_some()),
+                ("max-memory-growth", wire.max_memory_growth.is_some()),
+                ("sample-every", wire.sample_every.is_some()),
+            ] {
+                if given {
+                    errors.push(Diagnostic::new(
+                        format!("`{key}` is a key of the `endurance` kind"),
+                        Some(span.clone()),
+                    ));
+                }
+            }
+        }
+        let batch = match (volume, wire.batch) {
+            (true, Some(b)) if (1..=100_000).contains(&b) => Some(b),
+            (true, Some(b)) => {
+                errors.push(Diagnostic::new(
+                    format!("`batch` must be 1 to 100000 rows a request, not {b}"),
+                    Some(span.clone()),
+                ));
+                None
+            }
+            (true, None) => {
+                errors.push(Diagnostic::new(
+                    "the `volume` kind needs `batch`: the rows of `traffic.csv` in each request",
+                    Some(span.clone()),
+                ));
+                None
+            }
+            (false, Some(_)) => {
+                errors.push(Diagnostic::new(
+                    "`batch` is a key of the `volume` kind",
+                    Some(span.clone()),
+                ));
+                None
+            }
+            (false, None) => None,
+        };
+        let checks = endurance
+            .then(|| {
+                crate::endurance::Checks::compile(
+                    wire.max_latency_drift.as_ref(),
+                    wire.max_memory_growth.as_ref(),
+                    wire.sample_every.as_ref(),
+                    &mut errors,
+                )
+            })
+            .flatten();
+        let target = Target::compile(kind, params, &mut errors);
         let model = target.as_ref().map_or("model", |(_, m)| m.as_str());
         let traffic = wire
             .traffic
             .compile_up_to(model, &span, &mut errors, MAX_RATE);
-        let duration = bounded_duration("duration", wire.duration.as_ref(), 10, &mut errors);
+        let duration = if endurance {
+            crate::endurance::duration(wire.duration.as_ref(), &mut errors)
+        } else {
+            bounded_duration("duration", wire.duration.as_ref(), 10, &mut errors)
+        };
         let mut stages = Vec::new();
         for (i, stage) in wire.stages.iter().flatten().enumerate() {
             let d = bounded_duration("duration", Some(&stage.duration), 1, &mut errors);
@@ -262,10 +345,22 @@ impl StepKind for PerformanceKind {
             (target, traffic, duration, timeout)
         else {
             return Err(vec![Diagnostic::new(
-                "`performance` could not be compiled",
+                format!("`{kind}` could not be compiled"),
                 Some(span),
             )]);
         };
+        if batch.is_some() && !matches!(traffic.source, RequestSource::Csv(..)) {
+            return Err(vec![Diagnostic::new(
+                "`batch` needs `traffic.csv`: its rows are batched into requests",
+                Some(span),
+            )]);
+        }
+        if (endurance && checks.is_none()) || (volume && batch.is_none()) {
+            return Err(vec![Diagnostic::new(
+                "`endurance` could not be compiled",
+                Some(span),
+            )]);
+        }
         let workload = if stages.is_empty() {
             Workload::constant(traffic.rate, duration)
         } else {
@@ -280,7 +375,10 @@ impl StepKind for PerformanceKind {
                 timeout,
                 max_requests,
                 thresholds,
+                batch,
             },
+            endurance: checks,
+            kind,
         };
         Ok(Arc::new(move |ctx: StepContext| {
             let step = step.clone();
@@ -290,7 +388,7 @@ impl StepKind for PerformanceKind {
 }
 
 /// A duration of at most an hour, `default_s` seconds when absent.
-fn bounded_duration(
+pub(crate) fn bounded_duration(
     what: &str,
     value: Option<&toml::Spanned<String>>,
     default_s: u64,
@@ -322,8 +420,16 @@ pub(crate) fn failure(e: impl std::fmt::Display) -> StepFailure {
 /// What a load-test step records as `load-test` evidence.
 #[derive(Debug, Clone, Serialize)]
 pub struct LoadTestEvidence {
-    /// The step kind: `performance`.
+    /// The step kind: `performance`, `endurance` or `volume`.
     pub kind: String,
+    /// The rows in each request (`volume`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub batch: Option<usize>,
+    /// The mean request body, in bytes.
+    pub request_bytes: f64,
+    /// Rows a second (`volume`: the rate times the batch).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rows_per_second: Option<f64>,
     /// `pass` or `fail`.
     pub verdict: String,
     /// The service load-tested.
@@ -350,6 +456,9 @@ pub struct LoadTestEvidence {
     pub thresholds: Vec<Verdict>,
     /// The result file (histograms included), relative to the project.
     pub result: String,
+    /// An `endurance` step's latency drift and memory growth.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub endurance: Option<crate::endurance::Report>,
 }
 
 /// Sends `load` to `url` until it ends or the step is cancelled.
@@ -359,7 +468,16 @@ pub(crate) async fn send(
     url: &str,
     workload: Workload,
 ) -> Result<LoadResult, StepFailure> {
-    let samples = load_samples(ctx, &load.traffic.source).await?;
+    let samples = match (load.batch, &load.traffic.source) {
+        (Some(batch), RequestSource::Csv(path, columns)) => {
+            let (path, columns) = (ctx.cwd.join(path), columns.clone());
+            tokio::task::spawn_blocking(move || Samples::from_csv_batched(&path, &columns, batch))
+                .await
+                .map_err(failure)?
+                .map_err(|e| failure(format!("the load's samples: {e}")))?
+        }
+        _ => load_samples(ctx, &load.traffic.source).await?,
+    };
     let mut settings = DriverSettings::with_workload(url, workload, load.max_requests);
     settings.connections = load.connections;
     settings.timeout = load.timeout;
@@ -409,7 +527,8 @@ pub(crate) fn save(
 
 impl Performance {
     async fn run(&self, ctx: &StepContext) -> Result<(), StepFailure> {
-        let base = self.target.proxy_url(ctx).await?;
+        let client = self.target.client(ctx).await?;
+        let base = client.proxy_url().trim_end_matches('/').to_owned();
         let url = format!("{base}{}", self.load.traffic.path);
         ctx.log(format!(
             "load on `{}` in `{}` through its gateway: {url}, {}",
@@ -417,7 +536,30 @@ impl Performance {
             self.target.environment,
             describe(&self.load.workload)
         ));
+        // An endurance run samples the replicas' memory while it runs.
+        let sampler = match &self.endurance {
+            Some(checks) => {
+                let config = client.config().await.map_err(failure)?;
+                let replicas: Vec<String> = config
+                    .variants
+                    .iter()
+                    .flat_map(|v| v.replicas.iter().cloned())
+                    .collect();
+                Some(crate::endurance::Sampler::start(
+                    replicas,
+                    checks.sample_every,
+                ))
+            }
+            None => None,
+        };
         let mut result = send(ctx, &self.load, &url, self.load.workload.clone()).await?;
+        let endurance = match (&self.endurance, sampler) {
+            (Some(checks), Some(sampler)) => {
+                let memory = sampler.finish().await;
+                Some(crate::endurance::report(checks, &result, memory).map_err(failure)?)
+            }
+            _ => None,
+        };
         let latency = result.latency().map_err(failure)?;
         result.thresholds = check_all(&self.load.thresholds, &result.report, &latency);
         let saved = save(ctx, "result", &result)?;
@@ -434,9 +576,23 @@ impl Performance {
             + r.status.client_error
             + r.status.server_error;
         let failed: Vec<&Verdict> = result.thresholds.iter().filter(|v| !v.passed).collect();
-        let passed = failed.is_empty() && answered > 0;
+        let mut problems: Vec<String> = failed.iter().map(|v| v.detail.clone()).collect();
+        if let Some(e) = &endurance {
+            for line in e.lines() {
+                ctx.log(line);
+            }
+            problems.extend(e.problems.iter().cloned());
+        }
+        let passed = problems.is_empty() && answered > 0;
         let evidence = LoadTestEvidence {
-            kind: "performance".to_owned(),
+            kind: self.kind.to_owned(),
+            batch: self.load.batch,
+            request_bytes: if r.requests > 0 {
+                r.bytes_sent as f64 / r.requests as f64
+            } else {
+                0.0
+            },
+            rows_per_second: self.load.batch.map(|b| r.rps * b as f64),
             verdict: if passed { "pass" } else { "fail" }.to_owned(),
             service: self.target.service.clone(),
             environment: self.target.environment.clone(),
@@ -454,6 +610,7 @@ impl Performance {
             latency_ms: r.latency_ms,
             thresholds: result.thresholds.clone(),
             result: saved,
+            endurance,
         };
         ctx.record(crate::evidence::LOAD_TEST, &evidence);
         if answered == 0 {
@@ -468,6 +625,9 @@ impl Performance {
                 "thresholds failed: {}",
                 details.join("; ")
             )));
+        }
+        if !problems.is_empty() {
+            return Err(failure(problems.join("; ")));
         }
         Ok(())
     }
@@ -521,8 +681,27 @@ pub(crate) fn summarize(evidence: &mlops_core::Evidence) -> Option<String> {
         .as_f64()
         .map_or_else(|| "no response".to_owned(), |p| format!("p99 {p:.1} ms"));
     let thresholds = b["thresholds"].as_array().map_or(0, Vec::len);
+    let mut extra = String::new();
+    if let Some(batch) = b["batch"].as_u64() {
+        extra.push_str(&format!(
+            "; batches of {batch} rows, {:.0} rows/s",
+            b["rows_per_second"].as_f64().unwrap_or(0.0)
+        ));
+    }
+    if let Some(drift) = b["endurance"]["latency_drift"].as_f64() {
+        extra.push_str(&format!("; p99 drift {:+.1}%", drift * 100.0));
+    }
+    if let Some(growth) = b["endurance"]["memory"]
+        .as_array()
+        .and_then(|m| m.iter().filter_map(|r| r["growth_bytes"].as_i64()).max())
+    {
+        extra.push_str(&format!(
+            "; memory {:+.1} MiB at most",
+            growth as f64 / (1024.0 * 1024.0)
+        ));
+    }
     Some(format!(
-        "{} load test {} on {} in {}: {} requests at {:.1}/s, {p99}, {} errors; {thresholds} thresholds",
+        "{} load test {} on {} in {}: {} requests at {:.1}/s, {p99}, {} errors; {thresholds} thresholds{extra}",
         b["kind"].as_str()?,
         b["verdict"].as_str()?,
         b["service"].as_str()?,

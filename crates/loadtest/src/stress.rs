@@ -176,6 +176,7 @@ impl StepKind for StressKind {
                 timeout,
                 max_requests: u64::MAX,
                 thresholds,
+                batch: None,
             },
             max_rate: wire.max_rate,
             step,

@@ -103,6 +103,18 @@ with = {{ traffic = {{ csv = "requests.csv", exclude = ["species"], rate = 100 }
 kind = "stress"
 with = {{ traffic = {{ csv = "requests.csv", exclude = ["species"], rate = 100 }}, slo = ["p99 < 2s", "requests < 300"], max-rate = 800, step-duration = "1s", bisect = 2 }}
 depends-on = ["perf"]
+
+# A short endurance run: the replica's memory sampled while it runs.
+[loadtest.steps.endurance]
+kind = "endurance"
+with = {{ traffic = {{ csv = "requests.csv", exclude = ["species"], rate = 50 }}, duration = "3s", thresholds = ["error_rate < 1%"], max-memory-growth = "512MiB", max-latency-drift = "10000%", sample-every = "500ms" }}
+depends-on = ["stress"]
+
+# Large payloads: 500 rows in each request.
+[loadtest.steps.volume]
+kind = "volume"
+with = {{ traffic = {{ csv = "requests.csv", exclude = ["species"], rate = 20 }}, batch = 500, duration = "1s", thresholds = ["error_rate < 1%"] }}
+depends-on = ["endurance"]
 "#,
         iris = built("iris").display()
     )

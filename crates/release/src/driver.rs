@@ -48,7 +48,7 @@ pub use report::{
     ErrorCounts, LatencySummary, ObservedResponse, SecondBucket, StatusCounts, StopReason,
     TrafficReport, TrafficRun,
 };
-pub use samples::{CsvColumns, Samples, oip_request_body};
+pub use samples::{CsvColumns, Samples, oip_batch_body, oip_request_body};
 pub use schedule::{RateStage, Workload};
 pub use settings::{Driver, DriverSettings, SettingError};
 

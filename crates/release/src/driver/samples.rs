@@ -65,43 +65,36 @@ impl Samples {
     /// Protocol v2 request ([`oip_request_body`]) of the chosen columns,
     /// which must all hold finite numbers.
     pub fn from_csv(path: &Path, columns: &CsvColumns) -> Result<Self, DriverError> {
-        let csv_error = |line: u64, source: csv::Error| DriverError::SampleCsv {
-            path: path.to_owned(),
-            line,
-            source,
-        };
-        let file = std::fs::File::open(path).map_err(|source| DriverError::ReadSamples {
-            path: path.to_owned(),
-            source,
-        })?;
-        let mut reader = csv::Reader::from_reader(file);
-        let header = reader.headers().map_err(|e| csv_error(1, e))?.clone();
-        let chosen = choose_columns(path, &header, columns)?;
-        let mut bodies = Vec::new();
-        let mut row = Vec::with_capacity(chosen.len());
-        for record in reader.records() {
-            let record = record.map_err(|e| {
-                let line = e.position().map_or(0, csv::Position::line);
-                csv_error(line, e)
-            })?;
-            let line = record.position().map_or(0, csv::Position::line);
-            row.clear();
-            for &i in &chosen {
-                let cell = record.get(i).unwrap_or("");
-                match cell.trim().parse::<f64>() {
-                    Ok(value) if value.is_finite() => row.push(value),
-                    _ => {
-                        return Err(DriverError::SampleNotNumber {
-                            path: path.to_owned(),
-                            line,
-                            column: header[i].to_owned(),
-                            value: cell.to_owned(),
-                        });
-                    }
-                }
-            }
-            bodies.push(Bytes::from(oip_request_body(&row)));
+        let rows = csv_rows(path, columns)?;
+        let bodies = rows
+            .iter()
+            .map(|row| Bytes::from(oip_request_body(row)))
+            .collect();
+        Self::non_empty(bodies, &path.display().to_string())
+    }
+
+    /// [`Samples::from_csv`] with `batch` rows in each request (shape
+    /// `[batch, columns]`): the rows are taken in order and cycled, so
+    /// every request holds exactly `batch` rows, however many the file
+    /// has.
+    pub fn from_csv_batched(
+        path: &Path,
+        columns: &CsvColumns,
+        batch: usize,
+    ) -> Result<Self, DriverError> {
+        let rows = csv_rows(path, columns)?;
+        if rows.is_empty() || batch == 0 {
+            return Self::non_empty(Vec::new(), &path.display().to_string());
         }
+        let requests = rows.len().div_ceil(batch);
+        let bodies = (0..requests)
+            .map(|r| {
+                let batch_rows: Vec<&[f64]> = (0..batch)
+                    .map(|j| rows[(r * batch + j) % rows.len()].as_slice())
+                    .collect();
+                Bytes::from(oip_batch_body(&batch_rows))
+            })
+            .collect();
         Self::non_empty(bodies, &path.display().to_string())
     }
 
@@ -136,6 +129,48 @@ impl Samples {
     }
 }
 
+/// The chosen columns of every row of a CSV file with a header, each a
+/// finite number.
+fn csv_rows(path: &Path, columns: &CsvColumns) -> Result<Vec<Vec<f64>>, DriverError> {
+    let csv_error = |line: u64, source: csv::Error| DriverError::SampleCsv {
+        path: path.to_owned(),
+        line,
+        source,
+    };
+    let file = std::fs::File::open(path).map_err(|source| DriverError::ReadSamples {
+        path: path.to_owned(),
+        source,
+    })?;
+    let mut reader = csv::Reader::from_reader(file);
+    let header = reader.headers().map_err(|e| csv_error(1, e))?.clone();
+    let chosen = choose_columns(path, &header, columns)?;
+    let mut rows = Vec::new();
+    for record in reader.records() {
+        let record = record.map_err(|e| {
+            let line = e.position().map_or(0, csv::Position::line);
+            csv_error(line, e)
+        })?;
+        let line = record.position().map_or(0, csv::Position::line);
+        let mut row = Vec::with_capacity(chosen.len());
+        for &i in &chosen {
+            let cell = record.get(i).unwrap_or("");
+            match cell.trim().parse::<f64>() {
+                Ok(value) if value.is_finite() => row.push(value),
+                _ => {
+                    return Err(DriverError::SampleNotNumber {
+                        path: path.to_owned(),
+                        line,
+                        column: header[i].to_owned(),
+                        value: cell.to_owned(),
+                    });
+                }
+            }
+        }
+        rows.push(row);
+    }
+    Ok(rows)
+}
+
 /// The header positions of the chosen columns, in sending order.
 fn choose_columns(
     path: &Path,
@@ -167,6 +202,32 @@ fn choose_columns(
         });
     }
     Ok(chosen)
+}
+
+/// The Open Inference Protocol v2 request for a batch of rows of the same
+/// width: shape `[rows, width]`, the data flat in row-major order.
+pub fn oip_batch_body(rows: &[&[f64]]) -> Vec<u8> {
+    #[derive(Serialize)]
+    struct Request<'a> {
+        inputs: [Tensor<'a>; 1],
+    }
+    #[derive(Serialize)]
+    struct Tensor<'a> {
+        name: &'static str,
+        shape: [usize; 2],
+        datatype: &'static str,
+        data: &'a [f64],
+    }
+    let data: Vec<f64> = rows.iter().flat_map(|r| r.iter().copied()).collect();
+    let request = Request {
+        inputs: [Tensor {
+            name: "input-0",
+            shape: [rows.len(), rows.first().map_or(0, |r| r.len())],
+            datatype: "FP64",
+            data: &data,
+        }],
+    };
+    serde_json::to_vec(&request).expect("a struct of numbers and strings serializes")
 }
 
 /// The Open Inference Protocol v2 request for one row of features:

@@ -321,6 +321,36 @@ fn csv_rows_become_oip_requests_of_the_chosen_columns() {
 }
 
 #[test]
+fn batches_hold_exactly_their_rows_cycling_through_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rows.csv");
+    std::fs::write(&path, "x,label\n1,0\n2,0\n3,1\n4,1\n5,1\n").unwrap();
+    let columns = CsvColumns::Exclude(vec!["label".into()]);
+    let bodies: Vec<serde_json::Value> = Samples::from_csv_batched(&path, &columns, 2)
+        .unwrap()
+        .bodies()
+        .iter()
+        .map(|b| serde_json::from_slice(b).unwrap())
+        .collect();
+    let batch = |data: serde_json::Value| json!({"inputs": [{"name": "input-0", "shape": [2, 1], "datatype": "FP64", "data": data}]});
+    assert_eq!(
+        bodies,
+        [
+            batch(json!([1.0, 2.0])),
+            batch(json!([3.0, 4.0])),
+            batch(json!([5.0, 1.0]))
+        ]
+    );
+    // A batch larger than the file repeats its rows.
+    let big = Samples::from_csv_batched(&path, &columns, 12).unwrap();
+    assert_eq!(big.len(), 1);
+    let body: serde_json::Value = serde_json::from_slice(&big.bodies()[0]).unwrap();
+    assert_eq!(body["inputs"][0]["shape"], json!([12, 1]));
+    assert_eq!(body["inputs"][0]["data"][11], 2.0);
+    assert!(Samples::from_csv_batched(&path, &columns, 0).is_err());
+}
+
+#[test]
 fn bad_samples_name_the_file_and_line() {
     let dir = tempfile::tempdir().unwrap();
     let write = |name: &str, text: &str| {
