@@ -71,7 +71,7 @@ pub(crate) struct RunArgs {
     /// Open workload in stages, in order: DURATION:RATE (constant) or
     /// DURATION:FROM-TO (a linear ramp), e.g. `--stage 10s:0-200 --stage
     /// 30s:200`; replaces --rate and --duration
-    #[arg(long = "stage", value_name = "DURATION:RATE", value_parser = parse_stage)]
+    #[arg(long = "stage", value_name = "DURATION:RATE", value_parser = parse_stage, conflicts_with = "duration")]
     stages: Vec<RateStage>,
     /// Closed workload: the pause between a user's response and its next
     /// request
