@@ -12,8 +12,9 @@
 //!   that `mlops autoscale simulate` runs.
 //!
 //! - the load-test step kinds [`performance`], [`endurance`] and
-//!   [`volume`] (`load-test` evidence) and [`stress`] (`breaking-point` and
-//!   `capacity` evidence); [`register`] adds them to a
+//!   [`volume`] (`load-test` evidence), [`stress`] (`breaking-point` and
+//!   `capacity` evidence) and [`scalability`] (`capacity` evidence against
+//!   replicas); [`register`] adds them to a
 //!   registry.
 //!
 //! The other kinds of load test, the capacity model and the autoscaler
@@ -28,6 +29,7 @@ pub mod capacity;
 pub mod endurance;
 pub mod generator;
 pub mod performance;
+pub mod scalability;
 pub mod stress;
 pub mod volume;
 
@@ -44,8 +46,8 @@ pub mod evidence {
     pub const CAPACITY: &str = "capacity";
 }
 
-/// Registers stage 6: the `performance`, `stress`, `endurance` and
-/// `volume` kinds and the
+/// Registers stage 6: the `performance`, `stress`, `endurance`, `volume`
+/// and `scalability` kinds and the
 /// `load-test`, `breaking-point` and `capacity` evidence kinds. The steps reach the release environment's gateway as the release
 /// kinds do (the [`mlops_release::service::GatewayProgram`] option, else
 /// `mlops` from beside the running program or from `PATH`).
@@ -54,6 +56,7 @@ pub fn register(registry: &mut KindRegistry) -> Result<(), RegistryError> {
     registry.register(Arc::new(stress::StressKind))?;
     registry.register(Arc::new(endurance::EnduranceKind))?;
     registry.register(Arc::new(volume::VolumeKind))?;
+    registry.register(Arc::new(scalability::ScalabilityKind))?;
     registry.register_evidence(EvidenceKind {
         name: evidence::LOAD_TEST,
         stage: Stage::Loadtest,

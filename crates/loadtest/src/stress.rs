@@ -65,18 +65,23 @@ struct Wire {
     require: Option<f64>,
     connections: Option<usize>,
     timeout: Option<toml::Spanned<String>>,
+    // `scalability` only.
+    replicas: Option<Vec<u32>>,
+    target_rate: Option<f64>,
 }
 
 #[derive(Debug, Clone)]
-struct Stress {
-    target: Target,
-    load: Load,
-    start: f64,
+pub(crate) struct Stress {
+    pub(crate) target: Target,
+    pub(crate) load: Load,
+    pub(crate) start: f64,
     max_rate: f64,
     step: Duration,
     factor: f64,
     bisect: u32,
     require: Option<f64>,
+    /// A `scalability` step's replica counts and target rate.
+    pub(crate) scalability: Option<crate::scalability::Plan>,
 }
 
 impl StepKind for StressKind {
@@ -93,9 +98,27 @@ impl StepKind for StressKind {
     }
 
     fn compile(&self, params: &KindParams<'_>) -> Result<Arc<dyn StepAction>, Vec<Diagnostic>> {
+        compile(self.name(), params)
+    }
+}
+
+/// The `stress` and `scalability` kinds' compile: the same search for a
+/// breaking point, and for `scalability` the replica counts it runs at.
+pub(crate) fn compile(
+    kind: &'static str,
+    params: &KindParams<'_>,
+) -> Result<Arc<dyn StepAction>, Vec<Diagnostic>> {
+    {
         let wire: Wire = params.deserialize().map_err(|d| vec![d])?;
         let span = params.span();
         let mut errors = Vec::new();
+        let scalable = kind == "scalability";
+        if !scalable && (wire.replicas.is_some() || wire.target_rate.is_some()) {
+            errors.push(Diagnostic::new(
+                "`replicas` and `target-rate` are keys of the `scalability` kind",
+                Some(span.clone()),
+            ));
+        }
         let mut problem = |text: String| errors.push(Diagnostic::new(text, Some(span.clone())));
         if !(wire.max_rate.is_finite() && wire.max_rate > 0.0 && wire.max_rate <= MAX_RATE) {
             problem(format!(
@@ -142,7 +165,7 @@ impl StepKind for StressKind {
             &mut errors,
         );
         let timeout = short_duration("timeout", wire.timeout.as_ref(), 10, 60, &mut errors);
-        let target = Target::compile(self.name(), params, &mut errors);
+        let target = Target::compile(kind, params, &mut errors);
         let model = target.as_ref().map_or("model", |(_, m)| m.as_str());
         let traffic = wire
             .traffic
@@ -155,6 +178,17 @@ impl StepKind for StressKind {
                 Some(span.clone()),
             ));
         }
+        let plan = match (scalable, &target) {
+            (true, Some((t, _))) => crate::scalability::Plan::compile(
+                &t.infra,
+                &t.service,
+                wire.replicas.as_deref(),
+                wire.target_rate,
+                &span,
+                &mut errors,
+            ),
+            _ => None,
+        };
         if !errors.is_empty() {
             return Err(errors);
         }
@@ -162,10 +196,16 @@ impl StepKind for StressKind {
             (target, traffic, step, timeout)
         else {
             return Err(vec![Diagnostic::new(
-                "`stress` could not be compiled",
+                format!("`{kind}` could not be compiled"),
                 Some(span),
             )]);
         };
+        if scalable && plan.is_none() {
+            return Err(vec![Diagnostic::new(
+                "`scalability` could not be compiled",
+                Some(span),
+            )]);
+        }
         let stress = Stress {
             target,
             start: traffic.rate,
@@ -183,10 +223,17 @@ impl StepKind for StressKind {
             factor,
             bisect,
             require: wire.require,
+            scalability: plan,
         };
         Ok(Arc::new(move |ctx: StepContext| {
             let stress = stress.clone();
-            async move { stress.run(&ctx).await }
+            async move {
+                if stress.scalability.is_some() {
+                    crate::scalability::run(&stress, &ctx).await
+                } else {
+                    stress.run(&ctx).await
+                }
+            }
         }))
     }
 }
@@ -291,46 +338,11 @@ impl Stress {
             self.bisect,
             slo.join(" and ")
         ));
-        let mut levels: Vec<Level> = Vec::new();
-        let (mut held, mut broke): (Option<usize>, Option<usize>) = (None, None);
-        let mut rate = self.start;
-        // Step up.
-        loop {
-            let at = self.level(ctx, &url, rate, levels.len()).await?;
-            levels.push(at);
-            let last = levels.len() - 1;
-            if levels[last].held {
-                held = Some(last);
-                if rate >= self.max_rate || levels.len() >= MAX_LEVELS {
-                    break;
-                }
-                rate = (rate * self.factor).min(self.max_rate);
-            } else {
-                broke = Some(last);
-                break;
-            }
-        }
-        // Bisect between the last level that held and the first that broke.
-        if let (Some(_), Some(_)) = (held, broke) {
-            for _ in 0..self.bisect {
-                let (lo, hi) = (
-                    levels[held.expect("bracketed")].rate,
-                    levels[broke.expect("bracketed")].rate,
-                );
-                let mid = ((lo + hi) / 2.0).round();
-                if mid <= lo || mid >= hi || levels.len() >= MAX_LEVELS {
-                    break;
-                }
-                let at = self.level(ctx, &url, mid, levels.len()).await?;
-                levels.push(at);
-                let last = levels.len() - 1;
-                if levels[last].held {
-                    held = Some(last);
-                } else {
-                    broke = Some(last);
-                }
-            }
-        }
+        let Search {
+            levels,
+            held,
+            broke,
+        } = self.search(ctx, &url, self.start, "").await?;
         let sustained = held.map(|i| &levels[i]);
         let broken = broke.map(|i| &levels[i]);
         let reason = match (sustained, self.require) {
@@ -378,6 +390,63 @@ impl Stress {
             Some(reason) => Err(failure(reason)),
             None => Ok(()),
         }
+    }
+
+    /// Steps the rate up from `start` by the factor until a level breaks
+    /// (or `max-rate` holds), then bisects; level files are named with
+    /// `prefix`.
+    pub(crate) async fn search(
+        &self,
+        ctx: &StepContext,
+        url: &str,
+        start: f64,
+        prefix: &str,
+    ) -> Result<Search, StepFailure> {
+        let mut levels: Vec<Level> = Vec::new();
+        let (mut held, mut broke): (Option<usize>, Option<usize>) = (None, None);
+        let mut rate = start;
+        // Step up.
+        loop {
+            let at = self.level(ctx, url, rate, prefix, levels.len()).await?;
+            levels.push(at);
+            let last = levels.len() - 1;
+            if levels[last].held {
+                held = Some(last);
+                if rate >= self.max_rate || levels.len() >= MAX_LEVELS {
+                    break;
+                }
+                rate = (rate * self.factor).min(self.max_rate);
+            } else {
+                broke = Some(last);
+                break;
+            }
+        }
+        // Bisect between the last level that held and the first that broke.
+        if let (Some(_), Some(_)) = (held, broke) {
+            for _ in 0..self.bisect {
+                let (lo, hi) = (
+                    levels[held.expect("bracketed")].rate,
+                    levels[broke.expect("bracketed")].rate,
+                );
+                let mid = ((lo + hi) / 2.0).round();
+                if mid <= lo || mid >= hi || levels.len() >= MAX_LEVELS {
+                    break;
+                }
+                let at = self.level(ctx, url, mid, prefix, levels.len()).await?;
+                levels.push(at);
+                let last = levels.len() - 1;
+                if levels[last].held {
+                    held = Some(last);
+                } else {
+                    broke = Some(last);
+                }
+            }
+        }
+        Ok(Search {
+            levels,
+            held,
+            broke,
+        })
     }
 
     /// Fits the USL to the levels — throughput against the requests in
@@ -435,13 +504,14 @@ impl Stress {
         ctx: &StepContext,
         url: &str,
         rate: f64,
+        prefix: &str,
         n: usize,
     ) -> Result<Level, StepFailure> {
         let workload = Workload::constant(rate, self.step);
         let mut result = send(ctx, &self.load, url, workload).await?;
         let latency = result.latency().map_err(failure)?;
         result.thresholds = check_all(&self.load.thresholds, &result.report, &latency);
-        let saved = save(ctx, &format!("level-{:02}-{rate}", n + 1), &result)?;
+        let saved = save(ctx, &format!("{prefix}level-{:02}-{rate}", n + 1), &result)?;
         let r = &result.report;
         let failed: Vec<String> = result
             .thresholds
@@ -479,6 +549,16 @@ impl Stress {
     }
 }
 
+/// The levels of one search for a breaking point.
+pub(crate) struct Search {
+    /// Every level, in the order run.
+    pub(crate) levels: Vec<Level>,
+    /// The highest level that held.
+    pub(crate) held: Option<usize>,
+    /// The lowest level that broke.
+    pub(crate) broke: Option<usize>,
+}
+
 /// What a `stress` step records as `capacity` evidence.
 #[derive(Debug, Clone, Serialize)]
 pub struct Capacity {
@@ -505,6 +585,35 @@ pub struct Capacity {
 /// One line about `capacity` evidence, for `pipeline status`.
 pub(crate) fn summarize_capacity(evidence: &mlops_core::Evidence) -> Option<String> {
     let b = &evidence.body;
+    if b["basis"] == "replicas" {
+        let rows: Vec<String> = b["rows"]
+            .as_array()?
+            .iter()
+            .map(|r| {
+                format!(
+                    "{}: {}",
+                    r["replicas"],
+                    r["sustained_rate"]
+                        .as_f64()
+                        .map_or_else(|| "broke".to_owned(), |x| format!("{x}/s"))
+                )
+            })
+            .collect();
+        let needs = match (
+            b["required_rate"].as_f64(),
+            b["replicas_for_required"].as_u64(),
+        ) {
+            (Some(rate), Some(n)) => format!("; {rate}/s needs {n} replicas"),
+            (Some(rate), None) => format!("; {rate}/s out of reach"),
+            _ => String::new(),
+        };
+        return Some(format!(
+            "scalability of {} {}: {}{needs}",
+            b["service"].as_str()?,
+            b["verdict"].as_str()?,
+            rows.join(", ")
+        ));
+    }
     let fit = &b["fit"];
     let peak = match (
         fit["peak_concurrency"].as_f64(),

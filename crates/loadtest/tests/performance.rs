@@ -265,3 +265,93 @@ fn a_performance_step_load_tests_the_release_through_its_gateway() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_scalability_step_measures_each_replica_count_and_restores_the_service() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let _cleanup = Cleanup(dir.to_owned());
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    std::fs::copy(
+        repo.join("examples/iris/data/iris.csv"),
+        dir.join("requests.csv"),
+    )
+    .unwrap();
+    let out = Command::new(built("iris"))
+        .args(["train", "--data"])
+        .arg(dir.join("requests.csv"))
+        .arg("--model")
+        .arg(dir.join("model.json"))
+        .arg("--metrics")
+        .arg(dir.join("metrics.json"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The replica count handed to a controller; stage 6 only measures.
+    let base = manifest(r#""p99 < 2s""#);
+    let loadtest = base.find("[loadtest.steps.perf]").unwrap();
+    let manifest = format!(
+        "{}{}",
+        &base[..loadtest],
+        r#"[loadtest.steps.scale]
+kind = "scalability"
+with = { traffic = { csv = "requests.csv", exclude = ["species"], rate = 200 }, slo = ["p99 < 2s", "error_rate < 1%"], max-rate = 400, step-duration = "1s", bisect = 0, replicas = [1, 2], target-rate = 300 }
+"#
+    )
+    .replace("replicas = 1\n", "replicas = { min = 1, max = 2 }\n");
+    std::fs::write(dir.join("mlops.toml"), &manifest).unwrap();
+    let (code, stdout, stderr) = mlops(&["pipeline", "run"], dir);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    let (_, status, _) = mlops(&["pipeline", "status", "--json"], dir);
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    let scale = status["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "scale")
+        .unwrap();
+    let body = &scale["evidence"][0]["body"];
+    assert_eq!(scale["evidence"][0]["kind"], "capacity", "{scale:#}");
+    assert_eq!(body["basis"], "replicas", "{body:#}");
+    let rows = body["rows"].as_array().unwrap();
+    let counts: Vec<u64> = rows
+        .iter()
+        .map(|r| r["replicas"].as_u64().unwrap())
+        .collect();
+    assert_eq!(counts, [1, 2], "{body:#}");
+    for row in rows {
+        assert_eq!(row["sustained_rate"], 400.0, "{body:#}");
+    }
+    assert_eq!(body["replicas_for_required"], 1, "{body:#}");
+    assert_eq!(body["verdict"], "pass", "{body:#}");
+    // Back at one replica, the gateway's pool as it was.
+    let (_, infra, _) = mlops(&["infra", "status", "--env", "production", "--json"], dir);
+    let infra: serde_json::Value = serde_json::from_str(&infra).unwrap();
+    let declared = infra["instances"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{infra:#}"))
+        .iter()
+        .find(|i| i["service"] == "iris" && i["owner"].is_null())
+        .unwrap_or_else(|| panic!("{infra:#}"));
+    assert_eq!(declared["desired_replicas"], 1, "{declared:#}");
+    let log = std::fs::read_to_string(scale["log"].as_str().unwrap()).unwrap();
+    assert!(log.contains("`iris` at 2 replicas: "), "{log}");
+    assert!(log.contains("`iris` is back at 1 replicas"), "{log}");
+
+    // A service with a fixed replica count cannot be scaled: refused.
+    std::fs::write(
+        dir.join("mlops.toml"),
+        manifest.replace("replicas = { min = 1, max = 2 }\n", "replicas = 1\n"),
+    )
+    .unwrap();
+    let (code, _, stderr) = mlops(&["pipeline", "run", "--stage", "loadtest"], dir);
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains("declares a fixed replica count"),
+        "{stderr}"
+    );
+}
