@@ -593,3 +593,14 @@ fn workers_share_a_run_and_the_coordinator_merges_it() {
     assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
     assert_eq!(server.hits(), 40);
 }
+
+/// Stage 6 records its evidence under the names `mlops assess` reads
+/// (assess depends on no stage crate, so it spells them itself).
+#[test]
+fn stage_6_evidence_is_what_assess_reads() {
+    use mlops_assess::runs::later;
+    use mlops_loadtest::evidence;
+    assert_eq!(evidence::LOAD_TEST, later::LOAD_TEST);
+    assert_eq!(evidence::BREAKING_POINT, later::BREAKING_POINT);
+    assert_eq!(evidence::CAPACITY, later::CAPACITY);
+}
