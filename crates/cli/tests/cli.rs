@@ -863,8 +863,7 @@ fn the_python_example_passes_with_the_local_provider() {
     let o = run(&["assess", ".", "--format", "json", "--no-history"], &wine);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let r: Value = serde_json::from_slice(&o.stdout).unwrap();
-    // Stage 5: the SLOs held and no drift, so the climb reaches 5 (wine
-    // has no stage 6).
+    // Stage 5: the SLOs held and no drift.
     for name in ["slo", "drift"] {
         let s5 = step(&s, name);
         assert_eq!(s5["status"], "passed", "{s5:#}");
@@ -873,6 +872,15 @@ fn the_python_example_passes_with_the_local_provider() {
         step(&s, "drift")["evidence"][0]["body"]["verdict"],
         "no-drift"
     );
+    // Stage 6: load-tested, stressed and measured at 2 and 3 replicas (the
+    // service back at 2), but nothing autoscales, so the climb stops at 5.
+    for name in ["performance", "stress", "scalability"] {
+        let s6 = step(&s, name);
+        assert_eq!(s6["status"], "passed", "{s6:#}");
+    }
+    let scalability = &step(&s, "scalability")["evidence"][0];
+    assert_eq!(scalability["kind"], "capacity", "{scalability:#}");
+    assert_eq!(scalability["body"]["basis"], "replicas", "{scalability:#}");
     assert_eq!(r["stage_level"], 5, "{:#}", r["stages"]);
     assert_eq!(r["stages"][0]["status"], "proven");
     assert_eq!(r["stages"][3]["status"], "proven", "{:#}", r["stages"][3]);
