@@ -17,11 +17,12 @@
 //!   merged exactly; `max-latency-drift` (a percentage) bounds the rise.
 //! - **Memory growth**: every replica in the gateway's pool is sampled
 //!   every `sample-every` (1 s) while the load runs — the resident memory
-//!   of the process listening on its port, read from `/proc` — and its
-//!   growth (last sample less first) and slope (least squares, bytes a
-//!   second) reported; `max-memory-growth` bounds the largest growth. A
-//!   replica that is not a local process (a container) is reported as not
-//!   measured; with `max-memory-growth` set, a run that measured no replica
+//!   of the process listening on its port, read from `/proc`, or for a
+//!   container (its port published by Docker's proxy) the memory the
+//!   engine's stats API reports, as the monitoring collector reads them —
+//!   and its growth (last sample less first) and slope (least squares,
+//!   bytes a second) reported; `max-memory-growth` bounds the largest
+//!   growth. With `max-memory-growth` set, a run that measured no replica
 //!   fails, since the check could not be made.
 //!
 //! Recorded as `load-test` evidence with `kind = "endurance"` and an
@@ -30,7 +31,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use mlops_apm::collector::resources::{endpoint_port, listening_pid, process_usage};
+use mlops_apm::collector::resources::{endpoint_port, listening_pid, process_name, process_usage};
 use mlops_core::manifest::{Diagnostic, parse_duration};
 use mlops_core::{KindParams, Stage, StepAction, StepKind};
 use mlops_release::driver::{decode_histogram, latency_histogram};
@@ -169,9 +170,11 @@ pub(crate) fn duration(
 pub struct ReplicaMemory {
     /// Its endpoint, as the gateway's pool has it.
     pub replica: String,
-    /// The process measured; `None` when none could be (not a local
-    /// process).
+    /// The process measured, when the replica is a local process.
     pub pid: Option<u32>,
+    /// How it was read: `process` (`/proc`), `container` (the Docker
+    /// engine's stats API) or `none`.
+    pub source: String,
     /// Samples taken.
     pub samples: usize,
     /// The first sample's resident memory, in bytes.
@@ -225,9 +228,10 @@ impl Report {
         for m in &self.memory {
             match (m.first_bytes, m.last_bytes, m.slope_bytes_per_s) {
                 (Some(a), Some(b), slope) => out.push(format!(
-                    "memory of {} (pid {}): {} → {} ({:+.1} MiB, {} samples{})",
+                    "memory of {} ({}): {} → {} ({:+.1} MiB, {} samples{})",
                     m.replica,
-                    m.pid.map_or_else(|| "?".to_owned(), |p| p.to_string()),
+                    m.pid
+                        .map_or_else(|| m.source.clone(), |p| format!("pid {p}")),
                     mib(a),
                     mib(b),
                     (b as f64 - a as f64) / MIB,
@@ -251,14 +255,24 @@ fn mib(bytes: u64) -> String {
     format!("{:.1} MiB", bytes as f64 / MIB)
 }
 
-/// Each replica, the process found listening on its port, and its
-/// `(seconds, resident bytes)` samples.
-type Series = Vec<(String, Option<u32>, Vec<(f64, u64)>)>;
+/// How a replica's memory is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    /// A local process listening on its port: `/proc`.
+    Process(u32),
+    /// A container publishing its port: the engine's stats API.
+    Container(u16),
+    /// Neither could be found.
+    Unknown,
+}
+
+/// Each replica, how it is read, and its `(seconds, bytes)` samples.
+type Series = Vec<(String, Source, Vec<(f64, u64)>)>;
 
 /// Samples the replicas' memory until [`Sampler::finish`].
 pub(crate) struct Sampler {
     stop: CancellationToken,
-    task: tokio::task::JoinHandle<Series>,
+    task: tokio::task::JoinHandle<(Series, Option<String>)>,
 }
 
 impl Sampler {
@@ -271,30 +285,36 @@ impl Sampler {
                 let mut series: Series = replicas
                     .into_iter()
                     .map(|r| {
-                        let pid = endpoint_port(&r).and_then(listening_pid);
-                        (r, pid, Vec::new())
+                        let port = endpoint_port(&r);
+                        // Docker's userland proxy listens for a container.
+                        let source = match port
+                            .and_then(listening_pid)
+                            .filter(|pid| process_name(*pid).is_none_or(|n| n != "docker-proxy"))
+                        {
+                            Some(pid) => Source::Process(pid),
+                            None => port.map_or(Source::Unknown, Source::Container),
+                        };
+                        (r, source, Vec::new())
                     })
                     .collect();
-                loop {
-                    let at = start.elapsed().as_secs_f64();
-                    for (_, pid, samples) in &mut series {
-                        if let Some(usage) = pid.and_then(|p| process_usage(p).ok()) {
-                            samples.push((at, usage.rss_bytes));
-                        }
+                let mut engine = None;
+                let mut engine_error = None;
+                if series.iter().any(|s| matches!(s.1, Source::Container(_))) {
+                    match mlops_iac::DockerProvider::connect().await {
+                        Ok(e) => engine = Some(e),
+                        Err(e) => engine_error = Some(e.to_string()),
                     }
+                }
+                loop {
+                    sample(&mut series, engine.as_ref(), start).await;
                     tokio::select! {
                         () = stop.cancelled() => break,
                         () = tokio::time::sleep(every) => {}
                     }
                 }
                 // One last sample at the end.
-                let at = start.elapsed().as_secs_f64();
-                for (_, pid, samples) in &mut series {
-                    if let Some(usage) = pid.and_then(|p| process_usage(p).ok()) {
-                        samples.push((at, usage.rss_bytes));
-                    }
-                }
-                series
+                sample(&mut series, engine.as_ref(), start).await;
+                (series, engine_error)
             })
         };
         Self { stop, task }
@@ -302,25 +322,67 @@ impl Sampler {
 
     pub(crate) async fn finish(self) -> Vec<ReplicaMemory> {
         self.stop.cancel();
-        let series = self.task.await.unwrap_or_default();
+        let (series, engine_error) = self.task.await.unwrap_or_default();
         series
             .into_iter()
-            .map(|(replica, pid, samples)| memory(replica, pid, &samples))
+            .map(|(replica, source, samples)| {
+                let mut m = memory(replica, source, &samples);
+                if let (Source::Container(_), Some(e)) = (source, &engine_error) {
+                    m.note = Some(format!("the Docker engine could not be asked: {e}"));
+                }
+                m
+            })
             .collect()
     }
 }
 
-fn memory(replica: String, pid: Option<u32>, samples: &[(f64, u64)]) -> ReplicaMemory {
+/// One sample of every replica.
+async fn sample(series: &mut Series, engine: Option<&mlops_iac::DockerProvider>, start: Instant) {
+    let at = start.elapsed().as_secs_f64();
+    let containers = match engine {
+        Some(e) if series.iter().any(|s| matches!(s.1, Source::Container(_))) => {
+            e.container_usage().await.unwrap_or_default()
+        }
+        _ => Vec::new(),
+    };
+    for (_, source, samples) in series.iter_mut() {
+        let bytes = match *source {
+            Source::Process(pid) => process_usage(pid).ok().map(|u| u.rss_bytes),
+            Source::Container(port) => containers
+                .iter()
+                .find(|c| c.port == Some(port))
+                .map(|c| c.memory_bytes),
+            Source::Unknown => None,
+        };
+        if let Some(bytes) = bytes {
+            samples.push((at, bytes));
+        }
+    }
+}
+
+fn memory(replica: String, source: Source, samples: &[(f64, u64)]) -> ReplicaMemory {
     let first = samples.first().map(|s| s.1);
     let last = samples.last().map(|s| s.1);
-    let note = match (pid, samples.is_empty()) {
-        (None, _) => Some("no local process listens on its port (a container?)".to_owned()),
-        (Some(_), true) => Some("its process could not be read".to_owned()),
+    let note = match (source, samples.is_empty()) {
+        (Source::Unknown, _) => Some("its endpoint has no port".to_owned()),
+        (Source::Process(_), true) => Some("its process could not be read".to_owned()),
+        (Source::Container(_), true) => {
+            Some("no process or container answers on its port".to_owned())
+        }
         _ => None,
     };
     ReplicaMemory {
         replica,
-        pid,
+        pid: match source {
+            Source::Process(pid) => Some(pid),
+            _ => None,
+        },
+        source: match source {
+            Source::Process(_) => "process",
+            Source::Container(_) => "container",
+            Source::Unknown => "none",
+        }
+        .to_owned(),
         samples: samples.len(),
         first_bytes: first,
         last_bytes: last,
@@ -397,7 +459,7 @@ pub(crate) fn report(
             memory.iter().filter(|m| m.growth_bytes.is_some()).collect();
         if measured.is_empty() {
             problems.push(
-                "memory growth could not be measured: no replica is a local process".to_owned(),
+                "memory growth could not be measured: no replica's process or container could be read".to_owned(),
             );
         }
         for m in measured {
@@ -442,11 +504,11 @@ mod tests {
             .collect();
         assert!((slope(&samples).unwrap() - 50.0).abs() < 1e-9);
         assert_eq!(slope(&samples[..1]), None);
-        let m = memory("http://127.0.0.1:1".into(), Some(1), &samples);
+        let m = memory("http://127.0.0.1:1".into(), Source::Process(1), &samples);
         assert_eq!(m.growth_bytes, Some(450));
         assert_eq!(m.max_bytes, Some(1450));
-        let unmeasured = memory("http://127.0.0.1:2".into(), None, &[]);
-        assert!(unmeasured.note.unwrap().contains("no local process"));
+        let unmeasured = memory("http://127.0.0.1:2".into(), Source::Container(2), &[]);
+        assert!(unmeasured.note.unwrap().contains("no process or container"));
     }
 
     /// A result of `seconds` seconds whose second `s` answered ten requests
@@ -517,7 +579,7 @@ mod tests {
         let run = result(5, |_| 10);
         let grew = memory(
             "http://127.0.0.1:1".into(),
-            Some(1),
+            Source::Process(1),
             &[(0.0, 100 << 20), (4.0, 180 << 20)],
         );
         let report = report(&checks(None, Some(64 << 20)), &run, vec![grew]).unwrap();
@@ -525,11 +587,13 @@ mod tests {
             report.problems,
             ["memory of http://127.0.0.1:1 grew 80.0 MiB, over the 64.0 MiB allowed"]
         );
-        let unmeasured = memory("http://127.0.0.1:2".into(), None, &[]);
+        let unmeasured = memory("http://127.0.0.1:2".into(), Source::Unknown, &[]);
         let report = super::report(&checks(None, Some(64 << 20)), &run, vec![unmeasured]).unwrap();
         assert_eq!(
             report.problems,
-            ["memory growth could not be measured: no replica is a local process"]
+            [
+                "memory growth could not be measured: no replica's process or container could be read"
+            ]
         );
     }
 }
