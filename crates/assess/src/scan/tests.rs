@@ -1019,7 +1019,7 @@ fn the_iris_example() {
         &scan,
         Signal::LockedEnvironment,
         "mlops.toml",
-        Some(Some(24)),
+        Some(Some(26)),
     );
     assert!(env.automated);
     // cargo nextest runs the Rust tests.
@@ -1028,7 +1028,7 @@ fn the_iris_example() {
     assert!(
         tests
             .summary
-            .starts_with("src/model.rs: 5 tests; run by mlops.toml:31"),
+            .starts_with("src/model.rs: 5 tests; run by mlops.toml:33"),
         "{}",
         tests.summary
     );
@@ -1044,14 +1044,14 @@ fn the_iris_example() {
         Some(None),
     );
     assert!(schema.automated);
-    assert!(evidence(&scan, Signal::ModelValidation, "mlops.toml", Some(Some(50))).automated);
-    assert!(evidence(&scan, Signal::Reproducibility, "mlops.toml", Some(Some(61))).automated);
+    assert!(evidence(&scan, Signal::ModelValidation, "mlops.toml", Some(Some(52))).automated);
+    assert!(evidence(&scan, Signal::Reproducibility, "mlops.toml", Some(Some(63))).automated);
     assert!(
         evidence(
             &scan,
             Signal::ReleaseVersioning,
             "mlops.toml",
-            Some(Some(107))
+            Some(Some(109))
         )
         .automated
     );
@@ -1060,13 +1060,13 @@ fn the_iris_example() {
             &scan,
             Signal::MonitoringConfig,
             "mlops.toml",
-            Some(Some(131))
+            Some(Some(133))
         )
         .automated
     );
-    assert!(evidence(&scan, Signal::Alerting, "mlops.toml", Some(Some(131))).automated);
-    assert!(evidence(&scan, Signal::LoadTest, "mlops.toml", Some(Some(151))).automated);
-    assert!(evidence(&scan, Signal::ModelValidation, "mlops.toml", Some(Some(56))).automated);
+    assert!(evidence(&scan, Signal::Alerting, "mlops.toml", Some(Some(133))).automated);
+    assert!(evidence(&scan, Signal::LoadTest, "mlops.toml", Some(Some(153))).automated);
+    assert!(evidence(&scan, Signal::ModelValidation, "mlops.toml", Some(Some(58))).automated);
     assert!(scan.notes.is_empty(), "{:?}", scan.notes);
 }
 

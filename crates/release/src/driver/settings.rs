@@ -89,6 +89,11 @@ pub enum SettingError {
     /// The URL is not `http://host…`.
     #[error("the target `{0}` is not an http:// url with a host")]
     NotHttp(String),
+    /// An `https://` URL: the driver speaks plain HTTP only.
+    #[error(
+        "the target `{0}` is https: the driver sends plain HTTP only (to loopback or a private network, or to a local TLS terminator); give an http:// url"
+    )]
+    Https(String),
     /// The method is not a valid token.
     #[error("`{0}` is not an http method")]
     Method(String),
@@ -365,6 +370,9 @@ impl Target {
                     reason: e.to_string(),
                 })?;
         let not_http = || SettingError::NotHttp(url.to_owned());
+        if uri.scheme_str() == Some("https") {
+            return Err(SettingError::Https(url.to_owned()));
+        }
         if uri.scheme_str() != Some("http") {
             return Err(not_http());
         }

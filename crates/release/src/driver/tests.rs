@@ -440,7 +440,7 @@ fn settings_list_every_problem() {
         problems,
         [
             SettingError::Rate(0.0),
-            SettingError::NotHttp("https://example.com/".into()),
+            SettingError::Https("https://example.com/".into()),
             SettingError::Method("NOT A METHOD".into()),
             SettingError::Header("bad header".into()),
             SettingError::Duration,
