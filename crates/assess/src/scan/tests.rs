@@ -931,7 +931,7 @@ fn the_wine_example() {
     }
     let tests = evidence(&scan, Signal::UnitTests, "tests/test_train.py", None);
     assert!(
-        tests.summary.ends_with("; run by mlops.toml:26"),
+        tests.summary.ends_with("; run by mlops.toml:28"),
         "{}",
         tests.summary
     );
@@ -944,24 +944,24 @@ fn the_wine_example() {
             &scan,
             Signal::TrainingPipeline,
             "mlops.toml",
-            Some(Some(36))
+            Some(Some(38))
         )
         .automated
     );
     // Quality thresholds in the tests and in the gate.
     assert!(evidence(&scan, Signal::ModelValidation, "tests/test_train.py", None).automated);
-    assert!(evidence(&scan, Signal::ModelValidation, "mlops.toml", Some(Some(42))).automated);
+    assert!(evidence(&scan, Signal::ModelValidation, "mlops.toml", Some(Some(44))).automated);
     assert!(
         evidence(
             &scan,
             Signal::BaselineComparison,
             "mlops.toml",
-            Some(Some(42))
+            Some(Some(44))
         )
         .automated
     );
     // The data: the validation step, the schema it reads, the data tests.
-    assert!(evidence(&scan, Signal::DataTests, "mlops.toml", Some(Some(31))).automated);
+    assert!(evidence(&scan, Signal::DataTests, "mlops.toml", Some(Some(33))).automated);
     let schema = evidence(
         &scan,
         Signal::DataTests,
@@ -973,12 +973,12 @@ fn the_wine_example() {
     assert!(evidence(&scan, Signal::NumericalChecks, "tests/test_data.py", None).automated);
     for (signal, line) in [
         (Signal::InfrastructureCode, 7),
-        (Signal::LockedEnvironment, 20),
-        (Signal::SecretScanning, 47),
-        (Signal::Packaging, 52),
-        (Signal::ModelRegistry, 52),
-        (Signal::Deployment, 57),
-        (Signal::SmokeTests, 62),
+        (Signal::LockedEnvironment, 22),
+        (Signal::SecretScanning, 49),
+        (Signal::Packaging, 54),
+        (Signal::ModelRegistry, 54),
+        (Signal::Deployment, 59),
+        (Signal::SmokeTests, 64),
     ] {
         assert!(evidence(&scan, signal, "mlops.toml", Some(Some(line))).automated);
     }
