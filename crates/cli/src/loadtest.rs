@@ -285,17 +285,35 @@ fn run_load(args: RunArgs) -> Result<u8, Failure> {
             .worker_token_file
             .clone()
             .unwrap_or_else(|| PathBuf::from(WORKER_TOKEN));
+        // The workers' token is read, never made here: a new one would
+        // only be refused by them.
+        if !file.is_file() {
+            return Err(invalid(anyhow::anyhow!(
+                "no worker token at {}: a worker writes its token when it starts (`mlops loadtest worker`); give its file with --worker-token-file",
+                file.display()
+            )));
+        }
         let token = crate::gateway::token_at(&file).map_err(crate::gateway::token_failure)?;
         let spec = RunSpec::new(&settings_for_spec, &samples_for_spec);
         if !args.quiet && !args.json {
             eprintln!("running on {} workers…", args.workers.len());
         }
-        let results = runtime
-            .block_on(run_on_workers(&args.workers, &token, &spec))
-            .map_err(|e| match e {
-                RemoteError::WorkerUrl(_) => invalid(e),
-                e => fail(exit::RUN_FAILED, e),
-            })?;
+        let outcome = runtime.block_on(async {
+            tokio::select! {
+                results = run_on_workers(&args.workers, &token, &spec) => Some(results),
+                // Dropping the calls closes their connections: each worker
+                // abandons its share.
+                _ = tokio::signal::ctrl_c() => None,
+            }
+        });
+        let Some(outcome) = outcome else {
+            eprintln!("interrupted: the workers' runs were abandoned; no result to report");
+            return Ok(exit::CANCELLED);
+        };
+        let results = outcome.map_err(|e| match e {
+            RemoteError::WorkerUrl(_) | RemoteError::Spec(_) => invalid(e),
+            e => fail(exit::RUN_FAILED, e),
+        })?;
         let mut merged = merge(&results).map_err(|e| fail(exit::RUN_FAILED, e))?;
         return report_run(&mut merged, &checks, &args, false);
     }

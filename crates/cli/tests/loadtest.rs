@@ -522,8 +522,30 @@ fn workers_share_a_run_and_the_coordinator_merges_it() {
     let mode = std::fs::metadata(&token).unwrap().permissions().mode();
     assert_eq!(mode & 0o077, 0, "{mode:o}");
 
-    // Another token: 401, nothing runs.
+    // The split is exact: 5 requests over two workers are 5, not 3 + 3.
+    let o = mlops(&[
+        "loadtest",
+        "run",
+        &server.url("/"),
+        "--rate",
+        "5",
+        "-d",
+        "1s",
+        "--worker",
+        &a.url,
+        "--worker",
+        &b.url,
+        "--worker-token-file",
+        token_arg,
+        "--json",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(json(&o)["requests"], 5);
+    assert_eq!(server.hits(), 45);
+
+    // Another worker's token: 401, nothing runs.
     let other = dir.path().join("other.token");
+    let _c = Worker::start(&other);
     let o = mlops(&[
         "loadtest",
         "run",
@@ -539,7 +561,21 @@ fn workers_share_a_run_and_the_coordinator_merges_it() {
     ]);
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     assert!(stderr(&o).contains("answered 401"), "{}", stderr(&o));
-    assert_eq!(server.hits(), 40);
+    assert_eq!(server.hits(), 45);
+    // No token file: refused before anything is sent, and not made up.
+    let missing = dir.path().join("missing.token");
+    let o = mlops(&[
+        "loadtest",
+        "run",
+        &server.url("/"),
+        "--worker",
+        &a.url,
+        "--worker-token-file",
+        missing.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("no worker token at"), "{}", stderr(&o));
+    assert!(!missing.exists());
     // A dead worker, a bad worker url.
     let port = TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -581,7 +617,123 @@ fn workers_share_a_run_and_the_coordinator_merges_it() {
         "{}",
         stderr(&o)
     );
+    // A worker that never answers is given up on: 1 s of load, 1 s of
+    // timeout and ten seconds of grace.
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_url = format!("http://{}", silent.local_addr().unwrap());
+    let started = Instant::now();
+    let o = mlops(&[
+        "loadtest",
+        "run",
+        &server.url("/"),
+        "--rate",
+        "5",
+        "-d",
+        "1s",
+        "--timeout",
+        "1s",
+        "--worker",
+        &silent_url,
+        "--worker-token-file",
+        token_arg,
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("no answer within 12 s"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(started.elapsed() < Duration::from_secs(30));
+    drop(silent);
+
+    // A coordinator killed mid-run: the worker abandons its share and is
+    // free again for the next run.
+    let mut coordinator = Command::new(env!("CARGO_BIN_EXE_mlops"))
+        .args([
+            "loadtest",
+            "run",
+            &server.url("/"),
+            "--rate",
+            "20",
+            "-d",
+            "60s",
+            "--worker",
+            &a.url,
+        ])
+        .args(["--worker-token-file", token_arg, "-q"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while server.hits() < 50 {
+        assert!(Instant::now() < deadline, "no traffic from the worker");
+        thread::sleep(Duration::from_millis(20));
+    }
+    coordinator.kill().unwrap();
+    coordinator.wait().unwrap();
+    thread::sleep(Duration::from_millis(300));
+    let stopped_at = server.hits();
+    thread::sleep(Duration::from_millis(500));
+    assert_eq!(server.hits(), stopped_at, "the worker stopped sending");
+    let o = mlops(&[
+        "loadtest",
+        "run",
+        &server.url("/"),
+        "--rate",
+        "10",
+        "-d",
+        "1s",
+        "--worker",
+        &a.url,
+        "--worker-token-file",
+        token_arg,
+        "--json",
+    ]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "the worker is free: {}",
+        stderr(&o)
+    );
+    assert_eq!(json(&o)["requests"], 10);
+
+    // Ctrl-C at the coordinator: exit 130, saying the shares were
+    // abandoned.
+    let coordinator = Command::new(env!("CARGO_BIN_EXE_mlops"))
+        .args([
+            "loadtest",
+            "run",
+            &server.url("/"),
+            "--rate",
+            "20",
+            "-d",
+            "60s",
+            "--worker",
+            &a.url,
+        ])
+        .args(["--worker-token-file", token_arg, "-q"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let target = server.hits() + 5;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while server.hits() < target {
+        assert!(Instant::now() < deadline, "no traffic from the worker");
+        thread::sleep(Duration::from_millis(20));
+    }
+    kill(Pid::from_raw(coordinator.id() as i32), Signal::SIGINT).unwrap();
+    let o = coordinator.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(130), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("the workers' runs were abandoned"),
+        "{}",
+        stderr(&o)
+    );
+
     // A request without the token changes nothing on the worker.
+    let before = server.hits();
     let mut raw = TcpStream::connect(a.url.trim_start_matches("http://")).unwrap();
     write!(
         raw,
@@ -591,7 +743,7 @@ fn workers_share_a_run_and_the_coordinator_merges_it() {
     let mut answer = String::new();
     raw.read_to_string(&mut answer).unwrap();
     assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
-    assert_eq!(server.hits(), 40);
+    assert_eq!(server.hits(), before);
 }
 
 /// Stage 6 records its evidence under the names `mlops assess` reads

@@ -282,6 +282,7 @@ async fn measure(
             let next = plan.replicas.iter().find(|m| **m > n).copied().unwrap_or(n);
             start = (search.levels[held].rate * f64::from(next) / f64::from(n) / 2.0)
                 .max(stress.start)
+                .min(stress.max_rate)
                 .round();
         }
         rows.push((n, search));

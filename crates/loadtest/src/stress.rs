@@ -75,7 +75,7 @@ pub(crate) struct Stress {
     pub(crate) target: Target,
     pub(crate) load: Load,
     pub(crate) start: f64,
-    max_rate: f64,
+    pub(crate) max_rate: f64,
     step: Duration,
     factor: f64,
     bisect: u32,

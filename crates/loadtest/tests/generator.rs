@@ -160,6 +160,19 @@ async fn damaged_results_are_refused() {
         merge(&[cut]),
         Err(MergeError::Seconds { index: 1, .. })
     ));
+    for second in [u64::MAX, 100_000_000_000, 0] {
+        let mut edited = good.clone();
+        // The last bucket moved far past the end, or back onto the first.
+        edited.report.per_second.last_mut().unwrap().second = second;
+        if edited.report.per_second.len() < 2 && second == 0 {
+            continue;
+        }
+        let e = merge(&[good.clone(), edited]).unwrap_err();
+        assert!(
+            matches!(e, MergeError::BadSecond { index: 2, .. }),
+            "{second}: {e}"
+        );
+    }
     let mut garbled = good.clone();
     garbled.histograms.overall = "bm90IGEgaGlzdG9ncmFt".into();
     let e = merge(&[good, garbled]).unwrap_err();

@@ -95,6 +95,9 @@ pub enum RemoteError {
         /// What it said.
         body: String,
     },
+    /// The run does not compile.
+    #[error("the run: {0}")]
+    Spec(String),
     /// The worker's answer is not a result.
     #[error("worker {worker} answered something that is not a load result: {reason}")]
     Answer {
@@ -160,16 +163,32 @@ impl RunSpec {
         Ok((settings, samples))
     }
 
+    /// The whole run's planned requests, and how long a worker may take to
+    /// answer it: its duration, its per-request timeout and ten seconds.
+    pub fn bounds(&self) -> Result<(u64, Duration), RemoteError> {
+        let (settings, samples) = self.settings().map_err(RemoteError::Spec)?;
+        let driver = settings
+            .compile(samples)
+            .map_err(|e| RemoteError::Spec(e.to_string()))?;
+        let deadline = settings.workload.duration() + settings.timeout + Duration::from_secs(10);
+        Ok((driver.planned_requests(), deadline))
+    }
+
     /// The `index`th of `n` equal shares (`index` from 0): rates divided
     /// by `n`; users and the request bound shared out, the first shares
     /// taking the remainder (a share may get no users: it is `None` then).
-    pub fn share(&self, index: usize, n: usize) -> Option<Self> {
+    ///
+    /// `planned` is the whole run's planned requests (the driver's
+    /// [`mlops_release::driver::Driver::planned_requests`]): the shares'
+    /// bounds add up to it, so rounding each share's schedule up sends no
+    /// request more than one generator would.
+    pub fn share(&self, index: usize, n: usize, planned: u64) -> Option<Self> {
         let part = |total: u64| -> u64 {
             let (n, i) = (n as u64, index as u64);
             total / n + u64::from(i < total % n)
         };
         let mut spec = self.clone();
-        spec.max_requests = part(self.max_requests);
+        spec.max_requests = part(self.max_requests.min(planned));
         if let Some(stages) = &mut spec.stages {
             for stage in stages {
                 stage.from /= n as f64;
@@ -216,6 +235,15 @@ pub async fn serve_worker(listener: TcpListener, token: AdminToken, stop: Cancel
         });
     }
     connections.abort_all();
+}
+
+/// Marks the worker free when dropped.
+struct Free<'a>(&'a AtomicBool);
+
+impl Drop for Free<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
 }
 
 fn text(status: StatusCode, body: impl Into<String>) -> Response<Full<Bytes>> {
@@ -268,8 +296,10 @@ async fn answer(
     if busy.swap(true, Ordering::AcqRel) {
         return text(StatusCode::CONFLICT, "a run is under way\n");
     }
+    // Free again however the run ends: a coordinator that goes away drops
+    // this future, which abandons the run.
+    let _free = Free(busy);
     let result = run(&driver, stop, None).await;
-    busy.store(false, Ordering::Release);
     match result.map(|r| serde_json::to_vec(&r)) {
         Ok(Ok(json)) => {
             let mut response = text(StatusCode::OK, String::new());
@@ -303,15 +333,32 @@ pub async fn run_on_workers(
         targets.push((worker.clone(), authority));
     }
     let n = targets.len();
+    let (planned, deadline) = spec.bounds()?;
     let mut calls = tokio::task::JoinSet::new();
     for (i, (worker, authority)) in targets.into_iter().enumerate() {
-        let Some(share) = spec.share(i, n) else {
+        let Some(share) = spec.share(i, n, planned) else {
             continue;
         };
         let body = serde_json::to_vec(&share).expect("a spec serializes");
         let bearer = format!("Bearer {}", token.expose());
         calls.spawn(async move {
-            let result = call(&worker, &authority, &bearer, body).await;
+            // A worker that never answers is given up on: a run always
+            // ends by itself.
+            let result = match tokio::time::timeout(
+                deadline,
+                call(&worker, &authority, &bearer, body),
+            )
+            .await
+            {
+                Ok(result) => result,
+                Err(_) => Err(RemoteError::Unreachable {
+                    worker: worker.clone(),
+                    reason: format!(
+                        "no answer within {} s (the run's duration, its timeout and ten seconds)",
+                        deadline.as_secs()
+                    ),
+                }),
+            };
             (i, result)
         });
     }

@@ -81,6 +81,18 @@ pub enum MergeError {
         /// Entries of `histograms.per_second`.
         histograms: usize,
     },
+    /// A second out of order, or after the run's end.
+    #[error(
+        "result {index}: second {second} is out of order or after the run's end ({elapsed_s} s): the file was edited or cut"
+    )]
+    BadSecond {
+        /// Its position among the inputs, from 1.
+        index: usize,
+        /// The second.
+        second: u64,
+        /// The run's elapsed seconds.
+        elapsed_s: f64,
+    },
     /// A count that overflows when added.
     #[error("the merged counts overflow")]
     Overflow,
@@ -137,6 +149,27 @@ impl LoadResult {
                 index,
                 found: self.format,
             });
+        }
+        // Seconds strictly increasing, none after the run's end: a file
+        // edited by hand (or a bad worker) cannot make a merge allocate
+        // or count past what a run can hold.
+        let elapsed = self.report.elapsed_s;
+        let last_possible = if elapsed.is_finite() && elapsed >= 0.0 {
+            elapsed + 1.0
+        } else {
+            -1.0
+        };
+        let mut previous: Option<u64> = None;
+        for bucket in &self.report.per_second {
+            if previous.is_some_and(|p| bucket.second <= p) || bucket.second as f64 > last_possible
+            {
+                return Err(MergeError::BadSecond {
+                    index,
+                    second: bucket.second,
+                    elapsed_s: elapsed,
+                });
+            }
+            previous = Some(bucket.second);
         }
         if self.histograms.per_second.len() != self.report.per_second.len() {
             return Err(MergeError::Seconds {

@@ -130,9 +130,13 @@ enum Finished {
 async fn work(shared: Arc<Shared>, stop: CancellationToken) -> Finished {
     let plan = &*shared.plan;
     let capture = shared.observer.is_some().then_some(plan.capture_limit);
-    let think = match plan.schedule {
-        Schedule::Closed { think, .. } if !think.is_zero() => Some(think),
-        _ => None,
+    // A closed workload's pause, and when its users stop: a pause never
+    // runs past the end of the run.
+    let (think, end) = match plan.schedule {
+        Schedule::Closed {
+            think, duration, ..
+        } if !think.is_zero() => (Some(think), shared.start + duration),
+        _ => (None, shared.start),
     };
     let mut cancelled = std::pin::pin!(stop.cancelled());
     // When the next request is due, and when the one in flight times out.
@@ -216,7 +220,7 @@ async fn work(shared: Arc<Shared>, stop: CancellationToken) -> Finished {
                 tokio::select! {
                     biased;
                     () = &mut cancelled => return Finished::Cancelled,
-                    () = tokio::time::sleep(think) => {}
+                    () = tokio::time::sleep_until((Instant::now() + think).min(end)) => {}
                 }
                 shared.tally().next_ticket()
             }

@@ -970,6 +970,23 @@ async fn think_time_paces_each_user_and_max_requests_bounds_a_closed_run() {
             "{}",
             run.report.requests
         );
+        // A pause longer than the run ends with the run: a think time of
+        // an hour in a 300 ms run.
+        let long = Workload::Closed {
+            users: 2,
+            think: Duration::from_secs(3600),
+            duration: Duration::from_millis(300),
+        };
+        let run = DriverSettings::with_workload(server.url(), long, 100)
+            .compile(samples(1))
+            .unwrap()
+            .run(&CancellationToken::new())
+            .await;
+        assert_eq!(
+            run.report.requests, 2,
+            "one request each, then the run is over"
+        );
+        assert!(run.report.elapsed_s < 5.0, "{}", run.report.elapsed_s);
         let bounded_run = DriverSettings::with_workload(server.url(), workload, 3)
             .compile(samples(1))
             .unwrap()
