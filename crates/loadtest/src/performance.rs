@@ -300,6 +300,12 @@ pub(crate) fn compile(
                 Some(span.clone()),
             ));
         }
+        if !stages.is_empty() && stages.iter().all(|s| s.from == 0.0 && s.to == 0.0) {
+            errors.push(Diagnostic::new(
+                "every stage's rate is 0: the stages would send no request",
+                Some(span.clone()),
+            ));
+        }
         let connections = wire.connections.unwrap_or(32);
         if !(1..=1024).contains(&connections) {
             errors.push(Diagnostic::new(
