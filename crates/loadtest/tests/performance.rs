@@ -239,6 +239,61 @@ fn a_performance_step_load_tests_the_release_through_its_gateway() {
         text.contains("breaking point of iris: 250/s held, 300/s broke (requests < 300: FAILED"),
         "{text}"
     );
+    // The capacity model fitted to the five levels.
+    let capacity = &stress["evidence"][1];
+    assert_eq!(capacity["kind"], "capacity", "{stress:#}");
+    let fit = &capacity["body"]["fit"];
+    assert_eq!(fit["points"], 5, "{capacity:#}");
+    assert!(fit["lambda"].as_f64().unwrap() > 0.0, "{capacity:#}");
+    assert!(
+        fit["r_squared"].as_f64().unwrap().is_finite(),
+        "{capacity:#}"
+    );
+    // The endurance step measured the replica (a local process) as it ran.
+    let endurance = status["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "endurance")
+        .unwrap();
+    let body = &endurance["evidence"][0]["body"];
+    assert_eq!(body["kind"], "endurance", "{endurance:#}");
+    assert_eq!(body["requests"], 150, "{body:#}");
+    let memory = &body["endurance"]["memory"];
+    assert_eq!(memory.as_array().unwrap().len(), 1, "one replica: {body:#}");
+    assert_eq!(memory[0]["source"], "process", "{body:#}");
+    assert!(memory[0]["pid"].as_u64().is_some(), "{body:#}");
+    assert!(memory[0]["samples"].as_u64().unwrap() >= 4, "{body:#}");
+    assert!(memory[0]["first_bytes"].as_u64().unwrap() > 0, "{body:#}");
+    assert!(
+        body["endurance"]["latency_drift"].as_f64().is_some(),
+        "{body:#}"
+    );
+    assert_eq!(
+        body["endurance"]["problems"],
+        serde_json::json!([]),
+        "{body:#}"
+    );
+    // The volume step sent batches of 500 rows.
+    let volume = status["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "volume")
+        .unwrap();
+    let body = &volume["evidence"][0]["body"];
+    assert_eq!(body["kind"], "volume", "{volume:#}");
+    assert_eq!(body["batch"], 500, "{body:#}");
+    assert_eq!(body["requests"], 20, "{body:#}");
+    assert_eq!(body["errors"], 0, "{body:#}");
+    assert!(
+        body["request_bytes"].as_f64().unwrap() > 500.0 * 4.0 * 3.0,
+        "{body:#}"
+    );
+    assert!(
+        text.contains("volume load test pass on iris in production: 20 requests"),
+        "{text}"
+    );
 
     // A threshold that cannot hold fails the stage, saying by how much.
     std::fs::write(dir.join("mlops.toml"), manifest(r#""p50 < 1us""#)).unwrap();
@@ -263,6 +318,47 @@ fn a_performance_step_load_tests_the_release_through_its_gateway() {
     assert!(
         stderr.contains("at most 100000 requests per second"),
         "{stderr}"
+    );
+    let refused = |edit: &dyn Fn(String) -> String, says: &str| {
+        std::fs::write(dir.join("mlops.toml"), edit(manifest(r#""p99 < 1s""#))).unwrap();
+        let (code, stdout, stderr) = mlops(&["pipeline", "run", "--stage", "loadtest"], dir);
+        assert_eq!(code, 2, "{says}: {stdout}\n{stderr}");
+        assert!(stderr.contains(says), "{says}: {stderr}");
+    };
+    refused(
+        &|m| m.replace("max-rate = 800", "max-rate = 50"),
+        "`traffic.rate` (the first level) must be below `max-rate`",
+    );
+    refused(
+        &|m| m.replace("batch = 500, ", ""),
+        "the `volume` kind needs `batch`",
+    );
+    refused(
+        &|m| {
+            m.replace(
+                "duration = \"2s\", connections = 8",
+                "duration = \"2s\", batch = 3, connections = 8",
+            )
+        },
+        "`batch` is a key of the `volume` kind",
+    );
+    refused(
+        &|m| {
+            m.replace(
+                "duration = \"2s\", connections = 8",
+                "stages = [{ duration = \"1s\", from = 0, to = 0 }], connections = 8",
+            )
+        },
+        "every stage's rate is 0",
+    );
+    refused(
+        &|m| {
+            m.replace(
+                "max-latency-drift = \"10000%\"",
+                "max-latency-drift = \"lots\"",
+            )
+        },
+        "`max-latency-drift` must be a percentage",
     );
 }
 
