@@ -169,8 +169,9 @@ pub struct Scalability {
     pub fit: Option<UslFit>,
     /// `target-rate`, when given.
     pub required_rate: Option<f64>,
-    /// The replicas it needs: the smallest measured count that sustained
-    /// it, else the model's (rounded up); `None` when neither reaches it.
+    /// The replicas it needs: the smallest measured count with a level at
+    /// that rate or above that held the SLO, else the model's (rounded
+    /// up); `None` when neither reaches it.
     pub replicas_for_required: Option<u32>,
     /// `pass` or `fail`.
     pub verdict: String,
@@ -422,9 +423,12 @@ fn conclude(
             f.lambda, f.sigma, f.kappa, f.r_squared
         ));
     }
+    // A count sustains a rate when a level asking at least that much held
+    // the SLO (the rate achieved is a little lower: it counts the last
+    // responses' time).
     let measured_for = |rate: f64| {
         rows.iter()
-            .find(|r| r.sustained_rps.is_some_and(|x| x >= rate))
+            .find(|r| r.sustained_rate.is_some_and(|x| x >= rate))
             .map(|r| r.replicas)
     };
     let replicas_for = plan.target_rate.and_then(|rate| {
