@@ -648,28 +648,34 @@ fn workers_share_a_run_and_the_coordinator_merges_it() {
 
     // A coordinator killed mid-run: the worker abandons its share and is
     // free again for the next run.
-    let mut coordinator = Command::new(env!("CARGO_BIN_EXE_mlops"))
-        .args([
-            "loadtest",
-            "run",
-            &server.url("/"),
-            "--rate",
-            "20",
-            "-d",
-            "60s",
-            "--worker",
-            &a.url,
-        ])
-        .args(["--worker-token-file", token_arg, "-q"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while server.hits() < 50 {
-        assert!(Instant::now() < deadline, "no traffic from the worker");
-        thread::sleep(Duration::from_millis(20));
-    }
+    // A long run on worker `a`, once it has sent `more` requests.
+    let long_run = |more: usize| {
+        let child = Command::new(env!("CARGO_BIN_EXE_mlops"))
+            .args([
+                "loadtest",
+                "run",
+                &server.url("/"),
+                "--rate",
+                "20",
+                "-d",
+                "60s",
+                "--worker",
+                &a.url,
+            ])
+            .args(["--worker-token-file", token_arg, "-q"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let target = server.hits() + more;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while server.hits() < target {
+            assert!(Instant::now() < deadline, "no traffic from the worker");
+            thread::sleep(Duration::from_millis(20));
+        }
+        child
+    };
+    let mut coordinator = long_run(5);
     coordinator.kill().unwrap();
     coordinator.wait().unwrap();
     thread::sleep(Duration::from_millis(300));
@@ -700,29 +706,7 @@ fn workers_share_a_run_and_the_coordinator_merges_it() {
 
     // Ctrl-C at the coordinator: exit 130, saying the shares were
     // abandoned.
-    let coordinator = Command::new(env!("CARGO_BIN_EXE_mlops"))
-        .args([
-            "loadtest",
-            "run",
-            &server.url("/"),
-            "--rate",
-            "20",
-            "-d",
-            "60s",
-            "--worker",
-            &a.url,
-        ])
-        .args(["--worker-token-file", token_arg, "-q"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let target = server.hits() + 5;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while server.hits() < target {
-        assert!(Instant::now() < deadline, "no traffic from the worker");
-        thread::sleep(Duration::from_millis(20));
-    }
+    let coordinator = long_run(5);
     kill(Pid::from_raw(coordinator.id() as i32), Signal::SIGINT).unwrap();
     let o = coordinator.wait_with_output().unwrap();
     assert_eq!(o.status.code(), Some(130), "{}", stderr(&o));

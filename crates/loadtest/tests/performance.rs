@@ -51,6 +51,31 @@ impl Drop for Cleanup {
     }
 }
 
+/// The project's data (iris's rows as `requests.csv`) and a model trained
+/// on it, in `dir`.
+fn prepare(dir: &Path) {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    std::fs::copy(
+        repo.join("examples/iris/data/iris.csv"),
+        dir.join("requests.csv"),
+    )
+    .unwrap();
+    let out = Command::new(built("iris"))
+        .args(["train", "--data"])
+        .arg(dir.join("requests.csv"))
+        .arg("--model")
+        .arg(dir.join("model.json"))
+        .arg("--metrics")
+        .arg(dir.join("metrics.json"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 fn manifest(thresholds: &str) -> String {
     format!(
         r#"
@@ -125,26 +150,7 @@ fn a_performance_step_load_tests_the_release_through_its_gateway() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let _cleanup = Cleanup(dir.to_owned());
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    std::fs::copy(
-        repo.join("examples/iris/data/iris.csv"),
-        dir.join("requests.csv"),
-    )
-    .unwrap();
-    let out = Command::new(built("iris"))
-        .args(["train", "--data"])
-        .arg(dir.join("requests.csv"))
-        .arg("--model")
-        .arg(dir.join("model.json"))
-        .arg("--metrics")
-        .arg(dir.join("metrics.json"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    prepare(dir);
 
     std::fs::write(
         dir.join("mlops.toml"),
@@ -367,26 +373,7 @@ fn a_scalability_step_measures_each_replica_count_and_restores_the_service() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let _cleanup = Cleanup(dir.to_owned());
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    std::fs::copy(
-        repo.join("examples/iris/data/iris.csv"),
-        dir.join("requests.csv"),
-    )
-    .unwrap();
-    let out = Command::new(built("iris"))
-        .args(["train", "--data"])
-        .arg(dir.join("requests.csv"))
-        .arg("--model")
-        .arg(dir.join("model.json"))
-        .arg("--metrics")
-        .arg(dir.join("metrics.json"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    prepare(dir);
     // The replica count handed to a controller; stage 6 only measures.
     let base = manifest(r#""p99 < 2s""#);
     let loadtest = base.find("[loadtest.steps.perf]").unwrap();
