@@ -5,21 +5,21 @@
 //!
 //! A worker holds one keep-alive HTTP/1 connection (hyper's low-level
 //! client, so the bound on connections is exact), opens it on first use and
-//! again after any failure, and drops it when a request times out. The
-//! worker's own task drives the connection's I/O (the gateway's upstream
-//! [`Conn`]): no task per connection, so no wake-up between tasks, often
-//! between threads, per request.
+//! again after any failure, and drops it when a request times out. (Driving
+//! the connection from the worker's own task, as the gateway's upstream
+//! connections are, was tried: it sent a little faster but made the
+//! release fault tests flaky — an idle connection is not watched between
+//! requests — and was taken back; see docs/benchmarks.md.)
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use std::future::poll_fn;
-use std::pin::Pin;
-use std::task::Poll;
-
 use bytes::{Bytes, BytesMut};
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full};
 use hyper::Request;
-use hyper::body::{Body as _, Incoming};
+use hyper::body::Incoming;
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -29,7 +29,6 @@ use super::report::{ObservedResponse, SecondBucket, StopReason, TrafficRun};
 use super::schedule::Schedule;
 use super::settings::Plan;
 use super::tally::{Outcome, Tally};
-use crate::gateway::upstream::{Conn, connect_to};
 
 /// What the workers of one run share.
 struct Shared {
@@ -123,10 +122,6 @@ enum Finished {
 }
 
 /// One connection's worth of the run.
-///
-/// The worker's timers and its wait for cancellation are made once and
-/// reused: a deadline that only moves later is re-armed without touching
-/// the runtime's timer wheel, so a request costs no timer registration.
 async fn work(shared: Arc<Shared>, stop: CancellationToken) -> Finished {
     let plan = &*shared.plan;
     let capture = shared.observer.is_some().then_some(plan.capture_limit);
@@ -138,44 +133,36 @@ async fn work(shared: Arc<Shared>, stop: CancellationToken) -> Finished {
         } if !think.is_zero() => (Some(think), shared.start + duration),
         _ => (None, shared.start),
     };
-    let mut cancelled = std::pin::pin!(stop.cancelled());
-    // When the next request is due, and when the one in flight times out.
-    let mut wake = std::pin::pin!(tokio::time::sleep_until(shared.start));
-    let mut expiry = std::pin::pin!(tokio::time::sleep_until(shared.start));
     let mut connection = None;
-    let mut next = shared.tally().next_ticket();
+    let mut first = true;
     loop {
-        let Some(ticket) = next.take() else {
+        if let (Some(think), false) = (think, first) {
+            tokio::select! {
+                biased;
+                () = stop.cancelled() => return Finished::Cancelled,
+                () = tokio::time::sleep_until((Instant::now() + think).min(end)) => {}
+            }
+        }
+        first = false;
+        let Some(ticket) = shared.tally().next_ticket() else {
             return Finished::Completed;
         };
         let due = shared.start + ticket.due;
         let (sample, body) = plan.samples.for_request(ticket.index);
         let deadline = due + plan.timeout;
-        if Instant::now() < due {
-            wake.as_mut().reset(due);
-            tokio::select! {
-                biased;
-                () = &mut cancelled => {
-                    shared.tally().abandon(&ticket);
-                    return Finished::Cancelled;
-                }
-                () = &mut wake => {}
+        let attempt = async {
+            tokio::time::sleep_until(due).await;
+            if Instant::now() >= deadline {
+                // Due so long ago that it timed out waiting for this worker:
+                // leave the connection alone rather than start a request
+                // only to cut it off.
+                return (Outcome::Timeout { sent: 0 }, None);
             }
-        }
-        let (outcome, captured) = if Instant::now() >= deadline {
-            // Due so long ago that it timed out waiting for this worker:
-            // leave the connection alone rather than start a request only
-            // to cut it off.
-            (Outcome::Timeout { sent: 0 }, None)
-        } else {
-            expiry.as_mut().reset(deadline);
-            tokio::select! {
-                biased;
-                () = &mut cancelled => {
-                    shared.tally().abandon(&ticket);
-                    return Finished::Cancelled;
-                }
-                () = &mut expiry => {
+            match tokio::time::timeout_at(deadline, exchange(plan, &mut connection, body, capture))
+                .await
+            {
+                Ok(exchanged) => exchanged,
+                Err(_elapsed) => {
                     // A request cut off in flight closes its connection.
                     let sent = if connection.take().is_some() {
                         body.len() as u64
@@ -184,48 +171,39 @@ async fn work(shared: Arc<Shared>, stop: CancellationToken) -> Finished {
                     };
                     (Outcome::Timeout { sent }, None)
                 }
-                exchanged = exchange(plan, &mut connection, body, capture) => exchanged,
             }
+        };
+        let exchanged = tokio::select! {
+            biased;
+            () = stop.cancelled() => None,
+            exchanged = attempt => Some(exchanged),
+        };
+        let Some((outcome, captured)) = exchanged else {
+            shared.tally().abandon(&ticket);
+            return Finished::Cancelled;
         };
         let latency = Instant::now().saturating_duration_since(due);
-        let following = {
-            let mut tally = shared.tally();
-            tally.record(&ticket, &outcome, latency);
-            if let (
-                Some(observer),
-                Outcome::Response { status, .. },
-                Some((body, truncated, variant)),
-            ) = (&shared.observer, &outcome, captured)
-            {
-                let observed = ObservedResponse {
-                    index: ticket.index,
-                    sample,
-                    status: *status,
-                    latency,
-                    body,
-                    truncated,
-                    variant,
-                };
-                if observer.try_send(observed).is_err() {
-                    tally.observed_dropped();
-                }
+        let mut tally = shared.tally();
+        tally.record(&ticket, &outcome, latency);
+        if let (
+            Some(observer),
+            Outcome::Response { status, .. },
+            Some((body, truncated, variant)),
+        ) = (&shared.observer, &outcome, captured)
+        {
+            let observed = ObservedResponse {
+                index: ticket.index,
+                sample,
+                status: *status,
+                latency,
+                body,
+                truncated,
+                variant,
+            };
+            if observer.try_send(observed).is_err() {
+                tally.observed_dropped();
             }
-            // Without a think time, the next request in the same hold of
-            // the lock.
-            think.is_none().then(|| tally.next_ticket())
-        };
-        next = match (following, think) {
-            (Some(following), _) => following,
-            (None, Some(think)) => {
-                tokio::select! {
-                    biased;
-                    () = &mut cancelled => return Finished::Cancelled,
-                    () = tokio::time::sleep_until((Instant::now() + think).min(end)) => {}
-                }
-                shared.tally().next_ticket()
-            }
-            (None, None) => None,
-        };
+        }
     }
 }
 
@@ -236,12 +214,12 @@ type Captured = Option<(Bytes, bool, Option<String>)>;
 /// Sends one request on the worker's connection, opening one if needed.
 ///
 /// A kept-alive connection the server closed meanwhile is noticed before
-/// the request is written (the connection is found closed, or hyper hands
-/// the request back): the request then goes once more on a new
-/// connection. A request already written is never sent again.
+/// the request is written (hyper hands the request back): the request then
+/// goes once more on a new connection. A request already written is never
+/// sent again.
 async fn exchange(
     plan: &Plan,
-    connection: &mut Option<Conn>,
+    connection: &mut Option<SendRequest<Full<Bytes>>>,
     body: &Bytes,
     capture: Option<usize>,
 ) -> (Outcome, Captured) {
@@ -249,26 +227,25 @@ async fn exchange(
     let mut request = request(plan, body);
     loop {
         let mut reused = false;
-        if let Some(conn) = connection.as_mut() {
-            let open = poll_fn(|cx| Poll::Ready(conn.poll_open(cx))).await;
-            if open && conn.is_ready() {
+        if let Some(sender) = connection.as_mut() {
+            if sender.ready().await.is_ok() {
                 reused = true;
             } else {
                 *connection = None;
             }
         }
-        let conn = match connection {
-            Some(conn) => conn,
-            None => match connect_to(&plan.target.connect_host, plan.target.port).await {
-                Ok(conn) => connection.insert(conn),
-                Err(_) => return (Outcome::Connect, None),
+        let sender = match connection {
+            Some(sender) => sender,
+            None => match connect(plan).await {
+                Some(sender) => connection.insert(sender),
+                None => return (Outcome::Connect, None),
             },
         };
-        match conn.try_send(request).await {
+        match sender.try_send_request(request).await {
             Ok(response) => return read_response(response, connection, sent, capture).await,
-            Err((_, unsent)) => {
+            Err(mut error) => {
                 *connection = None;
-                match unsent {
+                match error.take_message() {
                     Some(unsent) if reused => request = unsent,
                     _ => return (Outcome::Transport { sent }, None),
                 }
@@ -285,11 +262,32 @@ fn request(plan: &Plan, body: &Bytes) -> Request<Full<Bytes>> {
     request
 }
 
-/// Reads the whole body (the latency ends with it), driving the
-/// connection it arrives on, keeping at most `capture` bytes of it.
+/// Opens a connection to the target; `None` if it cannot be opened.
+async fn connect(plan: &Plan) -> Option<SendRequest<Full<Bytes>>> {
+    let host = plan.target.connect_host.as_str();
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    let stream = TcpStream::connect((host, plan.target.port)).await.ok()?;
+    // Small requests go out at once rather than waiting for an ACK.
+    stream.set_nodelay(true).ok()?;
+    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .ok()?;
+    // Ends when the worker drops `sender` and nothing is in flight; its
+    // error, if any, reaches the worker through `sender`.
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    Some(sender)
+}
+
+/// Reads the whole body (the latency ends with it), keeping at most
+/// `capture` bytes of it.
 async fn read_response(
     response: hyper::Response<Incoming>,
-    connection: &mut Option<Conn>,
+    connection: &mut Option<SendRequest<Full<Bytes>>>,
     sent: u64,
     capture: Option<usize>,
 ) -> (Outcome, Captured) {
@@ -305,18 +303,7 @@ async fn read_response(
     let mut received = 0u64;
     let mut kept = capture.map(|_| BytesMut::new());
     let mut truncated = false;
-    loop {
-        let frame = poll_fn(|cx| {
-            if let Some(conn) = connection.as_mut()
-                && !conn.poll_open(cx)
-            {
-                // Closed: what it read is still in the body.
-                *connection = None;
-            }
-            Pin::new(&mut body).poll_frame(cx)
-        })
-        .await;
-        let Some(frame) = frame else { break };
+    while let Some(frame) = body.frame().await {
         let Ok(frame) = frame else {
             *connection = None;
             return (Outcome::Transport { sent }, None);

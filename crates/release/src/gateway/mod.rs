@@ -41,7 +41,7 @@ pub mod metrics;
 mod predictions;
 mod proxy;
 mod shadow;
-pub(crate) mod upstream;
+mod upstream;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;

@@ -52,9 +52,8 @@ pub(crate) struct Conn {
 }
 
 impl Conn {
-    /// Let the connection do what I/O it can; false once it is closed
-    /// (then it must not be polled again: drop it).
-    pub(crate) fn poll_open(&mut self, cx: &mut Context<'_>) -> bool {
+    /// Let the connection do what I/O it can; false once it is closed.
+    fn poll_open(&mut self, cx: &mut Context<'_>) -> bool {
         match Pin::new(&mut self.driver).poll(cx) {
             Poll::Ready(_) => false,
             Poll::Pending => !self.sender.is_closed(),
@@ -66,17 +65,7 @@ impl Conn {
         &mut self,
         req: Request<Full<Bytes>>,
     ) -> Result<Response<Incoming>, UpstreamError> {
-        self.try_send(req).await.map_err(|(e, _)| e)
-    }
-
-    /// [`Conn::send`], handing the request back when the connection failed
-    /// before writing it (a kept-alive connection the peer had closed):
-    /// it may then go once more, on another connection.
-    pub(crate) async fn try_send(
-        &mut self,
-        req: Request<Full<Bytes>>,
-    ) -> Result<Response<Incoming>, (UpstreamError, Option<Request<Full<Bytes>>>)> {
-        let mut response = std::pin::pin!(self.sender.try_send_request(req));
+        let mut response = std::pin::pin!(self.sender.send_request(req));
         let mut closed: Option<Result<(), hyper::Error>> = None;
         poll_fn(|cx| {
             if closed.is_none()
@@ -85,25 +74,16 @@ impl Conn {
                 closed = Some(done);
             }
             match response.as_mut().poll(cx) {
-                Poll::Ready(Ok(r)) => Poll::Ready(Ok(r)),
-                Poll::Ready(Err(mut e)) => {
-                    let unsent = e.take_message();
-                    Poll::Ready(Err((UpstreamError::Http(e.into_error()), unsent)))
-                }
+                Poll::Ready(r) => Poll::Ready(r.map_err(UpstreamError::Http)),
                 // The connection ended and can answer nothing more.
                 Poll::Pending => match closed.take() {
-                    Some(Err(e)) => Poll::Ready(Err((UpstreamError::Http(e), None))),
-                    Some(Ok(())) => Poll::Ready(Err((UpstreamError::Closed, None))),
+                    Some(Err(e)) => Poll::Ready(Err(UpstreamError::Http(e))),
+                    Some(Ok(())) => Poll::Ready(Err(UpstreamError::Closed)),
                     None => Poll::Pending,
                 },
             }
         })
         .await
-    }
-
-    /// Whether a request can be sent now (the previous one is done).
-    pub(crate) fn is_ready(&self) -> bool {
-        self.sender.is_ready()
     }
 }
 
@@ -236,16 +216,12 @@ pub(crate) async fn connect(uri: &Uri) -> Result<Conn, UpstreamError> {
     let authority = uri
         .authority()
         .ok_or_else(|| UpstreamError::Connect(std::io::Error::other("no host")))?;
-    connect_to(authority.host(), authority.port_u16().unwrap_or(80)).await
-}
-
-/// A new connection to `host` (a name, an IPv4 address, or an IPv6 one
-/// in brackets or not) on `port`.
-pub(crate) async fn connect_to(host: &str, port: u16) -> Result<Conn, UpstreamError> {
+    let host = authority.host();
     let host = host
         .strip_prefix('[')
         .and_then(|h| h.strip_suffix(']'))
         .unwrap_or(host);
+    let port = authority.port_u16().unwrap_or(80);
     let stream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect((host, port))).await
     {
         Ok(Ok(s)) => s,
