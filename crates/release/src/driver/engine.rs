@@ -7,9 +7,9 @@
 //! client, so the bound on connections is exact), opens it on first use and
 //! again after any failure, and drops it when a request times out. (Driving
 //! the connection from the worker's own task, as the gateway's upstream
-//! connections are, was tried: it sent a little faster but made the
-//! release fault tests flaky — an idle connection is not watched between
-//! requests — and was taken back; see docs/benchmarks.md.)
+//! connections are, with per-worker timers re-armed, was tried: no faster
+//! beyond the noise, and the release fault tests became flaky, for reasons
+//! not yet understood; taken back, see docs/benchmarks.md.)
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
